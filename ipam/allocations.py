@@ -1,0 +1,288 @@
+"""Address allocation against the store: blocks per host, addresses per attachment.
+
+An attachment (network, container ID, ifname) gets one address per pool (an
+IPv4 pool, and an IPv6 one for dual stack) in one compare-and-swap
+transaction, together with its attachment record: either every key is written
+or none is, so a crash never leaves half an allocation and two hosts or
+processes never hold the same address. The choices themselves are the pure
+functions of ``blocks`` and ``allocator``; this module only reads and writes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from ipaddress import IPv4Interface, IPv6Interface, ip_address, ip_interface, ip_network
+
+from netplug.ipam import keys
+from netplug.ipam.allocator import candidates, is_usable
+from netplug.ipam.blocks import Address, Network, block_of, choose_free_block, gateway
+from netplug.ipam.store.base import Compare, Delete, Put, Store
+
+Interface = IPv4Interface | IPv6Interface
+
+# Each attempt re-reads the store; contention that outlasts this many is
+# reported as "try again later" rather than spinning.
+MAX_ATTEMPTS = 64
+
+
+class IPAMError(Exception):
+    """An allocation that cannot be made; ``code`` is the CNI error code."""
+
+    code = 7
+
+
+class PoolExhausted(IPAMError):
+    code = 100
+
+
+class AddressUnavailable(IPAMError):
+    code = 101
+
+
+class Contention(IPAMError):
+    code = 11
+
+
+@dataclass(frozen=True, slots=True)
+class Pool:
+    subnet: Network
+    block_prefix: int
+
+
+@dataclass(frozen=True, slots=True)
+class Allocation:
+    address: Interface  # carries the block's prefix
+    gateway: Address
+    block: Network
+
+
+@dataclass(frozen=True, slots=True)
+class Attachment:
+    network: str
+    host: str
+    container_id: str
+    ifname: str
+    allocations: tuple[Allocation, ...]
+    names: tuple[str, ...] = field(default=())
+
+    @property
+    def key(self) -> str:
+        return keys.attachment_key(self.network, self.host, self.container_id, self.ifname)
+
+    def record(self) -> dict:
+        return {
+            "containerID": self.container_id,
+            "ifname": self.ifname,
+            "ips": [
+                {"address": str(a.address), "gateway": str(a.gateway), "block": str(a.block)}
+                for a in self.allocations
+            ],
+            "names": list(self.names),
+        }
+
+    @classmethod
+    def from_record(cls, network: str, host: str, record: dict) -> Attachment:
+        allocations = tuple(
+            Allocation(
+                ip_interface(ip["address"]), ip_address(ip["gateway"]), ip_network(ip["block"])
+            )
+            for ip in record["ips"]
+        )
+        return cls(
+            network,
+            host,
+            record["containerID"],
+            record["ifname"],
+            allocations,
+            tuple(record.get("names", ())),
+        )
+
+
+class IPAM:
+    """One host's view of the address space of every network in ``store``."""
+
+    def __init__(self, store: Store, host: str) -> None:
+        self.store = store
+        self.host = host
+
+    # -- allocation ---------------------------------------------------------
+
+    def allocate(
+        self,
+        network: str,
+        pools: Sequence[Pool],
+        container_id: str,
+        ifname: str,
+        static: Sequence[Address] = (),
+        names: Sequence[str] = (),
+    ) -> Attachment:
+        """One address from each pool for the attachment (idempotent).
+
+        ``static`` pins the address of its family. Raises PoolExhausted,
+        AddressUnavailable (static address taken or in another host's block),
+        IPAMError (static address outside the pools), Contention.
+        """
+        existing = self.lookup(network, container_id, ifname)
+        if existing is not None:
+            return existing
+        ident = f"{container_id}/{ifname}"
+        for _ in range(MAX_ATTEMPTS):
+            picks = tuple(self._pick(network, pool, ident, static) for pool in pools)
+            attachment = Attachment(network, self.host, container_id, ifname, picks, tuple(names))
+            if self._claim(attachment):
+                return attachment
+            existing = self.lookup(network, container_id, ifname)
+            if existing is not None:
+                return existing
+        raise Contention(f"could not claim an address in {network} after {MAX_ATTEMPTS} attempts")
+
+    def _claim(self, attachment: Attachment) -> bool:
+        owner = {
+            "host": self.host,
+            "containerID": attachment.container_id,
+            "ifname": attachment.ifname,
+        }
+        ip_keys = [self._ip_key(attachment.network, a) for a in attachment.allocations]
+        compares = [Compare.absent(attachment.key), *(Compare.absent(k) for k in ip_keys)]
+        puts = [
+            Put(attachment.key, keys.encode(attachment.record())),
+            *(Put(k, keys.encode(owner)) for k in ip_keys),
+        ]
+        return self.store.txn(compares, puts).succeeded
+
+    def _pick(self, network: str, pool: Pool, ident: str, static: Sequence[Address]) -> Allocation:
+        wanted = [a for a in static if a.version == pool.subnet.version]
+        if wanted:
+            return self._pick_static(network, pool, wanted[0])
+        for block in self.host_blocks(network, pool):
+            found = next(candidates(block, self._used(network, block), ident), None)
+            if found is not None:
+                return _allocation(found, block)
+        block = self._lease_new_block(network, pool)
+        found = next(candidates(block, set(), ident), None)
+        if found is None:
+            raise PoolExhausted(f"block {block} of {network} holds no container address")
+        return _allocation(found, block)
+
+    def _pick_static(self, network: str, pool: Pool, address: Address) -> Allocation:
+        block = block_of(pool.subnet, pool.block_prefix, address)
+        if block is None:
+            raise IPAMError(
+                f"requested address {address} is outside {network}'s subnet {pool.subnet}"
+            )
+        if not is_usable(block, address):
+            raise IPAMError(
+                f"requested address {address} is the network, gateway or broadcast "
+                f"address of {block}: pick another one"
+            )
+        owner = self._block_owner(network, block) or self._claim_block(network, block)
+        if owner != self.host:
+            raise AddressUnavailable(
+                f"requested address {address} lies in block {block}, which host {owner} holds: "
+                f"request it on {owner} or pick an address in this host's blocks"
+            )
+        taken = self.store.get(keys.ip_key(network, block, address))
+        if taken is not None:
+            holder = keys.decode(taken.value)
+            raise AddressUnavailable(
+                f"requested address {address} is in use by container {holder['containerID']}"
+            )
+        return _allocation(address, block)
+
+    # -- blocks ----------------------------------------------------------------
+
+    def host_blocks(self, network: str, pool: Pool) -> list[Network]:
+        """This host's blocks of ``pool``, in address order."""
+        return [block for block, host in self._blocks(network, pool).items() if host == self.host]
+
+    def _blocks(self, network: str, pool: Pool) -> dict[Network, str]:
+        found = {}
+        for kv in self.store.range(keys.blocks_prefix(network), prefix=True).kvs:
+            block = ip_network(kv.key[len(keys.blocks_prefix(network)) :])
+            if block.version == pool.subnet.version and block.subnet_of(pool.subnet):
+                found[block] = keys.decode(kv.value)["host"]
+        return dict(sorted(found.items(), key=lambda item: int(item[0].network_address)))
+
+    def _block_owner(self, network: str, block: Network) -> str | None:
+        kv = self.store.get(keys.block_key(network, block))
+        return None if kv is None else keys.decode(kv.value)["host"]
+
+    def _claim_block(self, network: str, block: Network) -> str | None:
+        """Lease ``block`` to this host unless someone else got it first; its owner."""
+        key = keys.block_key(network, block)
+        if self.store.txn(
+            [Compare.absent(key)], [Put(key, keys.encode({"host": self.host}))]
+        ).succeeded:
+            return self.host
+        return self._block_owner(network, block)
+
+    def _lease_new_block(self, network: str, pool: Pool) -> Network:
+        for _ in range(MAX_ATTEMPTS):
+            taken = set(self._blocks(network, pool))
+            block = choose_free_block(pool.subnet, pool.block_prefix, taken, self.host)
+            if block is None:
+                raise PoolExhausted(
+                    f"every /{pool.block_prefix} block of {pool.subnet} in {network} is held: "
+                    "free blocks with 'netplugctl hosts remove' or use a larger subnet"
+                )
+            if self._claim_block(network, block) == self.host:
+                return block
+        raise Contention(f"could not lease a block of {pool.subnet} after {MAX_ATTEMPTS} attempts")
+
+    def _used(self, network: str, block: Network) -> set[Address]:
+        prefix = keys.block_ips_prefix(network, block)
+        return {
+            ip_address(kv.key[len(prefix) :]) for kv in self.store.range(prefix, prefix=True).kvs
+        }
+
+    @staticmethod
+    def _ip_key(network: str, allocation: Allocation) -> str:
+        return keys.ip_key(network, allocation.block, allocation.address.ip)
+
+    # -- lookup and release ------------------------------------------------------
+
+    def lookup(self, network: str, container_id: str, ifname: str) -> Attachment | None:
+        kv = self.store.get(keys.attachment_key(network, self.host, container_id, ifname))
+        return (
+            None
+            if kv is None
+            else Attachment.from_record(network, self.host, keys.decode(kv.value))
+        )
+
+    def release(self, network: str, container_id: str, ifname: str) -> Attachment | None:
+        """Free the attachment's addresses and record; None when there was none (idempotent)."""
+        key = keys.attachment_key(network, self.host, container_id, ifname)
+        for _ in range(MAX_ATTEMPTS):
+            kv = self.store.get(key)
+            if kv is None:
+                return None
+            attachment = Attachment.from_record(network, self.host, keys.decode(kv.value))
+            deletes = [
+                Delete(key),
+                *(Delete(self._ip_key(network, a)) for a in attachment.allocations),
+            ]
+            if self.store.txn([Compare.unchanged(kv)], deletes).succeeded:
+                return attachment
+        raise Contention(f"could not release {container_id}/{ifname} after {MAX_ATTEMPTS} attempts")
+
+    def attachments(self, network: str) -> list[Attachment]:
+        """This host's attachments in ``network``."""
+        kvs = self.store.range(keys.host_attachments_prefix(network, self.host), prefix=True).kvs
+        return [Attachment.from_record(network, self.host, keys.decode(kv.value)) for kv in kvs]
+
+    def has_room(self, network: str, pool: Pool) -> bool:
+        """Whether an ADD could get an address of ``pool`` now (STATUS)."""
+        blocks = self._blocks(network, pool)
+        for block, host in blocks.items():
+            if host == self.host and next(candidates(block, self._used(network, block), ""), None):
+                return True
+        return choose_free_block(pool.subnet, pool.block_prefix, set(blocks), self.host) is not None
+
+    def has_attachments(self, network: str) -> bool:
+        prefix = keys.host_attachments_prefix(network, self.host)
+        return bool(self.store.range(prefix, prefix=True, limit=1).kvs)
+
+
+def _allocation(address: Address, block: Network) -> Allocation:
+    return Allocation(ip_interface((address, block.prefixlen)), gateway(block), block)

@@ -1,0 +1,121 @@
+"""``netplug-ipam``: netplug's IPAM as a CNI IPAM plugin for other main plugins.
+
+The reference bridge, macvlan and ipvlan plugins delegate to it with
+``"ipam": {"type": "netplug-ipam", "subnet": ..., "store": ..., ...}``. It
+answers from the same store and with the same allocator as ``netplug``, so
+both can share one address space. Standard library only: it never needs
+netlink, so it always runs in-process.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from ipaddress import ip_address, ip_network
+
+from netplug.cni import dispatch, errors, logfile
+from netplug.cni.attachment import dns_names, pools, static_addresses
+from netplug.cni.errors import CNIError
+from netplug.cni.request import NetConf, Request, parse_ipam_conf
+from netplug.cni.result import IPConfig, Result, Route, from_json
+from netplug.host import Host
+
+USAGE = """\
+netplug-ipam: CNI IPAM plugin on netplug's store (CNI spec 0.1.0-1.1.0).
+
+Use it as the "ipam" of a main plugin such as bridge, macvlan or ipvlan:
+  "ipam": {"type": "netplug-ipam", "subnet": "10.245.0.0/16",
+           "store": "sqlite:///var/lib/netplug/netplug.db", "hostName": "node-1",
+           "routes": [{"dst": "0.0.0.0/0"}]}
+Fields: subnet (required), subnet6, hostBlockPrefix (24), hostBlockPrefix6 (64),
+store, hostName, runDir, logFile, routes (added to the result; a route without
+"gw" goes via the block's gateway). See README.md.
+"""
+
+
+def _routes(conf: NetConf, gateways: dict[int, object]) -> tuple[Route, ...]:
+    """The ``ipam.routes`` of the config, a missing gw filled with the family's gateway."""
+    routes = []
+    for item in conf.raw["ipam"].get("routes", ()):
+        try:
+            dst = ip_network(item["dst"])
+            gw = ip_address(item["gw"]) if item.get("gw") else gateways.get(dst.version)
+        except (KeyError, TypeError, ValueError) as e:
+            raise CNIError(
+                errors.INVALID_CONFIG,
+                f'ipam.routes: expected {{"dst": CIDR, "gw"?: address}} entries, got {item!r}',
+            ) from e
+        routes.append(Route(dst, gw))
+    return tuple(routes)
+
+
+def cmd_add(req: Request, host: Host) -> Result:
+    conf = req.conf
+    attachment = host.ipam.allocate(
+        conf.name,
+        pools(conf),
+        req.container_id,
+        req.ifname,
+        static_addresses(conf),
+        dns_names(conf),
+    )
+    gateways = {a.address.version: a.gateway for a in attachment.allocations}
+    return Result(
+        ips=tuple(IPConfig(a.address, a.gateway) for a in attachment.allocations),
+        routes=_routes(conf, gateways),
+    )
+
+
+def cmd_del(req: Request, host: Host) -> None:
+    host.ipam.release(req.conf.name, req.container_id, req.ifname)
+
+
+def cmd_check(req: Request, host: Host) -> None:
+    conf = req.conf
+    attachment = host.ipam.lookup(conf.name, req.container_id, req.ifname)
+    if attachment is None:
+        raise CNIError(103, f"no addresses are recorded for {req.container_id}/{req.ifname}")
+    if conf.prev_result is not None:
+        reported = {ip.address for ip in from_json(conf.prev_result).ips}
+        missing = {a.address for a in attachment.allocations} - reported
+        if missing:
+            raise CNIError(103, f"prevResult lacks {sorted(map(str, missing))}")
+
+
+def cmd_gc(req: Request, host: Host) -> None:
+    conf = req.conf
+    valid = set(conf.valid_attachments or ())
+    for attachment in host.ipam.attachments(conf.name):
+        if (attachment.container_id, attachment.ifname) not in valid:
+            host.ipam.release(conf.name, attachment.container_id, attachment.ifname)
+
+
+def cmd_status(req: Request, host: Host) -> None:
+    """Ready to serve ADD: the store answers and the pools have room (else code 50)."""
+    conf = req.conf
+    try:
+        host.store.status()
+    except Exception as e:
+        raise CNIError(errors.NOT_AVAILABLE, f"store {conf.store} is unusable: {e}") from e
+    for pool in pools(conf):
+        if not host.ipam.has_room(conf.name, pool):
+            raise CNIError(errors.NOT_AVAILABLE, f"no free address left in {pool.subnet}")
+
+
+NETPLUG_IPAM = dispatch.Plugin(
+    {"ADD": cmd_add, "DEL": cmd_del, "CHECK": cmd_check, "GC": cmd_gc, "STATUS": cmd_status},
+    conf_parser=parse_ipam_conf,
+)
+
+
+def main() -> int:
+    if len(sys.argv) > 1 and sys.argv[1] in ("-h", "--help", "help"):
+        sys.stdout.write(USAGE)
+        return 0
+    if not os.environ.get("CNI_COMMAND"):
+        sys.stderr.write(USAGE)
+        return 0
+    reply = dispatch.handle_in_process(NETPLUG_IPAM, os.environ, sys.stdin.buffer.read())
+    sys.stdout.buffer.write(reply.stdout)
+    logfile.append(reply.log_file, reply.summary)
+    return reply.exit_code

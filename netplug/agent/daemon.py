@@ -1,0 +1,135 @@
+"""``netplugd``: the per-host agent.
+
+In this release it serves the CNI plugin: it holds the store and netlink warm
+and runs the plugin's calls in a thread pool, through the very ``handle`` the
+plugin would run itself. Overlay peers and DNS join it in later releases.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+from netplug.agent.client import SOCKET_NAME
+from netplug.cni.handler import handle
+from netplug.cni.request import NetConf
+from netplug.host import Host
+from netplug.ipam.store.base import StoreError
+from netplug.ipam.store.url import DEFAULT_STORE_URL
+
+log = logging.getLogger("netplugd")
+
+READ_TIMEOUT = 5.0
+WORKERS = 8
+
+
+class PluginServer:
+    """Answers plugin calls on the abstract socket ``@netplugd``."""
+
+    def __init__(self, host: Host, socket_name: str = SOCKET_NAME) -> None:
+        self.host = host
+        self.socket_name = socket_name
+        self.calls = 0
+        self._server: asyncio.AbstractServer | None = None
+
+    def host_for(self, conf: NetConf) -> Host | None:
+        # Only calls for this agent's own store and host name run here; the
+        # plugin runs any other call itself (DESIGN: same store and hostName).
+        return self.host if self.host.serves(conf.host_name, conf.store) else None
+
+    async def start(self) -> None:
+        try:
+            self._server = await asyncio.start_unix_server(self._serve_call, path=self.socket_name)
+        except OSError as e:
+            raise SystemExit(
+                f"netplugd: cannot listen on @{self.socket_name.lstrip(chr(0))} ({e.strerror}): "
+                "another netplugd already serves this network namespace; stop it first"
+            ) from e
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    async def _serve_call(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            data = await asyncio.wait_for(reader.read(), READ_TIMEOUT)
+            call = json.loads(data)
+            stdin = call["stdin"].encode("utf-8", "surrogateescape")
+            reply = await asyncio.to_thread(handle, call["env"], stdin, self.host_for)
+            self.calls += 1
+            writer.write(json.dumps(reply.to_wire()).encode())
+            await writer.drain()
+        except (TimeoutError, ValueError, KeyError, AttributeError) as e:
+            log.warning("dropped a malformed plugin call: %r", e)
+        finally:
+            writer.close()
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="netplugd",
+        description="netplug's per-host agent: serves the CNI plugin over @netplugd "
+        "(abstract unix socket of this network namespace).",
+    )
+    parser.add_argument(
+        "--store",
+        default=DEFAULT_STORE_URL,
+        help="store URL, as in the network config (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--host-name",
+        default=os.environ.get("NETPLUG_HOSTNAME") or socket.gethostname(),
+        help="this host's name in the store, as the config's hostName "
+        "(default: $NETPLUG_HOSTNAME, else the machine's hostname)",
+    )
+    parser.add_argument("--underlay-device", help="the VXLAN underlay interface (overlay releases)")
+    parser.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+    )
+    return parser.parse_args(argv)
+
+
+async def run(args: argparse.Namespace) -> None:
+    loop = asyncio.get_running_loop()
+    loop.set_default_executor(ThreadPoolExecutor(WORKERS, thread_name_prefix="cni"))
+    host = Host.open(args.host_name, args.store)
+    server = PluginServer(host)
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        host.store.status()
+        await server.start()
+        log.info("serving host %s on store %s at @netplugd", host.name, host.store.url)
+        await stop.wait()
+        log.info("stopping after %d plugin calls", server.calls)
+    finally:
+        await server.close()
+        host.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        asyncio.run(run(args))
+    except StoreError as e:
+        log.error("store %s is unusable: %s", args.store, e)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,38 @@
+"""What an attachment asks of the IPAM, derived from the config (pure, stdlib).
+
+Shared by the netplug plugin and netplug-ipam, neither of which should import
+the other's heavy parts to learn it.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from netplug.cni.request import NetConf, is_dns_label
+from netplug.ipam.allocations import Pool
+from netplug.ipam.blocks import Address
+
+log = logging.getLogger(__name__)
+
+
+def pools(conf: NetConf) -> list[Pool]:
+    found = [Pool(conf.subnet, conf.host_block_prefix)]
+    if conf.subnet6 is not None:
+        found.append(Pool(conf.subnet6, conf.host_block_prefix6))
+    return found
+
+
+def static_addresses(conf: NetConf) -> tuple[Address, ...]:
+    """Requested addresses without prefix: the block decides the prefix."""
+    return tuple(getattr(a, "ip", a) for a in conf.static_ips)
+
+
+def dns_names(conf: NetConf) -> tuple[str, ...]:
+    """The aliases that can be DNS names, lower-cased; the others are logged and skipped."""
+    valid = []
+    for name in conf.aliases:
+        if is_dns_label(name):
+            valid.append(name.lower())
+        else:
+            log.warning("not registering %r in DNS: not a valid DNS label", name)
+    return tuple(dict.fromkeys(valid))

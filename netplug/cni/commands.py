@@ -1,0 +1,287 @@
+"""The CNI commands ADD, DEL, CHECK, GC and STATUS for ``"type": "netplug"``.
+
+Shaped like the reference bridge plugin: the request arrives validated, ADD
+runs named steps top to bottom with an ExitStack that undoes whatever the
+container owns when a later step fails (shared devices - the bridge, the NAT
+table - are ensured, never rolled back), and DEL runs every step even when
+earlier ones find nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import ExitStack
+from ipaddress import IPv4Network, IPv6Network, ip_interface, ip_network
+
+from pyroute2 import IPRoute
+
+from netplug.cni import errors
+from netplug.cni.attachment import dns_names, pools, static_addresses
+from netplug.cni.errors import CNIError
+from netplug.cni.request import NetConf, Request
+from netplug.cni.result import DNS, Interface, IPConfig, Result, Route, from_json
+from netplug.host import Host
+from netplug.ipam.allocations import Allocation, Attachment
+from netplug.ipam.plugin import cmd_status
+from netplug.locks import network_lock
+from netplug.net import addresses, bridge, links, masq, netns, sysctl, veth
+from netplug.net.mtu import overlay_mtu
+
+log = logging.getLogger(__name__)
+
+# netplug's own error codes (the spec leaves 100+ to plugins).
+INTERFACE_EXISTS = 102
+CHECK_FAILED = 103
+
+
+def _default_route(allocation: Allocation) -> IPv4Network | IPv6Network:
+    return ip_network("0.0.0.0/0" if allocation.address.version == 4 else "::/0")
+
+
+def _gateway_on_bridge(allocation: Allocation):
+    return ip_interface((allocation.gateway, allocation.block.prefixlen))
+
+
+# -- ADD ------------------------------------------------------------------------
+
+
+def cmd_add(req: Request, host: Host) -> Result:
+    """Attach the container; raises CNIError, leaving nothing behind on failure."""
+    conf = req.conf
+    _require_usable_netns(req)
+    with netns.handle() as ipr, ExitStack() as undo:
+        attachment = host.ipam.allocate(
+            conf.name,
+            pools(conf),
+            req.container_id,
+            req.ifname,
+            static_addresses(conf),
+            dns_names(conf),
+        )
+        undo.callback(
+            _quietly,
+            "release addresses",
+            host.ipam.release,
+            conf.name,
+            req.container_id,
+            req.ifname,
+        )
+        mtu = overlay_mtu(conf.mtu, ipr, conf.vxlan.device)
+        br = bridge.ensure_bridge(
+            ipr, conf.bridge, mtu, [_gateway_on_bridge(a) for a in attachment.allocations]
+        )
+        sysctl.enable_forwarding(ipv6=conf.subnet6 is not None)
+        host_end = veth.host_veth_name(req.container_id, req.ifname)
+        with netns.handle(req.netns) as cipr:
+            pair = veth.create_pair(ipr, cipr, req.netns, host_end, req.ifname, mtu, br.index)
+            undo.callback(_quietly, "delete veth", links.delete, ipr, host_end)
+            _configure_container(cipr, pair.container.index, attachment.allocations)
+        if conf.ip_masq:
+            with network_lock(conf.run_dir, host.name, conf.name):
+                masq.ensure(conf.name, [p.subnet for p in pools(conf)])
+        undo.pop_all()
+    return _result(req, br, pair, attachment, mtu)
+
+
+def _require_usable_netns(req: Request) -> None:
+    try:
+        if netns.is_current(req.netns):
+            raise CNIError(
+                errors.INVALID_NETNS,
+                f"CNI_NETNS {req.netns} is the plugin's own network namespace: "
+                "pass the container's namespace",
+            )
+        with netns.handle(req.netns) as cipr:
+            if links.find(cipr, req.ifname) is not None:
+                raise CNIError(
+                    INTERFACE_EXISTS,
+                    f"interface {req.ifname} already exists in {req.netns}: "
+                    "DEL the earlier attachment or choose another CNI_IFNAME",
+                )
+    except netns.NetnsNotFound as e:
+        raise CNIError(errors.INVALID_ENV, f"CNI_NETNS={req.netns} does not exist") from e
+
+
+def _configure_container(cipr: IPRoute, index: int, allocations: tuple[Allocation, ...]) -> None:
+    for allocation in allocations:
+        addresses.add_address(cipr, index, allocation.address)
+    for allocation in allocations:
+        addresses.add_route(cipr, str(_default_route(allocation)), str(allocation.gateway), index)
+
+
+def _result(
+    req: Request, br: links.Link, pair: veth.VethPair, attachment: Attachment, mtu: int
+) -> Result:
+    conf = req.conf
+    gateways = [str(a.gateway) for a in attachment.allocations]
+    return Result(
+        interfaces=(
+            Interface(br.name, br.mac),
+            Interface(pair.host.name, pair.host.mac),
+            Interface(req.ifname, pair.container.mac, mtu=mtu, sandbox=req.netns),
+        ),
+        ips=tuple(IPConfig(a.address, a.gateway, interface=2) for a in attachment.allocations),
+        routes=tuple(Route(_default_route(a), a.gateway) for a in attachment.allocations),
+        dns=DNS(nameservers=(gateways[0],), search=(f"{conf.name}.{conf.domain}",)),
+    )
+
+
+def _quietly(what: str, func, *args) -> None:
+    """Run an undo step; log instead of raising, so the original error is reported."""
+    try:
+        func(*args)
+    except Exception:
+        log.exception("undo step %r failed", what)
+
+
+# -- DEL ------------------------------------------------------------------------
+
+
+def cmd_del(req: Request, host: Host) -> None:
+    """Detach the container: idempotent, works without netns or prevResult.
+
+    Every step runs; the first failure is raised after all have been tried.
+    The address release runs last and always (the spec's order).
+    """
+    conf = req.conf
+    failures: list[Exception] = []
+    _attempt(failures, _delete_container_end, req)
+    _attempt(failures, _delete_host_end, req)
+    _attempt(failures, host.ipam.release, conf.name, req.container_id, req.ifname)
+    if conf.ip_masq:
+        _attempt(failures, _drop_masq_when_unused, conf, host)
+    if failures:
+        raise failures[0]
+
+
+def _attempt(failures: list[Exception], func, *args) -> None:
+    try:
+        func(*args)
+    except Exception as e:
+        log.warning("DEL step %s failed: %s", func.__name__, e)
+        failures.append(e)
+
+
+def _delete_container_end(req: Request) -> None:
+    if not req.netns:
+        return
+    try:
+        with netns.handle(req.netns) as cipr:
+            links.delete(cipr, req.ifname)
+    except (netns.NetnsNotFound, OSError) as e:
+        log.info("container namespace %s is gone (%s): nothing to delete there", req.netns, e)
+
+
+def _delete_host_end(req: Request) -> None:
+    with netns.handle() as ipr:
+        links.delete(ipr, veth.host_veth_name(req.container_id, req.ifname))
+
+
+def _drop_masq_when_unused(conf: NetConf, host: Host) -> None:
+    with network_lock(conf.run_dir, host.name, conf.name):
+        if not host.ipam.has_attachments(conf.name):
+            masq.remove(conf.name)
+
+
+# -- CHECK ----------------------------------------------------------------------
+
+
+def cmd_check(req: Request, host: Host) -> None:
+    """Verify what ADD made still stands (only what netplug made: later chained
+    plugins may add to it). Raises CNIError(CHECK_FAILED) naming the difference."""
+    conf = req.conf
+    if conf.prev_result is None:
+        raise CNIError(
+            errors.INVALID_CONFIG, "CHECK needs prevResult: run it through a CNI runtime"
+        )
+    attachment = host.ipam.lookup(conf.name, req.container_id, req.ifname)
+    if attachment is None:
+        _check_failed(f"no addresses are recorded for {req.container_id}/{req.ifname}")
+    expected = {a.address for a in attachment.allocations}
+    reported = {ip.address for ip in from_json(conf.prev_result).ips}
+    if not expected <= reported:
+        _check_failed(
+            f"prevResult lists {sorted(map(str, reported))}, "
+            f"IPAM holds {sorted(map(str, expected))}"
+        )
+    _check_container(req, attachment)
+    _check_host(req, attachment)
+    if conf.ip_masq and not masq.present(conf.name):
+        _check_failed(f"the masquerade table {masq.table_name(conf.name)} is missing")
+
+
+def _check_failed(message: str):
+    raise CNIError(CHECK_FAILED, message)
+
+
+def _check_container(req: Request, attachment: Attachment) -> None:
+    try:
+        with netns.handle(req.netns) as cipr:
+            link = links.find(cipr, req.ifname)
+            if link is None:
+                _check_failed(f"interface {req.ifname} is missing from {req.netns}")
+            present = addresses.addresses(cipr, link.index)
+            routes = set(addresses.routes_via(cipr, link.index))
+    except netns.NetnsNotFound as e:
+        raise CNIError(errors.INVALID_ENV, f"CNI_NETNS={req.netns} does not exist") from e
+    for allocation in attachment.allocations:
+        if allocation.address not in present:
+            _check_failed(f"address {allocation.address} is missing from {req.ifname}")
+        if (str(_default_route(allocation)), str(allocation.gateway)) not in routes:
+            _check_failed(f"default route via {allocation.gateway} is missing in {req.netns}")
+
+
+def _check_host(req: Request, attachment: Attachment) -> None:
+    conf = req.conf
+    with netns.handle() as ipr:
+        br = links.find(ipr, conf.bridge)
+        host_end = links.find(ipr, veth.host_veth_name(req.container_id, req.ifname))
+        if br is None:
+            _check_failed(f"bridge {conf.bridge} is missing")
+        if host_end is None or host_end.master != br.index:
+            _check_failed(f"the host end of {req.ifname} is missing or not on bridge {conf.bridge}")
+        on_bridge = addresses.addresses(ipr, br.index)
+    for allocation in attachment.allocations:
+        if _gateway_on_bridge(allocation) not in on_bridge:
+            _check_failed(f"gateway {allocation.gateway} is missing from bridge {conf.bridge}")
+
+
+# -- GC (STATUS is the IPAM's: ready when the store answers and pools have room)
+
+
+def cmd_gc(req: Request, host: Host) -> None:
+    """Release every attachment of this host not in ``cni.dev/valid-attachments``,
+    and remove host veths of this network that belong to none."""
+    conf = req.conf
+    valid = set(conf.valid_attachments or ())
+    failures: list[Exception] = []
+    for attachment in host.ipam.attachments(conf.name):
+        if (attachment.container_id, attachment.ifname) not in valid:
+            log.info("GC: releasing %s/%s", attachment.container_id, attachment.ifname)
+            _attempt(
+                failures, host.ipam.release, conf.name, attachment.container_id, attachment.ifname
+            )
+    _attempt(failures, _delete_stale_veths, conf, valid)
+    if conf.ip_masq:
+        _attempt(failures, _drop_masq_when_unused, conf, host)
+    if failures:
+        raise failures[0]
+
+
+def _delete_stale_veths(conf: NetConf, valid: set[tuple[str, str]]) -> None:
+    keep = {veth.host_veth_name(cid, ifname) for cid, ifname in valid}
+    with netns.handle() as ipr:
+        br = links.find(ipr, conf.bridge)
+        if br is None:
+            return
+        for link in links.all_links(ipr):
+            if (
+                link.master == br.index
+                and veth.is_host_veth_name(link.name)
+                and link.name not in keep
+            ):
+                log.info("GC: deleting stale veth %s", link.name)
+                links.delete(ipr, link.name)
+
+
+COMMANDS = {"ADD": cmd_add, "DEL": cmd_del, "CHECK": cmd_check, "GC": cmd_gc, "STATUS": cmd_status}

@@ -1,0 +1,132 @@
+"""One CNI call in, one reply out: the boundary every netplug plugin shares.
+
+``handle`` parses the call, runs the command, and converts every error into
+the spec's error JSON at this single place (h11's rule: foreign errors are
+translated once, where their meaning is known). Whoever runs it - the agent
+in a worker thread, or a plugin process itself - only moves bytes.
+Standard library only: netplug-ipam runs it on its start-up path.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from netplug.cni import errors
+from netplug.cni.errors import CNIError
+from netplug.cni.request import (
+    ConfParser,
+    NetConf,
+    Request,
+    parse_netconf,
+    parse_request,
+    version_reply,
+)
+from netplug.cni.result import Result, to_json
+from netplug.host import Host
+from netplug.ipam.allocations import IPAMError
+from netplug.ipam.store.base import StoreUnavailable
+from netplug.locks import LockTimeout
+
+log = logging.getLogger(__name__)
+
+HostFor = Callable[[NetConf], Host | None]
+Command = Callable[[Request, Host], Result | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    stdout: bytes
+    exit_code: int
+    summary: str = ""  # the call's one log line
+    log_file: str = ""
+    declined: str = ""  # set when ``host_for`` refused: the caller runs it elsewhere
+
+    def to_wire(self) -> dict:
+        return {
+            "stdout": self.stdout.decode("utf-8", "surrogateescape"),
+            "exit": self.exit_code,
+            "summary": self.summary,
+            "logFile": self.log_file,
+            "declined": self.declined,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Plugin:
+    """A plugin's commands, its config parser, and the errors it expects to
+    report without a traceback (anything else is logged as a bug)."""
+
+    commands: Mapping[str, Command]
+    conf_parser: ConfParser = parse_netconf
+    expected: tuple[type[Exception], ...] = ()
+
+
+def handle(plugin: Plugin, env: Mapping[str, str], stdin: bytes, host_for: HostFor) -> Reply:
+    """Run the call described by ``env`` and ``stdin`` on the host ``host_for`` picks."""
+    started = time.monotonic()
+    req: Request | None = None
+    try:
+        req = parse_request(env, stdin, conf_parser=plugin.conf_parser)
+        if req.command == "VERSION":
+            return Reply(_dump(version_reply(req.cni_version)), 0)
+        host = _translated(plugin, req, host_for, req.conf)
+        if host is None:
+            return Reply(b"", 0, declined="the call names another store or host")
+        result = _translated(plugin, req, plugin.commands[req.command], req, host)
+        output = b"" if result is None else _dump(to_json(result, req.cni_version))
+        return _done(req, started, output, 0, "ok")
+    except CNIError as e:
+        version = req.cni_version if req is not None else "1.1.0"
+        return _done(req, started, _dump(e.to_json(version)), 1, f"error {e.code}: {e.msg}")
+
+
+def _translated(plugin: Plugin, req: Request, func, *args):
+    """``func(*args)`` with every foreign error turned into a CNIError."""
+    try:
+        return func(*args)
+    except CNIError:
+        raise
+    except (StoreUnavailable, LockTimeout) as e:
+        raise CNIError(errors.TRY_AGAIN_LATER, f"try again later: {e}") from e
+    except IPAMError as e:
+        raise CNIError(e.code, str(e)) from e
+    except (*plugin.expected, OSError) as e:
+        raise CNIError(errors.INTERNAL, f"{req.command} failed: {e}") from e
+    except Exception as e:
+        log.exception("%s of %s/%s failed", req.command, req.container_id, req.ifname)
+        raise CNIError(errors.INTERNAL, f"{req.command} failed: {e!r}") from e
+
+
+def _done(req: Request | None, started: float, stdout: bytes, code: int, outcome: str) -> Reply:
+    elapsed = (time.monotonic() - started) * 1000
+    if req is None or req.conf is None:
+        return Reply(stdout, code, f"invalid call: {outcome} ({elapsed:.1f} ms)")
+    summary = (
+        f"{req.command} container={req.container_id or '-'} ifname={req.ifname or '-'} "
+        f"network={req.conf.name} {outcome} ({elapsed:.1f} ms)"
+    )
+    (log.info if code == 0 else log.warning)("%s", summary)
+    return Reply(stdout, code, summary, req.conf.log_file)
+
+
+def _dump(document: dict) -> bytes:
+    return json.dumps(document).encode()
+
+
+def handle_in_process(plugin: Plugin, env: Mapping[str, str], stdin: bytes) -> Reply:
+    """Run the call here, opening the store for this call only."""
+    opened: list[Host] = []
+
+    def host_for(conf: NetConf) -> Host:
+        opened.append(Host.open(conf.host_name, conf.store))
+        return opened[-1]
+
+    try:
+        return handle(plugin, env, stdin, host_for)
+    finally:
+        for host in opened:
+            host.close()

@@ -1,0 +1,65 @@
+"""Addresses and routes on a link, added idempotently."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterable
+from ipaddress import IPv4Interface, IPv6Interface, ip_interface
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from netplug.net.links import EEXIST
+
+Interface = IPv4Interface | IPv6Interface
+
+# Skip duplicate address detection: the IPAM already guarantees uniqueness, and
+# DAD would leave a fresh IPv6 address "tentative" (unusable) for about a second.
+IFA_F_NODAD = 0x02
+
+
+def add_address(ipr: IPRoute, index: int, address: Interface) -> None:
+    """Add ``address`` to link ``index``; present already is fine."""
+    kwargs = {"index": index, "address": str(address.ip), "prefixlen": address.network.prefixlen}
+    if address.version == 6:
+        kwargs["flags"] = IFA_F_NODAD
+    try:
+        ipr.addr("add", **kwargs)
+    except NetlinkError as e:
+        if e.code != EEXIST:
+            raise
+
+
+def addresses(ipr: IPRoute, index: int) -> set[Interface]:
+    """Global addresses on link ``index`` (link-local IPv6 left out)."""
+    found: set[Interface] = set()
+    for family in (socket.AF_INET, socket.AF_INET6):
+        for msg in ipr.get_addr(family=family, index=index):
+            addr = ip_interface(f"{msg.get_attr('IFA_ADDRESS')}/{msg['prefixlen']}")
+            if not addr.ip.is_link_local:
+                found.add(addr)
+    return found
+
+
+def add_route(
+    ipr: IPRoute, dst: str, gateway: str | None, index: int, *, onlink: bool = False
+) -> None:
+    """Add a route; an identical one already present is fine."""
+    kwargs: dict = {"dst": dst, "oif": index}
+    if gateway:
+        kwargs["gateway"] = gateway
+    if onlink:
+        kwargs["flags"] = ["onlink"]
+    try:
+        ipr.route("add", **kwargs)
+    except NetlinkError as e:
+        if e.code != EEXIST:
+            raise
+
+
+def routes_via(ipr: IPRoute, index: int) -> Iterable[tuple[str, str | None]]:
+    """(destination CIDR, gateway) of the main-table routes out of link ``index``."""
+    for family, default in ((socket.AF_INET, "0.0.0.0/0"), (socket.AF_INET6, "::/0")):
+        for msg in ipr.get_routes(family=family, oif=index, table=254):
+            dst = msg.get_attr("RTA_DST")
+            yield (f"{dst}/{msg['dst_len']}" if dst else default, msg.get_attr("RTA_GATEWAY"))

@@ -1,0 +1,62 @@
+"""Looking links up by name, and the errno values netplug tolerates."""
+
+from __future__ import annotations
+
+import errno
+from dataclasses import dataclass
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+EEXIST = errno.EEXIST
+ENODEV = errno.ENODEV
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    index: int
+    name: str
+    kind: str
+    mac: str
+    mtu: int
+    master: int
+    up: bool
+
+
+def _link_of(msg) -> Link:
+    info = msg.get_attr("IFLA_LINKINFO")
+    kind = info.get_attr("IFLA_INFO_KIND") if info is not None else ""
+    return Link(
+        index=msg["index"],
+        name=msg.get_attr("IFLA_IFNAME"),
+        kind=kind or "",
+        mac=msg.get_attr("IFLA_ADDRESS") or "",
+        mtu=msg.get_attr("IFLA_MTU") or 0,
+        master=msg.get_attr("IFLA_MASTER") or 0,
+        up=bool(msg["flags"] & 1),
+    )
+
+
+def find(ipr: IPRoute, name: str) -> Link | None:
+    """The link called ``name``, or None when there is none."""
+    try:
+        return _link_of(ipr.link("get", ifname=name)[0])
+    except NetlinkError as e:
+        if e.code == ENODEV:
+            return None
+        raise
+
+
+def all_links(ipr: IPRoute) -> list[Link]:
+    return [_link_of(msg) for msg in ipr.get_links()]
+
+
+def delete(ipr: IPRoute, name: str) -> bool:
+    """Delete the link called ``name``; False when it was already gone (idempotent)."""
+    try:
+        ipr.link("del", ifname=name)
+    except NetlinkError as e:
+        if e.code == ENODEV:
+            return False
+        raise
+    return True

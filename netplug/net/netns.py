@@ -1,0 +1,83 @@
+"""Netlink handles inside other network namespaces, scoped by ``with``.
+
+setns(2) with CLONE_NEWNET changes only the calling thread, and a socket stays
+in the namespace it was created in. So a handle for a container's namespace is
+a netlink socket made while this thread is briefly inside it; the thread is
+back in its own namespace before any other work runs. That is both cheaper
+than pyroute2's fork-per-socket ``netns=`` and safe in the agent's thread pool.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from pyroute2 import IPRoute
+
+CLONE_NEWNET = 0x40000000
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+class NetnsNotFound(Exception):
+    """The namespace path does not exist (the container is gone)."""
+
+
+def _setns(fd: int) -> None:
+    if _libc.setns(fd, CLONE_NEWNET) != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, f"setns: {os.strerror(errno)}")
+
+
+def open_netns(path: str) -> int:
+    """An fd of the namespace at ``path``; raises NetnsNotFound when it is gone."""
+    try:
+        return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError as e:
+        raise NetnsNotFound(f"network namespace {path} does not exist") from e
+
+
+@contextmanager
+def entered(path: str) -> Iterator[None]:
+    """Run the body with this thread inside the namespace at ``path``."""
+    target = open_netns(path)
+    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        _setns(target)
+        try:
+            yield
+        finally:
+            # A thread left in a container's namespace would configure the wrong
+            # host on its next call: failing to return is fatal, not an error.
+            try:
+                _setns(own)
+            except OSError:
+                os.abort()
+    finally:
+        os.close(own)
+        os.close(target)
+
+
+@contextmanager
+def handle(path: str | None = None) -> Iterator[IPRoute]:
+    """An IPRoute bound to the namespace at ``path`` (None: this thread's own)."""
+    if path is None:
+        ipr = IPRoute()
+    else:
+        with entered(path):
+            ipr = IPRoute()
+    try:
+        yield ipr
+    finally:
+        ipr.close()
+
+
+def is_current(path: str) -> bool:
+    """True when ``path`` is the namespace this thread is in (CNI code 8 guard)."""
+    try:
+        there = os.stat(path)
+    except FileNotFoundError:
+        return False
+    here = os.stat("/proc/thread-self/ns/net")
+    return (there.st_dev, there.st_ino) == (here.st_dev, here.st_ino)
