@@ -166,9 +166,7 @@ class Store(Protocol):
     def revoke(self, lease: int) -> None:
         """End a lease now, deleting its keys. A missing lease is not an error."""
 
-    def watch(
-        self, prefix: str, start_revision: int, timeout: float
-    ) -> Iterator[list[Event]]:
+    def watch(self, prefix: str, start_revision: int, timeout: float) -> Iterator[list[Event]]:
         """Batches of events under ``prefix`` from ``start_revision`` on, in revision order.
 
         Yields an empty batch at least every ``timeout`` seconds so that the

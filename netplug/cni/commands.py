@@ -9,9 +9,12 @@ earlier ones find nothing.
 
 from __future__ import annotations
 
+import functools
 import logging
+from collections.abc import Callable
 from contextlib import ExitStack
 from ipaddress import IPv4Network, IPv6Network, ip_interface, ip_network
+from typing import TypeVar
 
 from pyroute2 import IPRoute
 
@@ -28,6 +31,7 @@ from netplug.net import addresses, bridge, links, masq, netns, sysctl, veth
 from netplug.net.mtu import overlay_mtu
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # netplug's own error codes (the spec leaves 100+ to plugins).
 INTERFACE_EXISTS = 102
@@ -42,14 +46,35 @@ def _gateway_on_bridge(allocation: Allocation):
     return ip_interface((allocation.gateway, allocation.block.prefixlen))
 
 
+def _container_netns(command: Callable[[Request, Host], T]) -> Callable[[Request, Host], T]:
+    """Report a missing container namespace as a bad CNI_NETNS (code 4), and the
+    plugin's own namespace as code 8, as skel does."""
+
+    @functools.wraps(command)
+    def checked(req: Request, host: Host) -> T:
+        if netns.is_current(req.netns):
+            raise CNIError(
+                errors.INVALID_NETNS,
+                f"CNI_NETNS {req.netns} is the plugin's own network namespace: "
+                "pass the container's namespace",
+            )
+        try:
+            return command(req, host)
+        except netns.NetnsNotFound as e:
+            raise CNIError(errors.INVALID_ENV, f"CNI_NETNS={req.netns} does not exist") from e
+
+    return checked
+
+
 # -- ADD ------------------------------------------------------------------------
 
 
+@_container_netns
 def cmd_add(req: Request, host: Host) -> Result:
     """Attach the container; raises CNIError, leaving nothing behind on failure."""
     conf = req.conf
-    _require_usable_netns(req)
-    with netns.handle() as ipr, ExitStack() as undo:
+    with netns.handle(req.netns) as cipr, netns.handle() as ipr, ExitStack() as undo:
+        _require_new_interface(cipr, req)
         attachment = host.ipam.allocate(
             conf.name,
             pools(conf),
@@ -66,40 +91,32 @@ def cmd_add(req: Request, host: Host) -> Result:
             req.container_id,
             req.ifname,
         )
-        mtu = overlay_mtu(conf.mtu, ipr, conf.vxlan.device)
         br = bridge.ensure_bridge(
-            ipr, conf.bridge, mtu, [_gateway_on_bridge(a) for a in attachment.allocations]
+            ipr,
+            conf.bridge,
+            conf.mtu,
+            [_gateway_on_bridge(a) for a in attachment.allocations],
+            auto_mtu=lambda: overlay_mtu(ipr, conf.vxlan.device),
         )
         sysctl.enable_forwarding(ipv6=conf.subnet6 is not None)
         host_end = veth.host_veth_name(req.container_id, req.ifname)
-        with netns.handle(req.netns) as cipr:
-            pair = veth.create_pair(ipr, cipr, req.netns, host_end, req.ifname, mtu, br.index)
-            undo.callback(_quietly, "delete veth", links.delete, ipr, host_end)
-            _configure_container(cipr, pair.container.index, attachment.allocations)
+        pair = veth.create_pair(ipr, cipr, req.netns, host_end, req.ifname, br.mtu, br.index)
+        undo.callback(_quietly, "delete veth", links.delete, ipr, host_end)
+        _configure_container(cipr, pair.container.index, attachment.allocations)
         if conf.ip_masq:
             with network_lock(conf.run_dir, host.name, conf.name):
                 masq.ensure(conf.name, [p.subnet for p in pools(conf)])
         undo.pop_all()
-    return _result(req, br, pair, attachment, mtu)
+    return _result(req, br, pair, attachment, br.mtu)
 
 
-def _require_usable_netns(req: Request) -> None:
-    try:
-        if netns.is_current(req.netns):
-            raise CNIError(
-                errors.INVALID_NETNS,
-                f"CNI_NETNS {req.netns} is the plugin's own network namespace: "
-                "pass the container's namespace",
-            )
-        with netns.handle(req.netns) as cipr:
-            if links.find(cipr, req.ifname) is not None:
-                raise CNIError(
-                    INTERFACE_EXISTS,
-                    f"interface {req.ifname} already exists in {req.netns}: "
-                    "DEL the earlier attachment or choose another CNI_IFNAME",
-                )
-    except netns.NetnsNotFound as e:
-        raise CNIError(errors.INVALID_ENV, f"CNI_NETNS={req.netns} does not exist") from e
+def _require_new_interface(cipr: IPRoute, req: Request) -> None:
+    if links.find(cipr, req.ifname) is not None:
+        raise CNIError(
+            INTERFACE_EXISTS,
+            f"interface {req.ifname} already exists in {req.netns}: "
+            "DEL the earlier attachment or choose another CNI_IFNAME",
+        )
 
 
 def _configure_container(cipr: IPRoute, index: int, allocations: tuple[Allocation, ...]) -> None:
@@ -186,6 +203,7 @@ def _drop_masq_when_unused(conf: NetConf, host: Host) -> None:
 # -- CHECK ----------------------------------------------------------------------
 
 
+@_container_netns
 def cmd_check(req: Request, host: Host) -> None:
     """Verify what ADD made still stands (only what netplug made: later chained
     plugins may add to it). Raises CNIError(CHECK_FAILED) naming the difference."""
@@ -215,15 +233,12 @@ def _check_failed(message: str):
 
 
 def _check_container(req: Request, attachment: Attachment) -> None:
-    try:
-        with netns.handle(req.netns) as cipr:
-            link = links.find(cipr, req.ifname)
-            if link is None:
-                _check_failed(f"interface {req.ifname} is missing from {req.netns}")
-            present = addresses.addresses(cipr, link.index)
-            routes = set(addresses.routes_via(cipr, link.index))
-    except netns.NetnsNotFound as e:
-        raise CNIError(errors.INVALID_ENV, f"CNI_NETNS={req.netns} does not exist") from e
+    with netns.handle(req.netns) as cipr:
+        link = links.find(cipr, req.ifname)
+        if link is None:
+            _check_failed(f"interface {req.ifname} is missing from {req.netns}")
+        present = addresses.addresses(cipr, link.index)
+        routes = set(addresses.routes_via(cipr, link.index))
     for allocation in attachment.allocations:
         if allocation.address not in present:
             _check_failed(f"address {allocation.address} is missing from {req.ifname}")

@@ -2,47 +2,51 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from netplug.net import NetError
 from netplug.net.addresses import Interface, add_address
-from netplug.net.links import EEXIST, Link, find
+from netplug.net.links import EEXIST, Link, find, random_mac
 
 
-def _random_mac() -> str:
-    # Locally administered, unicast.
-    raw = bytearray(os.urandom(6))
-    raw[0] = (raw[0] & 0xFC) | 0x02
-    return ":".join(f"{b:02x}" for b in raw)
+def ensure_bridge(
+    ipr: IPRoute, name: str, mtu: int, gateways: Iterable[Interface], auto_mtu: Callable[[], int]
+) -> Link:
+    """The bridge ``name``, up, with every gateway address on it.
 
-
-def ensure_bridge(ipr: IPRoute, name: str, mtu: int, gateways: Iterable[Interface]) -> Link:
-    """The bridge ``name``, up, with ``mtu`` and every gateway address on it.
-
-    Idempotent and safe against a concurrent creator (EEXIST is success).
-    Raises NetError when ``name`` exists and is not a bridge.
+    ``mtu`` 0 means automatic: a new bridge gets ``auto_mtu()``, an existing
+    one keeps its MTU (looked up once, when the bridge is made). Idempotent and
+    safe against a concurrent creator (EEXIST is success). Raises NetError
+    when ``name`` exists and is not a bridge.
     """
+    link = find(ipr, name)
+    if link is None:
+        link = _create(ipr, name, mtu or auto_mtu())
+    if link.kind != "bridge":
+        raise NetError(
+            f"interface {name} exists and is a {link.kind or 'device'}, not a bridge: "
+            f'set "bridge" in the network config to another name'
+        )
+    if (mtu and link.mtu != mtu) or not link.up:
+        ipr.link("set", index=link.index, mtu=mtu or link.mtu, state="up")
+        link = find(ipr, name) or link
+    for gateway in gateways:
+        add_address(ipr, link.index, gateway)
+    return link
+
+
+def _create(ipr: IPRoute, name: str, mtu: int) -> Link:
     try:
         # Fix the MAC at creation: otherwise the bridge takes the smallest port
         # MAC, which moves as veths come and go and breaks neighbours' caches.
-        ipr.link("add", ifname=name, kind="bridge", address=_random_mac(), mtu=mtu)
+        ipr.link("add", ifname=name, kind="bridge", address=random_mac(), mtu=mtu, state="up")
     except NetlinkError as e:
         if e.code != EEXIST:
             raise
     link = find(ipr, name)
     if link is None:
         raise NetError(f"bridge {name} vanished while being set up; retry")
-    if link.kind != "bridge":
-        raise NetError(
-            f"interface {name} exists and is a {link.kind or 'device'}, not a bridge: "
-            f'set "bridge" in the network config to another name'
-        )
-    if link.mtu != mtu or not link.up:
-        ipr.link("set", index=link.index, mtu=mtu, state="up")
-    for gateway in gateways:
-        add_address(ipr, link.index, gateway)
-    return find(ipr, name) or link
+    return link

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import os
 from dataclasses import dataclass
 
 from pyroute2 import IPRoute
@@ -35,6 +36,13 @@ def _link_of(msg) -> Link:
         master=msg.get_attr("IFLA_MASTER") or 0,
         up=bool(msg["flags"] & 1),
     )
+
+
+def random_mac() -> str:
+    """A random locally administered unicast MAC."""
+    raw = bytearray(os.urandom(6))
+    raw[0] = (raw[0] & 0xFC) | 0x02
+    return ":".join(f"{b:02x}" for b in raw)
 
 
 def find(ipr: IPRoute, name: str) -> Link | None:

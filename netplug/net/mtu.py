@@ -30,6 +30,6 @@ def underlay_mtu(ipr: IPRoute, device: str | None) -> int:
     return link.mtu if link is not None else DEFAULT_UNDERLAY_MTU
 
 
-def overlay_mtu(configured: int, ipr: IPRoute, device: str | None) -> int:
-    """``configured``, or for 0 the underlay's MTU minus the VXLAN overhead."""
-    return configured or underlay_mtu(ipr, device) - VXLAN_OVERHEAD_V4
+def overlay_mtu(ipr: IPRoute, device: str | None) -> int:
+    """The underlay's MTU minus the VXLAN overhead: what ``"mtu": 0`` means."""
+    return underlay_mtu(ipr, device) - VXLAN_OVERHEAD_V4

@@ -7,9 +7,10 @@ import os
 from dataclasses import dataclass
 
 from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
 
 from netplug.net import NetError, netns
-from netplug.net.links import Link, find
+from netplug.net.links import EEXIST, Link, find, random_mac
 
 HOST_VETH_PREFIX = "np"
 
@@ -43,32 +44,35 @@ def create_pair(
     """Create the pair with its peer born inside the container as ``ifname``.
 
     ``ipr`` and ``cipr`` are handles for the host's and the container's
-    namespace. Both ends come up with ``mtu``; the host end joins the bridge.
+    namespace. The host end is created up and on the bridge, both ends with
+    ``mtu`` and MACs chosen here, so that one request does most of the work.
     A stale host end of the same attachment (an ADD never DELeted) is
     replaced: its name is derived from this very attachment.
     """
-    if find(ipr, host_name) is not None:
-        ipr.link("del", ifname=host_name)
+    host_mac, peer_mac = random_mac(), random_mac()
     fd = netns.open_netns(netns_path)
     try:
-        ipr.link(
-            "add",
-            ifname=host_name,
-            kind="veth",
-            mtu=mtu,
-            peer={"ifname": ifname, "net_ns_fd": fd, "mtu": mtu},
-        )
+        request = {
+            "ifname": host_name,
+            "kind": "veth",
+            "mtu": mtu,
+            "address": host_mac,
+            "master": bridge_index,
+            "state": "up",
+            "peer": {"ifname": ifname, "net_ns_fd": fd, "mtu": mtu, "address": peer_mac},
+        }
+        try:
+            ipr.link("add", **request)
+        except NetlinkError as e:
+            if e.code != EEXIST:
+                raise
+            ipr.link("del", ifname=host_name)
+            ipr.link("add", **request)
     finally:
         os.close(fd)
-    host = _must_find(ipr, host_name)
-    ipr.link("set", index=host.index, master=bridge_index, state="up")
-    peer = _must_find(cipr, ifname)
+    peer = find(cipr, ifname)
+    if peer is None:
+        raise NetError(f"interface {ifname} vanished from {netns_path} while being set up; retry")
     cipr.link("set", index=peer.index, state="up")
-    return VethPair(host=_must_find(ipr, host_name), container=_must_find(cipr, ifname))
-
-
-def _must_find(ipr: IPRoute, name: str) -> Link:
-    link = find(ipr, name)
-    if link is None:
-        raise NetError(f"interface {name} vanished while being set up; retry")
-    return link
+    host = Link(0, host_name, "veth", host_mac, mtu, bridge_index, True)
+    return VethPair(host=host, container=peer)

@@ -1,0 +1,555 @@
+"""The embedded store: etcd v3 semantics in one SQLite file (WAL mode).
+
+Every process and thread on the machine may open the same file at once; all
+of them see one key space and one revision.
+
+Schema (``PRAGMA user_version`` 1):
+
+- ``meta``: one row, the global ``revision`` and ``compacted``, the newest
+  revision whose events are gone;
+- ``kv``: live keys with create/mod revision, version and lease, as etcd;
+- ``events``: one row per changed key, keyed by (revision, seq), carrying the
+  key's new state and its previous value, which is what ``watch`` replays;
+- ``leases``: id (never reused), TTL and expiry in wall-clock seconds
+  (``time.time()``), so that every process agrees on when a lease ends.
+
+Locking: every write runs in ``BEGIN IMMEDIATE``, so the compare and the swap
+of a transaction hold the database's one write lock across processes; readers
+use WAL snapshots and never block writers. Each thread has its own connection
+(a connection is not safe for concurrent use) and each watch has its own too,
+so that ``PRAGMA data_version`` tells it when *another* connection committed.
+
+Compaction: a writer keeps the events of the newest ``history`` revisions
+(100,000 by default) and drops older ones every ``history // 100`` revisions;
+a watch that starts at or below the dropped range gets ``Compacted``.
+
+Lease sweeping: expired leases are revoked lazily, with delete events at their
+own revision: at the start of every writing transaction, and at most every
+``SWEEP_INTERVAL`` seconds by readers and watchers, so that a watcher sees an
+expired lease's deletes within about a second even when nobody writes. Until
+then, reads filter out keys of expired leases.
+"""
+
+from __future__ import annotations
+
+import functools
+import operator
+import os
+import sqlite3
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+from .base import (
+    Compacted,
+    Compare,
+    Delete,
+    Event,
+    Get,
+    KeyValue,
+    LeaseNotFound,
+    Op,
+    Put,
+    RangeResult,
+    StoreUnavailable,
+    TxnResult,
+    prefix_end,
+)
+
+SCHEMA_VERSION = 1
+BUSY_TIMEOUT = 3.0  # seconds a writer waits for the write lock before StoreUnavailable
+SWEEP_INTERVAL = 0.5  # seconds between expired-lease checks by readers and watchers
+DEFAULT_HISTORY = 100_000  # revisions of events kept for watchers
+WATCH_BATCH = 1000  # events per watch query (a revision is never split)
+
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS meta (id INTEGER PRIMARY KEY CHECK (id = 0),"
+    " revision INTEGER NOT NULL, compacted INTEGER NOT NULL)",
+    "INSERT OR IGNORE INTO meta VALUES (0, 0, 0)",
+    "CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value BLOB NOT NULL,"
+    " create_rev INTEGER NOT NULL, mod_rev INTEGER NOT NULL, version INTEGER NOT NULL,"
+    " lease INTEGER NOT NULL) WITHOUT ROWID",
+    "CREATE INDEX IF NOT EXISTS kv_lease ON kv (lease) WHERE lease != 0",
+    "CREATE TABLE IF NOT EXISTS events (revision INTEGER NOT NULL, seq INTEGER NOT NULL,"
+    " key TEXT NOT NULL, deleted INTEGER NOT NULL, value BLOB NOT NULL,"
+    " create_rev INTEGER NOT NULL, version INTEGER NOT NULL, lease INTEGER NOT NULL,"
+    " prev_value BLOB, PRIMARY KEY (revision, seq)) WITHOUT ROWID",
+    # AUTOINCREMENT: a revoked lease's id is never handed out again, so a stale
+    # keepalive cannot renew somebody else's lease.
+    "CREATE TABLE IF NOT EXISTS leases (id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " ttl REAL NOT NULL, expiry REAL NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS leases_expiry ON leases (expiry)",
+    f"PRAGMA user_version = {SCHEMA_VERSION}",
+)
+
+_KV_COLUMNS = "key, value, create_rev, mod_rev, version, lease"
+_EVENT_COLUMNS = "revision, seq, key, deleted, value, create_rev, version, lease, prev_value"
+# A key of an expired lease is gone for readers even before a writer sweeps it.
+_LIVE = "(lease = 0 OR EXISTS (SELECT 1 FROM leases WHERE id = kv.lease AND expiry > ?))"
+
+_OPS: dict[str, Callable[[Any, Any], bool]] = {
+    "=": operator.eq,
+    "!=": operator.ne,
+    "<": operator.lt,
+    ">": operator.gt,
+}
+_TARGETS = {
+    "create": "create_revision",
+    "mod": "mod_revision",
+    "version": "version",
+    "value": "value",
+}
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _key_range(key: str, prefix: bool) -> tuple[str, tuple[str, ...]]:
+    """SQL condition and parameters selecting one key or every key under a prefix."""
+    if not prefix:
+        return "key = ?", (key,)
+    if not key:
+        return "key >= ?", (key,)
+    return "key >= ? AND key < ?", (key, prefix_end(key))
+
+
+def _holds(compare: Compare, kv: KeyValue | None) -> bool:
+    """Whether ``compare`` holds for ``kv``; a missing key is 0 / b"" as in etcd."""
+    try:
+        op, attr = _OPS[compare.op], _TARGETS[compare.target]
+    except KeyError:
+        raise ValueError(
+            f"bad compare {compare!r}: target must be one of "
+            f"{sorted(_TARGETS)} and op one of {sorted(_OPS)}"
+        ) from None
+    actual = getattr(kv, attr) if kv else (b"" if attr == "value" else 0)
+    return op(actual, compare.value)
+
+
+def _writes(ops: Sequence[Op]) -> bool:
+    return any(not isinstance(op, Get) for op in ops)
+
+
+def _enable_wal(conn: sqlite3.Connection) -> None:
+    """Switch the file to WAL mode (a no-op once it is), retrying for BUSY_TIMEOUT.
+
+    Processes that open a new file at once race to convert it, and the loser
+    gets "database is locked" at once: SQLite skips the busy handler there.
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT
+    while True:
+        try:
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            break
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() > deadline:
+                raise
+        time.sleep(0.005)
+    if mode != "wal":
+        raise sqlite3.OperationalError(f"the file cannot use WAL mode (journal mode {mode})")
+
+
+def _event(row: tuple[Any, ...]) -> Event:
+    rev, _seq, key, deleted, value, create, version, lease, prev = row
+    kv = KeyValue(key, value, create, rev, version, lease)
+    return Event("delete" if deleted else "put", kv, prev)
+
+
+class _Txn:
+    """One transaction's view of the database and the writes of its one new revision.
+
+    Lives inside an open SQLite transaction; ``finish`` bumps the revision only
+    when something was written.
+    """
+
+    def __init__(self, conn: sqlite3.Connection, now: float, history: int) -> None:
+        self.conn, self.now, self._history = conn, now, history
+        self.revision, self.compacted = conn.execute(
+            "SELECT revision, compacted FROM meta"
+        ).fetchone()
+        self._seq = 0
+
+    def select(self, key: str, prefix: bool, limit: int) -> list[KeyValue]:
+        where, params = _key_range(key, prefix)
+        rows = self.conn.execute(
+            f"SELECT {_KV_COLUMNS} FROM kv WHERE {where} AND {_LIVE} ORDER BY key LIMIT ?",
+            (*params, self.now, limit or -1),
+        )
+        return [KeyValue(*row) for row in rows]
+
+    def one(self, key: str) -> KeyValue | None:
+        kvs = self.select(key, False, 1)
+        return kvs[0] if kvs else None
+
+    def apply(self, op: Op) -> object:
+        """Run one op; its response as documented on ``TxnResult``."""
+        match op:
+            case Put():
+                return self.put(op.key, op.value, op.lease)
+            case Delete():
+                return self.delete(op.key, op.prefix)
+            case Get():
+                return self.select(op.key, op.prefix, 0)
+        raise TypeError(f"not a store op: {op!r}")
+
+    def put(self, key: str, value: bytes, lease: int) -> None:
+        conn, rev = self.conn, self.revision + 1
+        # Expired leases were swept when this write transaction began.
+        if lease and conn.execute("SELECT 1 FROM leases WHERE id = ?", (lease,)).fetchone() is None:
+            raise LeaseNotFound(f"lease {lease} expired or was revoked: grant a new one")
+        row = conn.execute(
+            "SELECT value, create_rev, version FROM kv WHERE key = ?", (key,)
+        ).fetchone()
+        prev, create, version = (row[0], row[1], row[2] + 1) if row else (None, rev, 1)
+        conn.execute(
+            "INSERT OR REPLACE INTO kv VALUES (?, ?, ?, ?, ?, ?)",
+            (key, value, create, rev, version, lease),
+        )
+        self._record(key, False, value, create, version, lease, prev)
+
+    def delete(self, key: str, prefix: bool) -> int:
+        return self._delete_where(*_key_range(key, prefix))
+
+    def revoke(self, lease: int) -> None:
+        # "lease != 0" lets SQLite use the partial index kv_lease for a bound parameter.
+        self._delete_where("lease = ? AND lease != 0", (lease,))
+        self.conn.execute("DELETE FROM leases WHERE id = ?", (lease,))
+
+    def grant(self, ttl: float) -> int:
+        return (
+            self.conn.execute(
+                "INSERT INTO leases (ttl, expiry) VALUES (?, ?)", (ttl, self.now + ttl)
+            ).lastrowid
+            or 0
+        )
+
+    def keepalive(self, lease: int) -> float:
+        row = self.conn.execute("SELECT ttl FROM leases WHERE id = ?", (lease,)).fetchone()
+        if row is None:
+            raise LeaseNotFound(f"lease {lease} expired or was revoked: grant a new one")
+        self.conn.execute("UPDATE leases SET expiry = ? WHERE id = ?", (self.now + row[0], lease))
+        return float(row[0])
+
+    def finish(self) -> None:
+        """Publish the new revision if anything changed, compacting history now and then."""
+        if not self._seq:
+            return
+        self.revision += 1
+        self.conn.execute("UPDATE meta SET revision = ?", (self.revision,))
+        floor = self.revision - self._history
+        if floor > 0 and self.revision % max(1, self._history // 100) == 0:
+            self.conn.execute("DELETE FROM events WHERE revision <= ?", (floor,))
+            self.conn.execute("UPDATE meta SET compacted = ?", (floor,))
+
+    def _delete_where(self, where: str, params: tuple[object, ...]) -> int:
+        rows = self.conn.execute(f"SELECT key, value FROM kv WHERE {where}", params).fetchall()
+        if rows:
+            self.conn.execute(f"DELETE FROM kv WHERE {where}", params)
+        for key, value in rows:
+            self._record(key, True, b"", 0, 0, 0, value)
+        return len(rows)
+
+    def _record(
+        self,
+        key: str,
+        deleted: bool,
+        value: bytes,
+        create: int,
+        version: int,
+        lease: int,
+        prev: bytes | None,
+    ) -> None:
+        self._seq += 1
+        self.conn.execute(
+            "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (self.revision + 1, self._seq, key, deleted, value, create, version, lease, prev),
+        )
+
+
+class _Connection(sqlite3.Connection):
+    """A connection that remembers its process, and that ``SQLiteStore.close`` can
+    track without keeping dead threads' ones alive (``sqlite3.Connection`` takes
+    no weak references)."""
+
+    pid = 0
+
+
+def _translated(method: F) -> F:
+    """Turn SQLite and file-system errors of a public method into StoreUnavailable."""
+
+    @functools.wraps(method)
+    def wrapper(self: SQLiteStore, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except (sqlite3.Error, OSError) as e:
+            raise self._unavailable(e) from e
+
+    return wrapper  # type: ignore[return-value]
+
+
+class SQLiteStore:
+    """A ``Store`` in the SQLite file at ``path`` (created, with its directory, if missing).
+
+    Safe to share between threads, and between processes through the file.
+    Opening is lazy: the first call opens this thread's connection. Every
+    method raises StoreUnavailable when the file cannot be opened, read or
+    written, or the write lock stays taken longer than BUSY_TIMEOUT.
+    """
+
+    def __init__(
+        self, path: str, *, poll_interval: float = 0.01, history: int = DEFAULT_HISTORY
+    ) -> None:
+        self.path = os.path.abspath(path)
+        self.url = f"sqlite://{self.path}"
+        self._poll = poll_interval
+        self._history = history
+        self._local = threading.local()
+        self._conns: weakref.WeakSet[_Connection] = weakref.WeakSet()
+        self._conns_lock = threading.Lock()
+        self._swept_at = float("-inf")
+
+    # -- reads ---------------------------------------------------------------
+
+    def get(self, key: str) -> KeyValue | None:
+        """The key's current value, or None."""
+        kvs = self.range(key).kvs
+        return kvs[0] if kvs else None
+
+    @_translated
+    def range(self, key: str, prefix: bool = False, limit: int = 0) -> RangeResult:
+        """One key, or every key under a prefix, in key order, at one revision."""
+        conn = self._conn()
+        self._sweep_if_due(conn)
+        with self._transaction(conn, write=False) as tx:
+            kvs = tx.select(key, prefix, limit)
+        return RangeResult(kvs, tx.revision)
+
+    @_translated
+    def status(self) -> int:
+        """The current revision; raises StoreUnavailable when the store is unusable."""
+        with self._transaction(self._conn(), write=False) as tx:
+            return tx.revision
+
+    # -- writes --------------------------------------------------------------
+
+    @_translated
+    def txn(
+        self, compares: Sequence[Compare], success: Sequence[Op], failure: Sequence[Op] = ()
+    ) -> TxnResult:
+        """Atomically (across processes): if every compare holds run ``success`` else
+        ``failure``. Writes bump the revision once; a read-only txn does not.
+        Raises LeaseNotFound (and changes nothing) for a Put with a dead lease."""
+        write = _writes(success) or _writes(failure)
+        with self._transaction(self._conn(), write) as tx:
+            ok = all(_holds(c, tx.one(c.key)) for c in compares)
+            responses = [tx.apply(op) for op in (success if ok else failure)]
+        return TxnResult(ok, tx.revision, responses)
+
+    def put(self, key: str, value: bytes, lease: int = 0) -> int:
+        """Write one key; returns the new revision."""
+        return self.txn((), [Put(key, value, lease)]).revision
+
+    def delete(self, key: str, prefix: bool = False) -> int:
+        """Delete a key or a prefix; returns how many keys went."""
+        count = self.txn((), [Delete(key, prefix)]).responses[0]
+        assert isinstance(count, int)
+        return count
+
+    # -- leases --------------------------------------------------------------
+
+    @_translated
+    def grant(self, ttl: float) -> int:
+        """A new lease (id > 0, never reused) that expires ``ttl`` seconds from now."""
+        if ttl <= 0:
+            raise ValueError(f"lease TTL must be positive, got {ttl}")
+        with self._transaction(self._conn(), write=True) as tx:
+            return tx.grant(ttl)
+
+    @_translated
+    def keepalive(self, lease: int) -> float:
+        """Renew a lease to its full TTL; returns the TTL. Raises LeaseNotFound."""
+        with self._transaction(self._conn(), write=True) as tx:
+            return tx.keepalive(lease)
+
+    @_translated
+    def revoke(self, lease: int) -> None:
+        """End a lease now, deleting its keys (with events). A missing lease is not an error."""
+        with self._transaction(self._conn(), write=True) as tx:
+            tx.revoke(lease)
+
+    # -- watch ---------------------------------------------------------------
+
+    def watch(self, prefix: str, start_revision: int, timeout: float) -> Iterator[list[Event]]:
+        """Batches of events under ``prefix`` from ``start_revision`` on, in revision order.
+
+        ``start_revision`` 0 means "from now on", as in etcd. A batch never
+        splits a revision, so resuming at the last seen revision + 1 misses
+        nothing. Yields ``[]`` when ``timeout`` seconds pass without events.
+        Raises (when iterated) Compacted if ``start_revision`` is at or below
+        the compacted revision, including when the watcher falls that far
+        behind, and StoreUnavailable.
+        """
+        try:
+            conn = self._open()
+            try:
+                yield from self._follow(conn, prefix, start_revision, timeout)
+            finally:
+                conn.close()
+        except (sqlite3.Error, OSError) as e:
+            raise self._unavailable(e) from e
+
+    def _follow(
+        self, conn: sqlite3.Connection, prefix: str, start: int, timeout: float
+    ) -> Iterator[list[Event]]:
+        if start <= 0:
+            start = conn.execute("SELECT revision FROM meta").fetchone()[0] + 1
+        seen = None
+        deadline = time.monotonic() + timeout
+        while True:
+            swept = self._sweep_if_due(conn)
+            # data_version changes only when another connection commits: a cheap
+            # "anything new?" that spares the events query on idle polls.
+            version = conn.execute("PRAGMA data_version").fetchone()[0]
+            if swept or version != seen:
+                seen = version
+                events = self._events(conn, prefix, start)
+                if events:
+                    start = events[-1].kv.mod_revision + 1
+                    seen = None  # the batch may have been cut at WATCH_BATCH: look again
+                    yield events
+                    deadline = time.monotonic() + timeout
+                    continue
+            left = deadline - time.monotonic()
+            if left <= 0:
+                yield []
+                deadline = time.monotonic() + timeout
+            else:
+                time.sleep(min(self._poll, left))
+
+    def _events(self, conn: sqlite3.Connection, prefix: str, start: int) -> list[Event]:
+        """Events under ``prefix`` from revision ``start``: up to WATCH_BATCH, plus the
+        rest of the last revision so that no revision is split."""
+        where, params = _key_range(prefix, True)
+        query = f"SELECT {_EVENT_COLUMNS} FROM events WHERE revision >= ? AND {where}"
+        with self._transaction(conn, write=False) as tx:
+            if start <= tx.compacted:
+                raise Compacted(tx.compacted)
+            rows = conn.execute(
+                f"{query} ORDER BY revision, seq LIMIT ?", (start, *params, WATCH_BATCH)
+            ).fetchall()
+            if len(rows) == WATCH_BATCH:
+                rev, seq = rows[-1][:2]
+                rows += conn.execute(
+                    f"{query} AND revision = ? AND seq > ? ORDER BY seq", (start, *params, rev, seq)
+                ).fetchall()
+        return [_event(row) for row in rows]
+
+    # -- plumbing ------------------------------------------------------------
+
+    @_translated
+    def close(self) -> None:
+        """Close this process's connections; the store reopens on next use."""
+        with self._conns_lock:
+            conns, self._conns = list(self._conns), weakref.WeakSet()
+            self._local = threading.local()
+        # A forked child must not close what it inherited: the parent still uses it.
+        for conn in conns:
+            if conn.pid == os.getpid():
+                conn.close()
+
+    @contextmanager
+    def _transaction(self, conn: sqlite3.Connection, write: bool) -> Iterator[_Txn]:
+        """A transaction on ``conn``: committed on success, rolled back on error.
+
+        A write transaction takes the write lock first (BEGIN IMMEDIATE) so its
+        compares cannot go stale before its writes, then sweeps expired leases.
+        """
+        conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+        try:
+            now = time.time()
+            if write:
+                self._sweep(conn, now)
+            tx = _Txn(conn, now, self._history)
+            yield tx
+            tx.finish()
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:  # SQLite already rolled back after some I/O errors
+                conn.execute("ROLLBACK")
+            raise
+
+    def _sweep(self, conn: sqlite3.Connection, now: float) -> None:
+        """Revoke every lease expired by ``now``, at a revision of its own (as etcd)."""
+        expired = conn.execute("SELECT id FROM leases WHERE expiry <= ?", (now,)).fetchall()
+        if expired:
+            tx = _Txn(conn, now, self._history)
+            for (lease,) in expired:
+                tx.revoke(lease)
+            tx.finish()
+
+    def _sweep_if_due(self, conn: sqlite3.Connection) -> bool:
+        """Sweep from a reader at most every SWEEP_INTERVAL; True when it took the lock."""
+        now = time.monotonic()
+        if now - self._swept_at < SWEEP_INTERVAL:
+            return False
+        self._swept_at = now
+        found = conn.execute(
+            "SELECT 1 FROM leases WHERE expiry <= ? LIMIT 1", (time.time(),)
+        ).fetchone()
+        if found:
+            with self._transaction(conn, write=True):
+                pass
+        return found is not None
+
+    def _conn(self) -> sqlite3.Connection:
+        """This thread's connection, opened on first use (and again after a fork)."""
+        local = self._local
+        conn: _Connection | None = getattr(local, "conn", None)
+        if conn is None or conn.pid != os.getpid():
+            conn = local.conn = self._open()
+            with self._conns_lock:
+                self._conns.add(conn)
+        return conn
+
+    def _open(self) -> _Connection:
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        # isolation_level=None: we issue BEGIN/COMMIT ourselves.
+        conn = sqlite3.connect(
+            self.path,
+            timeout=BUSY_TIMEOUT,
+            isolation_level=None,
+            check_same_thread=False,
+            factory=_Connection,
+        )
+        assert isinstance(conn, _Connection)
+        conn.pid = os.getpid()
+        try:
+            _enable_wal(conn)
+            conn.execute("PRAGMA synchronous = NORMAL")
+            if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+                conn.execute("BEGIN IMMEDIATE")
+                for statement in _SCHEMA:
+                    conn.execute(statement)
+                conn.execute("COMMIT")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _unavailable(self, exc: Exception) -> StoreUnavailable:
+        text = str(exc)
+        if "locked" in text or "busy" in text:
+            fix = (
+                f"another process held the write lock over {BUSY_TIMEOUT:g} s; retry, and "
+                "look for a stuck process that has the file open"
+            )
+        elif isinstance(exc, OSError) or "unable to open" in text:
+            fix = "make sure its directory exists (or can be created) and this user can write it"
+        else:
+            fix = (
+                "check the file's permissions, free disk space and integrity "
+                "(sqlite3 FILE 'PRAGMA integrity_check'), or point the store URL elsewhere"
+            )
+        return StoreUnavailable(f"SQLite store {self.path}: {text}: {fix}")

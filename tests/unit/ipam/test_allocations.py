@@ -1,0 +1,145 @@
+"""IPAM against the real SQLite store in a temp dir (no root needed)."""
+
+from concurrent.futures import ThreadPoolExecutor
+from ipaddress import ip_address, ip_network
+
+import pytest
+
+from netplug.ipam import keys
+from netplug.ipam.allocations import (
+    IPAM,
+    AddressUnavailable,
+    IPAMError,
+    Pool,
+    PoolExhausted,
+)
+from netplug.ipam.store.sqlite import SQLiteStore
+
+V4 = Pool(ip_network("10.244.0.0/16"), 24)
+V6 = Pool(ip_network("fd00:244::/48"), 64)
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = SQLiteStore(str(tmp_path / "netplug.db"))
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+def test_allocate_leases_a_block_and_gives_a_gateway_routed_address(store):
+    ipam = IPAM(store, "node-1")
+    att = ipam.allocate("blue", [V4], "c1", "eth0")
+    (a,) = att.allocations
+    assert a.block.prefixlen == 24 and a.block.subnet_of(V4.subnet)
+    assert a.address.network == a.block  # address carries the block's prefix
+    assert a.gateway == a.block.network_address + 1
+    assert ipam.host_blocks("blue", V4) == [a.block]
+
+
+def test_allocation_is_idempotent_per_attachment(store):
+    ipam = IPAM(store, "node-1")
+    first = ipam.allocate("blue", [V4], "c1", "eth0")
+    assert ipam.allocate("blue", [V4], "c1", "eth0") == first
+    other = ipam.allocate("blue", [V4], "c1", "eth1")
+    assert other.allocations[0].address != first.allocations[0].address
+
+
+def test_dual_stack_gets_one_address_per_family(store):
+    att = IPAM(store, "node-1").allocate("blue", [V4, V6], "c1", "eth0")
+    assert [a.address.version for a in att.allocations] == [4, 6]
+    assert att.allocations[1].address.network.prefixlen == 64
+
+
+def test_release_frees_everything_and_is_idempotent(store):
+    ipam = IPAM(store, "node-1")
+    att = ipam.allocate("blue", [V4, V6], "c1", "eth0", names=("web",))
+    assert ipam.release("blue", "c1", "eth0") == att
+    assert ipam.release("blue", "c1", "eth0") is None
+    assert not ipam.has_attachments("blue")
+    assert store.range("/netplug/ips/", prefix=True).kvs == []
+    # the block stays with its host: blocks are freed only by 'hosts remove'
+    assert ipam.host_blocks("blue", V4) == [att.allocations[0].block]
+
+
+def test_no_address_is_handed_out_twice_under_thread_contention(store):
+    ipam = IPAM(store, "node-1")
+    with ThreadPoolExecutor(16) as pool:
+        atts = list(pool.map(lambda i: ipam.allocate("blue", [V4], f"c{i}", "eth0"), range(200)))
+    addresses = [a.allocations[0].address for a in atts]
+    assert len(set(addresses)) == 200
+
+
+def test_full_block_spills_into_a_new_block(store):
+    ipam = IPAM(store, "node-1")
+    pool = Pool(ip_network("10.9.0.0/24"), 29)  # 5 container addresses per block
+    atts = [ipam.allocate("tiny", [pool], f"c{i}", "eth0") for i in range(12)]
+    blocks = {a.allocations[0].block for a in atts}
+    assert len(blocks) == 3
+    assert len({a.allocations[0].address for a in atts}) == 12
+
+
+def test_exhausted_pool_is_reported(store):
+    ipam = IPAM(store, "node-1")
+    pool = Pool(ip_network("10.9.0.0/29"), 29)
+    for i in range(5):
+        ipam.allocate("tiny", [pool], f"c{i}", "eth0")
+    assert not ipam.has_room("tiny", pool)
+    with pytest.raises(PoolExhausted, match="hosts remove"):
+        ipam.allocate("tiny", [pool], "c-extra", "eth0")
+
+
+def test_hosts_get_distinct_blocks(store):
+    a = IPAM(store, "node-a").allocate("blue", [V4], "c1", "eth0").allocations[0]
+    b = IPAM(store, "node-b").allocate("blue", [V4], "c2", "eth0").allocations[0]
+    assert a.block != b.block
+
+
+def test_static_address_is_honoured(store):
+    ipam = IPAM(store, "node-1")
+    att = ipam.allocate("blue", [V4], "c1", "eth0", static=[ip_address("10.244.77.10")])
+    assert str(att.allocations[0].address) == "10.244.77.10/24"
+    assert ip_network("10.244.77.0/24") in ipam.host_blocks("blue", V4)
+
+
+@pytest.mark.parametrize(
+    ("address", "error", "message"),
+    [
+        ("10.99.0.5", IPAMError, "outside"),
+        ("10.244.77.1", IPAMError, "gateway"),
+        ("10.244.77.255", IPAMError, "broadcast"),
+    ],
+)
+def test_bad_static_addresses(store, address, error, message):
+    with pytest.raises(error, match=message):
+        IPAM(store, "node-1").allocate("blue", [V4], "c1", "eth0", static=[ip_address(address)])
+    assert store.range("/netplug/attachments/", prefix=True).kvs == []
+
+
+def test_static_address_in_use_or_in_another_hosts_block(store):
+    IPAM(store, "node-1").allocate("blue", [V4], "c1", "eth0", static=[ip_address("10.244.77.10")])
+    with pytest.raises(AddressUnavailable, match="in use by container c1"):
+        IPAM(store, "node-1").allocate(
+            "blue", [V4], "c2", "eth0", static=[ip_address("10.244.77.10")]
+        )
+    with pytest.raises(AddressUnavailable, match="host node-1 holds"):
+        IPAM(store, "node-2").allocate(
+            "blue", [V4], "c3", "eth0", static=[ip_address("10.244.77.11")]
+        )
+
+
+def test_attachments_lists_only_this_hosts(store):
+    IPAM(store, "node-1").allocate("blue", [V4], "c1", "eth0")
+    IPAM(store, "node-2").allocate("blue", [V4], "c2", "eth0")
+    listed = IPAM(store, "node-1").attachments("blue")
+    assert [(a.container_id, a.ifname) for a in listed] == [("c1", "eth0")]
+
+
+def test_records_use_the_documented_layout(store):
+    att = IPAM(store, "node-1").allocate("blue", [V4], "c1", "eth0", names=("web",))
+    a = att.allocations[0]
+    record = keys.decode(store.get(keys.attachment_key("blue", "node-1", "c1", "eth0")).value)
+    assert record["names"] == ["web"]
+    owner = keys.decode(store.get(keys.ip_key("blue", a.block, a.address.ip)).value)
+    assert owner == {"host": "node-1", "containerID": "c1", "ifname": "eth0"}
