@@ -65,6 +65,7 @@ class Attachment:
     ifname: str
     allocations: tuple[Allocation, ...]
     names: tuple[str, ...] = field(default=())
+    netns: str = ""  # the container's namespace path at ADD: lets GC tell live from gone
 
     @property
     def key(self) -> str:
@@ -79,6 +80,7 @@ class Attachment:
                 for a in self.allocations
             ],
             "names": list(self.names),
+            "netns": self.netns,
         }
 
     @classmethod
@@ -96,6 +98,7 @@ class Attachment:
             record["ifname"],
             allocations,
             tuple(record.get("names", ())),
+            record.get("netns", ""),
         )
 
 
@@ -116,6 +119,7 @@ class IPAM:
         ifname: str,
         static: Sequence[Address] = (),
         names: Sequence[str] = (),
+        netns: str = "",
     ) -> Attachment:
         """One address from each pool for the attachment (idempotent).
 
@@ -129,7 +133,9 @@ class IPAM:
         ident = f"{container_id}/{ifname}"
         for _ in range(MAX_ATTEMPTS):
             picks = tuple(self._pick(network, pool, ident, static) for pool in pools)
-            attachment = Attachment(network, self.host, container_id, ifname, picks, tuple(names))
+            attachment = Attachment(
+                network, self.host, container_id, ifname, picks, tuple(names), netns
+            )
             if self._claim(attachment):
                 return attachment
             existing = self.lookup(network, container_id, ifname)

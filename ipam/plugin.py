@@ -58,6 +58,7 @@ def cmd_add(req: Request, host: Host) -> Result:
         req.ifname,
         static_addresses(conf),
         dns_names(conf),
+        req.netns,
     )
     gateways = {a.address.version: a.gateway for a in attachment.allocations}
     return Result(

@@ -82,6 +82,7 @@ def cmd_add(req: Request, host: Host) -> Result:
             req.ifname,
             static_addresses(conf),
             dns_names(conf),
+            req.netns,
         )
         undo.callback(
             _quietly,

@@ -354,7 +354,7 @@ def _netconf(
         subnet6=subnet6,
         host_block_prefix=_block_prefix(section, where, 4, subnet, NetConf.host_block_prefix),
         host_block_prefix6=_block_prefix(section, where, 6, subnet6, NetConf.host_block_prefix6),
-        store=json_field(section, "store", str, where) or NetConf.store,
+        store=_store(section, where),
         host_name=json_field(section, "hostName", str, where)
         or env.get("NETPLUG_HOSTNAME")
         # os.uname() is what socket.gethostname() returns on Linux, without the
@@ -406,6 +406,18 @@ def _ifname_field(obj: dict, key: str, where: str) -> str | None:
     if name and not _is_ifname(name):
         raise invalid(where + key, name, _IFNAME_RULE)
     return name or None
+
+
+def _store(section: dict, where: str) -> str:
+    """The store URL, checked here so that a bad one is a config error (code 7)."""
+    from netplug.ipam.store.url import parse_store_url  # only when a config is parsed
+
+    url = json_field(section, "store", str, where) or NetConf.store
+    try:
+        parse_store_url(url)
+    except ValueError as e:
+        raise CNIError(INVALID_CONFIG, f"{where}store: {e}") from e
+    return url
 
 
 def _abs_path(obj: dict, key: str, where: str, default: str) -> str:

@@ -1,0 +1,240 @@
+"""netplugctl: look at and repair netplug's state.
+
+Reads the store directly (any host can run it); ``gc`` and ``install`` act on
+the host it runs on. Tables for people, ``--json`` for scripts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from netplug.agent import client
+from netplug.ctl import install
+from netplug.ctl.tables import render
+from netplug.ipam import inventory
+from netplug.ipam.allocations import IPAM, Attachment
+from netplug.ipam.store.base import Store, StoreError
+from netplug.ipam.store.url import DEFAULT_STORE_URL, open_store
+
+
+def cmd_status(store: Store, args: argparse.Namespace) -> int:
+    blocks = inventory.blocks(store)
+    attachments = inventory.attachments(store)
+    row = {
+        "store": store.url,
+        "revision": store.status(),
+        "host": args.host_name,
+        "agent": "running" if _agent_answers() else "not running",
+        "networks": len({b.network for b in blocks}),
+        "blocks": len(blocks),
+        "hostBlocks": sum(1 for b in blocks if b.host == args.host_name),
+        "allocations": len(attachments),
+    }
+    if args.json:
+        render([row], list(row), as_json=True)
+    else:
+        for key, value in row.items():
+            print(f"{key + ':':<13} {value}")
+    return 0
+
+
+def _agent_answers() -> bool:
+    """Whether a netplugd serves this network namespace (it answers a VERSION call)."""
+    try:
+        reply = client.call({"CNI_COMMAND": "VERSION"}, b'{"cniVersion": "1.0.0"}', timeout=2.0)
+    except client.AgentTimeout:
+        return False
+    return reply is not None and reply.get("exit") == 0
+
+
+def cmd_blocks(store: Store, args: argparse.Namespace) -> int:
+    rows = [
+        {
+            "network": b.network,
+            "block": str(b.block),
+            "host": b.host,
+            "used": b.used,
+            "free": b.capacity - b.used,
+        }
+        for b in inventory.blocks(store)
+        if args.network in (None, b.network)
+    ]
+    render(rows, ["network", "block", "host", "used", "free"], as_json=args.json)
+    return 0
+
+
+def _attachment_rows(store: Store, args: argparse.Namespace) -> list[dict]:
+    return [
+        {
+            "network": a.network,
+            "addresses": " ".join(str(x.address) for x in a.allocations),
+            "host": a.host,
+            "container": a.container_id,
+            "ifname": a.ifname,
+            "names": " ".join(a.names),
+            "netns": a.netns,
+        }
+        for a in inventory.attachments(store, getattr(args, "host", None))
+        if args.network in (None, a.network)
+    ]
+
+
+def cmd_allocations(store: Store, args: argparse.Namespace) -> int:
+    columns = ["network", "addresses", "host", "container", "ifname", "names"]
+    render(_attachment_rows(store, args), columns, as_json=args.json)
+    return 0
+
+
+def cmd_names(store: Store, args: argparse.Namespace) -> int:
+    rows = [
+        {
+            "name": name,
+            "network": row["network"],
+            "addresses": row["addresses"],
+            "host": row["host"],
+            "source": "container",
+        }
+        for row in _attachment_rows(store, args)
+        for name in row["names"].split()
+    ]
+    render(rows, ["name", "network", "addresses", "host", "source"], as_json=args.json)
+    return 0
+
+
+def cmd_hosts(store: Store, args: argparse.Namespace) -> int:
+    blocks = inventory.blocks(store)
+    hosts = sorted({b.host for b in blocks})
+    rows = [
+        {
+            "host": h,
+            "blocks": " ".join(f"{b.network}:{b.block}" for b in blocks if b.host == h),
+            "allocations": sum(b.used for b in blocks if b.host == h),
+        }
+        for h in hosts
+    ]
+    render(rows, ["host", "blocks", "allocations"], as_json=args.json)
+    return 0
+
+
+def cmd_gc(store: Store, args: argparse.Namespace) -> int:
+    """Release this host's attachments whose interface no longer exists."""
+    ipam = IPAM(store, args.host_name)
+    released = []
+    for a in inventory.attachments(store, args.host_name):
+        if args.network in (None, a.network) and _interface_exists(a) is False:
+            if not args.dry_run:
+                ipam.release(a.network, a.container_id, a.ifname)
+            released.append(
+                {
+                    "network": a.network,
+                    "container": a.container_id,
+                    "ifname": a.ifname,
+                    "addresses": " ".join(str(x.address) for x in a.allocations),
+                }
+            )
+    render(released, ["network", "container", "ifname", "addresses"], as_json=args.json)
+    if not args.json:
+        verb = "would release" if args.dry_run else "released"
+        print(f"{verb} {len(released)} attachment(s) of host {args.host_name}", file=sys.stderr)
+    return 0
+
+
+def _interface_exists(attachment: Attachment) -> bool | None:
+    """Whether the attachment's interface is still in its namespace; None: cannot tell."""
+    from netplug.net import links, netns  # netlink only for gc
+
+    if not attachment.netns:
+        return None
+    try:
+        with netns.handle(attachment.netns) as cipr:
+            return links.find(cipr, attachment.ifname) is not None
+    except (netns.NetnsNotFound, OSError):
+        return False
+
+
+def cmd_install(args: argparse.Namespace) -> int:
+    written = install.install_plugins(Path(args.bin_dir))
+    if not args.no_conflist:
+        document = install.conflist(
+            args.network, args.subnet, args.store, args.host_name_conf, args.cni_version
+        )
+        written.append(install.install_conflist(Path(args.conf_dir), document))
+    render([{"installed": str(p)} for p in written], ["installed"], as_json=args.json)
+    return 0
+
+
+STORE_COMMANDS = {
+    "status": cmd_status,
+    "blocks": cmd_blocks,
+    "allocations": cmd_allocations,
+    "names": cmd_names,
+    "hosts": cmd_hosts,
+    "gc": cmd_gc,
+}
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="netplugctl", description=__doc__.split("\n\n")[0])
+    p.add_argument(
+        "--store",
+        default=os.environ.get("NETPLUG_STORE", DEFAULT_STORE_URL),
+        help="store URL (default: $NETPLUG_STORE or %(default)s)",
+    )
+    p.add_argument(
+        "--host-name",
+        default=os.environ.get("NETPLUG_HOSTNAME") or os.uname().nodename,
+        help="this host's name (default: $NETPLUG_HOSTNAME or the hostname)",
+    )
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser("status", help="store, agent and totals")
+    for name, what in (
+        ("blocks", "leased blocks and their use"),
+        ("allocations", "every attachment's addresses"),
+        ("names", "DNS names registered by containers"),
+    ):
+        sp = sub.add_parser(name, help=what)
+        sp.add_argument("--network", help="only this network")
+    sub.choices["allocations"].add_argument("--host", help="only this host's")
+    sub.add_parser("hosts", help="hosts and their blocks")
+    gc = sub.add_parser("gc", help="release this host's attachments whose container is gone")
+    gc.add_argument("--network", help="only this network")
+    gc.add_argument("--dry-run", action="store_true", help="list, release nothing")
+    ins = sub.add_parser("install", help="install the plugins and a conflist for runtimes")
+    ins.add_argument("--bin-dir", default="/opt/cni/bin", help="CNI plugin dir (%(default)s)")
+    ins.add_argument("--conf-dir", default="/etc/cni/net.d", help="CNI config dir (%(default)s)")
+    ins.add_argument("--network", default="netplug", help="network name (%(default)s)")
+    ins.add_argument("--subnet", default="10.244.0.0/16", help="cluster subnet (%(default)s)")
+    ins.add_argument(
+        "--host-name-conf",
+        metavar="NAME",
+        help="hostName to write into the conflist (default: leave it out)",
+    )
+    ins.add_argument("--cni-version", default="1.0.0", help="conflist cniVersion (%(default)s)")
+    ins.add_argument("--no-conflist", action="store_true", help="install the plugins only")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.command == "install":
+        return cmd_install(args)
+    try:
+        store = open_store(args.store)
+    except (ValueError, StoreError) as e:
+        print(f"netplugctl: {e}", file=sys.stderr)
+        return 2
+    try:
+        return STORE_COMMANDS[args.command](store, args)
+    except StoreError as e:
+        print(f"netplugctl: store {args.store}: {e}", file=sys.stderr)
+        return 1
+    finally:
+        store.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

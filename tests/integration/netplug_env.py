@@ -1,0 +1,213 @@
+"""A netplug test host: a namespace the test made, a store, and the real executables.
+
+Plugins are executed as a runtime would (``ip netns exec HOST netplug`` with
+the CNI variables and the config on stdin); the agent runs as a real process
+started here and killed by PID. Everything lives under the test's tmp_path.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from runtimes import netns_path, run
+
+BIN = Path(sys.executable).parent
+AGENT_START_TIMEOUT = 15.0
+
+
+@dataclass
+class Outcome:
+    """What a plugin call did: exit status, parsed stdout (result or error), stderr."""
+
+    status: int
+    out: dict[str, Any] | None
+    stdout: str
+    stderr: str
+
+    @property
+    def code(self) -> int | None:
+        """The CNI error code, None on success."""
+        return None if self.status == 0 else (self.out or {}).get("code")
+
+
+class NetplugHost:
+    """One "host" namespace running netplug, with its own store and state dirs."""
+
+    def __init__(
+        self, netns: str, workdir: Path, host_name: str = "node-1", store: str | None = None
+    ) -> None:
+        self.netns = netns
+        self.workdir = workdir
+        self.host_name = host_name
+        self.db = workdir / "netplug.db"
+        self.store = store or f"sqlite://{self.db}"
+        self.log_file = workdir / "netplug.log"
+        self.run_dir = workdir / "run"
+        workdir.mkdir(parents=True, exist_ok=True)
+
+    def conf(self, version: str = "1.0.0", name: str = "blue", **fields: Any) -> dict[str, Any]:
+        """A netplug network config (the plugin's part of a conflist, as libcni sends it)."""
+        conf = {
+            "cniVersion": version,
+            "name": name,
+            "type": "netplug",
+            "subnet": "10.244.0.0/16",
+            "store": self.store,
+            "hostName": self.host_name,
+            "logFile": str(self.log_file),
+            "runDir": str(self.run_dir),
+        }
+        conf.update(fields)
+        return conf
+
+    def call(
+        self,
+        command: str,
+        conf: Mapping[str, Any] | None = None,
+        *,
+        container_id: str | None = None,
+        netns: str | None = None,
+        ifname: str | None = "eth0",
+        env: Mapping[str, str] | None = None,
+        stdin: bytes | None = None,
+        plugin: str = "netplug",
+        timeout: float = 30.0,
+    ) -> Outcome:
+        """Execute ``plugin`` in this host's namespace with ``CNI_COMMAND=command``."""
+        cni_env = {"CNI_COMMAND": command, "CNI_PATH": "/usr/lib/cni"}
+        if container_id is not None:
+            cni_env["CNI_CONTAINERID"] = container_id
+        if netns is not None:
+            cni_env["CNI_NETNS"] = str(netns_path(netns))
+        if ifname is not None:
+            cni_env["CNI_IFNAME"] = ifname
+        cni_env.update(env or {})
+        data = stdin if stdin is not None else json.dumps(conf or {}).encode()
+        proc = subprocess.run(
+            ["ip", "netns", "exec", self.netns, str(BIN / plugin)],
+            input=data,
+            capture_output=True,
+            timeout=timeout,
+            env={"PATH": os.environ.get("PATH", ""), **cni_env},
+        )
+        stdout = proc.stdout.decode()
+        try:
+            out = json.loads(stdout) if stdout.strip() else None
+        except ValueError:
+            out = None
+        return Outcome(proc.returncode, out, stdout, proc.stderr.decode())
+
+    def add(self, conf: Mapping[str, Any], container_id: str, netns: str, **kw: Any) -> dict:
+        done = self.call("ADD", conf, container_id=container_id, netns=netns, **kw)
+        assert done.status == 0, f"ADD failed: {done.stdout} {done.stderr}"
+        assert done.out is not None
+        return done.out
+
+    def delete(
+        self, conf: Mapping[str, Any], container_id: str, netns: str | None, **kw: Any
+    ) -> None:
+        done = self.call("DEL", conf, container_id=container_id, netns=netns, **kw)
+        assert done.status == 0, f"DEL failed: {done.stdout} {done.stderr}"
+        assert done.stdout == ""
+
+    # -- looking at the host ---------------------------------------------------------------
+
+    def links(self) -> dict[str, dict[str, Any]]:
+        """This host's links by name (``ip -j link``)."""
+        out = run(["ip", "-n", self.netns, "-j", "-d", "link", "show"]).stdout
+        return {link["ifname"]: link for link in json.loads(out)}
+
+    def veths(self) -> set[str]:
+        return {
+            name
+            for name, link in self.links().items()
+            if link.get("linkinfo", {}).get("info_kind") == "veth"
+        }
+
+    def records(self, prefix: str = "/netplug/") -> dict[str, dict]:
+        """Every store record under ``prefix`` (the SQLite store, read directly)."""
+        from netplug.ipam.store.sqlite import SQLiteStore
+
+        store = SQLiteStore(str(self.db))
+        try:
+            return {kv.key: json.loads(kv.value) for kv in store.range(prefix, prefix=True).kvs}
+        finally:
+            store.close()
+
+    def nft_tables(self) -> str:
+        return run(["ip", "netns", "exec", self.netns, "nft", "list", "tables"]).stdout
+
+    # -- the agent -------------------------------------------------------------------------
+
+    @contextmanager
+    def agent(self) -> Iterator[subprocess.Popen]:
+        """netplugd running in this host's namespace; killed by PID afterwards."""
+        log = self.workdir / "netplugd.log"
+        with open(log, "wb") as sink:
+            proc = subprocess.Popen(
+                [
+                    "ip",
+                    "netns",
+                    "exec",
+                    self.netns,
+                    str(BIN / "netplugd"),
+                    "--store",
+                    self.store,
+                    "--host-name",
+                    self.host_name,
+                ],
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+            )
+        try:
+            _wait_for_line(log, "serving host", proc, AGENT_START_TIMEOUT)
+            yield proc
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+
+    def agent_log(self) -> str:
+        path = self.workdir / "netplugd.log"
+        return path.read_text() if path.exists() else ""
+
+
+def _wait_for_line(path: Path, text: str, proc: subprocess.Popen, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if text in path.read_text():
+            return
+        if proc.poll() is not None:
+            raise RuntimeError(f"netplugd exited with {proc.returncode}: {path.read_text()}")
+        time.sleep(0.02)
+    raise TimeoutError(f"netplugd did not log {text!r} within {timeout} s: {path.read_text()}")
+
+
+def container_addresses(netns: str, ifname: str = "eth0") -> list[str]:
+    """Global addresses (CIDR) on ``ifname`` inside ``netns``."""
+    out = run(["ip", "-n", netns, "-j", "addr", "show", "dev", ifname]).stdout
+    return [
+        f"{a['local']}/{a['prefixlen']}"
+        for link in json.loads(out)
+        for a in link["addr_info"]
+        if a.get("scope") == "global"
+    ]
+
+
+def ping(netns: str, address: str, count: int = 1) -> bool:
+    """One bounded ping from ``netns`` to ``address``."""
+    family = ["-6"] if ":" in address else []
+    cmd = ["ip", "netns", "exec", netns, "ping", *family, "-c", str(count), "-W", "2", address]
+    return subprocess.run(cmd, capture_output=True, timeout=15).returncode == 0

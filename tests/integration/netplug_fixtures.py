@@ -1,0 +1,45 @@
+"""Fixtures for netplug's own integration tests (imported by conftest.py).
+
+``netplug_host`` runs every test that uses it twice: once with netplugd serving
+the plugin and once without, since DESIGN requires the same behaviour both ways.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from pathlib import Path
+
+import pytest
+
+from netplug_env import NetplugHost
+from runtimes import make_netns, require_root
+
+
+@pytest.fixture(params=["agent", "in-process"])
+def netplug_host(
+    request: pytest.FixtureRequest, host_netns: str, tmp_path: Path
+) -> Iterator[NetplugHost]:
+    """A host namespace with netplug's store and dirs; with or without its agent."""
+    require_root()
+    host = NetplugHost(host_netns, tmp_path / "host")
+    if request.param == "agent":
+        with host.agent():
+            yield host
+    else:
+        yield host
+
+
+@pytest.fixture
+def plain_host(host_netns: str, tmp_path: Path) -> NetplugHost:
+    """A host namespace with netplug's store and dirs, no agent (for one-mode tests)."""
+    require_root()
+    return NetplugHost(host_netns, tmp_path / "host")
+
+
+@pytest.fixture
+def containers() -> Iterator[Callable[[], str]]:
+    """A factory of fresh container namespaces, all deleted after the test."""
+    require_root()
+    with ExitStack() as stack:
+        yield lambda: stack.enter_context(make_netns("npt-ctr-"))
