@@ -1,15 +1,11 @@
-"""The plugin's side of the agent socket (standard library only: start-up path).
-
-Wire format, one call per connection: the plugin sends one JSON object
-``{"env": {...}, "stdin": "..."}`` and shuts down its writing side; the agent
-answers with one JSON object (``Reply.to_wire``) and closes.
-"""
+"""The plugin's side of the agent socket (start-up path: ``_socket`` and the
+framing only; the ``socket`` module alone would add its ``enum`` import)."""
 
 from __future__ import annotations
 
-import json
-import socket
-from collections.abc import Mapping
+import _socket
+
+from netplug.agent import wire
 
 # Abstract unix sockets are per network namespace: each lab host's agent has
 # its own without any path on disk, and a stale one vanishes with its process.
@@ -22,31 +18,32 @@ class AgentTimeout(Exception):
     """The agent accepted the call but did not answer in time."""
 
 
-def forwarded_env(env: Mapping[str, str]) -> dict[str, str]:
+def forwarded_env(env: dict[str, str]) -> dict[str, str]:
     return {k: v for k, v in env.items() if k.startswith(FORWARDED_PREFIXES)}
 
 
-def call(env: Mapping[str, str], stdin: bytes, timeout: float = REPLY_TIMEOUT) -> dict | None:
-    """The agent's reply, or None when no agent listens in this namespace."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+def call(
+    env: dict[str, str], stdin: bytes, timeout: float = REPLY_TIMEOUT
+) -> tuple[int | None, str, str, bytes] | None:
+    """The agent's reply (see ``wire.decode_reply``), or None when no agent listens."""
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
     try:
         try:
             sock.connect(SOCKET_NAME)
         except (FileNotFoundError, ConnectionRefusedError):
             return None
         sock.settimeout(timeout)
-        request = {"env": forwarded_env(env), "stdin": stdin.decode("utf-8", "surrogateescape")}
         try:
-            sock.sendall(json.dumps(request).encode())
-            sock.shutdown(socket.SHUT_WR)
-            return json.loads(_read_all(sock))
-        except (TimeoutError, ValueError, OSError) as e:
+            sock.sendall(wire.encode_call(forwarded_env(env), stdin))
+            sock.shutdown(_socket.SHUT_WR)
+            return wire.decode_reply(_read_all(sock))
+        except (OSError, ValueError) as e:  # socket.timeout is an OSError
             raise AgentTimeout(f"netplugd did not answer within {timeout:.0f} s ({e})") from e
     finally:
         sock.close()
 
 
-def _read_all(sock: socket.socket) -> bytes:
+def _read_all(sock: _socket.socket) -> bytes:
     chunks = []
     while chunk := sock.recv(65536):
         chunks.append(chunk)

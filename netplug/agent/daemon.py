@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import os
 import signal
@@ -17,6 +16,7 @@ import socket
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
+from netplug.agent import wire
 from netplug.agent.client import SOCKET_NAME
 from netplug.cni.handler import handle
 from netplug.cni.request import NetConf
@@ -61,13 +61,13 @@ class PluginServer:
     async def _serve_call(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             data = await asyncio.wait_for(reader.read(), READ_TIMEOUT)
-            call = json.loads(data)
-            stdin = call["stdin"].encode("utf-8", "surrogateescape")
-            reply = await asyncio.to_thread(handle, call["env"], stdin, self.host_for)
+            env, stdin = wire.decode_call(data)
+            reply = await asyncio.to_thread(handle, env, stdin, self.host_for)
             self.calls += 1
-            writer.write(json.dumps(reply.to_wire()).encode())
+            status = None if reply.declined else reply.exit_code
+            writer.write(wire.encode_reply(status, reply.log_file, reply.summary, reply.stdout))
             await writer.drain()
-        except (TimeoutError, ValueError, KeyError, AttributeError) as e:
+        except (TimeoutError, ValueError) as e:
             log.warning("dropped a malformed plugin call: %r", e)
         finally:
             writer.close()

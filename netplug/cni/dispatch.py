@@ -45,15 +45,6 @@ class Reply:
     log_file: str = ""
     declined: str = ""  # set when ``host_for`` refused: the caller runs it elsewhere
 
-    def to_wire(self) -> dict:
-        return {
-            "stdout": self.stdout.decode("utf-8", "surrogateescape"),
-            "exit": self.exit_code,
-            "summary": self.summary,
-            "logFile": self.log_file,
-            "declined": self.declined,
-        }
-
 
 @dataclass(frozen=True, slots=True)
 class Plugin:

@@ -1,14 +1,15 @@
 """``netplug``: the CNI plugin executable.
 
-Start-up is paid on every container start, so this module imports only the
-standard library. When the host's netplugd serves this store and host name,
-the call goes to it over its socket; otherwise (or when it declines) the same
-handler runs here, importing the heavy parts only then.
+Start-up is paid on every container start, so this module imports only
+``os``, ``sys`` and the socket framing (no ``json``, no ``socket``: each
+would cost as much as the interpreter's own start). When the host's netplugd
+serves this store and host name, the call goes to it and its answer is
+printed; otherwise (no agent, or it declines) the same handler runs here,
+importing the heavy parts only then.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
@@ -24,66 +25,60 @@ configuration as JSON on stdin; the result or the error is JSON on stdout,
 logs go to the file named by "logFile" (default /var/log/netplug/netplug.log).
 When netplugd runs on the host, calls are handed to it; see README.md.
 """
+VERSIONS = "0.1.0, 0.2.0, 0.3.0, 0.3.1, 0.4.0, 1.0.0, 1.1.0"
+TRY_AGAIN_LATER = 11
 
 
 def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] in ("-h", "--help", "help"):
         sys.stdout.write(USAGE)
         return 0
-    env = os.environ
+    env = dict(os.environ)
     if not env.get("CNI_COMMAND"):
         # skel's behaviour: with no command, say what this is on stderr.
-        sys.stderr.write(
-            USAGE + "CNI protocol versions supported: "
-            "0.1.0, 0.2.0, 0.3.0, 0.3.1, 0.4.0, 1.0.0, 1.1.0\n"
-        )
+        sys.stderr.write(f"{USAGE}CNI protocol versions supported: {VERSIONS}\n")
         return 0
     stdin = sys.stdin.buffer.read()
-    reply = _version(env, stdin) if env["CNI_COMMAND"] == "VERSION" else _via_agent(env, stdin)
-    if reply is None:
-        from netplug.cni.handler import handle_in_process
-
-        reply = handle_in_process(env, stdin).to_wire()
-    sys.stdout.write(reply["stdout"])
-    sys.stdout.flush()
-    logfile.append(reply.get("logFile", ""), reply.get("summary", ""))
-    return reply["exit"]
-
-
-def _version(env, stdin: bytes) -> dict:
-    """VERSION needs neither store nor agent: answer it here."""
-    from netplug.cni.errors import CNIError
-    from netplug.cni.request import parse_request, version_reply
-
-    try:
-        req = parse_request(env, stdin)
-    except CNIError as e:
-        return _error(env, stdin, e.code, e.msg)
-    return {"stdout": json.dumps(version_reply(req.cni_version)), "exit": 0}
-
-
-def _via_agent(env, stdin: bytes) -> dict | None:
     try:
         reply = client.call(env, stdin)
     except client.AgentTimeout as e:
-        return _error(env, stdin, 11, str(e))
-    if reply is None or reply.get("declined"):
-        return None
-    return reply
+        reply = _error_reply(env, stdin, TRY_AGAIN_LATER, str(e))
+    if reply is None or reply[0] is None:  # no agent here, or not ours
+        reply = _in_process(env, stdin)
+    status, log_file, summary, stdout = reply
+    sys.stdout.buffer.write(stdout)
+    sys.stdout.flush()
+    logfile.append(log_file, summary)
+    return status
 
 
-def _error(env, stdin: bytes, code: int, msg: str) -> dict:
+def _in_process(env: dict[str, str], stdin: bytes) -> tuple[int, str, str, bytes]:
+    from netplug.cni import dispatch
+
+    if env["CNI_COMMAND"] == "VERSION":
+        # VERSION needs neither store nor netlink: keep pyroute2 out of it.
+        reply = dispatch.handle(dispatch.Plugin({}), env, stdin, host_for=lambda conf: None)
+    else:
+        from netplug.cni.handler import NETPLUG
+
+        reply = dispatch.handle_in_process(NETPLUG, env, stdin)
+    return reply.exit_code, reply.log_file, reply.summary, reply.stdout
+
+
+def _error_reply(
+    env: dict[str, str], stdin: bytes, code: int, msg: str
+) -> tuple[int, str, str, bytes]:
+    import json
+
     try:
         version = json.loads(stdin).get("cniVersion", "1.1.0")
     except (ValueError, AttributeError):
         version = "1.1.0"
-    document = {"cniVersion": version, "code": code, "msg": msg}
-    return {
-        "stdout": json.dumps(document),
-        "exit": 1,
-        "summary": f"{env.get('CNI_COMMAND')} container={env.get('CNI_CONTAINERID', '-')} "
-        f"error {code}: {msg}",
-    }
+    document = json.dumps({"cniVersion": version, "code": code, "msg": msg}).encode()
+    summary = (
+        f"{env['CNI_COMMAND']} container={env.get('CNI_CONTAINERID', '-')} error {code}: {msg}"
+    )
+    return 1, "", summary, document
 
 
 if __name__ == "__main__":

@@ -47,7 +47,7 @@ def _agent_answers() -> bool:
         reply = client.call({"CNI_COMMAND": "VERSION"}, b'{"cniVersion": "1.0.0"}', timeout=2.0)
     except client.AgentTimeout:
         return False
-    return reply is not None and reply.get("exit") == 0
+    return reply is not None and reply[0] == 0
 
 
 def cmd_blocks(store: Store, args: argparse.Namespace) -> int:
