@@ -13,9 +13,11 @@ def render(
     columns: Sequence[str],
     *,
     as_json: bool,
-    out: TextIO = sys.stdout,
+    out: TextIO | None = None,
 ) -> None:
-    """Print ``rows`` as a table with ``columns`` (upper-cased headers) or as a JSON list."""
+    """Print ``rows`` as a table with ``columns`` (upper-cased headers) or as a JSON list
+    to ``out`` (default: the current ``sys.stdout``)."""
+    out = out or sys.stdout
     if as_json:
         json.dump(list(rows), out, indent=2, default=str)
         out.write("\n")

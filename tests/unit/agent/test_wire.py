@@ -16,7 +16,12 @@ def test_call_with_no_env_and_no_stdin():
 @pytest.mark.parametrize("status", [0, 1, None])
 def test_reply_round_trip(status):
     frame = wire.encode_reply(status, "/var/log/x.log", "ADD ok\nsecond line", b'{"a": 1}\n\n')
-    assert wire.decode_reply(frame) == (status, "/var/log/x.log", "ADD ok second line", b'{"a": 1}\n\n')
+    assert wire.decode_reply(frame) == (
+        status,
+        "/var/log/x.log",
+        "ADD ok second line",
+        b'{"a": 1}\n\n',
+    )
 
 
 @pytest.mark.parametrize("frame", [b"", b"garbage", b"x\n\n\n", b"12"])

@@ -1,0 +1,124 @@
+"""netplugctl against a real SQLite store in a temp dir (no root needed)."""
+
+import io
+import json
+import subprocess
+import sys
+from ipaddress import ip_network
+
+import pytest
+
+from netplug.ctl import install
+from netplug.ctl.main import main
+from netplug.ctl.tables import render
+from netplug.ipam import inventory
+from netplug.ipam.allocations import IPAM, Pool
+from netplug.ipam.store.sqlite import SQLiteStore
+
+V4 = Pool(ip_network("10.244.0.0/16"), 24)
+
+
+@pytest.fixture
+def store_url(tmp_path):
+    url = f"sqlite://{tmp_path}/netplug.db"
+    store = SQLiteStore(f"{tmp_path}/netplug.db")
+    try:
+        IPAM(store, "node-1").allocate("blue", [V4], "c1", "eth0", names=("web",))
+        IPAM(store, "node-1").allocate("blue", [V4], "c2", "eth0", netns=f"{tmp_path}/gone")
+        IPAM(store, "node-2").allocate("red", [V4], "c3", "eth0")
+        yield url
+    finally:
+        store.close()
+
+
+def test_render_table_and_json():
+    rows = [{"a": "x", "bb": 10}, {"a": "longer", "bb": 2}]
+    out = io.StringIO()
+    render(rows, ["a", "bb"], as_json=False, out=out)
+    assert out.getvalue().splitlines() == ["A       BB", "x       10", "longer  2"]
+    out = io.StringIO()
+    render(rows, ["a", "bb"], as_json=True, out=out)
+    assert json.loads(out.getvalue()) == rows
+
+
+def test_inventory_reads_blocks_and_attachments(store_url, tmp_path):
+    store = SQLiteStore(f"{tmp_path}/netplug.db")
+    try:
+        blocks = inventory.blocks(store)
+        assert {(b.network, b.host, b.used) for b in blocks} == {
+            ("blue", "node-1", 2),
+            ("red", "node-2", 1),
+        }
+        assert all(b.capacity == 253 for b in blocks)
+        assert [a.container_id for a in inventory.attachments(store, "node-1")] == ["c1", "c2"]
+    finally:
+        store.close()
+
+
+def test_blocks_and_allocations_as_json(store_url, capsys):
+    assert main(["--store", store_url, "--json", "blocks", "--network", "blue"]) == 0
+    (block,) = json.loads(capsys.readouterr().out)
+    assert block["host"] == "node-1" and block["used"] == 2 and block["free"] == 251
+    assert main(["--store", store_url, "--json", "allocations", "--host", "node-2"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row["container"] == "c3" and row["network"] == "red"
+
+
+def test_names_lists_registered_names(store_url, capsys):
+    assert main(["--store", store_url, "--json", "names"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row["name"] == "web" and row["source"] == "container"
+
+
+def test_gc_releases_attachments_whose_namespace_is_gone(store_url, capsys):
+    args = ["--store", store_url, "--host-name", "node-1", "--json", "gc"]
+    assert main([*args, "--dry-run"]) == 0
+    assert [r["container"] for r in json.loads(capsys.readouterr().out)] == ["c2"]
+    assert main(args) == 0
+    assert [r["container"] for r in json.loads(capsys.readouterr().out)] == ["c2"]
+    assert main(args) == 0
+    assert json.loads(capsys.readouterr().out) == []  # c1 has no recorded netns: kept
+
+
+def test_bad_store_url_is_a_clear_error(capsys):
+    assert main(["--store", "foo://x", "status"]) == 2
+    assert "unknown scheme" in capsys.readouterr().err
+
+
+def test_install_writes_launchers_and_a_conflist(tmp_path):
+    bin_dir, conf_dir = tmp_path / "bin", tmp_path / "conf"
+    assert (
+        main(
+            [
+                "--json",
+                "install",
+                "--bin-dir",
+                str(bin_dir),
+                "--conf-dir",
+                str(conf_dir),
+                "--network",
+                "blue",
+                "--subnet",
+                "10.9.0.0/16",
+            ]
+        )
+        == 0
+    )
+    conflist = json.loads((conf_dir / "50-blue.conflist").read_text())
+    assert conflist["plugins"][0] == {
+        "type": "netplug",
+        "subnet": "10.9.0.0/16",
+        "store": "sqlite:///var/lib/netplug/netplug.db",
+        "capabilities": {"aliases": True, "ips": True},
+    }
+    for name in install.PLUGINS:
+        done = subprocess.run(
+            [bin_dir / name],
+            input=b'{"cniVersion": "1.0.0"}',
+            env={"CNI_COMMAND": "VERSION"},
+            capture_output=True,
+            timeout=30,
+        )
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["cniVersion"] == "1.0.0"
+    assert (bin_dir / "netplug").read_text().startswith(f"#!{sys.executable} -I")
