@@ -3,8 +3,11 @@
     /netplug/blocks/<network>/<block CIDR>                   {"host"}
     /netplug/ips/<network>/<block CIDR>/<address>            {"host", "containerID", "ifname"}
     /netplug/attachments/<network>/<host>/<container>/<ifname>   the attachment record
+    /netplug/vteps/<network>/<host>                          {"vtep", "mac", "vni"}
+    /netplug/hosts/<host>                                    {"vtep", "instance"}, leased
 
-Addresses sit under their block, so a block's used addresses are one prefix
+A host record lives under its agent's TTL lease: it vanishes when the agent
+stops renewing it. Addresses sit under their block, so a block's used addresses are one prefix
 range; attachments sit under their host, so "this host's containers" is too.
 """
 
@@ -44,6 +47,22 @@ def attachments_prefix(network: str) -> str:
 
 def attachment_key(network: str, host: str, container_id: str, ifname: str) -> str:
     return f"{host_attachments_prefix(network, host)}{container_id}/{ifname}"
+
+
+def vteps_prefix(network: str) -> str:
+    return f"{ROOT}vteps/{network}/"
+
+
+def vtep_key(network: str, host: str) -> str:
+    return f"{vteps_prefix(network)}{host}"
+
+
+def hosts_prefix() -> str:
+    return f"{ROOT}hosts/"
+
+
+def host_key(host: str) -> str:
+    return f"{hosts_prefix()}{host}"
 
 
 def networks_prefix() -> str:

@@ -1,15 +1,18 @@
-"""Creating, using and removing the lab's network namespaces (via iproute2).
+"""The lab's network namespaces and processes, and its record of them.
 
-Every namespace the lab makes is named with ``PREFIX``, and every process it
-starts is recorded with its PID in the lab's state directory, so that
-``netns-lab down`` can remove exactly what the lab made, even after a crash.
+Every namespace the lab makes is named with ``PREFIX`` and every process it
+starts is recorded with its PID and start time in the state file, so that
+``netns-lab down`` removes exactly what the lab made, even after a crash.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 PREFIX = "nplab-"
@@ -17,11 +20,13 @@ COMMAND_TIMEOUT = 30.0
 
 
 def run(
-    *cmd: str, input: bytes | None = None, env: dict[str, str] | None = None, check: bool = True
+    *cmd: str,
+    input: bytes | None = None,
+    env: dict[str, str] | None = None,
+    check: bool = True,
+    timeout: float = COMMAND_TIMEOUT,
 ) -> subprocess.CompletedProcess[bytes]:
-    done = subprocess.run(
-        list(cmd), input=input, env=env, capture_output=True, timeout=COMMAND_TIMEOUT
-    )
+    done = subprocess.run(list(cmd), input=input, env=env, capture_output=True, timeout=timeout)
     if check and done.returncode != 0:
         raise RuntimeError(
             f"{' '.join(cmd)} failed ({done.returncode}): {done.stderr.decode().strip()}"
@@ -30,7 +35,7 @@ def run(
 
 
 def create(name: str) -> str:
-    """A new namespace ``PREFIX + name`` with ``lo`` up; returns its name."""
+    """A new namespace ``PREFIX + name`` with ``lo`` up; returns its full name."""
     full = PREFIX + name
     run("ip", "netns", "add", full)
     run("ip", "-n", full, "link", "set", "lo", "up")
@@ -50,35 +55,47 @@ def path(full: str) -> str:
     return f"/run/netns/{full}"
 
 
-class State:
-    """The lab's record of the processes it started (PID and start time)."""
-
-    def __init__(self, directory: Path) -> None:
-        self.file = directory / "processes.json"
-        directory.mkdir(parents=True, exist_ok=True)
-
-    def load(self) -> list[dict]:
-        return json.loads(self.file.read_text()) if self.file.exists() else []
-
-    def add(self, pid: int, what: str) -> None:
-        self.file.write_text(
-            json.dumps([*self.load(), {"pid": pid, "start": _start_time(pid), "what": what}])
-        )
-
-    def kill_all(self) -> list[str]:
-        """Stop every recorded process that is still the one we started."""
-        stopped = []
-        for proc in self.load():
-            if _start_time(proc["pid"]) == proc["start"]:
-                os.kill(proc["pid"], 15)
-                stopped.append(proc["what"])
-        self.file.unlink(missing_ok=True)
-        return stopped
-
-
-def _start_time(pid: int) -> str | None:
-    # A PID can be reused; its start time (field 22 of /proc/PID/stat) tells ours apart.
+def start_time(pid: int) -> str | None:
+    """Field 22 of /proc/PID/stat, which tells our process from a later one with its
+    PID; None when the process is gone or a zombie (reaped here if it is our child)."""
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
         return None
+    if fields[0] == "Z":
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+        return None
+    return fields[19]
+
+
+def stop(pid: int, started: str | None, timeout: float = 10.0) -> bool:
+    """SIGTERM, then SIGKILL after ``timeout``, the process we started as ``pid``."""
+    if started is None or start_time(pid) != started:
+        return False
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while start_time(pid) == started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if start_time(pid) == started:
+        os.kill(pid, signal.SIGKILL)
+    return True
+
+
+class State:
+    """The lab's JSON record: store URL, hosts, containers, processes."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.file = directory / "state.json"
+
+    def load(self) -> dict:
+        if not self.file.exists():
+            return {"store": "", "hosts": {}, "containers": {}, "processes": []}
+        return json.loads(self.file.read_text())
+
+    def save(self, state: dict) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        tmp = self.file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=2))
+        tmp.replace(self.file)

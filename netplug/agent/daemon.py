@@ -1,8 +1,9 @@
 """``netplugd``: the per-host agent.
 
-In this release it serves the CNI plugin: it holds the store and netlink warm
-and runs the plugin's calls in a thread pool, through the very ``handle`` the
-plugin would run itself. Overlay peers and DNS join it in later releases.
+It serves the CNI plugin (holding the store and netlink warm, it runs the
+plugin's calls in a thread pool through the very ``handle`` the plugin would
+run itself), keeps this host's record alive in the store, and programs the
+VXLAN peers toward every other live host.
 """
 
 from __future__ import annotations
@@ -14,15 +15,19 @@ import os
 import signal
 import socket
 import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from netplug.agent import wire
 from netplug.agent.client import SOCKET_NAME
+from netplug.agent.overlay import Overlay
+from netplug.agent.registration import DEFAULT_TTL, HostNameTaken, HostRegistration
 from netplug.cni.handler import handle
 from netplug.cni.request import NetConf
 from netplug.host import Host
 from netplug.ipam.store.base import StoreError
 from netplug.ipam.store.url import DEFAULT_STORE_URL
+from netplug.net import netns, vxlan
 
 log = logging.getLogger("netplugd")
 
@@ -90,11 +95,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="this host's name in the store, as the config's hostName "
         "(default: $NETPLUG_HOSTNAME, else the machine's hostname)",
     )
-    parser.add_argument("--underlay-device", help="the VXLAN underlay interface (overlay releases)")
+    parser.add_argument(
+        "--underlay-device", help="the VXLAN underlay interface (default: the default route's)"
+    )
+    parser.add_argument(
+        "--lease-ttl",
+        type=float,
+        default=DEFAULT_TTL,
+        help="seconds this host stays in the overlay after its agent stops "
+        "renewing (default: %(default)s)",
+    )
     parser.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"]
     )
     return parser.parse_args(argv)
+
+
+def _vtep(device: str | None) -> str:
+    with netns.handle() as ipr:
+        under = vxlan.underlay(ipr, device)
+    return str(under.address) if under else ""
 
 
 async def run(args: argparse.Namespace) -> None:
@@ -103,15 +123,31 @@ async def run(args: argparse.Namespace) -> None:
     host = Host.open(args.host_name, args.store)
     server = PluginServer(host)
     stop = asyncio.Event()
+    threads_stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
         host.store.status()
-        await server.start()
-        log.info("serving host %s on store %s at @netplugd", host.name, host.store.url)
+        await server.start()  # first: a second agent in this namespace fails here
+        # pyroute2's blocking API refuses a thread that runs an event loop.
+        vtep = await asyncio.to_thread(_vtep, args.underlay_device)
+        registration = HostRegistration(host.store, host.name, vtep, args.lease_ttl)
+        await asyncio.to_thread(registration.acquire)
+        overlay = Overlay(host.store, host.name)
+        for target in (registration.keep_alive, overlay.follow):
+            threading.Thread(
+                target=target, args=(threads_stop,), daemon=True, name=target.__qualname__
+            ).start()
+        log.info(
+            "serving host %s (VTEP %s) on store %s at @netplugd",
+            host.name,
+            registration.vtep or "none",
+            host.store.url,
+        )
         await stop.wait()
         log.info("stopping after %d plugin calls", server.calls)
     finally:
+        threads_stop.set()
         await server.close()
         host.close()
 
@@ -127,6 +163,9 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(run(args))
     except StoreError as e:
         log.error("store %s is unusable: %s", args.store, e)
+        return 1
+    except HostNameTaken as e:
+        log.error("%s", e)
         return 1
     return 0
 

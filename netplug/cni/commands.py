@@ -24,10 +24,11 @@ from netplug.cni.errors import CNIError
 from netplug.cni.request import NetConf, Request
 from netplug.cni.result import DNS, Interface, IPConfig, Result, Route, from_json
 from netplug.host import Host
+from netplug.ipam import vteps
 from netplug.ipam.allocations import Allocation, Attachment
 from netplug.ipam.plugin import cmd_status
 from netplug.locks import network_lock
-from netplug.net import addresses, bridge, links, masq, netns, sysctl, veth
+from netplug.net import addresses, bridge, links, masq, netns, sysctl, veth, vxlan
 from netplug.net.mtu import overlay_mtu
 
 log = logging.getLogger(__name__)
@@ -100,6 +101,7 @@ def cmd_add(req: Request, host: Host) -> Result:
             auto_mtu=lambda: overlay_mtu(ipr, conf.vxlan.device),
         )
         sysctl.enable_forwarding(ipv6=conf.subnet6 is not None)
+        _ensure_overlay(ipr, conf, host, br.mtu, attachment)
         host_end = veth.host_veth_name(req.container_id, req.ifname)
         pair = veth.create_pair(ipr, cipr, req.netns, host_end, req.ifname, br.mtu, br.index)
         undo.callback(_quietly, "delete veth", links.delete, ipr, host_end)
@@ -109,6 +111,20 @@ def cmd_add(req: Request, host: Host) -> Result:
                 masq.ensure(conf.name, [p.subnet for p in pools(conf)])
         undo.pop_all()
     return _result(req, br, pair, attachment, br.mtu)
+
+
+def _ensure_overlay(
+    ipr: IPRoute, conf: NetConf, host: Host, mtu: int, attachment: Attachment
+) -> None:
+    """The network's VXLAN device (shared: never rolled back) and this host's VTEP
+    record; a host without an underlay (no default route, no vxlan.device) is a
+    single host and needs neither."""
+    under = vxlan.underlay(ipr, conf.vxlan.device)
+    if under is None:
+        return
+    block_addresses = [ip_interface(a.block.network_address) for a in attachment.allocations]
+    device = vxlan.ensure_vxlan(ipr, conf.vxlan.vni, conf.vxlan.port, under, mtu, block_addresses)
+    vteps.publish(host.store, conf.name, host.name, str(under.address), device.mac, conf.vxlan.vni)
 
 
 def _require_new_interface(cipr: IPRoute, req: Request) -> None:

@@ -1,0 +1,99 @@
+"""Keeping this host's VXLAN peers equal to what the store says.
+
+A thread follows the store by watch; any change to hosts, VTEPs or blocks
+triggers a reconcile (read the kernel, compute the plan, apply the diff), and
+a full reconcile also runs every ``RESYNC`` seconds and at start, so a
+restarted agent adds what is missing and removes what is stale without
+touching entries that are right. When the store is unreachable, what is
+programmed stays programmed.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from ipaddress import ip_network
+
+from netplug.agent.overlay_plan import Vtep, desired, diff
+from netplug.ipam import keys
+from netplug.ipam.blocks import Network
+from netplug.ipam.store.base import Compacted, Store, StoreError
+from netplug.net import netns, peers
+from netplug.net.links import find
+from netplug.net.vxlan import device_name
+
+log = logging.getLogger(__name__)
+
+RESYNC = 10.0
+WATCH_TIMEOUT = 1.0
+RETRY = 1.0
+WATCHED = (f"{keys.ROOT}hosts/", f"{keys.ROOT}vteps/", f"{keys.ROOT}blocks/")
+
+
+@dataclass(frozen=True, slots=True)
+class View:
+    live_hosts: set[str]
+    vteps: dict[str, list[Vtep]]  # by network
+    blocks: dict[str, dict[Network, str]]  # by network: block -> host
+    revision: int
+
+
+def read_view(store: Store) -> View:
+    """Hosts, VTEPs and blocks of every network, from the store."""
+    hosts = store.range(keys.hosts_prefix(), prefix=True)
+    live = {kv.key[len(keys.hosts_prefix()) :] for kv in hosts.kvs}
+    vteps: dict[str, list[Vtep]] = defaultdict(list)
+    for kv in store.range(f"{keys.ROOT}vteps/", prefix=True).kvs:
+        network, host = kv.key[len(f"{keys.ROOT}vteps/") :].split("/", 1)
+        record = keys.decode(kv.value)
+        vteps[network].append(Vtep(network, host, record["vtep"], record["mac"], record["vni"]))
+    blocks: dict[str, dict[Network, str]] = defaultdict(dict)
+    for kv in store.range(keys.networks_prefix(), prefix=True).kvs:
+        network, cidr = kv.key[len(keys.networks_prefix()) :].split("/", 1)
+        blocks[network][ip_network(cidr)] = keys.decode(kv.value)["host"]
+    return View(live, dict(vteps), dict(blocks), hosts.revision)
+
+
+class Overlay:
+    def __init__(self, store: Store, host: str) -> None:
+        self.store, self.host = store, host
+        self.reconciles = 0
+
+    def reconcile(self) -> View:
+        """Make every local VXLAN device's peers match the store; returns what was read."""
+        view = read_view(self.store)
+        with netns.handle() as ipr:
+            for network, vteps in view.vteps.items():
+                mine = next((v for v in vteps if v.host == self.host), None)
+                link = find(ipr, device_name(mine.vni)) if mine else None
+                if link is None:
+                    continue
+                want = desired(self.host, view.live_hosts, vteps, view.blocks.get(network, {}))
+                add, remove = diff(peers.read(ipr, link.index), want)
+                if add or remove:
+                    log.info("network %s: adding %s, removing %s", network, add, remove)
+                    peers.apply(ipr, link.index, add, remove)
+        self.reconciles += 1
+        return view
+
+    def follow(self, stop: threading.Event) -> None:
+        """Reconcile at start, on every relevant store change, and every RESYNC s."""
+        while not stop.is_set():
+            try:
+                view = self.reconcile()
+                self._watch(view.revision + 1, stop)
+            except (StoreError, Compacted, OSError) as e:
+                log.warning("overlay: %s; keeping what is programmed, retrying", e)
+                stop.wait(RETRY)
+
+    def _watch(self, revision: int, stop: threading.Event) -> None:
+        """Return when a relevant change arrives, at the next resync, or on ``stop``."""
+        resync_at = time.monotonic() + RESYNC
+        for batch in self.store.watch(keys.ROOT, revision, timeout=WATCH_TIMEOUT):
+            if stop.is_set() or time.monotonic() >= resync_at:
+                return
+            if any(event.kv.key.startswith(WATCHED) for event in batch):
+                return

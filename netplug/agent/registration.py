@@ -1,0 +1,87 @@
+"""This host's record in the store, alive as long as its agent renews the lease.
+
+Other hosts program VXLAN peers only toward hosts whose record exists, so a
+dead agent's host drops out once its lease expires. A second agent that
+claims a live host name refuses to start, unless the record is its own
+predecessor's: same machine (boot id) and same network namespace, as after a
+crash and restart, when it takes the record over at once instead of waiting
+for the old lease to run out. A stopping agent leaves its lease to expire
+rather than revoking it, so a restart (clean or not) never makes the other
+hosts drop this one; ``netplugctl hosts remove`` removes a host at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+
+from netplug.ipam import keys
+from netplug.ipam.store.base import Compare, Get, LeaseNotFound, Put, Store, StoreError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TTL = 10.0
+
+
+class HostNameTaken(Exception):
+    pass
+
+
+def instance_id() -> str:
+    """Who this agent is: the machine's boot and this network namespace."""
+    boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    return f"{boot}/{os.stat('/proc/thread-self/ns/net').st_ino}"
+
+
+class HostRegistration:
+    def __init__(self, store: Store, host: str, vtep: str, ttl: float = DEFAULT_TTL) -> None:
+        self.store, self.host, self.vtep, self.ttl = store, host, vtep, ttl
+        self.instance = instance_id()
+        self.lease = 0
+
+    def acquire(self) -> None:
+        """Write the host record under a new lease; raises HostNameTaken."""
+        key = keys.host_key(self.host)
+        record = keys.encode(
+            {"vtep": self.vtep, "instance": self.instance, "since": int(time.time())}
+        )
+        for _ in range(3):
+            lease = self.store.grant(self.ttl)
+            done = self.store.txn([Compare.absent(key)], [Put(key, record, lease)], [Get(key)])
+            if done.succeeded:
+                self.lease = lease
+                return
+            self.store.revoke(lease)
+            (held,) = done.responses[0] or [None]
+            if held is None:
+                continue  # expired meanwhile: try again
+            if keys.decode(held.value).get("instance") != self.instance:
+                raise HostNameTaken(
+                    f"host name {self.host} is held by another live netplugd "
+                    f"({keys.decode(held.value).get('instance')}); stop it, or wait "
+                    f"{self.ttl:.0f} s after it died, or use another --host-name"
+                )
+            log.info("taking over the host record of this host's previous agent")
+            self.store.revoke(held.lease)
+        raise HostNameTaken(f"could not register host {self.host}: the record keeps changing")
+
+    def keep_alive(self, stop: threading.Event) -> None:
+        """Renew the lease every third of its TTL until ``stop``; re-register after an
+        outage long enough for the lease to expire."""
+        while not stop.wait(self.ttl / 3):
+            try:
+                self.store.keepalive(self.lease)
+            except LeaseNotFound:
+                log.warning("host lease expired (store outage?): registering again")
+                self._reacquire()
+            except StoreError as e:
+                log.warning("could not renew the host lease: %s", e)
+
+    def _reacquire(self) -> None:
+        try:
+            self.acquire()
+        except (StoreError, HostNameTaken) as e:
+            log.error("could not register again: %s", e)
