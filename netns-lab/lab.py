@@ -12,6 +12,8 @@ nothing outside the lab's namespaces is touched.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -27,6 +29,8 @@ FABRIC_ADDRESS = "192.0.2.1"
 SUBNET = "10.244.0.0/16"
 START_TIMEOUT = 15.0
 ETCD_PORT = 2379
+# Short, so that a host whose agent is gone leaves the overlay within seconds.
+AGENT_LEASE_TTL = 5
 
 
 def host_address(index: int) -> str:
@@ -34,10 +38,14 @@ def host_address(index: int) -> str:
 
 
 class Lab:
-    def __init__(self, state_dir: Path, say: Callable[[str], None] = print) -> None:
+    def __init__(
+        self, state_dir: Path, say: Callable[[str], None] = print, prefix: str = namespaces.PREFIX
+    ) -> None:
         self.dir = state_dir
         self.state = State(state_dir)
         self.say = say
+        self.prefix = prefix
+        self.fabric = prefix + FABRIC
 
     # -- up ------------------------------------------------------------------
 
@@ -45,7 +53,7 @@ class Lab:
         if self.state.load()["hosts"]:
             raise RuntimeError("a lab is already up: run 'netns-lab down' first")
         state = self.state.load()
-        fabric = namespaces.create(FABRIC)
+        fabric = namespaces.create(self.fabric)
         run("ip", "-n", fabric, "link", "add", "fabric0", "type", "bridge")
         run("ip", "-n", fabric, "addr", "add", f"{FABRIC_ADDRESS}/24", "dev", "fabric0")
         run("ip", "-n", fabric, "link", "set", "fabric0", "up")
@@ -63,7 +71,7 @@ class Lab:
         data = self.dir / "etcd"
         client = f"http://{FABRIC_ADDRESS}:{ETCD_PORT}"
         proc = self._spawn(
-            namespaces.PREFIX + FABRIC,
+            self.fabric,
             "etcd",
             [
                 "etcd",
@@ -86,7 +94,7 @@ class Lab:
         )
         url = f"etcd://{FABRIC_ADDRESS}:{ETCD_PORT}"
         self._wait_for_store(url, proc)
-        self.say(f"store: etcd in {namespaces.PREFIX + FABRIC} at {url} (pid {proc.pid})")
+        self.say(f"store: etcd in {self.fabric} at {url} (pid {proc.pid})")
         return url
 
     def _wait_for_store(self, url: str, proc: subprocess.Popen) -> None:
@@ -98,7 +106,7 @@ class Lab:
         while True:
             try:
                 # etcd listens inside the fabric namespace: reach it from in there.
-                with netns.entered(namespaces.path(namespaces.PREFIX + FABRIC)):
+                with netns.entered(namespaces.path(self.fabric)):
                     store = open_store(url)
                     store.status()
                     store.close()
@@ -111,8 +119,8 @@ class Lab:
     def add_host(self, index: int) -> str:
         state = self.state.load()
         name = f"host{index}"
-        netns = namespaces.create(name)
-        fabric = namespaces.PREFIX + FABRIC
+        netns = namespaces.create(self.prefix + name)
+        fabric = self.fabric
         run(
             "ip",
             "-n",
@@ -135,25 +143,40 @@ class Lab:
         home = self.dir / name
         home.mkdir(parents=True, exist_ok=True)
         self._write_conflist(home, name, state["store"])
-        proc = self._spawn(
-            netns,
-            f"{name}/netplugd",
-            [
-                str(BIN / "netplugd"),
-                "--store",
-                state["store"],
-                "--host-name",
-                name,
-                "--lease-ttl",
-                "5",
-            ],
-            state,
-        )
-        self._wait_for_line(self.dir / f"{name}/netplugd.log", "serving host", proc)
         state["hosts"][name] = {"netns": netns, "address": host_address(index)}
         self.state.save(state)
-        self.say(f"host {name}: {netns}, underlay {host_address(index)}, netplugd pid {proc.pid}")
+        pid = self.start_agent(name)
+        self.say(f"host {name}: {netns}, underlay {host_address(index)}, netplugd pid {pid}")
         return name
+
+    def start_agent(self, host: str) -> int:
+        """Start ``host``'s netplugd and wait until it serves; returns its PID."""
+        state = self.state.load()
+        log = self.dir / f"{host}/netplugd.log"
+        log.unlink(missing_ok=True)
+        argv = [
+            str(BIN / "netplugd"),
+            "--store",
+            state["store"],
+            "--host-name",
+            host,
+            "--lease-ttl",
+            str(AGENT_LEASE_TTL),
+        ]
+        proc = self._spawn(state["hosts"][host]["netns"], f"{host}/netplugd", argv, state)
+        self._wait_for_line(log, "serving host", proc)
+        return proc.pid
+
+    def stop_agent(self, host: str, *, kill: bool = False) -> None:
+        """Stop ``host``'s netplugd (SIGKILL with ``kill``, as a crash would)."""
+        for proc in self.state.load()["processes"]:
+            if proc["what"] == f"{host}/netplugd" and start_time(proc["pid"]) == proc["start"]:
+                if not kill:
+                    stop(proc["pid"], proc["start"])
+                    continue
+                os.kill(proc["pid"], signal.SIGKILL)
+                while start_time(proc["pid"]) == proc["start"]:
+                    time.sleep(0.01)
 
     def _write_conflist(self, home: Path, host: str, store: str) -> None:
         conflist = {
@@ -178,7 +201,7 @@ class Lab:
     def _spawn(self, netns: str, what: str, argv: list[str], state: dict) -> subprocess.Popen:
         log = self.dir / f"{what}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
-        with open(log, "wb") as sink:
+        with open(log, "ab") as sink:
             proc = subprocess.Popen(
                 ["ip", "netns", "exec", netns, *argv],
                 stdout=sink,
@@ -211,7 +234,7 @@ class Lab:
             "CNI_COMMAND": command,
             "CNI_CONTAINERID": container,
             "CNI_IFNAME": "eth0",
-            "CNI_NETNS": namespaces.path(namespaces.PREFIX + f"c-{container}"),
+            "CNI_NETNS": namespaces.path(self.prefix + f"c-{container}"),
             "CNI_ARGS": f"IgnoreUnknown=1;NETPLUG_NAME={container}",
             "CNI_PATH": str(BIN),
         }
@@ -235,7 +258,7 @@ class Lab:
             raise RuntimeError(f"no host {host}: hosts are {', '.join(state['hosts'])}")
         if name in state["containers"]:
             raise RuntimeError(f"container {name} exists already")
-        netns = namespaces.create(f"c-{name}")
+        netns = namespaces.create(self.prefix + f"c-{name}")
         result = self.cni("ADD", name, host)
         address = result["ips"][0]["address"]
         state["containers"][name] = {"host": host, "netns": netns, "address": address}
@@ -260,7 +283,7 @@ class Lab:
         for proc in reversed(state["processes"]):
             if stop(proc["pid"], proc["start"]):
                 self.say(f"stopped {proc['what']} (pid {proc['pid']})")
-        for netns in namespaces.lab_namespaces():
+        for netns in namespaces.lab_namespaces(self.prefix):
             namespaces.delete(netns)
             self.say(f"removed namespace {netns}")
         self.state.save({"store": "", "hosts": {}, "containers": {}, "processes": []})

@@ -1,6 +1,7 @@
 """The lab's network namespaces and processes, and its record of them.
 
-Every namespace the lab makes is named with ``PREFIX`` and every process it
+Every namespace a lab makes starts with its prefix (``PREFIX`` by default;
+tests pick their own) and every process it
 starts is recorded with its PID and start time in the state file, so that
 ``netns-lab down`` removes exactly what the lab made, even after a crash.
 """
@@ -34,9 +35,8 @@ def run(
     return done
 
 
-def create(name: str) -> str:
-    """A new namespace ``PREFIX + name`` with ``lo`` up; returns its full name."""
-    full = PREFIX + name
+def create(full: str) -> str:
+    """A new namespace ``full`` with ``lo`` up; returns its name."""
     run("ip", "netns", "add", full)
     run("ip", "-n", full, "link", "set", "lo", "up")
     return full
@@ -46,9 +46,9 @@ def delete(full: str) -> None:
     run("ip", "netns", "del", full, check=False)
 
 
-def lab_namespaces() -> list[str]:
+def lab_namespaces(prefix: str) -> list[str]:
     out = run("ip", "netns", "list").stdout.decode()
-    return [line.split()[0] for line in out.splitlines() if line.startswith(PREFIX)]
+    return [line.split()[0] for line in out.splitlines() if line.startswith(prefix)]
 
 
 def path(full: str) -> str:

@@ -103,8 +103,9 @@ def cmd_add(req: Request, host: Host) -> Result:
         sysctl.enable_forwarding(ipv6=conf.subnet6 is not None)
         _ensure_overlay(ipr, conf, host, br.mtu, attachment)
         host_end = veth.host_veth_name(req.container_id, req.ifname)
-        pair = veth.create_pair(ipr, cipr, req.netns, host_end, req.ifname, br.mtu, br.index)
+        # Undo registered first: create_pair can fail after the kernel made the pair.
         undo.callback(_quietly, "delete veth", links.delete, ipr, host_end)
+        pair = veth.create_pair(ipr, cipr, req.netns, host_end, req.ifname, br.mtu, br.index)
         _configure_container(cipr, pair.container.index, attachment.allocations)
         if conf.ip_masq:
             with network_lock(conf.run_dir, host.name, conf.name):
