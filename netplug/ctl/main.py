@@ -9,12 +9,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from pathlib import Path
 
 from netplug.agent import client
 from netplug.ctl import install
 from netplug.ctl.tables import render
-from netplug.ipam import inventory
+from netplug.ipam import hosts, inventory
 from netplug.ipam.allocations import IPAM, Attachment
 from netplug.ipam.store.base import Store, StoreError
 from netplug.ipam.store.url import DEFAULT_STORE_URL, open_store
@@ -105,17 +106,31 @@ def cmd_names(store: Store, args: argparse.Namespace) -> int:
 
 
 def cmd_hosts(store: Store, args: argparse.Namespace) -> int:
-    blocks = inventory.blocks(store)
-    hosts = sorted({b.host for b in blocks})
+    if getattr(args, "remove", None):
+        if not args.force and any(h.live for h in hosts.hosts(store) if h.name == args.remove):
+            print(
+                f"netplugctl: host {args.remove} is live (its netplugd renews its lease): "
+                "stop that agent first, or pass --force",
+                file=sys.stderr,
+            )
+            return 1
+        removed = hosts.remove_host(store, args.remove)
+        print(f"removed host {args.remove}: {removed} key(s) released", file=sys.stderr)
+        return 0
     rows = [
         {
-            "host": h,
-            "blocks": " ".join(f"{b.network}:{b.block}" for b in blocks if b.host == h),
-            "allocations": sum(b.used for b in blocks if b.host == h),
+            "host": h.name,
+            "vtep": h.vtep or "-",
+            "state": "live" if h.live else "gone",
+            "since": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(h.since))
+            if h.since
+            else "-",
+            "blocks": " ".join(h.blocks),
+            "allocations": h.allocations,
         }
-        for h in hosts
+        for h in hosts.hosts(store)
     ]
-    render(rows, ["host", "blocks", "allocations"], as_json=args.json)
+    render(rows, ["host", "vtep", "state", "since", "blocks", "allocations"], as_json=args.json)
     return 0
 
 
@@ -199,7 +214,11 @@ def parser() -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=what)
         sp.add_argument("--network", help="only this network")
     sub.choices["allocations"].add_argument("--host", help="only this host's")
-    sub.add_parser("hosts", help="hosts and their blocks")
+    hs = sub.add_parser("hosts", help="hosts: VTEP, live or gone, blocks")
+    hs_sub = hs.add_subparsers(dest="hosts_command", metavar="remove")
+    rm = hs_sub.add_parser("remove", help="release a dead host's blocks, allocations and names")
+    rm.add_argument("remove", metavar="NAME")
+    rm.add_argument("--force", action="store_true", help="remove even if its agent is live")
     gc = sub.add_parser("gc", help="release this host's attachments whose container is gone")
     gc.add_argument("--network", help="only this network")
     gc.add_argument("--dry-run", action="store_true", help="list, release nothing")

@@ -122,3 +122,29 @@ def test_install_writes_launchers_and_a_conflist(tmp_path):
         assert done.returncode == 0, done.stderr
         assert json.loads(done.stdout)["cniVersion"] == "1.0.0"
     assert (bin_dir / "netplug").read_text().startswith(f"#!{sys.executable} -I")
+
+
+def test_hosts_lists_and_removes_a_dead_host(store_url, tmp_path, capsys):
+    assert main(["--store", store_url, "--json", "hosts"]) == 0
+    rows = {r["host"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["node-2"]["blocks"].startswith("red:") and rows["node-2"]["state"] == "gone"
+    assert main(["--store", store_url, "hosts", "remove", "node-2"]) == 0
+    store = SQLiteStore(f"{tmp_path}/netplug.db")
+    try:
+        assert {b.host for b in inventory.blocks(store)} == {"node-1"}
+        assert inventory.attachments(store, "node-2") == []
+    finally:
+        store.close()
+
+
+def test_removing_a_live_host_needs_force(store_url, tmp_path, capsys):
+    store = SQLiteStore(f"{tmp_path}/netplug.db")
+    try:
+        lease = store.grant(30)
+        store.put("/netplug/hosts/node-2", b'{"vtep": "192.0.2.12"}', lease)
+        assert main(["--store", store_url, "hosts", "remove", "node-2"]) == 1
+        assert "is live" in capsys.readouterr().err
+        assert main(["--store", store_url, "hosts", "remove", "node-2", "--force"]) == 0
+        assert store.get("/netplug/hosts/node-2") is None
+    finally:
+        store.close()
