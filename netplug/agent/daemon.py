@@ -25,6 +25,7 @@ from netplug.agent.registration import DEFAULT_TTL, HostNameTaken, HostRegistrat
 from netplug.cni.handler import handle
 from netplug.cni.request import NetConf
 from netplug.host import Host
+from netplug.ipam.pending import PendingReleases
 from netplug.ipam.store.base import StoreError
 from netplug.ipam.store.url import DEFAULT_STORE_URL
 from netplug.net import netns, vxlan
@@ -33,6 +34,7 @@ log = logging.getLogger("netplugd")
 
 READ_TIMEOUT = 5.0
 WORKERS = 8
+PENDING_INTERVAL = 5.0
 
 
 class PluginServer:
@@ -42,12 +44,24 @@ class PluginServer:
         self.host = host
         self.socket_name = socket_name
         self.calls = 0
+        self.run_dirs: set[str] = set()
         self._server: asyncio.AbstractServer | None = None
 
     def host_for(self, conf: NetConf) -> Host | None:
         # Only calls for this agent's own store and host name run here; the
         # plugin runs any other call itself (DESIGN: same store and hostName).
-        return self.host if self.host.serves(conf.host_name, conf.store) else None
+        if not self.host.serves(conf.host_name, conf.store):
+            return None
+        self.run_dirs.add(conf.run_dir)
+        return self.host
+
+    def settle_pending(self, stop: threading.Event) -> None:
+        """Replay releases deferred by a store outage, in every runDir calls named."""
+        while not stop.wait(PENDING_INTERVAL):
+            for run_dir in list(self.run_dirs):
+                pending = PendingReleases(run_dir, self.host.name)
+                if pending:
+                    pending.replay(self.host.ipam)
 
     async def start(self) -> None:
         try:
@@ -134,7 +148,7 @@ async def run(args: argparse.Namespace) -> None:
         registration = HostRegistration(host.store, host.name, vtep, args.lease_ttl)
         await asyncio.to_thread(registration.acquire)
         overlay = Overlay(host.store, host.name)
-        for target in (registration.keep_alive, overlay.follow):
+        for target in (registration.keep_alive, overlay.follow, server.settle_pending):
             threading.Thread(
                 target=target, args=(threads_stop,), daemon=True, name=target.__qualname__
             ).start()

@@ -26,7 +26,9 @@ from netplug.cni.result import DNS, Interface, IPConfig, Result, Route, from_jso
 from netplug.host import Host
 from netplug.ipam import vteps
 from netplug.ipam.allocations import Allocation, Attachment
+from netplug.ipam.pending import PendingReleases
 from netplug.ipam.plugin import cmd_status
+from netplug.ipam.store.base import StoreUnavailable
 from netplug.locks import network_lock
 from netplug.net import addresses, bridge, links, masq, netns, sysctl, veth, vxlan
 from netplug.net.mtu import overlay_mtu
@@ -76,6 +78,7 @@ def cmd_add(req: Request, host: Host) -> Result:
     conf = req.conf
     with netns.handle(req.netns) as cipr, netns.handle() as ipr, ExitStack() as undo:
         _require_new_interface(cipr, req)
+        _settle_pending_releases(conf, host)
         attachment = host.ipam.allocate(
             conf.name,
             pools(conf),
@@ -128,6 +131,13 @@ def _ensure_overlay(
     vteps.publish(host.store, conf.name, host.name, str(under.address), device.mac, conf.vxlan.vni)
 
 
+def _settle_pending_releases(conf: NetConf, host: Host) -> None:
+    """Releases a store outage deferred go first: they may free this very address."""
+    pending = PendingReleases(conf.run_dir, host.name)
+    if pending:
+        pending.replay(host.ipam)
+
+
 def _require_new_interface(cipr: IPRoute, req: Request) -> None:
     if links.find(cipr, req.ifname) is not None:
         raise CNIError(
@@ -176,15 +186,23 @@ def cmd_del(req: Request, host: Host) -> None:
     """Detach the container: idempotent, works without netns or prevResult.
 
     Every step runs; the first failure is raised after all have been tried.
-    The address release runs last and always (the spec's order).
+    The address release runs last and always (the spec's order); when the
+    store cannot be reached it is kept on the host and DEL still succeeds.
     """
     conf = req.conf
     failures: list[Exception] = []
     _attempt(failures, _delete_container_end, req)
     _attempt(failures, _delete_host_end, req)
-    _attempt(failures, host.ipam.release, conf.name, req.container_id, req.ifname)
-    if conf.ip_masq:
-        _attempt(failures, _drop_masq_when_unused, conf, host)
+    try:
+        host.ipam.release(conf.name, req.container_id, req.ifname)
+    except StoreUnavailable:
+        # The interfaces are gone; the addresses follow when the store is back.
+        PendingReleases(conf.run_dir, host.name).record(
+            conf.name, req.container_id, req.ifname, req.netns
+        )
+    else:
+        if conf.ip_masq:
+            _attempt(failures, _drop_masq_when_unused, conf, host)
     if failures:
         raise failures[0]
 

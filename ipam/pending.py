@@ -1,0 +1,80 @@
+"""Releases that could not reach the store, kept on the host until it answers.
+
+DEL must succeed "to the fullest extent possible": when the store is down, it
+still removes the interfaces and writes the release here; the next ADD on
+this host and the agent replay it once the store answers. An entry only
+releases the attachment it was written for: if the same container ID and
+ifname were attached again meanwhile (to another namespace), it is dropped.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from netplug.ipam.allocations import IPAM
+from netplug.ipam.store.base import StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+
+class PendingReleases:
+    def __init__(self, run_dir: str, host: str) -> None:
+        self.path = Path(run_dir) / host / "pending-releases.jsonl"
+
+    def __bool__(self) -> bool:
+        try:
+            return self.path.stat().st_size > 0
+        except FileNotFoundError:
+            return False
+
+    def record(self, network: str, container_id: str, ifname: str, netns: str) -> None:
+        entry = {"network": network, "containerID": container_id, "ifname": ifname, "netns": netns}
+        with self._locked() as f:
+            f.seek(0, os.SEEK_END)
+            f.write(json.dumps(entry) + "\n")
+        log.warning(
+            "store unreachable: release of %s/%s in %s kept for later",
+            container_id,
+            ifname,
+            network,
+        )
+
+    def replay(self, ipam: IPAM) -> int:
+        """Apply what the store now accepts; returns how many entries were settled."""
+        with self._locked() as f:
+            entries = [json.loads(line) for line in f.read().splitlines() if line.strip()]
+            left = [e for e in entries if not self._settle(ipam, e)]
+            f.seek(0)
+            f.truncate()
+            f.writelines(json.dumps(e) + "\n" for e in left)
+        return len(entries) - len(left)
+
+    @staticmethod
+    def _settle(ipam: IPAM, entry: dict) -> bool:
+        try:
+            current = ipam.lookup(entry["network"], entry["containerID"], entry["ifname"])
+            if current is not None and current.netns in ("", entry["netns"]):
+                ipam.release(entry["network"], entry["containerID"], entry["ifname"])
+                log.info(
+                    "released %s/%s in %s after the store came back",
+                    entry["containerID"],
+                    entry["ifname"],
+                    entry["network"],
+                )
+        except StoreUnavailable:
+            return False
+        return True
+
+    @contextmanager
+    def _locked(self) -> Iterator:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a+") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            f.seek(0)
+            yield f

@@ -1,0 +1,56 @@
+"""Deferred releases against a real SQLite store, and a store that is down."""
+
+from ipaddress import ip_network
+
+import pytest
+
+from netplug.ipam.allocations import IPAM, Pool
+from netplug.ipam.pending import PendingReleases
+from netplug.ipam.store.base import StoreUnavailable
+from netplug.ipam.store.sqlite import SQLiteStore
+
+V4 = Pool(ip_network("10.244.0.0/16"), 24)
+
+
+@pytest.fixture
+def ipam(tmp_path):
+    store = SQLiteStore(str(tmp_path / "netplug.db"))
+    try:
+        yield IPAM(store, "node-1")
+    finally:
+        store.close()
+
+
+class DownIPAM:
+    """An IPAM whose store does not answer."""
+
+    def lookup(self, *args):
+        raise StoreUnavailable("store down")
+
+    release = lookup
+
+
+def test_replay_releases_once_the_store_answers(ipam, tmp_path):
+    ipam.allocate("blue", [V4], "c1", "eth0", netns="/run/netns/a")
+    pending = PendingReleases(str(tmp_path / "run"), "node-1")
+    assert not pending
+    pending.record("blue", "c1", "eth0", "/run/netns/a")
+    assert pending
+    assert pending.replay(DownIPAM()) == 0 and pending  # kept while the store is down
+    assert pending.replay(ipam) == 1
+    assert not pending
+    assert ipam.lookup("blue", "c1", "eth0") is None
+
+
+def test_replay_spares_a_newer_attachment_of_the_same_container(ipam, tmp_path):
+    pending = PendingReleases(str(tmp_path / "run"), "node-1")
+    pending.record("blue", "c1", "eth0", "/run/netns/old")
+    ipam.allocate("blue", [V4], "c1", "eth0", netns="/run/netns/new")
+    assert pending.replay(ipam) == 1
+    assert ipam.lookup("blue", "c1", "eth0") is not None
+
+
+def test_replay_of_an_already_released_attachment_is_settled(ipam, tmp_path):
+    pending = PendingReleases(str(tmp_path / "run"), "node-1")
+    pending.record("blue", "gone", "eth0", "")
+    assert pending.replay(ipam) == 1 and not pending
