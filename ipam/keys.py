@@ -3,6 +3,7 @@
     /netplug/blocks/<network>/<block CIDR>                   {"host"}
     /netplug/ips/<network>/<block CIDR>/<address>            {"host", "containerID", "ifname"}
     /netplug/attachments/<network>/<host>/<container>/<ifname>   the attachment record
+    /netplug/networks/<network>                              {"subnet", "subnet6", "vni", "domain"}
     /netplug/vteps/<network>/<host>                          {"vtep", "mac", "vni"}
     /netplug/hosts/<host>                                    {"vtep", "instance"}, leased
 
@@ -47,6 +48,10 @@ def attachments_prefix(network: str) -> str:
 
 def attachment_key(network: str, host: str, container_id: str, ifname: str) -> str:
     return f"{host_attachments_prefix(network, host)}{container_id}/{ifname}"
+
+
+def network_key(network: str) -> str:
+    return f"{ROOT}networks/{network}"
 
 
 def vteps_prefix(network: str) -> str:

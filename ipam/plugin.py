@@ -14,7 +14,7 @@ import sys
 from ipaddress import ip_address, ip_network
 
 from netplug.cni import dispatch, errors, logfile
-from netplug.cni.attachment import dns_names, pools, static_addresses
+from netplug.cni.attachment import allocate, pools
 from netplug.cni.errors import CNIError
 from netplug.cni.request import NetConf, Request, parse_ipam_conf
 from netplug.cni.result import IPConfig, Result, Route, from_json
@@ -51,15 +51,7 @@ def _routes(conf: NetConf, gateways: dict[int, object]) -> tuple[Route, ...]:
 
 def cmd_add(req: Request, host: Host) -> Result:
     conf = req.conf
-    attachment = host.ipam.allocate(
-        conf.name,
-        pools(conf),
-        req.container_id,
-        req.ifname,
-        static_addresses(conf),
-        dns_names(conf),
-        req.netns,
-    )
+    attachment = allocate(req, host)
     gateways = {a.address.version: a.gateway for a in attachment.allocations}
     return Result(
         ips=tuple(IPConfig(a.address, a.gateway) for a in attachment.allocations),

@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import socket
+import struct
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -22,6 +23,7 @@ from netplug.agent import wire
 from netplug.agent.client import SOCKET_NAME
 from netplug.agent.overlay import Overlay
 from netplug.agent.registration import DEFAULT_TTL, HostNameTaken, HostRegistration
+from netplug.cni.dispatch import Reply
 from netplug.cni.handler import handle
 from netplug.cni.request import NetConf
 from netplug.host import Host
@@ -55,6 +57,10 @@ class PluginServer:
         self.run_dirs.add(conf.run_dir)
         return self.host
 
+    def _handle(self, env: dict[str, str], stdin: bytes, pid: int) -> Reply:
+        with netns.paths_seen_by(pid):
+            return handle(env, stdin, self.host_for)
+
     def settle_pending(self, stop: threading.Event) -> None:
         """Replay releases deferred by a store outage, in every runDir calls named."""
         while not stop.wait(PENDING_INTERVAL):
@@ -81,7 +87,7 @@ class PluginServer:
         try:
             data = await asyncio.wait_for(reader.read(), READ_TIMEOUT)
             env, stdin = wire.decode_call(data)
-            reply = await asyncio.to_thread(handle, env, stdin, self.host_for)
+            reply = await asyncio.to_thread(self._handle, env, stdin, _peer_pid(writer))
             self.calls += 1
             status = None if reply.declined else reply.exit_code
             writer.write(wire.encode_reply(status, reply.log_file, reply.summary, reply.stdout))
@@ -90,6 +96,13 @@ class PluginServer:
             log.warning("dropped a malformed plugin call: %r", e)
         finally:
             writer.close()
+
+
+def _peer_pid(writer: asyncio.StreamWriter) -> int:
+    """The PID of the plugin process at the other end (SO_PEERCRED: pid, uid, gid)."""
+    sock = writer.get_extra_info("socket")
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return struct.unpack("3i", creds)[0]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import logging
 
-from netplug.cni.request import NetConf, is_dns_label
-from netplug.ipam.allocations import Pool
+from netplug.cni.request import NetConf, Request, is_dns_label
+from netplug.host import Host
+from netplug.ipam.allocations import Attachment, Pool
 from netplug.ipam.blocks import Address
+from netplug.ipam.networks import NetworkRecord, ensure_network
 
 log = logging.getLogger(__name__)
 
@@ -20,6 +22,28 @@ def pools(conf: NetConf) -> list[Pool]:
     if conf.subnet6 is not None:
         found.append(Pool(conf.subnet6, conf.host_block_prefix6))
     return found
+
+
+def network_record(conf: NetConf) -> NetworkRecord:
+    # Only netplug's own networks have a VXLAN device; netplug-ipam's claim no VNI.
+    vni = conf.vxlan.vni if conf.type == "netplug" else 0
+    return NetworkRecord(str(conf.subnet), str(conf.subnet6 or ""), vni, conf.domain)
+
+
+def allocate(req: Request, host: Host) -> Attachment:
+    """The attachment's addresses (idempotent), after making sure its network does
+    not conflict with another (raises NetworkConflict, code 7)."""
+    conf = req.conf
+    ensure_network(host.store, conf.name, network_record(conf))
+    return host.ipam.allocate(
+        conf.name,
+        pools(conf),
+        req.container_id,
+        req.ifname,
+        static_addresses(conf),
+        dns_names(conf),
+        req.netns,
+    )
 
 
 def static_addresses(conf: NetConf) -> tuple[Address, ...]:

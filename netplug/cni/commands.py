@@ -19,7 +19,7 @@ from typing import TypeVar
 from pyroute2 import IPRoute
 
 from netplug.cni import errors
-from netplug.cni.attachment import dns_names, pools, static_addresses
+from netplug.cni.attachment import allocate, pools
 from netplug.cni.errors import CNIError
 from netplug.cni.request import NetConf, Request
 from netplug.cni.result import DNS, Interface, IPConfig, Result, Route, from_json
@@ -79,15 +79,7 @@ def cmd_add(req: Request, host: Host) -> Result:
     with netns.handle(req.netns) as cipr, netns.handle() as ipr, ExitStack() as undo:
         _require_new_interface(cipr, req)
         _settle_pending_releases(conf, host)
-        attachment = host.ipam.allocate(
-            conf.name,
-            pools(conf),
-            req.container_id,
-            req.ifname,
-            static_addresses(conf),
-            dns_names(conf),
-            req.netns,
-        )
+        attachment = allocate(req, host)
         undo.callback(
             _quietly,
             "release addresses",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -18,6 +19,7 @@ from pyroute2 import IPRoute
 
 CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
+_seen_from = threading.local()
 
 
 class NetnsNotFound(Exception):
@@ -30,10 +32,31 @@ def _setns(fd: int) -> None:
         raise OSError(errno, f"setns: {os.strerror(errno)}")
 
 
+@contextmanager
+def paths_seen_by(pid: int) -> Iterator[None]:
+    """In the body, resolve namespace paths as process ``pid`` sees them.
+
+    A runtime may run in its own mount namespace (podman does) and bind-mount
+    the container's namespace only there: the agent then reaches the path the
+    plugin was given through the plugin process's root, /proc/PID/root.
+    Per thread, so that concurrent calls in the agent's pool do not mix.
+    """
+    _seen_from.root = f"/proc/{pid}/root"
+    try:
+        yield
+    finally:
+        _seen_from.root = ""
+
+
+def _resolved(path: str) -> str:
+    root = getattr(_seen_from, "root", "")
+    return root + path if root and path.startswith("/") else path
+
+
 def open_netns(path: str) -> int:
     """An fd of the namespace at ``path``; raises NetnsNotFound when it is gone."""
     try:
-        return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        return os.open(_resolved(path), os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError as e:
         raise NetnsNotFound(f"network namespace {path} does not exist") from e
 
@@ -76,7 +99,7 @@ def handle(path: str | None = None) -> Iterator[IPRoute]:
 def is_current(path: str) -> bool:
     """True when ``path`` is the namespace this thread is in (CNI code 8 guard)."""
     try:
-        there = os.stat(path)
+        there = os.stat(_resolved(path))
     except FileNotFoundError:
         return False
     here = os.stat("/proc/thread-self/ns/net")

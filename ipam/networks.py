@@ -1,0 +1,74 @@
+"""Each network's record: its subnets, VNI and DNS domain, checked for conflicts.
+
+Two networks on overlapping subnets would lease the same blocks and put the
+same gateway on two bridges of one host; two networks on one VNI would share
+a VXLAN device. The first ADD of a network records it; an ADD whose network
+conflicts with another's is refused, naming both (CNI code 7). The record
+also tells the agents each network's DNS domain.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from ipaddress import ip_network
+
+from netplug.ipam import keys
+from netplug.ipam.allocations import IPAMError
+from netplug.ipam.store.base import Compare, Put, Store
+
+
+class NetworkConflict(IPAMError):
+    code = 7
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkRecord:
+    subnet: str
+    subnet6: str  # "" without IPv6
+    vni: int
+    domain: str
+
+    def subnets(self) -> list:
+        return [ip_network(s) for s in (self.subnet, self.subnet6) if s]
+
+
+def networks(store: Store) -> dict[str, NetworkRecord]:
+    prefix = f"{keys.ROOT}networks/"
+    return {
+        kv.key[len(prefix) :]: NetworkRecord(**keys.decode(kv.value))
+        for kv in store.range(prefix, prefix=True).kvs
+    }
+
+
+def conflicts(name: str, record: NetworkRecord, others: dict[str, NetworkRecord]) -> list[str]:
+    """Why ``record`` cannot stand beside ``others`` (pure); empty when it can."""
+    found = []
+    for other_name, other in sorted(others.items()):
+        if other_name == name:
+            continue
+        for mine in record.subnets():
+            for theirs in other.subnets():
+                if mine.version == theirs.version and mine.overlaps(theirs):
+                    found.append(
+                        f"subnet {mine} overlaps {theirs} of network {other_name}: "
+                        "give each network a subnet of its own"
+                    )
+        if record.vni and record.vni == other.vni:
+            found.append(f"vxlan.vni {record.vni} is network {other_name}'s: set another vxlan.vni")
+    return found
+
+
+def ensure_network(store: Store, name: str, record: NetworkRecord) -> None:
+    """Record ``name`` as ``record`` unless it already is; raises NetworkConflict.
+
+    One read when nothing changed, which is every ADD after a network's first.
+    """
+    key = keys.network_key(name)
+    current = store.get(key)
+    if current is not None and NetworkRecord(**keys.decode(current.value)) == record:
+        return
+    problems = conflicts(name, record, networks(store))
+    if problems:
+        raise NetworkConflict(f"network {name}: " + "; ".join(problems))
+    compare = Compare.absent(key) if current is None else Compare.unchanged(current)
+    store.txn([compare], [Put(key, keys.encode(asdict(record)))])
