@@ -108,6 +108,7 @@ class IPAM:
     def __init__(self, store: Store, host: str) -> None:
         self.store = store
         self.host = host
+        self._hint: dict[tuple[str, int], Network] = {}
 
     # -- allocation ---------------------------------------------------------
 
@@ -161,9 +162,10 @@ class IPAM:
         wanted = [a for a in static if a.version == pool.subnet.version]
         if wanted:
             return self._pick_static(network, pool, wanted[0])
-        for block in self.host_blocks(network, pool):
+        for block in self._by_hint(network, self.host_blocks(network, pool)):
             found = next(candidates(block, self._used(network, block), ident), None)
             if found is not None:
+                self._hint[network, block.version] = block
                 return _allocation(found, block)
         block = self._lease_new_block(network, pool)
         found = next(candidates(block, set(), ident), None)
@@ -195,6 +197,12 @@ class IPAM:
                 f"requested address {address} is in use by container {holder['containerID']}"
             )
         return _allocation(address, block)
+
+    def _by_hint(self, network: str, blocks: list[Network]) -> list[Network]:
+        """The block that last had room first: a long-lived IPAM (the agent's) then
+        skips reading every full block on each allocation."""
+        hint = self._hint.get((network, blocks[0].version)) if blocks else None
+        return [hint, *(b for b in blocks if b != hint)] if hint in blocks else blocks
 
     # -- blocks ----------------------------------------------------------------
 

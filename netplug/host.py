@@ -16,6 +16,8 @@ class Host:
         self.name = name
         self.store = store
         self.ipam = IPAM(store, name)
+        # Networks whose NAT table this process installed, with their subnets.
+        self.masq_ensured: dict[str, list] = {}
 
     @classmethod
     def open(cls, name: str, store_url: str) -> Host:

@@ -61,6 +61,7 @@ from .base import (
 
 SCHEMA_VERSION = 1
 BUSY_TIMEOUT = 3.0  # seconds a writer waits for the write lock before StoreUnavailable
+WRITE_LOCK_TIMEOUT = 5.0  # seconds a thread waits for the other writing threads of its process
 SWEEP_INTERVAL = 0.5  # seconds between expired-lease checks by readers and watchers
 DEFAULT_HISTORY = 100_000  # revisions of events kept for watchers
 WATCH_BATCH = 1000  # events per watch query (a revision is never split)
@@ -308,6 +309,7 @@ class SQLiteStore:
         self._local = threading.local()
         self._conns: weakref.WeakSet[_Connection] = weakref.WeakSet()
         self._conns_lock = threading.Lock()
+        self._write_lock = threading.Lock()
         self._swept_at = float("-inf")
 
     # -- reads ---------------------------------------------------------------
@@ -466,6 +468,20 @@ class SQLiteStore:
         A write transaction takes the write lock first (BEGIN IMMEDIATE) so its
         compares cannot go stale before its writes, then sweeps expired leases.
         """
+        # Threads of one process queue here rather than in SQLite's busy handler,
+        # which polls with sleeps of up to 100 ms: the agent's workers write often.
+        if write and not self._write_lock.acquire(timeout=WRITE_LOCK_TIMEOUT):
+            raise StoreUnavailable(
+                f"{self.path}: another thread of this process held the write lock for "
+                f"{WRITE_LOCK_TIMEOUT:.0f} s"
+            )
+        try:
+            yield from self._run_transaction(conn, write)
+        finally:
+            if write:
+                self._write_lock.release()
+
+    def _run_transaction(self, conn: sqlite3.Connection, write: bool) -> Iterator[_Txn]:
         conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
         try:
             now = time.time()

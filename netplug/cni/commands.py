@@ -103,8 +103,7 @@ def cmd_add(req: Request, host: Host) -> Result:
         pair = veth.create_pair(ipr, cipr, req.netns, host_end, req.ifname, br.mtu, br.index)
         _configure_container(cipr, pair.container.index, attachment.allocations)
         if conf.ip_masq:
-            with network_lock(conf.run_dir, host.name, conf.name):
-                masq.ensure(conf.name, [p.subnet for p in pools(conf)])
+            _ensure_masq(conf, host)
         undo.pop_all()
     return _result(req, br, pair, attachment, br.mtu)
 
@@ -183,8 +182,10 @@ def cmd_del(req: Request, host: Host) -> None:
     """
     conf = req.conf
     failures: list[Exception] = []
-    _attempt(failures, _delete_container_end, req)
-    _attempt(failures, _delete_host_end, req)
+    # Deleting either end of a veth deletes both: the host end needs its own
+    # request only when the container end was already gone.
+    if not _attempt(failures, _delete_container_end, req):
+        _attempt(failures, _delete_host_end, req)
     try:
         host.ipam.release(conf.name, req.container_id, req.ifname)
     except StoreUnavailable:
@@ -199,22 +200,26 @@ def cmd_del(req: Request, host: Host) -> None:
         raise failures[0]
 
 
-def _attempt(failures: list[Exception], func, *args) -> None:
+def _attempt(failures: list[Exception], func, *args):
+    """``func(*args)``, or None with the error added to ``failures``."""
     try:
-        func(*args)
+        return func(*args)
     except Exception as e:
         log.warning("DEL step %s failed: %s", func.__name__, e)
         failures.append(e)
+        return None
 
 
-def _delete_container_end(req: Request) -> None:
+def _delete_container_end(req: Request) -> bool:
+    """Delete the container's interface; whether there was one to delete."""
     if not req.netns:
-        return
+        return False
     try:
         with netns.handle(req.netns) as cipr:
-            links.delete(cipr, req.ifname)
+            return links.delete(cipr, req.ifname)
     except (netns.NetnsNotFound, OSError) as e:
         log.info("container namespace %s is gone (%s): nothing to delete there", req.netns, e)
+        return False
 
 
 def _delete_host_end(req: Request) -> None:
@@ -222,10 +227,22 @@ def _delete_host_end(req: Request) -> None:
         links.delete(ipr, veth.host_veth_name(req.container_id, req.ifname))
 
 
+def _ensure_masq(conf: NetConf, host: Host) -> None:
+    """The network's NAT table; the agent runs nft only the first time (CHECK and
+    its own restart notice a table someone else removed)."""
+    subnets = [p.subnet for p in pools(conf)]
+    # Checked under the lock: a DEL removing the table holds it while it forgets.
+    with network_lock(conf.run_dir, host.name, conf.name):
+        if host.masq_ensured.get(conf.name) != subnets:
+            masq.ensure(conf.name, subnets)
+            host.masq_ensured[conf.name] = subnets
+
+
 def _drop_masq_when_unused(conf: NetConf, host: Host) -> None:
     with network_lock(conf.run_dir, host.name, conf.name):
         if not host.ipam.has_attachments(conf.name):
             masq.remove(conf.name)
+            host.masq_ensured.pop(conf.name, None)
 
 
 # -- CHECK ----------------------------------------------------------------------

@@ -53,16 +53,27 @@ def main() -> int:
 
 
 def _in_process(env: dict[str, str], stdin: bytes) -> tuple[int, str, str, bytes]:
-    from netplug.cni import dispatch
-
     if env["CNI_COMMAND"] == "VERSION":
-        # VERSION needs neither store nor netlink: keep pyroute2 out of it.
-        reply = dispatch.handle(dispatch.Plugin({}), env, stdin, host_for=lambda conf: None)
-    else:
-        from netplug.cni.handler import NETPLUG
+        return _version(env, stdin)
+    from netplug.cni import dispatch
+    from netplug.cni.handler import NETPLUG
 
-        reply = dispatch.handle_in_process(NETPLUG, env, stdin)
+    reply = dispatch.handle_in_process(NETPLUG, env, stdin)
     return reply.exit_code, reply.log_file, reply.summary, reply.stdout
+
+
+def _version(env: dict[str, str], stdin: bytes) -> tuple[int, str, str, bytes]:
+    """VERSION needs neither store nor netlink: only the request parser."""
+    import json
+
+    from netplug.cni.errors import CNIError
+    from netplug.cni.request import parse_request, version_reply
+
+    try:
+        document = version_reply(parse_request(env, stdin).cni_version)
+    except CNIError as e:
+        return 1, "", "", json.dumps(e.to_json("1.1.0")).encode()
+    return 0, "", "", json.dumps(document).encode()
 
 
 def _error_reply(

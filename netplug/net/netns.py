@@ -20,6 +20,7 @@ from pyroute2 import IPRoute
 CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
 _seen_from = threading.local()
+_thread = threading.local()  # per thread: its own-namespace handle, and how deep in entered()
 
 
 class NetnsNotFound(Exception):
@@ -68,6 +69,7 @@ def entered(path: str) -> Iterator[None]:
     own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     try:
         _setns(target)
+        _thread.away = getattr(_thread, "away", 0) + 1
         try:
             yield
         finally:
@@ -77,6 +79,7 @@ def entered(path: str) -> Iterator[None]:
                 _setns(own)
             except OSError:
                 os.abort()
+            _thread.away -= 1
     finally:
         os.close(own)
         os.close(target)
@@ -84,7 +87,15 @@ def entered(path: str) -> Iterator[None]:
 
 @contextmanager
 def handle(path: str | None = None) -> Iterator[IPRoute]:
-    """An IPRoute bound to the namespace at ``path`` (None: this thread's own)."""
+    """An IPRoute bound to the namespace at ``path`` (None: this thread's own).
+
+    The handle for a thread's own namespace is kept for the thread's life:
+    opening one costs about as much as a netlink request, and the agent's
+    worker threads make several per call.
+    """
+    if path is None and not getattr(_thread, "away", 0):
+        yield _own_handle()
+        return
     if path is None:
         ipr = IPRoute()
     else:
@@ -94,6 +105,13 @@ def handle(path: str | None = None) -> Iterator[IPRoute]:
         yield ipr
     finally:
         ipr.close()
+
+
+def _own_handle() -> IPRoute:
+    ipr = getattr(_thread, "own", None)
+    if ipr is None:
+        ipr = _thread.own = IPRoute()
+    return ipr
 
 
 def is_current(path: str) -> bool:
