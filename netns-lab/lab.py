@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from netplug.lab import namespaces
-from netplug.lab.namespaces import COMMAND_TIMEOUT, State, run, start_time, stop
+from netplug.lab.namespaces import COMMAND_TIMEOUT, State, empty_state, run, start_time, stop
 
 BIN = Path(sys.executable).parent
 FABRIC = "fabric"
@@ -52,18 +52,18 @@ class Lab:
     def up(self, hosts: int, store: str) -> None:
         if self.state.load()["hosts"]:
             raise RuntimeError("a lab is already up: run 'netns-lab down' first")
-        state = self.state.load()
         fabric = namespaces.create(self.fabric)
         run("ip", "-n", fabric, "link", "add", "fabric0", "type", "bridge")
         run("ip", "-n", fabric, "addr", "add", f"{FABRIC_ADDRESS}/24", "dev", "fabric0")
         run("ip", "-n", fabric, "link", "set", "fabric0", "up")
         self.say(f"fabric namespace {fabric}: bridge fabric0 {FABRIC_ADDRESS}/24")
-        state["store"] = self._start_store(store, state)
-        self.state.save(state)
+        url = self._start_store(store)
+        with self.state.update() as state:
+            state["store"] = url
         for index in range(1, hosts + 1):
             self.add_host(index)
 
-    def _start_store(self, kind: str, state: dict) -> str:
+    def _start_store(self, kind: str) -> str:
         if kind == "sqlite":
             url = f"sqlite://{self.dir}/netplug.db"
             self.say(f"store: embedded SQLite at {self.dir}/netplug.db")
@@ -90,7 +90,6 @@ class Lab:
                 "--initial-cluster",
                 f"lab=http://{FABRIC_ADDRESS}:2380",
             ],
-            state,
         )
         url = f"etcd://{FABRIC_ADDRESS}:{ETCD_PORT}"
         self._wait_for_store(url, proc)
@@ -143,8 +142,8 @@ class Lab:
         home = self.dir / name
         home.mkdir(parents=True, exist_ok=True)
         self._write_conflist(home, name, state["store"])
-        state["hosts"][name] = {"netns": netns, "address": host_address(index)}
-        self.state.save(state)
+        with self.state.update() as changed:
+            changed["hosts"][name] = {"netns": netns, "address": host_address(index)}
         pid = self.start_agent(name)
         self.say(f"host {name}: {netns}, underlay {host_address(index)}, netplugd pid {pid}")
         return name
@@ -163,7 +162,7 @@ class Lab:
             "--lease-ttl",
             str(AGENT_LEASE_TTL),
         ]
-        proc = self._spawn(state["hosts"][host]["netns"], f"{host}/netplugd", argv, state)
+        proc = self._spawn(state["hosts"][host]["netns"], f"{host}/netplugd", argv)
         self._wait_for_line(log, "serving host", proc)
         return proc.pid
 
@@ -198,7 +197,7 @@ class Lab:
         (home / "net.d").mkdir(exist_ok=True)
         (home / "net.d" / "50-lab.conflist").write_text(json.dumps(conflist, indent=2))
 
-    def _spawn(self, netns: str, what: str, argv: list[str], state: dict) -> subprocess.Popen:
+    def _spawn(self, netns: str, what: str, argv: list[str]) -> subprocess.Popen:
         log = self.dir / f"{what}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         with open(log, "ab") as sink:
@@ -208,8 +207,10 @@ class Lab:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        state["processes"].append({"pid": proc.pid, "start": _wait_start(proc.pid), "what": what})
-        self.state.save(state)
+        with self.state.update() as state:
+            state["processes"].append(
+                {"pid": proc.pid, "start": _wait_start(proc.pid), "what": what}
+            )
         return proc
 
     @staticmethod
@@ -261,8 +262,8 @@ class Lab:
         netns = namespaces.create(self.prefix + f"c-{name}")
         result = self.cni("ADD", name, host)
         address = result["ips"][0]["address"]
-        state["containers"][name] = {"host": host, "netns": netns, "address": address}
-        self.state.save(state)
+        with self.state.update() as changed:
+            changed["containers"][name] = {"host": host, "netns": netns, "address": address}
         return address
 
     def container_netns(self, name: str) -> str:
@@ -286,7 +287,9 @@ class Lab:
         for netns in namespaces.lab_namespaces(self.prefix):
             namespaces.delete(netns)
             self.say(f"removed namespace {netns}")
-        self.state.save({"store": "", "hosts": {}, "containers": {}, "processes": []})
+        with self.state.update() as changed:
+            changed.clear()
+            changed.update(empty_state())
         subprocess.run(["rm", "-rf", str(self.dir)], check=False, timeout=COMMAND_TIMEOUT)
 
 

@@ -9,11 +9,14 @@ starts is recorded with its PID and start time in the state file, so that
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import signal
 import subprocess
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 PREFIX = "nplab-"
@@ -82,8 +85,17 @@ def stop(pid: int, started: str | None, timeout: float = 10.0) -> bool:
     return True
 
 
+def empty_state() -> dict:
+    return {"store": "", "hosts": {}, "containers": {}, "processes": []}
+
+
 class State:
-    """The lab's JSON record: store URL, hosts, containers, processes."""
+    """The lab's JSON record: store URL, hosts, containers, processes.
+
+    ``update`` is a read-modify-write under a lock shared by the threads of
+    this process (flock) and other netns-lab processes, so that concurrent
+    ``run`` calls do not lose each other's containers.
+    """
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
@@ -91,11 +103,16 @@ class State:
 
     def load(self) -> dict:
         if not self.file.exists():
-            return {"store": "", "hosts": {}, "containers": {}, "processes": []}
+            return empty_state()
         return json.loads(self.file.read_text())
 
-    def save(self, state: dict) -> None:
+    @contextlib.contextmanager
+    def update(self) -> Iterator[dict]:
         self.directory.mkdir(parents=True, exist_ok=True)
-        tmp = self.file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state, indent=2))
-        tmp.replace(self.file)
+        with open(self.directory / "state.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # per open file: threads exclude each other too
+            state = self.load()
+            yield state
+            tmp = self.file.with_name(f".state.{os.getpid()}.{threading.get_ident()}.tmp")
+            tmp.write_text(json.dumps(state, indent=2))
+            tmp.replace(self.file)

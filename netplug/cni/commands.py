@@ -228,13 +228,14 @@ def _delete_host_end(req: Request) -> None:
 
 
 def _ensure_masq(conf: NetConf, host: Host) -> None:
-    """The network's NAT table; the agent runs nft only the first time (CHECK and
-    its own restart notice a table someone else removed)."""
+    """The network's NAT table: written by nft when missing, then remembered by
+    the agent (CHECK notices a table someone else removed)."""
     subnets = [p.subnet for p in pools(conf)]
     # Checked under the lock: a DEL removing the table holds it while it forgets.
     with network_lock(conf.run_dir, host.name, conf.name):
         if host.masq_ensured.get(conf.name) != subnets:
-            masq.ensure(conf.name, subnets)
+            if not masq.present(conf.name):
+                masq.ensure(conf.name, subnets)
             host.masq_ensured[conf.name] = subnets
 
 

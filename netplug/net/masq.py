@@ -2,8 +2,9 @@
 
 Each network gets its own nftables table, so that adding is one atomic batch
 and removing is dropping the table: nothing netplug did is mixed into rules
-that other tools own. The ``nft`` binary is the interface (as netavark and
-firewalld use libnftables); it runs only when ``ipMasq`` is on.
+that other tools own. The ``nft`` binary writes the rules (as netavark and
+firewalld use libnftables); netlink answers whether a table exists, so a
+table already in place costs no exec.
 """
 
 from __future__ import annotations
@@ -13,9 +14,12 @@ import subprocess
 from collections.abc import Sequence
 from ipaddress import IPv4Network, IPv6Network
 
+from pyroute2.nftables.main import NFTables
+
 from netplug.net import NetError
 
 NFT_TIMEOUT = 5.0
+NFPROTO_INET = 1
 
 
 def table_name(network: str) -> str:
@@ -62,10 +66,9 @@ def remove(network: str) -> None:
 
 
 def present(network: str) -> bool:
-    done = subprocess.run(
-        ["nft", "list", "table", "inet", table_name(network)],
-        capture_output=True,
-        text=True,
-        timeout=NFT_TIMEOUT,
-    )
-    return done.returncode == 0
+    """Whether the network's table exists (over netlink: no exec)."""
+    nft = NFTables(nfgen_family=NFPROTO_INET)
+    try:
+        return any(t.get_attr("NFTA_TABLE_NAME") == table_name(network) for t in nft.get_tables())
+    finally:
+        nft.close()
