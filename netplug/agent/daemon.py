@@ -31,6 +31,7 @@ from netplug.ipam.pending import PendingReleases
 from netplug.ipam.store.base import StoreError
 from netplug.ipam.store.url import DEFAULT_STORE_URL
 from netplug.net import netns, vxlan
+from netplug.net.teardown import DeferredTeardown
 
 log = logging.getLogger("netplugd")
 
@@ -147,7 +148,7 @@ def _vtep(device: str | None) -> str:
 async def run(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     loop.set_default_executor(ThreadPoolExecutor(WORKERS, thread_name_prefix="cni"))
-    host = Host.open(args.host_name, args.store)
+    host = Host.open(args.host_name, args.store, DeferredTeardown())
     server = PluginServer(host)
     stop = asyncio.Event()
     threads_stop = threading.Event()

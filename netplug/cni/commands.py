@@ -77,6 +77,7 @@ def cmd_add(req: Request, host: Host) -> Result:
     """Attach the container; raises CNIError, leaving nothing behind on failure."""
     conf = req.conf
     with netns.handle(req.netns) as cipr, netns.handle() as ipr, ExitStack() as undo:
+        host.teardown.settle(req.netns, req.ifname)  # a DEL of this very interface
         _require_new_interface(cipr, req)
         _settle_pending_releases(conf, host)
         attachment = allocate(req, host)
@@ -184,7 +185,7 @@ def cmd_del(req: Request, host: Host) -> None:
     failures: list[Exception] = []
     # Deleting either end of a veth deletes both: the host end needs its own
     # request only when the container end was already gone.
-    if not _attempt(failures, _delete_container_end, req):
+    if not _attempt(failures, _delete_container_end, req, host):
         _attempt(failures, _delete_host_end, req)
     try:
         host.ipam.release(conf.name, req.container_id, req.ifname)
@@ -210,13 +211,13 @@ def _attempt(failures: list[Exception], func, *args):
         return None
 
 
-def _delete_container_end(req: Request) -> bool:
+def _delete_container_end(req: Request, host: Host) -> bool:
     """Delete the container's interface; whether there was one to delete."""
     if not req.netns:
         return False
     try:
         with netns.handle(req.netns) as cipr:
-            return links.delete(cipr, req.ifname)
+            return host.teardown.delete(cipr, req.netns, req.ifname)
     except (netns.NetnsNotFound, OSError) as e:
         log.info("container namespace %s is gone (%s): nothing to delete there", req.netns, e)
         return False

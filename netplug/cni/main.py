@@ -1,8 +1,9 @@
 """``netplug``: the CNI plugin executable.
 
 Start-up is paid on every container start, so this module imports only
-``os``, ``sys`` and the socket framing (no ``json``, no ``socket``: each
-would cost as much as the interpreter's own start). When the host's netplugd
+``posix``, ``sys`` and the socket framing: no ``json`` and no ``socket``
+(each would cost as much as the interpreter's own start), not even ``os``
+(over a millisecond when the launcher skips ``site``). When the host's netplugd
 serves this store and host name, the call goes to it and its answer is
 printed; otherwise (no agent, or it declines) the same handler runs here,
 importing the heavy parts only then.
@@ -10,7 +11,7 @@ importing the heavy parts only then.
 
 from __future__ import annotations
 
-import os
+import posix
 import sys
 
 from netplug.agent import client
@@ -33,7 +34,10 @@ def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] in ("-h", "--help", "help"):
         sys.stdout.write(USAGE)
         return 0
-    env = dict(os.environ)
+    env = {
+        k.decode("utf-8", "surrogateescape"): v.decode("utf-8", "surrogateescape")
+        for k, v in posix.environ.items()
+    }
     if not env.get("CNI_COMMAND"):
         # skel's behaviour: with no command, say what this is on stderr.
         sys.stderr.write(f"{USAGE}CNI protocol versions supported: {VERSIONS}\n")

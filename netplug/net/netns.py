@@ -63,9 +63,10 @@ def open_netns(path: str) -> int:
 
 
 @contextmanager
-def entered(path: str) -> Iterator[None]:
-    """Run the body with this thread inside the namespace at ``path``."""
-    target = open_netns(path)
+def entered(where: str | int) -> Iterator[None]:
+    """Run the body with this thread inside the namespace at path ``where`` (or
+    open as file descriptor ``where``, which stays open)."""
+    target = where if isinstance(where, int) else open_netns(where)
     own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     try:
         _setns(target)
@@ -82,7 +83,8 @@ def entered(path: str) -> Iterator[None]:
             _thread.away -= 1
     finally:
         os.close(own)
-        os.close(target)
+        if not isinstance(where, int):
+            os.close(target)
 
 
 @contextmanager
