@@ -1,0 +1,133 @@
+"""Follow the store: keep the DNS server's snapshot in step with the registry.
+
+One thread reads the registry once, then watches ``/netplug/`` and applies
+each batch of events to the snapshot (``Snapshot.apply``, pure), handing every
+new snapshot to the event loop with ``call_soon_threadsafe``: a name added on
+any host is answered within one watch poll (about 10 ms on SQLite).
+
+When the store fails, the last snapshot stays in use (DNS keeps answering
+from what it holds) and the follower retries with backoff, reading the whole
+registry again when it gets through; so does a watch whose history was
+compacted away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections.abc import Callable
+
+from netplug.dns import keys
+from netplug.dns.registry import Snapshot
+from netplug.dns.writer import read_snapshot
+from netplug.ipam.store.base import Compacted, Store, StoreError
+
+log = logging.getLogger(__name__)
+
+WATCH_TIMEOUT = 0.5  # seconds between checks for stop while the store is idle
+RETRY_MIN, RETRY_MAX = 0.2, 5.0  # backoff after a store failure, seconds
+
+
+class Follower:
+    """Calls ``publish(snapshot)`` on the event loop for each new snapshot.
+
+    ``on_status(up)`` (also on the loop) tells whether the store answers.
+    Start and stop from the loop that should receive them.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        publish: Callable[[Snapshot], None],
+        on_status: Callable[[bool], None] | None = None,
+    ) -> None:
+        self.store = store
+        self._publish = publish
+        self._on_status = on_status
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._ready: asyncio.Event | None = None
+        self.up = False
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._ready = asyncio.Event()
+        self._thread = threading.Thread(target=self._run, name="netplug-dns-follow", daemon=True)
+        self._thread.start()
+
+    async def wait_ready(self, timeout: float) -> bool:
+        """Wait until the first snapshot was published; False after ``timeout``."""
+        assert self._ready is not None, "start() first"
+        try:
+            await asyncio.wait_for(self._ready.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join, WATCH_TIMEOUT * 4)
+
+    # -- the thread ------------------------------------------------------------
+
+    def _run(self) -> None:
+        delay = RETRY_MIN
+        while not self._stop.is_set():
+            try:
+                snap = read_snapshot(self.store)
+                self._send(snap, up=True)
+                delay = RETRY_MIN
+                self._follow(snap)
+            except Compacted as e:
+                log.warning("registry watch fell behind (%s): reading it again", e)
+            except StoreError as e:
+                if self.up or delay == RETRY_MIN:
+                    log.warning("registry: store unreachable, answering from what we hold: %s", e)
+                self._status(False)
+                self._stop.wait(delay)
+                delay = min(delay * 2, RETRY_MAX)
+            except Exception:  # a bug must not end following for good
+                log.exception("registry follower failed; retrying")
+                self._status(False)
+                self._stop.wait(RETRY_MAX)
+
+    def _follow(self, snap: Snapshot) -> None:
+        watch = self.store.watch(keys.ROOT, snap.revision + 1, WATCH_TIMEOUT)
+        with contextlib.closing(watch):  # type: ignore[type-var]
+            for batch in watch:
+                if self._stop.is_set():
+                    return
+                if batch:
+                    new = snap.apply(batch)
+                    if new is not snap:
+                        snap = new
+                        self._send(snap)
+
+    def _send(self, snap: Snapshot, up: bool | None = None) -> None:
+        def deliver() -> None:
+            self._publish(snap)
+            if up is not None:
+                self._set_up(up)
+            if self._ready is not None:
+                self._ready.set()
+
+        self._call(deliver)
+
+    def _status(self, up: bool) -> None:
+        self._call(lambda: self._set_up(up))
+
+    def _set_up(self, up: bool) -> None:
+        self.up = up
+        if self._on_status is not None:
+            self._on_status(up)
+
+    def _call(self, fn: Callable[[], None]) -> None:
+        assert self._loop is not None
+        try:
+            self._loop.call_soon_threadsafe(fn)
+        except RuntimeError:  # the loop is closed: nobody to tell any more
+            self._stop.set()

@@ -1,0 +1,231 @@
+"""``netplug-dns``: the DNS server and registration API on their own.
+
+    netplug-dns --store URL --listen ADDR:PORT[@NETWORK] [--listen ...] [--domain D]
+                [--http ADDR:PORT] [--upstream ADDR:PORT ...] [--token T] [--ttl S]
+
+Standalone it has no networks: it answers its domain (API names, and
+container names as NAME.NETWORK.DOMAIN) and forwards the rest. A listener
+given as ``ADDR:PORT@NETWORK`` serves clients of NETWORK (bare names resolve).
+Logs go to stderr; SIGTERM or SIGINT stop it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from ipaddress import ip_address
+
+from aiohttp import web
+from prometheus_client import disable_created_metrics
+
+from netplug.cni.request import is_dns_label
+from netplug.dns.api import make_app
+from netplug.dns.follow import Follower
+from netplug.dns.metrics import Metrics
+from netplug.dns.resolve import Zone
+from netplug.dns.server import DNSServer, Listener
+from netplug.dns.upstream import DEFAULT_BUDGET, Upstream, resolv_conf_servers
+from netplug.dns.writer import RegistryWriter
+from netplug.ipam.store.base import StoreError
+from netplug.ipam.store.url import DEFAULT_STORE_URL, open_store
+
+log = logging.getLogger("netplug.dns")
+
+RESOLV_CONF = "/etc/resolv.conf"
+READY_WAIT = 5.0  # seconds to wait for the first registry read before serving anyway
+
+
+def host_port(text: str, default_port: int | None = None) -> tuple[str, int]:
+    """``ADDR:PORT``, ``[V6]:PORT`` (or just the address with ``default_port``)."""
+    if text.startswith("["):
+        host, bracket, rest = text[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            raise ValueError(f"{text!r}: write an IPv6 address as [ADDRESS]:PORT")
+        port = rest[1:]
+    elif text.count(":") == 1:
+        host, _, port = text.partition(":")
+    else:
+        host, port = text, ""
+    if not port and default_port is not None:
+        port = str(default_port)
+    if not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ValueError(f"{text!r}: write ADDR:PORT with a port from 0 to 65535")
+    return host, int(port)
+
+
+def listener(text: str) -> Listener:
+    address, _, network = text.partition("@")
+    if "@" in text and not network:
+        raise ValueError(f"{text!r}: name the network after '@', e.g. 10.244.1.1:53@blue")
+    host, port = host_port(address)
+    try:
+        ip_address(host.split("%")[0])
+    except ValueError:
+        raise ValueError(f"{text!r}: listen on an IP address, e.g. 127.0.0.1:53") from None
+    return Listener(host, port, network or None)
+
+
+def _arg(parse):  # argparse shows ValueError's message this way
+    def wrapped(text: str):
+        try:
+            return parse(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    wrapped.__name__ = parse.__name__
+    return wrapped
+
+
+def domain(text: str) -> str:
+    name = text.lower().strip(".")
+    if not name or not all(is_dns_label(label) for label in name.split(".")):
+        raise ValueError(f"{text!r} is not a domain name: e.g. netplug.internal")
+    return name
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="netplug-dns",
+        description="DNS for netplug's container names and API-registered names, "
+        "with an HTTP registration API; other names are forwarded upstream.",
+    )
+    p.add_argument("--store", default=DEFAULT_STORE_URL, help="store URL (default %(default)s)")
+    p.add_argument(
+        "--listen",
+        action="append",
+        type=_arg(listener),
+        required=True,
+        metavar="ADDR:PORT[@NETWORK]",
+        help="UDP and TCP address to answer on; @NETWORK makes its clients "
+        "clients of that network (bare names). Repeatable; port 0 picks one",
+    )
+    p.add_argument(
+        "--domain", type=_arg(domain), default="netplug.internal", help="(default %(default)s)"
+    )
+    p.add_argument(
+        "--http",
+        type=_arg(host_port),
+        metavar="ADDR:PORT",
+        help="serve the HTTP API here (default: none)",
+    )
+    p.add_argument(
+        "--upstream",
+        action="append",
+        type=_arg(lambda t: host_port(t, 53)),
+        metavar="ADDR[:PORT]",
+        help=f"resolver for other names; repeatable (default: nameservers of {RESOLV_CONF})",
+    )
+    p.add_argument(
+        "--token",
+        default=os.environ.get("NETPLUG_DNS_TOKEN"),
+        help="bearer token that PUT and DELETE need (default: $NETPLUG_DNS_TOKEN, else none)",
+    )
+    p.add_argument(
+        "--ttl", type=int, default=5, help="TTL of answers, seconds (default %(default)s)"
+    )
+    p.add_argument(
+        "--upstream-timeout",
+        type=float,
+        default=DEFAULT_BUDGET,
+        help="seconds for all upstreams together (default %(default)s)",
+    )
+    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    return p
+
+
+def default_upstreams(listens: list[Listener]) -> list[tuple[str, int]]:
+    """resolv.conf's nameservers, minus ourselves (forwarding to ourselves would loop)."""
+    try:
+        with open(RESOLV_CONF) as f:
+            servers = resolv_conf_servers(f.read())
+    except OSError as e:
+        log.warning("cannot read %s: %s", RESOLV_CONF, e)
+        return []
+    ours = {(lst.host, lst.port) for lst in listens}
+    return [s for s in servers if s not in ours]
+
+
+async def run(args: argparse.Namespace) -> int:
+    store = open_store(args.store)
+    metrics = Metrics()
+    upstreams = args.upstream if args.upstream is not None else default_upstreams(args.listen)
+    if not upstreams:
+        log.warning("no upstream resolver: names outside %s get SERVFAIL", args.domain)
+    server = DNSServer(
+        Zone(args.domain, args.ttl), Upstream(upstreams, args.upstream_timeout), metrics=metrics
+    )
+    follower = Follower(store, server.update, on_status=lambda up: metrics.store_up.set(int(up)))
+    runner = None
+    await follower.start()
+    try:
+        if not await follower.wait_ready(READY_WAIT):
+            log.warning(
+                "the store did not answer in %gs: serving without names for now", READY_WAIT
+            )
+        for lst in args.listen:
+            await server.add_listener(lst)
+        if args.http is not None:
+            app = make_app(
+                RegistryWriter(store),
+                domain=args.domain,
+                token=args.token,
+                metrics=metrics,
+                health=lambda: {
+                    "store": "up" if follower.up else "unreachable",
+                    "revision": server.snapshot.revision,
+                    "names": server.snapshot.size,
+                },
+            )
+            runner = web.AppRunner(app, access_log=None)
+            await runner.setup()
+            await web.TCPSite(runner, *args.http).start()
+            for address in runner.addresses:
+                log.info("http listening on %s:%d", *address[:2])
+        log.info("netplug-dns ready: domain %s, upstreams %s", args.domain, upstreams or "none")
+        await _until_signalled()
+    finally:
+        if runner is not None:
+            await runner.cleanup()
+        await server.close()
+        await follower.stop()
+        store.close()
+    return 0
+
+
+async def _until_signalled() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("netplug-dns stopping")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=args.log_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    # Each series once, without a "_created" twin per label set: smaller scrapes.
+    disable_created_metrics()
+    try:
+        import uvloop
+
+        runner = uvloop.run
+    except (ImportError, AttributeError):
+        runner = asyncio.run
+    try:
+        return runner(run(args))
+    except (OSError, StoreError, ValueError) as e:
+        log.error("netplug-dns: %s", e)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

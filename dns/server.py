@@ -1,0 +1,326 @@
+"""The DNS server: UDP and TCP listeners on asyncio around the pure resolver.
+
+A query's path:
+
+1. hot: the packed-answer cache (``cache``), keyed by the query's bytes
+   after the ID and its scope; a hit costs a dict lookup and one
+   concatenation, no parsing;
+2. cold: ``resolve.resolve`` over the current snapshot; the reply is cached
+   unless it is an error for unreadable input;
+3. forward: names that are not ours go to ``upstream``; the reply is cut
+   down to TC if it exceeds what the client accepts, or SERVFAIL when every
+   upstream fails within the budget.
+
+The server owns its listeners and its current snapshot, nothing else: the
+registry follower (``follow``) hands it new snapshots with ``update`` (on the
+event loop), and whoever embeds it (``netplug-dns``, ``netplugd``) adds and
+removes listeners at run time. A listener is ``(host, port, network)``:
+queries that arrive on it are from clients of ``network``, for whom bare
+container names resolve (as aardvark-dns does); ``None`` for none.
+
+Nothing a client sends can stop it: the resolver never raises, and the
+handlers catch what sockets throw.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv6Address, ip_address
+from time import perf_counter
+from typing import NamedTuple
+
+from netplug.dns.cache import AnswerCache
+from netplug.dns.metrics import Metrics
+from netplug.dns.registry import Snapshot
+from netplug.dns.resolve import Forward, Zone, fit, resolve, servfail
+from netplug.dns.upstream import Upstream
+
+log = logging.getLogger(__name__)
+
+FORMERR = 1
+TCP_IDLE = 10.0  # seconds a TCP client may keep a connection open between queries
+TCP_IO = 5.0  # seconds for one message to arrive or leave once started
+MAX_TCP = 256  # connections per listener; more are closed at once
+MAX_FORWARDS = 1024  # forwarded queries in flight; past this the answer is SERVFAIL
+UDP_RCVBUF = 4 << 20  # room for bursts while the loop is busy
+
+
+@dataclass(frozen=True, slots=True)
+class Listener:
+    host: str
+    port: int
+    network: str | None = None
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}" + (f"@{self.network}" if self.network else "")
+
+
+class Scope(NamedTuple):
+    """Where a query arrived: what its answer may depend on besides its bytes."""
+
+    network: str | None
+    tcp: bool
+    address: IPv4Address | IPv6Address | None  # the listener's, for ns.<domain>
+
+
+class _Bound:
+    """One bound listener: its UDP transport, TCP server and open TCP connections."""
+
+    def __init__(self, udp: asyncio.DatagramTransport) -> None:
+        self.udp = udp
+        self.tcp: asyncio.Server | None = None
+        self.connections: set[asyncio.Task] = set()
+
+
+class DNSServer:
+    """Answers queries from the current snapshot; see the module docstring."""
+
+    def __init__(
+        self,
+        zone: Zone,
+        upstream: Upstream | None = None,
+        *,
+        metrics: Metrics | None = None,
+        snapshot: Snapshot | None = None,
+        cache_size: int = 50_000,
+    ) -> None:
+        self.zone = zone
+        self.upstream = upstream
+        self.metrics = metrics if metrics is not None else Metrics()
+        self.cache = AnswerCache(cache_size)
+        self._snapshot = snapshot if snapshot is not None else Snapshot()
+        self._listeners: dict[Listener, _Bound] = {}
+        self._forwards: set[asyncio.Task] = set()
+        self.metrics.cache_entries.set_function(lambda: len(self.cache))
+        self.metrics.registry_names.set_function(lambda: self._snapshot.size)
+        self.metrics.registry_revision.set_function(lambda: self._snapshot.revision)
+
+    # -- state ---------------------------------------------------------------
+
+    @property
+    def snapshot(self) -> Snapshot:
+        return self._snapshot
+
+    def update(self, snapshot: Snapshot) -> None:
+        """Answer from ``snapshot`` from now on (call on the event loop)."""
+        if snapshot is not self._snapshot:
+            self._snapshot = snapshot
+            self.cache.clear()
+
+    @property
+    def listeners(self) -> list[Listener]:
+        """The bound listeners (with the ports actually bound)."""
+        return list(self._listeners)
+
+    async def add_listener(self, listener: Listener) -> Listener:
+        """Bind UDP and TCP on ``listener`` (port 0: one free port for both); the
+        bound listener. Raises OSError when the address cannot be bound."""
+        loop = asyncio.get_running_loop()
+        address = ip_address(listener.host.split("%")[0])
+        sock = socket.socket(
+            socket.AF_INET6 if address.version == 6 else socket.AF_INET, socket.SOCK_DGRAM
+        )
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RCVBUF)
+            sock.bind((listener.host, listener.port))
+        except OSError:
+            sock.close()
+            raise
+        port = sock.getsockname()[1]
+        concrete = None if address.is_unspecified else address
+        bound = Listener(listener.host, port, listener.network)
+        udp, _ = await loop.create_datagram_endpoint(
+            lambda: _UDP(self, Scope(bound.network, False, concrete)), sock=sock
+        )
+        state = _Bound(udp)
+        tcp_scope = Scope(bound.network, True, concrete)
+        try:
+            state.tcp = await asyncio.start_server(
+                lambda r, w: self._serve_tcp(r, w, tcp_scope, state),
+                listener.host,
+                port,
+                reuse_address=True,
+            )
+        except OSError:
+            udp.close()
+            raise
+        self._listeners[bound] = state
+        log.info("dns listening on %s (udp, tcp)", bound)
+        return bound
+
+    async def remove_listener(self, listener: Listener) -> None:
+        """Close a listener and its TCP connections; a listener not bound is ignored."""
+        bound = self._listeners.pop(listener, None)
+        if bound is None:
+            return
+        bound.udp.close()
+        assert bound.tcp is not None
+        bound.tcp.close()
+        for task in list(bound.connections):
+            task.cancel()
+        await asyncio.gather(*bound.connections, return_exceptions=True)
+        await bound.tcp.wait_closed()
+        log.info("dns stopped listening on %s", listener)
+
+    async def set_listeners(self, wanted: list[Listener]) -> list[Listener]:
+        """Make the bound listeners ``wanted``: close the others, bind the missing
+        (a port 0 one is always bound anew). Returns the bound listeners; one
+        that fails to bind is logged and left out."""
+        for listener in [lst for lst in self._listeners if lst not in wanted]:
+            await self.remove_listener(listener)
+        for listener in wanted:
+            if listener not in self._listeners:
+                try:
+                    await self.add_listener(listener)
+                except OSError as e:
+                    log.error("dns cannot listen on %s: %s", listener, e)
+        return self.listeners
+
+    async def close(self) -> None:
+        for listener in list(self._listeners):
+            await self.remove_listener(listener)
+        for task in list(self._forwards):
+            task.cancel()
+        await asyncio.gather(*self._forwards, return_exceptions=True)
+
+    # -- answering -------------------------------------------------------------
+
+    def cold(self, data: bytes, scope: Scope) -> bytes | Forward | None:
+        """Resolve a query the cache does not hold (and cache the reply)."""
+        m = self.metrics
+        try:
+            result = resolve(
+                data,
+                self._snapshot,
+                self.zone,
+                scope.network,
+                tcp=scope.tcp,
+                server_address=scope.address,
+            )
+        except Exception:  # resolve must not raise; if it does, drop, never stop
+            log.exception("dns: resolver failed on %r", data[:64])
+            result = None
+        if result is None:
+            m.malformed.inc()
+            return None
+        if isinstance(result, Forward):
+            return result
+        m.cache_misses.inc()
+        tag = m.query(result.qtype, result.rcode)
+        tag.inc()
+        if result.cacheable:
+            self.cache.put(scope, data[2:], result.variants, tag)
+        elif result.rcode == FORMERR:
+            m.malformed.inc()
+        return result.variants[0]
+
+    async def answer(self, data: bytes, scope: Scope) -> bytes | None:
+        """The whole path for one query (cache, resolver, upstream); None: drop."""
+        entry = self.cache.get(scope, data[2:])
+        if entry is not None:
+            entry.tag.inc()
+            self.metrics.cache_hits.inc()
+            return data[:2] + entry.next()
+        out = self.cold(data, scope)
+        if isinstance(out, Forward):
+            return await self.forward(out)
+        return out
+
+    async def forward(self, fwd: Forward) -> bytes:
+        """The upstreams' reply fitted to the client, or SERVFAIL."""
+        if self.upstream is None or not self.upstream.servers:
+            reply, outcome = None, "failed"
+        else:
+            reply, outcome = await self.upstream.forward(fwd)
+        self.metrics.forwards.labels(outcome).inc()
+        out = servfail(fwd) if reply is None else fit(reply, fwd)
+        self.metrics.query(fwd.qtype, out[3] & 0xF).inc()
+        return out
+
+    def forward_udp(
+        self, fwd: Forward, transport: asyncio.DatagramTransport, addr: object, t0: float
+    ) -> None:
+        if len(self._forwards) >= MAX_FORWARDS:
+            self.metrics.forwards.labels("overload").inc()
+            transport.sendto(servfail(fwd), addr)
+            return
+        task = asyncio.get_running_loop().create_task(self._forward_send(fwd, transport, addr, t0))
+        self._forwards.add(task)
+        task.add_done_callback(self._forwards.discard)
+
+    async def _forward_send(
+        self, fwd: Forward, transport: asyncio.DatagramTransport, addr: object, t0: float
+    ) -> None:
+        out = await self.forward(fwd)
+        if not transport.is_closing():
+            transport.sendto(out, addr)
+            self.metrics.udp.observe(perf_counter() - t0)
+
+    async def _serve_tcp(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        scope: Scope,
+        bound: _Bound,
+    ) -> None:
+        task = asyncio.current_task()
+        if len(bound.connections) >= MAX_TCP or task is None:
+            writer.close()
+            return
+        bound.connections.add(task)
+        try:
+            while True:
+                head = await asyncio.wait_for(reader.readexactly(2), TCP_IDLE)
+                data = await asyncio.wait_for(
+                    reader.readexactly(int.from_bytes(head, "big")), TCP_IO
+                )
+                t0 = perf_counter()
+                out = await self.answer(data, scope)
+                if out is None:
+                    break  # unreadable: RFC 7766 lets us close the connection
+                writer.write(len(out).to_bytes(2, "big") + out)
+                await asyncio.wait_for(writer.drain(), TCP_IO)
+                self.metrics.tcp.observe(perf_counter() - t0)
+        except (TimeoutError, asyncio.IncompleteReadError, OSError):
+            pass
+        except Exception:
+            log.exception("dns: TCP connection failed")
+        finally:
+            bound.connections.discard(task)
+            writer.close()
+
+
+class _UDP(asyncio.DatagramProtocol):
+    def __init__(self, server: DNSServer, scope: Scope) -> None:
+        self.server, self.scope = server, scope
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: object) -> None:
+        t0 = perf_counter()
+        server, transport = self.server, self.transport
+        assert transport is not None
+        entry = server.cache.get(self.scope, data[2:])
+        if entry is not None:  # the hot path: keep it short
+            transport.sendto(data[:2] + entry.next(), addr)
+            entry.tag.inc()
+            server.metrics.cache_hits.inc()
+            server.metrics.udp.observe(perf_counter() - t0)
+            return
+        out = server.cold(data, self.scope)
+        if out is None:
+            return
+        if isinstance(out, Forward):
+            server.forward_udp(out, transport, addr, t0)
+            return
+        transport.sendto(out, addr)
+        server.metrics.udp.observe(perf_counter() - t0)
+
+    def error_received(self, exc: Exception) -> None:
+        log.debug("dns: UDP error: %s", exc)

@@ -1,0 +1,123 @@
+"""Forwarding: names that are not ours go to the upstream resolvers.
+
+Each forwarded query goes out from a fresh UDP socket (a new random source
+port) with a fresh random ID, and only a reply from that server, with that ID
+and the same question, is taken: an off-path attacker has to guess both. A
+truncated (TC) reply is asked again over TCP. Upstreams are tried in order,
+sharing one time budget (2 s by default); a SERVFAIL or REFUSED is kept only
+if no later upstream does better. The caller turns ``None`` into SERVFAIL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import Sequence
+
+from netplug.dns.resolve import Forward
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BUDGET = 2.0
+_SERVFAIL, _REFUSED = 2, 5
+
+
+class _OneReply(asyncio.DatagramProtocol):
+    """Resolves ``future`` with the first datagram that answers the query."""
+
+    def __init__(self, qid: bytes, question: bytes) -> None:
+        self.qid, self.question = qid, question.lower()
+        self.future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+
+    def datagram_received(self, data: bytes, addr: object) -> None:
+        if not self.future.done() and _answers(data, self.qid, self.question):
+            self.future.set_result(data)
+
+    def error_received(self, exc: Exception) -> None:  # ICMP unreachable: fail at once
+        if not self.future.done():
+            self.future.set_exception(exc)
+
+
+def _answers(data: bytes, qid: bytes, question: bytes) -> bool:
+    return (
+        len(data) >= 12 + len(question)
+        and data[:2] == qid
+        and data[2] & 0x80 != 0
+        and data[12 : 12 + len(question)].lower() == question
+    )
+
+
+class Upstream:
+    """The upstream resolvers, ``[(host, port), ...]``, tried in order."""
+
+    def __init__(self, servers: Sequence[tuple[str, int]], budget: float = DEFAULT_BUDGET) -> None:
+        self.servers = tuple(servers)
+        self.budget = budget
+
+    async def forward(self, fwd: Forward) -> tuple[bytes | None, str]:
+        """The upstream's reply with the client's ID, and the outcome: "ok",
+        "tcp" (asked again over TCP after TC) or "failed" (reply None)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.budget
+        fallback: tuple[bytes | None, str] = (None, "failed")
+        for i, server in enumerate(self.servers):
+            left = deadline - loop.time()
+            if left <= 0:
+                break
+            qid = secrets.token_bytes(2)
+            wire = qid + fwd.wire[2:]
+            outcome = "ok"
+            try:
+                reply = await asyncio.wait_for(
+                    self._udp(server, wire, qid, fwd.question), left / (len(self.servers) - i)
+                )
+                if reply[2] & 0x02:
+                    outcome = "tcp"
+                    left = deadline - loop.time()
+                    reply = await asyncio.wait_for(self._tcp(server, wire, qid, fwd.question), left)
+            except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError) as e:
+                log.debug("upstream %s:%d: %r", *server, e)
+                continue
+            answer = fwd.wire[:2] + reply[2:]
+            if reply[3] & 0xF in (_SERVFAIL, _REFUSED):
+                fallback = (answer, outcome)
+                continue
+            return answer, outcome
+        return fallback
+
+    @staticmethod
+    async def _udp(server: tuple[str, int], wire: bytes, qid: bytes, question: bytes) -> bytes:
+        loop = asyncio.get_running_loop()
+        transport, proto = await loop.create_datagram_endpoint(
+            lambda: _OneReply(qid, question), remote_addr=server
+        )
+        try:
+            transport.sendto(wire)
+            return await proto.future
+        finally:
+            transport.close()
+
+    @staticmethod
+    async def _tcp(server: tuple[str, int], wire: bytes, qid: bytes, question: bytes) -> bytes:
+        reader, writer = await asyncio.open_connection(*server)
+        try:
+            writer.write(len(wire).to_bytes(2, "big") + wire)
+            await writer.drain()
+            size = int.from_bytes(await reader.readexactly(2), "big")
+            reply = await reader.readexactly(size)
+        finally:
+            writer.close()
+        if not _answers(reply, qid, question.lower()):
+            raise ValueError("the TCP reply does not answer the query")
+        return reply
+
+
+def resolv_conf_servers(text: str) -> list[tuple[str, int]]:
+    """The ``nameserver`` entries of a resolv.conf, on port 53."""
+    found = []
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and parts[0] == "nameserver":
+            found.append((parts[1], 53))
+    return found

@@ -1,0 +1,41 @@
+"""The packed-answer cache: keys, rotation, bounds."""
+
+from __future__ import annotations
+
+import pytest
+
+from netplug.dns.cache import AnswerCache
+
+
+def test_put_get_strips_the_id() -> None:
+    cache = AnswerCache()
+    entry = cache.put("s", b"question", (b"\x12\x34answer",), tag="t")
+    assert cache.get("s", b"question") is entry and entry.tag == "t"
+    assert entry.next() == b"answer"
+    assert cache.get("other-scope", b"question") is None
+    assert cache.get("s", b"Question") is None  # raw bytes: case is part of the key
+
+
+def test_rotation_round_robin() -> None:
+    entry = AnswerCache().put("s", b"q", (b"..a", b"..b", b"..c"))
+    assert [entry.next() for _ in range(6)] == [b"b", b"c", b"a", b"b", b"c", b"a"]
+
+
+def test_bounded_first_in_first_out() -> None:
+    cache = AnswerCache(max_entries=3)
+    for i in range(5):
+        cache.put("s", bytes([i]), (b"..x",))
+    assert len(cache) == 3
+    assert cache.get("s", b"\x00") is None and cache.get("s", b"\x04") is not None
+
+
+def test_clear() -> None:
+    cache = AnswerCache()
+    cache.put("s", b"q", (b"..x",))
+    cache.clear()
+    assert len(cache) == 0 and cache.get("s", b"q") is None
+
+
+def test_size_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="positive"):
+        AnswerCache(0)

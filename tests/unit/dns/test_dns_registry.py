@@ -1,0 +1,125 @@
+"""The registry builder: store records -> immutable snapshot, and events applied to it."""
+
+from __future__ import annotations
+
+from ipaddress import ip_address, ip_network
+
+from dns_testing import attachment, block, registration
+
+from netplug.dns.registry import Snapshot, SrvRecord, listing
+from netplug.ipam.store.base import Event, KeyValue
+
+
+def _ips(*items: str) -> tuple:
+    return tuple(ip_address(i) for i in items)
+
+
+BASE = [
+    attachment("Blue", "h1", "c1", ["web", "Web2"], ["10.244.1.5", "fd00::5"]),
+    attachment("blue", "h2", "c2", ["web"], ["10.244.2.5"]),
+    block("blue", "10.244.1.0/24"),
+    registration(
+        "api", {"addresses": ["10.1.2.3"], "ttl": 9, "srv": [{"service": "_http._tcp", "port": 80}]}
+    ),
+    KeyValue("/netplug/ips/blue/10.244.1.0/24/10.244.1.5", b"{}", 1, 1, 1),  # not the registry's
+]
+
+
+def test_build_indexes() -> None:
+    snap = Snapshot.build(BASE, 5)
+    assert snap.revision == 5
+    assert snap.nodes["web.blue"].addresses == _ips("10.244.1.5", "fd00::5", "10.244.2.5")
+    assert snap.nodes["web2.blue"].addresses == _ips("10.244.1.5", "fd00::5")
+    assert snap.nodes["api"].addresses == _ips("10.1.2.3") and snap.nodes["api"].ttl == 9
+    assert snap.nodes["_http._tcp.api"].srv == (SrvRecord(0, 0, 80, "api"),)
+    assert snap.ptr[ip_address("10.244.1.5")] == ("web.blue", "web2.blue")
+    assert snap.ptr[ip_address("10.1.2.3")] == ("api",)
+    assert snap.blocks == (ip_network("10.244.1.0/24"),)
+    assert {"blue", "_tcp.api", "api", "web.blue"} <= snap.names
+    assert snap.size == 3
+    assert len(snap.sources) == 4
+
+
+def test_unreadable_records_are_skipped() -> None:
+    snap = Snapshot.build(
+        [
+            *BASE,
+            KeyValue("/netplug/attachments/blue/h1/c9/eth0", b"not json", 1, 1, 1),
+            KeyValue("/netplug/attachments/blue/h1/c8/eth0", b"[]", 1, 1, 1),
+            attachment("blue", "h1", "c7", ["bad_name", "-x", "ok"], ["10.244.1.7"]),
+            registration("broken", {"addresses": "nope"}),
+            KeyValue("/netplug/blocks/blue/not-a-cidr", b"{}", 1, 1, 1),
+        ],
+        6,
+    )
+    assert "ok.blue" in snap.nodes and "bad_name.blue" not in snap.nodes
+    assert "broken" not in snap.nodes
+    assert len(snap.blocks) == 1
+
+
+def _put(kv: KeyValue, rev: int) -> Event:
+    return Event("put", KeyValue(kv.key, kv.value, rev, rev, 1))
+
+
+def _delete(key: str, rev: int) -> Event:
+    return Event("delete", KeyValue(key, b"", 0, rev, 0))
+
+
+def test_apply_put_and_delete_leave_the_old_snapshot_alone() -> None:
+    old = Snapshot.build(BASE, 5)
+    new = old.apply([_put(attachment("red", "h1", "c3", ["db"], ["10.245.0.3"]), 6)])
+    assert new.revision == 6 and new.nodes["db.red"].addresses == _ips("10.245.0.3")
+    assert "db.red" not in old.nodes
+    gone = new.apply(
+        [_delete("/netplug/attachments/blue/h2/c2/eth0", 7), _delete("/netplug/dns/api", 7)]
+    )
+    assert gone.nodes["web.blue"].addresses == _ips("10.244.1.5", "fd00::5")
+    assert "api" not in gone.nodes and "_http._tcp.api" not in gone.nodes
+    assert ip_address("10.244.2.5") not in gone.ptr
+    assert new.nodes["web.blue"].addresses == _ips("10.244.1.5", "fd00::5", "10.244.2.5")
+
+
+def test_apply_irrelevant_events_is_identity() -> None:
+    snap = Snapshot.build(BASE, 5)
+    kv = KeyValue("/netplug/ips/blue/10.244.1.0/24/10.244.1.9", b"{}", 8, 8, 1)
+    assert snap.apply([Event("put", kv)]) is snap
+    assert snap.apply([]) is snap
+
+
+def test_apply_replaces_a_record() -> None:
+    snap = Snapshot.build(BASE, 5)
+    again = snap.apply([_put(registration("api", {"addresses": ["10.1.2.4"]}), 9)])
+    assert again.nodes["api"].addresses == _ips("10.1.2.4") and again.nodes["api"].ttl is None
+    broken = snap.apply([Event("put", KeyValue("/netplug/dns/api", b"{", 9, 9, 2))])
+    assert "api" not in broken.nodes  # an unreadable update removes the old record
+
+
+def test_listing() -> None:
+    rows = listing(Snapshot.build(BASE, 5), "netplug.internal")
+    assert [(r["name"], r["source"]) for r in rows] == [
+        ("api.netplug.internal", "api"),
+        ("web.blue.netplug.internal", "container"),
+        ("web.blue.netplug.internal", "container"),
+        ("web2.blue.netplug.internal", "container"),
+    ]
+    assert rows[0] == {
+        "name": "api.netplug.internal",
+        "source": "api",
+        "addresses": ["10.1.2.3"],
+        "ttl": 9,
+        "srv": [{"service": "_http._tcp", "port": 80, "priority": 0, "weight": 0}],
+    }
+    assert rows[1]["network"] == "Blue" and rows[1]["containerID"] == "c1"
+
+
+def test_prefixes_match_the_ipam_layout() -> None:
+    from netplug.dns import keys
+    from netplug.ipam import keys as ipam_keys
+
+    att = ipam_keys.attachment_key("blue", "h1", "c1", "eth0")
+    assert att == f"{keys.ATTACHMENTS}blue/h1/c1/eth0"
+    assert (
+        ipam_keys.block_key("blue", ip_network("10.244.1.0/24"))
+        == f"{keys.BLOCKS}blue/10.244.1.0/24"
+    )
+    assert not any(keys.NAMES.startswith(p) or p.startswith(keys.NAMES) for p in keys.PREFIXES[:2])
