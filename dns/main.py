@@ -69,7 +69,7 @@ def listener(text: str) -> Listener:
     return Listener(host, port, network or None)
 
 
-def _arg(parse):  # argparse shows ValueError's message this way
+def arg_type(parse):  # argparse shows ValueError's message this way
     def wrapped(text: str):
         try:
             return parse(text)
@@ -97,25 +97,25 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--listen",
         action="append",
-        type=_arg(listener),
+        type=arg_type(listener),
         required=True,
         metavar="ADDR:PORT[@NETWORK]",
         help="UDP and TCP address to answer on; @NETWORK makes its clients "
         "clients of that network (bare names). Repeatable; port 0 picks one",
     )
     p.add_argument(
-        "--domain", type=_arg(domain), default="netplug.internal", help="(default %(default)s)"
+        "--domain", type=arg_type(domain), default="netplug.internal", help="(default %(default)s)"
     )
     p.add_argument(
         "--http",
-        type=_arg(host_port),
+        type=arg_type(host_port),
         metavar="ADDR:PORT",
         help="serve the HTTP API here (default: none)",
     )
     p.add_argument(
         "--upstream",
         action="append",
-        type=_arg(lambda t: host_port(t, 53)),
+        type=arg_type(lambda t: host_port(t, 53)),
         metavar="ADDR[:PORT]",
         help=f"resolver for other names; repeatable (default: nameservers of {RESOLV_CONF})",
     )

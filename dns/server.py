@@ -46,6 +46,8 @@ TCP_IO = 5.0  # seconds for one message to arrive or leave once started
 MAX_TCP = 256  # connections per listener; more are closed at once
 MAX_FORWARDS = 1024  # forwarded queries in flight; past this the answer is SERVFAIL
 UDP_RCVBUF = 4 << 20  # room for bursts while the loop is busy
+IP_FREEBIND = 15  # linux/in.h
+IPV6_FREEBIND = 78  # linux/in6.h
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,15 +123,8 @@ class DNSServer:
         bound listener. Raises OSError when the address cannot be bound."""
         loop = asyncio.get_running_loop()
         address = ip_address(listener.host.split("%")[0])
-        sock = socket.socket(
-            socket.AF_INET6 if address.version == 6 else socket.AF_INET, socket.SOCK_DGRAM
-        )
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RCVBUF)
-            sock.bind((listener.host, listener.port))
-        except OSError:
-            sock.close()
-            raise
+        family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
+        sock = _bound_socket(family, socket.SOCK_DGRAM, listener.host, listener.port)
         port = sock.getsockname()[1]
         concrete = None if address.is_unspecified else address
         bound = Listener(listener.host, port, listener.network)
@@ -139,11 +134,9 @@ class DNSServer:
         state = _Bound(udp)
         tcp_scope = Scope(bound.network, True, concrete)
         try:
+            tcp = _bound_socket(family, socket.SOCK_STREAM, listener.host, port)
             state.tcp = await asyncio.start_server(
-                lambda r, w: self._serve_tcp(r, w, tcp_scope, state),
-                listener.host,
-                port,
-                reuse_address=True,
+                lambda r, w: self._serve_tcp(r, w, tcp_scope, state), sock=tcp
             )
         except OSError:
             udp.close()
@@ -292,6 +285,26 @@ class DNSServer:
         finally:
             bound.connections.discard(task)
             writer.close()
+
+
+def _bound_socket(family: int, kind: int, host: str, port: int) -> socket.socket:
+    """A socket bound to ``host``:``port``. FREEBIND lets netplugd listen on a
+    network's gateway address as soon as the block is leased, before the ADD
+    that leased it has put the address on the bridge."""
+    sock = socket.socket(family, kind)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, IPV6_FREEBIND, 1)
+        else:
+            sock.setsockopt(socket.IPPROTO_IP, IP_FREEBIND, 1)
+        if kind == socket.SOCK_DGRAM:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RCVBUF)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 class _UDP(asyncio.DatagramProtocol):

@@ -2,8 +2,9 @@
 
 It serves the CNI plugin (holding the store and netlink warm, it runs the
 plugin's calls in a thread pool through the very ``handle`` the plugin would
-run itself), keeps this host's record alive in the store, and programs the
-VXLAN peers toward every other live host.
+run itself), keeps this host's record alive in the store, programs the VXLAN
+peers toward every other live host, answers DNS on each local network's
+gateway, and optionally serves the registration API with /metrics.
 """
 
 from __future__ import annotations
@@ -14,20 +15,23 @@ import logging
 import os
 import signal
 import socket
-import struct
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-from netplug.agent import wire
-from netplug.agent.client import SOCKET_NAME
-from netplug.agent.overlay import Overlay
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from netplug.agent.dns import AgentDNS
+from netplug.agent.metrics import AgentMetrics
+from netplug.agent.overlay import Overlay, View
+from netplug.agent.plugin_server import PluginServer
 from netplug.agent.registration import DEFAULT_TTL, HostNameTaken, HostRegistration
-from netplug.cni.dispatch import Reply
-from netplug.cni.handler import handle
-from netplug.cni.request import NetConf
+from netplug.dns.api import make_app
+from netplug.dns.main import arg_type, domain, host_port
+from netplug.dns.metrics import Metrics
+from netplug.dns.writer import RegistryWriter
 from netplug.host import Host
-from netplug.ipam.pending import PendingReleases
 from netplug.ipam.store.base import StoreError
 from netplug.ipam.store.url import DEFAULT_STORE_URL
 from netplug.net import netns, vxlan
@@ -35,75 +39,7 @@ from netplug.net.teardown import DeferredTeardown
 
 log = logging.getLogger("netplugd")
 
-READ_TIMEOUT = 5.0
 WORKERS = 8
-PENDING_INTERVAL = 5.0
-
-
-class PluginServer:
-    """Answers plugin calls on the abstract socket ``@netplugd``."""
-
-    def __init__(self, host: Host, socket_name: str = SOCKET_NAME) -> None:
-        self.host = host
-        self.socket_name = socket_name
-        self.calls = 0
-        self.run_dirs: set[str] = set()
-        self._server: asyncio.AbstractServer | None = None
-
-    def host_for(self, conf: NetConf) -> Host | None:
-        # Only calls for this agent's own store and host name run here; the
-        # plugin runs any other call itself (DESIGN: same store and hostName).
-        if not self.host.serves(conf.host_name, conf.store):
-            return None
-        self.run_dirs.add(conf.run_dir)
-        return self.host
-
-    def _handle(self, env: dict[str, str], stdin: bytes, pid: int) -> Reply:
-        with netns.paths_seen_by(pid):
-            return handle(env, stdin, self.host_for)
-
-    def settle_pending(self, stop: threading.Event) -> None:
-        """Replay releases deferred by a store outage, in every runDir calls named."""
-        while not stop.wait(PENDING_INTERVAL):
-            for run_dir in list(self.run_dirs):
-                pending = PendingReleases(run_dir, self.host.name)
-                if pending:
-                    pending.replay(self.host.ipam)
-
-    async def start(self) -> None:
-        try:
-            self._server = await asyncio.start_unix_server(self._serve_call, path=self.socket_name)
-        except OSError as e:
-            raise SystemExit(
-                f"netplugd: cannot listen on @{self.socket_name.lstrip(chr(0))} ({e.strerror}): "
-                "another netplugd already serves this network namespace; stop it first"
-            ) from e
-
-    async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-
-    async def _serve_call(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            data = await asyncio.wait_for(reader.read(), READ_TIMEOUT)
-            env, stdin = wire.decode_call(data)
-            reply = await asyncio.to_thread(self._handle, env, stdin, _peer_pid(writer))
-            self.calls += 1
-            status = None if reply.declined else reply.exit_code
-            writer.write(wire.encode_reply(status, reply.log_file, reply.summary, reply.stdout))
-            await writer.drain()
-        except (TimeoutError, ValueError) as e:
-            log.warning("dropped a malformed plugin call: %r", e)
-        finally:
-            writer.close()
-
-
-def _peer_pid(writer: asyncio.StreamWriter) -> int:
-    """The PID of the plugin process at the other end (SO_PEERCRED: pid, uid, gid)."""
-    sock = writer.get_extra_info("socket")
-    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    return struct.unpack("3i", creds)[0]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -134,6 +70,27 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "renewing (default: %(default)s)",
     )
     parser.add_argument(
+        "--domain",
+        type=domain,
+        default="netplug.internal",
+        help="the DNS zone; each network answers as NAME.NETWORK.DOMAIN "
+        "(default: %(default)s; match the configs' dns.domain)",
+    )
+    parser.add_argument(
+        "--upstream",
+        type=arg_type(lambda t: host_port(t, 53)),
+        action="append",
+        metavar="ADDR:PORT",
+        help="resolver for names outside the zone, repeatable (default: /etc/resolv.conf's)",
+    )
+    parser.add_argument(
+        "--http",
+        type=arg_type(host_port),
+        metavar="ADDR:PORT",
+        help="serve the registration API, /healthz and /metrics here (default: off)",
+    )
+    parser.add_argument("--token", help="bearer token the HTTP API requires for writes")
+    parser.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"]
     )
     return parser.parse_args(argv)
@@ -149,11 +106,15 @@ async def run(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     loop.set_default_executor(ThreadPoolExecutor(WORKERS, thread_name_prefix="cni"))
     host = Host.open(args.host_name, args.store, DeferredTeardown())
-    server = PluginServer(host)
+    registry = CollectorRegistry()
+    agent_metrics, dns_metrics = AgentMetrics(registry), Metrics(registry)
+    server = PluginServer(host, agent_metrics)
+    dns = AgentDNS(host.store, host.name, args.domain, args.upstream, dns_metrics)
     stop = asyncio.Event()
     threads_stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    http = None
     try:
         host.store.status()
         await server.start()  # first: a second agent in this namespace fails here
@@ -161,11 +122,19 @@ async def run(args: argparse.Namespace) -> None:
         vtep = await asyncio.to_thread(_vtep, args.underlay_device)
         registration = HostRegistration(host.store, host.name, vtep, args.lease_ttl)
         await asyncio.to_thread(registration.acquire)
-        overlay = Overlay(host.store, host.name)
+        await dns.start()
+
+        def on_view(view: View) -> None:
+            agent_metrics.reconciles.inc()
+            dns.sync(view.blocks)
+
+        overlay = Overlay(host.store, host.name, on_view)
         for target in (registration.keep_alive, overlay.follow, server.settle_pending):
             threading.Thread(
                 target=target, args=(threads_stop,), daemon=True, name=target.__qualname__
             ).start()
+        if args.http:
+            http = await _serve_http(args, host, dns, dns_metrics, server)
         log.info(
             "serving host %s (VTEP %s) on store %s at @netplugd",
             host.name,
@@ -176,8 +145,34 @@ async def run(args: argparse.Namespace) -> None:
         log.info("stopping after %d plugin calls", server.calls)
     finally:
         threads_stop.set()
+        if http is not None:
+            await http.cleanup()
+        await dns.close()
         await server.close()
         host.close()
+
+
+async def _serve_http(
+    args: argparse.Namespace, host: Host, dns: AgentDNS, metrics: Metrics, server: PluginServer
+) -> web.AppRunner:
+    """The registration API, /healthz and /metrics (agent and DNS) on ``--http``."""
+    app = make_app(
+        RegistryWriter(host.store),
+        domain=args.domain,
+        token=args.token,
+        metrics=metrics,
+        health=lambda: {
+            "host": host.name,
+            "store": "up" if dns.follower.up else "unreachable",
+            "pluginCalls": server.calls,
+            "dnsListeners": [str(lst) for lst in dns.server.listeners],
+        },
+    )
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, *args.http).start()
+    log.info("http API on %s:%d", *args.http)
+    return runner
 
 
 def main(argv: list[str] | None = None) -> int:

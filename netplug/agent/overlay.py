@@ -14,6 +14,7 @@ import logging
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from ipaddress import ip_network
 
@@ -58,9 +59,11 @@ def read_view(store: Store) -> View:
 
 
 class Overlay:
-    def __init__(self, store: Store, host: str) -> None:
+    def __init__(
+        self, store: Store, host: str, on_view: Callable[[View], None] | None = None
+    ) -> None:
         self.store, self.host = store, host
-        self.reconciles = 0
+        self.on_view = on_view  # told every view reconciled (the agent's DNS follows it)
 
     def reconcile(self) -> View:
         """Make every local VXLAN device's peers match the store; returns what was read."""
@@ -74,9 +77,15 @@ class Overlay:
                 want = desired(self.host, view.live_hosts, vteps, view.blocks.get(network, {}))
                 add, remove = diff(peers.read(ipr, link.index), want)
                 if add or remove:
-                    log.info("network %s: adding %s, removing %s", network, add, remove)
+                    log.info(
+                        "network %s: peers %s; %s",
+                        network,
+                        _describe("+", add),
+                        _describe("-", remove),
+                    )
                     peers.apply(ipr, link.index, add, remove)
-        self.reconciles += 1
+        if self.on_view is not None:
+            self.on_view(view)
         return view
 
     def follow(self, stop: threading.Event) -> None:
@@ -97,3 +106,10 @@ class Overlay:
                 return
             if any(event.kv.key.startswith(WATCHED) for event in batch):
                 return
+
+
+def _describe(sign: str, state: peers.PeerState) -> str:
+    return (
+        f"{sign}{len(state.fdb)} fdb {sign}{len(state.neighbours)} neighbour "
+        f"{sign}{len(state.routes)} route ({', '.join(sorted(r for r, _ in state.routes)) or '-'})"
+    )
