@@ -161,6 +161,9 @@ class Lab:
             host,
             "--lease-ttl",
             str(AGENT_LEASE_TTL),
+            # The lab has no way out of its namespaces: names outside the zone fail fast.
+            "--upstream",
+            "none",
         ]
         proc = self._spawn(state["hosts"][host]["netns"], f"{host}/netplugd", argv)
         self._wait_for_line(log, "serving host", proc)
@@ -265,6 +268,14 @@ class Lab:
         with self.state.update() as changed:
             changed["containers"][name] = {"host": host, "netns": netns, "address": address}
         return address
+
+    def remove_container(self, name: str) -> None:
+        """DEL the container and delete its namespace."""
+        container = self.state.load()["containers"][name]
+        self.cni("DEL", name, container["host"])
+        namespaces.delete(container["netns"])
+        with self.state.update() as changed:
+            del changed["containers"][name]
 
     def container_netns(self, name: str) -> str:
         containers = self.state.load()["containers"]

@@ -78,10 +78,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--upstream",
-        type=arg_type(lambda t: host_port(t, 53)),
+        type=arg_type(_upstream),
         action="append",
         metavar="ADDR:PORT",
-        help="resolver for names outside the zone, repeatable (default: /etc/resolv.conf's)",
+        help="resolver for names outside the zone, repeatable; 'none': answer SERVFAIL "
+        "(default: /etc/resolv.conf's)",
     )
     parser.add_argument(
         "--http",
@@ -94,6 +95,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--log-level", default="info", choices=["debug", "info", "warning", "error"]
     )
     return parser.parse_args(argv)
+
+
+def _upstream(text: str) -> tuple[str, int] | None:
+    return None if text == "none" else host_port(text, 53)
 
 
 def _vtep(device: str | None) -> str:
@@ -109,7 +114,8 @@ async def run(args: argparse.Namespace) -> None:
     registry = CollectorRegistry()
     agent_metrics, dns_metrics = AgentMetrics(registry), Metrics(registry)
     server = PluginServer(host, agent_metrics)
-    dns = AgentDNS(host.store, host.name, args.domain, args.upstream, dns_metrics)
+    upstreams = None if args.upstream is None else [u for u in args.upstream if u]
+    dns = AgentDNS(host.store, host.name, args.domain, upstreams, dns_metrics)
     stop = asyncio.Event()
     threads_stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -8,13 +8,10 @@ conflist entry (libcni injects ``name`` and ``cniVersion`` itself).
 from __future__ import annotations
 
 import json
-import subprocess
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from netplug_env import AGENT_START_TIMEOUT, BIN, NetplugHost, _wait_for_line
+from netplug_env import BIN, NetplugHost
 from runtimes import REFERENCE_PLUGIN_DIR, netns_exec, netns_path, run
 
 
@@ -60,35 +57,8 @@ def veths(netns: str) -> set[str]:
     return {item["ifname"] for item in json.loads(out or "[]")}
 
 
-@contextmanager
-def agent_in_mount_ns(host: NetplugHost, mount_ns: Path) -> Iterator[subprocess.Popen]:
+def agent_in_mount_ns(host: NetplugHost, mount_ns: Path):
     """netplugd in `host`'s netns like ``NetplugHost.agent()``, but inside the mount
     namespace `mount_ns` (a podman's ``dir/"mnt"``) instead of ``ip netns exec``'s fresh
-    one, so the container netns paths podman hands the plugin exist for the agent too.
-    Logs to the same file as ``NetplugHost.agent()``; killed by PID afterwards."""
-    log = host.workdir / "netplugd.log"
-    with open(log, "wb") as sink:
-        proc = subprocess.Popen(
-            [
-                "nsenter",
-                f"--mount={mount_ns}",
-                f"--net={netns_path(host.netns)}",
-                BIN / "netplugd",
-                "--store",
-                host.store,
-                "--host-name",
-                host.host_name,
-            ],
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        _wait_for_line(log, "serving host", proc, AGENT_START_TIMEOUT)
-        yield proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+    one, so the container netns paths podman hands the plugin exist for the agent too."""
+    return host.agent(["nsenter", f"--mount={mount_ns}", f"--net={netns_path(host.netns)}"])

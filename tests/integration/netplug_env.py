@@ -12,7 +12,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -158,25 +158,25 @@ class NetplugHost:
     # -- the agent -------------------------------------------------------------------------
 
     @contextmanager
-    def agent(self) -> Iterator[subprocess.Popen]:
-        """netplugd running in this host's namespace; killed by PID afterwards."""
+    def agent(
+        self, launcher: Sequence[str] | None = None, *extra: str
+    ) -> Iterator[subprocess.Popen]:
+        """netplugd in this host's namespace, started through ``launcher`` (default
+        ``ip netns exec HOST``); killed by PID afterwards. It never forwards DNS
+        outside the test's namespaces (``--upstream none``) unless ``extra`` says."""
+        launcher = launcher or ["ip", "netns", "exec", self.netns]
+        argv = [
+            *launcher,
+            str(BIN / "netplugd"),
+            "--store",
+            self.store,
+            "--host-name",
+            self.host_name,
+            *(extra or ("--upstream", "none")),
+        ]
         log = self.workdir / "netplugd.log"
         with open(log, "wb") as sink:
-            proc = subprocess.Popen(
-                [
-                    "ip",
-                    "netns",
-                    "exec",
-                    self.netns,
-                    str(BIN / "netplugd"),
-                    "--store",
-                    self.store,
-                    "--host-name",
-                    self.host_name,
-                ],
-                stdout=sink,
-                stderr=subprocess.STDOUT,
-            )
+            proc = subprocess.Popen(argv, stdout=sink, stderr=subprocess.STDOUT)
         try:
             _wait_for_line(log, "serving host", proc, AGENT_START_TIMEOUT)
             yield proc
@@ -202,6 +202,19 @@ def _wait_for_line(path: Path, text: str, proc: subprocess.Popen, timeout: float
             raise RuntimeError(f"netplugd exited with {proc.returncode}: {path.read_text()}")
         time.sleep(0.02)
     raise TimeoutError(f"netplugd did not log {text!r} within {timeout} s: {path.read_text()}")
+
+
+CONVERGENCE = 3.0  # agents converge within a second; allow for a loaded machine
+
+
+def eventually(check, timeout: float = CONVERGENCE) -> bool:
+    """Whether ``check()`` turns true within ``timeout`` seconds (polled)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.05)
+    return check()
 
 
 def container_addresses(netns: str, ifname: str = "eth0") -> list[str]:

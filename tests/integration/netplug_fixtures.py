@@ -6,11 +6,14 @@ the plugin and once without, since DESIGN requires the same behaviour both ways.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
+
+from netplug.lab.lab import Lab
 
 from netplug_env import NetplugHost
 from runtimes import make_netns, require_root
@@ -43,3 +46,15 @@ def containers() -> Iterator[Callable[[], str]]:
     require_root()
     with ExitStack() as stack:
         yield lambda: stack.enter_context(make_netns("npt-ctr-"))
+
+
+@pytest.fixture(params=["sqlite"])
+def lab(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Lab]:
+    """A netns-lab of its own (private namespace prefix and state dir), torn down after."""
+    require_root()
+    lab = Lab(tmp_path / "lab", say=lambda text: None, prefix=f"npt-l{uuid.uuid4().hex[:6]}-")
+    lab.store_kind = request.param
+    try:
+        yield lab
+    finally:
+        lab.down()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from itertools import permutations
 
@@ -12,22 +11,10 @@ import pytest
 
 from netplug.lab.lab import Lab
 
-from runtimes import require_root, run
+from netplug_env import CONVERGENCE, eventually
+from runtimes import run
 
 pytestmark = pytest.mark.netns
-
-CONVERGENCE = 3.0  # the agents converge within a second; allow for a loaded machine
-
-
-@pytest.fixture(params=["sqlite"])
-def lab(request, tmp_path):
-    require_root()
-    lab = Lab(tmp_path / "lab", say=lambda text: None, prefix=f"npt-l{uuid.uuid4().hex[:6]}-")
-    lab.store_kind = request.param
-    try:
-        yield lab
-    finally:
-        lab.down()
 
 
 def up(lab: Lab, hosts: int, per_host: int = 1) -> dict[str, str]:
@@ -42,15 +29,6 @@ def up(lab: Lab, hosts: int, per_host: int = 1) -> dict[str, str]:
 def ping(lab: Lab, src: str, address: str, *extra: str) -> bool:
     cmd = ["ip", "netns", "exec", lab.container_netns(src), "ping", "-c", "1", "-W", "1", *extra]
     return subprocess.run([*cmd, address], capture_output=True, timeout=10).returncode == 0
-
-
-def eventually(check, timeout: float = CONVERGENCE) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.1)
-    return check()
 
 
 def routes(lab: Lab, host: str) -> str:
