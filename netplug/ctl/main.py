@@ -7,6 +7,7 @@ the host it runs on. Tables for people, ``--json`` for scripts.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -15,6 +16,7 @@ from pathlib import Path
 from netplug.agent import client
 from netplug.ctl import install
 from netplug.ctl.tables import render
+from netplug.dns import keys as dns_keys
 from netplug.ipam import hosts, inventory
 from netplug.ipam.allocations import IPAM, Attachment
 from netplug.ipam.store.base import Store, StoreError
@@ -90,6 +92,7 @@ def cmd_allocations(store: Store, args: argparse.Namespace) -> int:
 
 
 def cmd_names(store: Store, args: argparse.Namespace) -> int:
+    """Container names (from attachments) and API registrations, with their source."""
     rows = [
         {
             "name": name,
@@ -101,6 +104,18 @@ def cmd_names(store: Store, args: argparse.Namespace) -> int:
         for row in _attachment_rows(store, args)
         for name in row["names"].split()
     ]
+    if args.network is None:
+        for kv in store.range(dns_keys.NAMES, prefix=True).kvs:
+            record = json.loads(kv.value)
+            rows.append(
+                {
+                    "name": kv.key[len(dns_keys.NAMES) :],
+                    "network": "-",
+                    "addresses": " ".join(record.get("addresses", ())),
+                    "host": "-",
+                    "source": "api" + (" (lease)" if kv.lease else ""),
+                }
+            )
     render(rows, ["name", "network", "addresses", "host", "source"], as_json=args.json)
     return 0
 

@@ -100,3 +100,23 @@ def test_podman_containers_on_a_netplug_network(
         served = f"ADD container={cid} ifname=eth0 network={NETWORK} ok" in log
         assert served == agent, log
         assert (f"DEL container={cid} ifname=eth0 network={NETWORK} ok" in log) == agent
+
+
+@pytest.mark.parametrize("np_host", ["agent"], indirect=True)
+def test_podman_containers_resolve_each_other_by_name(np_host: NetplugHost, podman: Podman) -> None:
+    """Through the resolv.conf podman writes from the result's dns: the gateway is the
+    nameserver (netplugd answers there) and <network>.netplug.internal the search domain."""
+    podman.write_network(
+        {
+            "cniVersion": "1.0.0",
+            "name": NETWORK,
+            "plugins": [plugin_conf(np_host, capabilities={"aliases": True})],
+        }
+    )
+    podman.run("alpha", NETWORK)
+    podman.run("beta", NETWORK, aliases=["web"])
+    ip_b = podman.ip("beta", NETWORK)
+    for name in ("beta", f"beta.{NETWORK}.netplug.internal", "web"):
+        answer = podman.exec("alpha", "nslookup", name).stdout
+        assert ip_b in answer, (name, answer)
+    podman.exec("alpha", *PING, "beta")

@@ -148,3 +148,15 @@ def test_removing_a_live_host_needs_force(store_url, tmp_path, capsys):
         assert store.get("/netplug/hosts/node-2") is None
     finally:
         store.close()
+
+
+def test_names_include_api_registrations(store_url, tmp_path, capsys):
+    store = SQLiteStore(f"{tmp_path}/netplug.db")
+    try:
+        store.put("/netplug/dns/api", b'{"addresses": ["10.1.2.3"]}')
+    finally:
+        store.close()
+    assert main(["--store", store_url, "--json", "names"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["api"]["source"] == "api" and rows["api"]["addresses"] == "10.1.2.3"
+    assert rows["web"]["source"] == "container"
