@@ -11,15 +11,17 @@ nothing outside the lab's namespaces is touched.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from netplug.ipam.store.base import Store
 from netplug.lab import namespaces
 from netplug.lab.namespaces import COMMAND_TIMEOUT, State, empty_state, run, start_time, stop
 
@@ -68,6 +70,10 @@ class Lab:
             url = f"sqlite://{self.dir}/netplug.db"
             self.say(f"store: embedded SQLite at {self.dir}/netplug.db")
             return url
+        return self.start_etcd()
+
+    def start_etcd(self) -> str:
+        """etcd in the fabric namespace (its data kept across restarts); its URL."""
         data = self.dir / "etcd"
         client = f"http://{FABRIC_ADDRESS}:{ETCD_PORT}"
         proc = self._spawn(
@@ -95,6 +101,27 @@ class Lab:
         self._wait_for_store(url, proc)
         self.say(f"store: etcd in {self.fabric} at {url} (pid {proc.pid})")
         return url
+
+    @contextlib.contextmanager
+    def store(self) -> Iterator[Store]:
+        """The lab's store, used from where it is reachable: the body runs with this
+        thread in the fabric namespace (etcd listens there), so keep it to store calls."""
+        from netplug.ipam.store.url import open_store
+        from netplug.net import netns
+
+        url = self.state.load()["store"]
+        with netns.entered(namespaces.path(self.fabric)):
+            opened = open_store(url)
+            try:
+                yield opened
+            finally:
+                opened.close()
+
+    def stop_etcd(self) -> None:
+        """Stop the lab's etcd (a store outage for every host)."""
+        for proc in self.state.load()["processes"]:
+            if proc["what"] == "etcd":
+                stop(proc["pid"], proc["start"])
 
     def _wait_for_store(self, url: str, proc: subprocess.Popen) -> None:
         from netplug.ipam.store.base import StoreError
@@ -263,7 +290,11 @@ class Lab:
         if name in state["containers"]:
             raise RuntimeError(f"container {name} exists already")
         netns = namespaces.create(self.prefix + f"c-{name}")
-        result = self.cni("ADD", name, host)
+        try:
+            result = self.cni("ADD", name, host)
+        except BaseException:
+            namespaces.delete(netns)
+            raise
         address = result["ips"][0]["address"]
         with self.state.update() as changed:
             changed["containers"][name] = {"host": host, "netns": netns, "address": address}

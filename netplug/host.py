@@ -6,21 +6,43 @@ fallback builds one per call. Commands receive it, never a global.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
+
 from netplug.ipam.allocations import IPAM
 from netplug.ipam.store.base import Store
 from netplug.ipam.store.url import open_store
-from netplug.net.teardown import Teardown
+
+if TYPE_CHECKING:
+    from netplug.net.teardown import Teardown
+
+T = TypeVar("T")
 
 
 class Host:
     def __init__(self, name: str, store: Store, teardown: Teardown | None = None) -> None:
+        self._teardown = teardown
         self.name = name
         self.store = store
         self.ipam = IPAM(store, name)
-        # How DEL deletes container interfaces: the agent defers it past the reply.
-        self.teardown = teardown or Teardown()
+
         # Networks whose NAT table this process installed, with their subnets.
         self.masq_ensured: dict[str, list] = {}
+        # Addresses this process put on links, by (link index, address): a
+        # long-lived agent skips re-adding them (CHECK notices one removed).
+        self.addresses_ensured: set[tuple[int, object]] = set()
+        self._memo: dict[object, tuple[float, object]] = {}
+
+    def remembered(self, key: object, ttl: float, compute: Callable[[], T]) -> T:
+        """``compute()``, reused for ``ttl`` seconds under ``key`` (agent-lifetime caches)."""
+        now = time.monotonic()
+        hit = self._memo.get(key)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        value = compute()
+        self._memo[key] = (now + ttl, value)
+        return value
 
     @classmethod
     def open(cls, name: str, store_url: str, teardown: Teardown | None = None) -> Host:
@@ -30,6 +52,17 @@ class Host:
         """Whether a call for ``host_name`` on ``store_url`` belongs to this host."""
         return host_name == self.name and store_url == self.store.url
 
+    @property
+    def teardown(self) -> Teardown:
+        """How DEL deletes container interfaces (the agent defers it past the reply).
+        Imported on first use: netplug-ipam's Host never needs netlink."""
+        if self._teardown is None:
+            from netplug.net.teardown import Teardown
+
+            self._teardown = Teardown()
+        return self._teardown
+
     def close(self) -> None:
-        self.teardown.close()
+        if self._teardown is not None:
+            self._teardown.close()
         self.store.close()

@@ -38,6 +38,8 @@ T = TypeVar("T")
 
 # netplug's own error codes (the spec leaves 100+ to plugins).
 INTERFACE_EXISTS = 102
+# How long the agent trusts its look at the underlay (interface and VTEP address).
+UNDERLAY_TTL = 30.0
 CHECK_FAILED = 103
 
 
@@ -95,6 +97,7 @@ def cmd_add(req: Request, host: Host) -> Result:
             conf.mtu,
             [_gateway_on_bridge(a) for a in attachment.allocations],
             auto_mtu=lambda: overlay_mtu(ipr, conf.vxlan.device),
+            known=host.addresses_ensured,
         )
         sysctl.enable_forwarding(ipv6=conf.subnet6 is not None)
         _ensure_overlay(ipr, conf, host, br.mtu, attachment)
@@ -115,11 +118,23 @@ def _ensure_overlay(
     """The network's VXLAN device (shared: never rolled back) and this host's VTEP
     record; a host without an underlay (no default route, no vxlan.device) is a
     single host and needs neither."""
-    under = vxlan.underlay(ipr, conf.vxlan.device)
+    under = host.remembered(
+        ("underlay", conf.vxlan.device),
+        UNDERLAY_TTL,
+        lambda: vxlan.underlay(ipr, conf.vxlan.device),
+    )
     if under is None:
         return
     block_addresses = [ip_interface(a.block.network_address) for a in attachment.allocations]
-    device = vxlan.ensure_vxlan(ipr, conf.vxlan.vni, conf.vxlan.port, under, mtu, block_addresses)
+    device = vxlan.ensure_vxlan(
+        ipr,
+        conf.vxlan.vni,
+        conf.vxlan.port,
+        under,
+        mtu,
+        block_addresses,
+        host.addresses_ensured,
+    )
     vteps.publish(host.store, conf.name, host.name, str(under.address), device.mac, conf.vxlan.vni)
 
 

@@ -53,7 +53,9 @@ def main() -> int:
     sys.stdout.buffer.write(stdout)
     sys.stdout.flush()
     logfile.append(log_file, summary)
-    return status
+    # Nothing is left to do: skip the interpreter's teardown, about 2 ms of CPU
+    # on every container start.
+    posix._exit(status)
 
 
 def _in_process(env: dict[str, str], stdin: bytes) -> tuple[int, str, str, bytes]:

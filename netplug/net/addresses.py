@@ -18,6 +18,17 @@ Interface = IPv4Interface | IPv6Interface
 IFA_F_NODAD = 0x02
 
 
+def ensure_addresses(
+    ipr: IPRoute, index: int, wanted: Iterable[Interface], known: set[tuple[int, object]]
+) -> None:
+    """Add each of ``wanted`` to link ``index`` unless ``known`` (a set the caller
+    keeps across calls) says it is there; records what it added."""
+    for address in wanted:
+        if (index, address) not in known:
+            add_address(ipr, index, address)
+            known.add((index, address))
+
+
 def add_address(ipr: IPRoute, index: int, address: Interface) -> None:
     """Add ``address`` to link ``index``; present already is fine."""
     kwargs = {"index": index, "address": str(address.ip), "prefixlen": address.network.prefixlen}

@@ -8,17 +8,23 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from netplug.net import NetError
-from netplug.net.addresses import Interface, add_address
+from netplug.net.addresses import Interface, ensure_addresses
 from netplug.net.links import EEXIST, Link, find, random_mac
 
 
 def ensure_bridge(
-    ipr: IPRoute, name: str, mtu: int, gateways: Iterable[Interface], auto_mtu: Callable[[], int]
+    ipr: IPRoute,
+    name: str,
+    mtu: int,
+    gateways: Iterable[Interface],
+    auto_mtu: Callable[[], int],
+    known: set[tuple[int, object]],
 ) -> Link:
     """The bridge ``name``, up, with every gateway address on it.
 
     ``mtu`` 0 means automatic: a new bridge gets ``auto_mtu()``, an existing
-    one keeps its MTU (looked up once, when the bridge is made). Idempotent and
+    one keeps its MTU (looked up once, when the bridge is made). Gateways in
+    ``known`` (see ``addresses.ensure_addresses``) are taken as present. Idempotent and
     safe against a concurrent creator (EEXIST is success). Raises NetError
     when ``name`` exists and is not a bridge.
     """
@@ -33,8 +39,7 @@ def ensure_bridge(
     if (mtu and link.mtu != mtu) or not link.up:
         ipr.link("set", index=link.index, mtu=mtu or link.mtu, state="up")
         link = find(ipr, name) or link
-    for gateway in gateways:
-        add_address(ipr, link.index, gateway)
+    ensure_addresses(ipr, link.index, gateways, known)
     return link
 
 

@@ -17,7 +17,7 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from netplug.net import NetError
-from netplug.net.addresses import Interface, add_address
+from netplug.net.addresses import Interface, ensure_addresses
 from netplug.net.links import EEXIST, Link, find
 from netplug.net.mtu import default_route_device
 
@@ -49,7 +49,13 @@ def underlay(ipr: IPRoute, device: str | None) -> Underlay | None:
 
 
 def ensure_vxlan(
-    ipr: IPRoute, vni: int, port: int, under: Underlay, mtu: int, addresses: list[Interface]
+    ipr: IPRoute,
+    vni: int,
+    port: int,
+    under: Underlay,
+    mtu: int,
+    addresses: list[Interface],
+    known: set[tuple[int, object]],
 ) -> Link:
     """The network's VXLAN device, up, with ``addresses`` (idempotent, race-safe).
 
@@ -79,6 +85,5 @@ def ensure_vxlan(
         raise NetError(f"interface {name} exists and is not a VXLAN device: remove it")
     if not link.up:
         ipr.link("set", index=link.index, state="up")
-    for address in addresses:
-        add_address(ipr, link.index, address)
+    ensure_addresses(ipr, link.index, addresses, known)
     return link
