@@ -139,6 +139,7 @@ class IPAM:
             )
             if self._claim(attachment):
                 return attachment
+            self._hint.clear()  # read the blocks afresh on the next attempt
             existing = self.lookup(network, container_id, ifname)
             if existing is not None:
                 return existing
@@ -151,7 +152,16 @@ class IPAM:
             "ifname": attachment.ifname,
         }
         ip_keys = [self._ip_key(attachment.network, a) for a in attachment.allocations]
-        compares = [Compare.absent(attachment.key), *(Compare.absent(k) for k in ip_keys)]
+        # Each block must still be this host's: a remembered block may have been taken away.
+        mine = keys.encode({"host": self.host})
+        compares = [
+            Compare.absent(attachment.key),
+            *(Compare.absent(k) for k in ip_keys),
+            *(
+                Compare(keys.block_key(attachment.network, a.block), "value", "=", mine)
+                for a in attachment.allocations
+            ),
+        ]
         puts = [
             Put(attachment.key, keys.encode(attachment.record())),
             *(Put(k, keys.encode(owner)) for k in ip_keys),
@@ -162,7 +172,14 @@ class IPAM:
         wanted = [a for a in static if a.version == pool.subnet.version]
         if wanted:
             return self._pick_static(network, pool, wanted[0])
-        for block in self._by_hint(network, self.host_blocks(network, pool)):
+        hint = self._hint.get((network, pool.subnet.version))
+        if hint is not None:  # the block that last had room: no need to list the others
+            found = next(candidates(hint, self._used(network, hint), ident), None)
+            if found is not None:
+                return _allocation(found, hint)
+        for block in self.host_blocks(network, pool):
+            if block == hint:
+                continue
             found = next(candidates(block, self._used(network, block), ident), None)
             if found is not None:
                 self._hint[network, block.version] = block
@@ -171,6 +188,7 @@ class IPAM:
         found = next(candidates(block, set(), ident), None)
         if found is None:
             raise PoolExhausted(f"block {block} of {network} holds no container address")
+        self._hint[network, block.version] = block
         return _allocation(found, block)
 
     def _pick_static(self, network: str, pool: Pool, address: Address) -> Allocation:
@@ -197,12 +215,6 @@ class IPAM:
                 f"requested address {address} is in use by container {holder['containerID']}"
             )
         return _allocation(address, block)
-
-    def _by_hint(self, network: str, blocks: list[Network]) -> list[Network]:
-        """The block that last had room first: a long-lived IPAM (the agent's) then
-        skips reading every full block on each allocation."""
-        hint = self._hint.get((network, blocks[0].version)) if blocks else None
-        return [hint, *(b for b in blocks if b != hint)] if hint in blocks else blocks
 
     # -- blocks ----------------------------------------------------------------
 

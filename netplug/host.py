@@ -32,6 +32,7 @@ class Host:
         # Addresses this process put on links, by (link index, address): a
         # long-lived agent skips re-adding them (CHECK notices one removed).
         self.addresses_ensured: set[tuple[int, object]] = set()
+        self.links_seen: dict[str, object] = {}  # shared links by name, as last read
         self._memo: dict[object, tuple[float, object]] = {}
 
     def remembered(self, key: object, ttl: float, compute: Callable[[], T]) -> T:

@@ -80,7 +80,7 @@ def cmd_add(req: Request, host: Host) -> Result:
     conf = req.conf
     with netns.handle(req.netns) as cipr, netns.handle() as ipr, ExitStack() as undo:
         host.teardown.settle(req.netns, req.ifname)  # a DEL of this very interface
-        _require_new_interface(cipr, req)
+        _require_new_interface(req)
         _settle_pending_releases(conf, host)
         attachment = allocate(req, host)
         undo.callback(
@@ -98,6 +98,7 @@ def cmd_add(req: Request, host: Host) -> Result:
             [_gateway_on_bridge(a) for a in attachment.allocations],
             auto_mtu=lambda: overlay_mtu(ipr, conf.vxlan.device),
             known=host.addresses_ensured,
+            known_links=host.links_seen,
         )
         sysctl.enable_forwarding(ipv6=conf.subnet6 is not None)
         _ensure_overlay(ipr, conf, host, br.mtu, attachment)
@@ -145,8 +146,8 @@ def _settle_pending_releases(conf: NetConf, host: Host) -> None:
         pending.replay(host.ipam)
 
 
-def _require_new_interface(cipr: IPRoute, req: Request) -> None:
-    if links.find(cipr, req.ifname) is not None:
+def _require_new_interface(req: Request) -> None:
+    if netns.link_index(req.netns, req.ifname) is not None:
         raise CNIError(
             INTERFACE_EXISTS,
             f"interface {req.ifname} already exists in {req.netns}: "

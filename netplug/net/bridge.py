@@ -9,7 +9,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from netplug.net import NetError
 from netplug.net.addresses import Interface, ensure_addresses
-from netplug.net.links import EEXIST, Link, find, random_mac
+from netplug.net.links import EEXIST, Link, find, index, random_mac
 
 
 def ensure_bridge(
@@ -19,16 +19,18 @@ def ensure_bridge(
     gateways: Iterable[Interface],
     auto_mtu: Callable[[], int],
     known: set[tuple[int, object]],
+    known_links: dict[str, Link],
 ) -> Link:
     """The bridge ``name``, up, with every gateway address on it.
 
     ``mtu`` 0 means automatic: a new bridge gets ``auto_mtu()``, an existing
     one keeps its MTU (looked up once, when the bridge is made). Gateways in
-    ``known`` (see ``addresses.ensure_addresses``) are taken as present. Idempotent and
+    ``known`` (see ``addresses.ensure_addresses``) are taken as present, and a
+    bridge in ``known_links`` with an unchanged index as it was. Idempotent and
     safe against a concurrent creator (EEXIST is success). Raises NetError
     when ``name`` exists and is not a bridge.
     """
-    link = find(ipr, name)
+    link = _known(ipr, name, known_links)
     if link is None:
         link = _create(ipr, name, mtu or auto_mtu())
     if link.kind != "bridge":
@@ -39,8 +41,18 @@ def ensure_bridge(
     if (mtu and link.mtu != mtu) or not link.up:
         ipr.link("set", index=link.index, mtu=mtu or link.mtu, state="up")
         link = find(ipr, name) or link
+    known_links[name] = link
     ensure_addresses(ipr, link.index, gateways, known)
     return link
+
+
+def _known(ipr: IPRoute, name: str, known_links: dict[str, Link]) -> Link | None:
+    """The bridge as last seen, if it still has that index (a cheap ioctl), else
+    as the kernel reports it now: a decoded link message costs about a millisecond."""
+    seen = known_links.get(name)
+    if seen is not None and index(name) == seen.index:
+        return seen
+    return find(ipr, name)
 
 
 def _create(ipr: IPRoute, name: str, mtu: int) -> Link:

@@ -17,6 +17,8 @@ from contextlib import contextmanager
 
 from pyroute2 import IPRoute
 
+from netplug.net import links
+
 CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
 _seen_from = threading.local()
@@ -114,6 +116,12 @@ def _own_handle() -> IPRoute:
     if ipr is None:
         ipr = _thread.own = IPRoute()
     return ipr
+
+
+def link_index(path: str, name: str) -> int | None:
+    """The index of link ``name`` inside the namespace at ``path``, or None (cheap)."""
+    with entered(path):
+        return links.index(name)
 
 
 def is_current(path: str) -> bool:

@@ -44,14 +44,14 @@ class DeferredTeardown(Teardown):
         self._lock = threading.Lock()
 
     def delete(self, cipr: IPRoute, netns_path: str, ifname: str) -> bool:
-        link = links.find(cipr, ifname)
-        if link is None:
+        index = netns.link_index(netns_path, ifname)
+        if index is None:
             return False
-        cipr.link("set", index=link.index, state="down")
+        cipr.link("set", index=index, state="down")
         # Opened now: the path may only resolve while the calling plugin lives.
         fd = netns.open_netns(netns_path)
         key = (netns_path, ifname)
-        future = self._pool.submit(_delete_in, fd, link.index)
+        future = self._pool.submit(_delete_in, fd, index)
         with self._lock:
             self._pending[key] = future
         future.add_done_callback(lambda done: self._forget(key, done))

@@ -10,7 +10,7 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from netplug.net import NetError, netns
-from netplug.net.links import EEXIST, Link, find, random_mac
+from netplug.net.links import EEXIST, Link, random_mac
 
 HOST_VETH_PREFIX = "np"
 
@@ -70,9 +70,9 @@ def create_pair(
             ipr.link("add", **request)
     finally:
         os.close(fd)
-    peer = find(cipr, ifname)
-    if peer is None:
+    peer_index = netns.link_index(netns_path, ifname)
+    if peer_index is None:
         raise NetError(f"interface {ifname} vanished from {netns_path} while being set up; retry")
-    cipr.link("set", index=peer.index, state="up")
+    cipr.link("set", index=peer_index, state="up")
     host = Link(0, host_name, "veth", host_mac, mtu, bridge_index, True)
-    return VethPair(host=host, container=peer)
+    return VethPair(host=host, container=Link(peer_index, ifname, "veth", peer_mac, mtu, 0, True))

@@ -133,7 +133,8 @@ def test_create_pair_failing_after_the_kernel_made_the_pair(
     """create_pair's own check ("vanished while being set up") fires after the link add."""
     conf = plain_host.conf(ipMasq=True)
     ctr = containers()
-    monkeypatch.setattr(veth, "find", lambda ipr, name: None)
+    # After the kernel made the pair, create_pair looks its peer up: make that fail.
+    monkeypatch.setattr(veth.netns, "link_index", lambda path, name: None)
 
     reply = add_in_process(host_netns, ctr, conf)
 

@@ -143,3 +143,13 @@ def test_records_use_the_documented_layout(store):
     assert record["names"] == ["web"]
     owner = keys.decode(store.get(keys.ip_key("blue", a.block, a.address.ip)).value)
     assert owner == {"host": "node-1", "containerID": "c1", "ifname": "eth0"}
+
+
+def test_a_remembered_block_taken_away_is_not_used(store):
+    ipam = IPAM(store, "node-1")
+    first = ipam.allocate("blue", [V4], "c1", "eth0").allocations[0]
+    store.delete(keys.block_key("blue", first.block))  # as 'hosts remove' would
+    store.put(keys.block_key("blue", first.block), keys.encode({"host": "node-2"}))
+    second = ipam.allocate("blue", [V4], "c2", "eth0").allocations[0]
+    assert second.block != first.block
+    assert ipam.host_blocks("blue", V4) == [second.block]
