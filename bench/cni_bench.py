@@ -49,6 +49,8 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
+# Set by use_venv(): the venv netplug is installed in, and the plugin as a runtime
+# finds it (a launcher written by 'netplugctl install', as users install it).
 VENV_BIN = REPO / ".venv" / "bin"
 NETPLUG = VENV_BIN / "netplug"
 NETPLUGD = VENV_BIN / "netplugd"
@@ -951,6 +953,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description="netplug vs the reference bridge + host-local CNI plugins (needs root; "
         "works only inside network namespaces it creates and removes).",
     )
+    parser.add_argument(
+        "--venv",
+        type=Path,
+        default=REPO / ".venv",
+        help="venv with netplug installed (default: %(default)s; "
+        "scripts/setup makes a regular, non-editable install there)",
+    )
     parser.add_argument("--samples", type=int, default=30, help="samples per side per scenario")
     parser.add_argument(
         "--only", action="append", choices=SCENARIOS, help="run only this scenario (repeatable)"
@@ -977,11 +986,35 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+def use_venv(venv: Path, plugin_dir: Path) -> None:
+    """Run netplug from ``venv``, its plugin installed into ``plugin_dir`` by netplugctl."""
+    global VENV_BIN, NETPLUG, NETPLUGD, PYTHON
+    VENV_BIN = venv / "bin"
+    NETPLUGD, PYTHON = VENV_BIN / "netplugd", VENV_BIN / "python"
+    subprocess.run(
+        [str(VENV_BIN / "netplugctl"), "install", "--no-conflist", "--bin-dir", str(plugin_dir)],
+        check=True,
+        capture_output=True,
+        env={"PATH": PATH_ENV},
+        timeout=60,
+    )
+    NETPLUG = plugin_dir / "netplug"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if os.geteuid() != 0:
         print("cni_bench: needs root (network namespaces)", file=sys.stderr)
         return 2
+    plugin_dir = Path(tempfile.mkdtemp(prefix="npb-plugins-"))
+    try:
+        use_venv(args.venv.resolve(), plugin_dir)
+        return _main(args)
+    finally:
+        shutil.rmtree(plugin_dir, ignore_errors=True)
+
+
+def _main(args: argparse.Namespace) -> int:
     for path in (NETPLUG, NETPLUGD, PYTHON, BRIDGE, CNI_DIR / "host-local"):
         if not path.exists():
             print(f"cni_bench: {path} is missing", file=sys.stderr)
