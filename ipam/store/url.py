@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .base import Store, StoreUnavailable
+from .base import Store
 
 DEFAULT_STORE_URL = "sqlite:///var/lib/netplug/netplug.db"
 ETCD_PORT = 2379
@@ -58,9 +58,15 @@ def open_store(url: str) -> Store:
         from .sqlite import SQLiteStore  # etcd users need not import sqlite3
 
         return SQLiteStore(parsed.path)
-    raise StoreUnavailable(
-        f"the etcd backend is not in this build yet, so store URL {url!r} cannot be "
-        "opened: use sqlite:///ABSOLUTE/PATH for now"
+    from .etcd import EtcdStore  # sqlite users need not import the etcd client
+
+    return EtcdStore(
+        parsed.endpoints,
+        url=url,
+        cacert=parsed.cacert,
+        cert=parsed.cert,
+        key=parsed.key,
+        tls=parsed.scheme == "etcds",
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from netplug.ipam.store.base import StoreUnavailable
+from netplug.ipam.store.etcd import EtcdStore
 from netplug.ipam.store.sqlite import SQLiteStore
 from netplug.ipam.store.url import DEFAULT_STORE_URL, StoreURL, open_store, parse_store_url
 
@@ -95,10 +96,19 @@ def test_open_store_returns_a_new_store_each_time(tmp_path) -> None:
         second.close()
 
 
-@pytest.mark.parametrize("url", ["etcd://127.0.0.1:2379", "etcds://h?cacert=/ca.pem"])
-def test_open_etcd_is_not_in_this_build(url: str) -> None:
-    with pytest.raises(StoreUnavailable, match="etcd backend is not in this build"):
-        open_store(url)
+def test_open_etcd_connects_lazily() -> None:
+    url = "etcd://127.0.0.1:1,[::1]:2"
+    store = open_store(url)  # nothing listens there: nothing is tried yet
+    try:
+        assert isinstance(store, EtcdStore)
+        assert store.url == url
+    finally:
+        store.close()
+
+
+def test_open_etcds_with_missing_tls_files(tmp_path) -> None:
+    with pytest.raises(StoreUnavailable, match="cacert="):
+        open_store(f"etcds://h?cacert={tmp_path}/missing.pem")
 
 
 def test_open_bad_url() -> None:

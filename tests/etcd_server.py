@@ -1,0 +1,253 @@
+"""A real etcd (Debian's ``etcd-server``, ``/usr/bin/etcd``) for tests, on loopback.
+
+    etcd = start_etcd(tmp_path)        # a one-member cluster, data in tmp_path/etcd
+    store = open_store(etcd.url)       # etcd://127.0.0.1:PORT
+    etcd.stop(); etcd.start()          # an outage: same ports, same data
+    etcd.stop()                        # always, in a finally
+
+Only the process started here is ever signalled (by its PID, through Popen).
+Outside CI a missing binary skips the test (``apt-get install etcd-server``);
+on CI (``CI=true``) it fails it.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import ctypes
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NoReturn
+
+ETCD = "/usr/bin/etcd"
+START_TIMEOUT = 15.0  # seconds until the member must answer /health
+
+
+def missing(message: str) -> NoReturn:
+    """Skip the test for want of a tool; on CI (``CI=true``) fail it instead."""
+    import pytest  # here: benchmarks use this module without pytest
+
+    if os.environ.get("CI") == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def etcd_binary() -> str:
+    """The etcd binary; skips the test (fails it on CI) when it is missing."""
+    found = ETCD if os.access(ETCD, os.X_OK) else shutil.which("etcd")
+    if not found:
+        missing("etcd is not installed: apt-get install etcd-server (or run scripts/setup --test)")
+    return found
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL it when the test process dies (PR_SET_PDEATHSIG),
+    so that a crashed test run leaves no etcd behind."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
+
+
+def free_port(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+@dataclass(frozen=True)
+class TLSFiles:
+    """PEM files for a TLS etcd: a CA, the server's pair, and a client's pair."""
+
+    cacert: Path
+    server_cert: Path
+    server_key: Path
+    cert: Path
+    key: Path
+
+
+def make_tls_files(directory: Path, host: str = "127.0.0.1") -> TLSFiles:
+    """A throw-away CA and, signed by it, a certificate for ``host`` (an IP address)
+    and one for a client, made with the ``openssl`` command (EC keys: fast)."""
+    openssl = shutil.which("openssl")
+    if not openssl:
+        missing("openssl is not installed: apt-get install openssl")
+    directory.mkdir(parents=True, exist_ok=True)
+    files = TLSFiles(
+        *(directory / n for n in ("ca.pem", "server.pem", "server.key", "client.pem", "client.key"))
+    )
+    ca_key = directory / "ca.key"
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"]
+
+    def run(*args: str | Path) -> None:
+        subprocess.run([openssl, *map(str, args)], check=True, capture_output=True, timeout=30)
+
+    run("req", "-x509", *ec, "-keyout", ca_key, "-out", files.cacert, "-subj", "/CN=test CA")
+    server_ext = f"subjectAltName=IP:{host}\nextendedKeyUsage=serverAuth,clientAuth\n"
+    for name, cert, key, ext in (
+        ("server", files.server_cert, files.server_key, server_ext),
+        ("client", files.cert, files.key, "extendedKeyUsage=clientAuth\n"),
+    ):
+        csr, extfile = directory / f"{name}.csr", directory / f"{name}.ext"
+        extfile.write_text(ext)
+        run("req", *ec, "-keyout", key, "-out", csr, "-subj", f"/CN={name}")
+        signed_by_ca = ("-CA", files.cacert, "-CAkey", ca_key, "-CAcreateserial")
+        run("x509", "-req", "-in", csr, *signed_by_ca, "-out", cert, "-extfile", extfile)
+    return files
+
+
+class EtcdProcess:
+    """One etcd member on ``host`` with its data in ``data_dir``; ``url`` is the store URL.
+    With ``tls``, clients must use TLS and present a certificate of its CA."""
+
+    def __init__(
+        self, data_dir: Path, host: str = "127.0.0.1", tls: TLSFiles | None = None
+    ) -> None:
+        self.binary = etcd_binary()
+        self.data_dir = data_dir
+        self.host = host
+        self.tls = tls
+        self.client_port = free_port(host)
+        self.peer_port = free_port(host)
+        self.log_path = data_dir.parent / f"{data_dir.name}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"{self.host}:{self.client_port}"
+
+    @property
+    def url(self) -> str:
+        if self.tls:
+            t = self.tls
+            return f"etcds://{self.endpoint}?cacert={t.cacert}&cert={t.cert}&key={t.key}"
+        return f"etcd://{self.endpoint}"
+
+    def start(self, timeout: float = START_TIMEOUT) -> None:
+        """Start (or restart, on the same ports and data) and wait until healthy."""
+        if self.proc is not None and self.proc.poll() is None:
+            return
+        client = f"{'https' if self.tls else 'http'}://{self.endpoint}"
+        peer = f"http://{self.host}:{self.peer_port}"
+        args = [
+            self.binary,
+            "--name=test",
+            f"--data-dir={self.data_dir}",
+            f"--listen-client-urls={client}",
+            f"--advertise-client-urls={client}",
+            f"--listen-peer-urls={peer}",
+            f"--initial-advertise-peer-urls={peer}",
+            f"--initial-cluster=test={peer}",
+            "--initial-cluster-state=new",
+            # Short raft timers: quick elections, and a minimum lease TTL of 1 s.
+            "--heartbeat-interval=20",
+            "--election-timeout=200",
+            "--logger=zap",
+            "--log-outputs=stderr",
+            "--log-level=warn",
+        ]
+        if self.tls:
+            args += [
+                f"--cert-file={self.tls.server_cert}",
+                f"--key-file={self.tls.server_key}",
+                f"--trusted-ca-file={self.tls.cacert}",
+                "--client-cert-auth",
+            ]
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                args,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+            )
+        deadline = time.monotonic() + timeout
+        while not self.healthy():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"etcd did not start; its log:\n{self.log_tail()}")
+            time.sleep(0.02)
+
+    def stop(self, kill: bool = False) -> None:
+        """Stop the process (SIGTERM, or SIGKILL with ``kill``); a no-op when stopped."""
+        proc, self.proc = self.proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        if kill:
+            proc.kill()
+        else:
+            proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+    def healthy(self) -> bool:
+        try:
+            return self.request("GET", "/health").get("health") == "true"
+        except (OSError, ValueError, http.client.HTTPException):
+            return False
+
+    def request(self, method: str, path: str, body: dict | None = None) -> dict:
+        """One JSON request to this member's gateway (for tests' own set-up)."""
+        if self.tls:
+            context = ssl.create_default_context(cafile=str(self.tls.cacert))
+            context.load_cert_chain(self.tls.cert, self.tls.key)
+            conn: http.client.HTTPConnection = http.client.HTTPSConnection(
+                self.host, self.client_port, timeout=2, context=context
+            )
+        else:
+            conn = http.client.HTTPConnection(self.host, self.client_port, timeout=2)
+        try:
+            payload = json.dumps(body).encode() if body is not None else None
+            conn.request(method, path, payload)
+            return json.loads(conn.getresponse().read())
+        finally:
+            conn.close()
+
+    def reset(self) -> None:
+        """Delete every key and revoke every lease: a clean key space, revisions go on."""
+        everything = base64.b64encode(b"\0").decode()
+        self.request("POST", "/v3/kv/deleterange", {"key": everything, "range_end": everything})
+        for lease in self.request("POST", "/v3/lease/leases", {}).get("leases", []):
+            self.request("POST", "/v3/lease/revoke", {"ID": lease["ID"]})
+
+    def compact(self, revision: int) -> None:
+        """Drop the history before ``revision`` (etcd keeps ``revision`` itself)."""
+        reply = self.request(
+            "POST", "/v3/kv/compaction", {"revision": str(revision), "physical": True}
+        )
+        if "error" in reply:
+            raise RuntimeError(f"compaction to {revision} failed: {reply}")
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+
+def start_etcd(tmpdir: Path | str, host: str = "127.0.0.1", tls: bool = False) -> EtcdProcess:
+    """A started one-member etcd on ``host`` (loopback) with its data under ``tmpdir``;
+    with ``tls``, on https with client certificates (``url`` carries the files)."""
+    base = Path(tmpdir)
+    base.mkdir(parents=True, exist_ok=True)
+    files = make_tls_files(base / "tls", host) if tls else None
+    for attempt in range(3):  # a free port can be taken between probing and binding
+        etcd = EtcdProcess(base / f"etcd-{attempt}", host, files)
+        try:
+            etcd.start()
+            return etcd
+        except RuntimeError:
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
