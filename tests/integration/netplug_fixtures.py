@@ -16,7 +16,7 @@ import pytest
 from netplug.lab.lab import Lab
 
 from netplug_env import NetplugHost
-from runtimes import make_netns, require_root
+from runtimes import make_netns, require_commands, require_root
 
 
 @pytest.fixture(params=["agent", "in-process"])
@@ -48,10 +48,13 @@ def containers() -> Iterator[Callable[[], str]]:
         yield lambda: stack.enter_context(make_netns("npt-ctr-"))
 
 
-@pytest.fixture(params=["sqlite"])
+@pytest.fixture(params=["sqlite", "etcd"])
 def lab(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Lab]:
-    """A netns-lab of its own (private namespace prefix and state dir), torn down after."""
+    """A netns-lab of its own (private namespace prefix and state dir), torn down after;
+    every test that uses it runs on the embedded store and on a real etcd."""
     require_root()
+    if request.param == "etcd":
+        require_commands("etcd", packages="etcd-server")
     lab = Lab(tmp_path / "lab", say=lambda text: None, prefix=f"npt-l{uuid.uuid4().hex[:6]}-")
     lab.store_kind = request.param
     try:
