@@ -43,7 +43,18 @@ def demo(state_dir: Path, store: str = "sqlite") -> int:
                     f"({(time.monotonic() - started) * 1000:.0f} ms)"
                 )
         failed = _ping_matrix(lab, containers, say)
-        report = run(str(BIN / "netplugctl"), "--store", lab.state.load()["store"], "blocks")
+        state = lab.state.load()
+        # From a lab host: etcd (with --store etcd) is only reachable inside the lab.
+        report = run(
+            "ip",
+            "netns",
+            "exec",
+            state["hosts"]["host1"]["netns"],
+            str(BIN / "netplugctl"),
+            "--store",
+            state["store"],
+            "blocks",
+        )
         print(report.stdout.decode())
         print(
             f"result: {len(containers) * (len(containers) - 1) - failed} of "
