@@ -205,6 +205,16 @@ async def _until_signalled() -> None:
     log.info("netplug-dns stopping")
 
 
+def event_loop_runner():
+    """uvloop's run when installed (about 4x the queries per second), else asyncio's."""
+    try:
+        import uvloop
+
+        return uvloop.run
+    except (ImportError, AttributeError):
+        return asyncio.run
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(
@@ -215,13 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     # Each series once, without a "_created" twin per label set: smaller scrapes.
     disable_created_metrics()
     try:
-        import uvloop
-
-        runner = uvloop.run
-    except (ImportError, AttributeError):
-        runner = asyncio.run
-    try:
-        return runner(run(args))
+        return event_loop_runner()(run(args))
     except (OSError, StoreError, ValueError) as e:
         log.error("netplug-dns: %s", e)
         return 1

@@ -28,7 +28,7 @@ from netplug.agent.overlay import Overlay, View
 from netplug.agent.plugin_server import PluginServer
 from netplug.agent.registration import DEFAULT_TTL, HostNameTaken, HostRegistration
 from netplug.dns.api import make_app
-from netplug.dns.main import arg_type, domain, host_port
+from netplug.dns.main import arg_type, domain, event_loop_runner, host_port
 from netplug.dns.metrics import Metrics
 from netplug.dns.writer import RegistryWriter
 from netplug.host import Host
@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        asyncio.run(run(args))
+        event_loop_runner()(run(args))  # uvloop: the DNS containers use is served here
     except StoreError as e:
         log.error("store %s is unusable: %s", args.store, e)
         return 1
