@@ -1,5 +1,6 @@
 """``netns-lab demo``: three hosts, two containers on each, every container pings
-every other across the VXLAN overlay, a short report, then everything goes.
+every other across the VXLAN overlay, each looks the next one up by name
+through its host's DNS, a short report, then everything goes.
 
 The store is the embedded SQLite file: nothing to set up.
 """
@@ -43,6 +44,7 @@ def demo(state_dir: Path, store: str = "sqlite") -> int:
                     f"({(time.monotonic() - started) * 1000:.0f} ms)"
                 )
         failed = _ping_matrix(lab, containers, say)
+        failed += _lookups(lab, containers, say)
         state = lab.state.load()
         # From a lab host: etcd (with --store etcd) is only reachable inside the lab.
         report = run(
@@ -97,3 +99,33 @@ def _ping_matrix(lab: Lab, containers: dict[str, str], say: Progress) -> int:
             say(f"ping {src} -> {dst} ({containers[dst]}): no answer")
     say(f"ping matrix: {sum(answered)}/{len(pairs)} answered")
     return answered.count(False)
+
+
+def _lookups(lab: Lab, containers: dict[str, str], say: Progress) -> int:
+    """Each container asks its host's netplugd (its gateway) for the next container's
+    name, which lives on another host; returns how many got no or a wrong answer."""
+    names = list(containers)
+    wrong = 0
+    for src, dst in zip(names, names[1:] + names[:1], strict=True):
+        server = containers[src].rsplit(".", 1)[0] + ".1"
+        done = run(
+            "ip",
+            "netns",
+            "exec",
+            lab.container_netns(src),
+            "dig",
+            "+short",
+            "+tries=2",
+            "+time=1",
+            f"@{server}",
+            f"{dst}.lab.netplug.internal",
+            check=False,
+        )
+        answer = done.stdout.decode().strip()
+        ok = answer == containers[dst]
+        wrong += not ok
+        say(
+            f"{src} asks for {dst}.lab.netplug.internal: {answer or 'no answer'}"
+            + ("" if ok else f" (expected {containers[dst]})")
+        )
+    return wrong
