@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from multiprocessing.context import BaseContext
 
 from netplug.ipam.store.base import Compare, Event, Put, Store
 
@@ -36,3 +37,20 @@ KEYS = [f"alloc/{i}" for i in range(500)]
 def claim_all(store: Store, owner: str, keys: list[str]) -> int:
     """Create-if-absent every key; how many this caller created."""
     return sum(store.txn([Compare.absent(k)], [Put(k, owner.encode())]).succeeded for k in keys)
+
+
+def results_of_children(
+    ctx: BaseContext, target: Callable[..., None], arguments: Sequence[tuple], results
+) -> list:
+    """Start one process of ``target`` per argument tuple, each putting one value on
+    ``results``; those values, after every child is joined (killed if stuck)."""
+    procs = [ctx.Process(target=target, args=args) for args in arguments]
+    for p in procs:
+        p.start()
+    try:
+        return [results.get(timeout=30) for _ in procs]
+    finally:
+        for p in procs:
+            p.join(timeout=5)
+            if p.is_alive():
+                p.kill()

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from etcd_server import EtcdProcess, start_etcd
-from store_testing import KEYS, claim_all, collect, summary
+from store_testing import KEYS, claim_all, collect, results_of_children, summary
 
 from netplug.ipam.store.base import Compacted, Compare, Delete, Put, StoreUnavailable
 from netplug.ipam.store.etcd import EtcdStore
@@ -331,16 +331,8 @@ def test_forked_children_do_not_share_the_parents_connection(direct) -> None:
     direct.status()  # the children inherit this thread's open connection
     ctx = multiprocessing.get_context("fork")
     results = ctx.Queue()
-    procs = [ctx.Process(target=claim_in_child, args=(direct, i, results)) for i in range(4)]
-    for p in procs:
-        p.start()
-    try:
-        created = [results.get(timeout=30) for _ in procs]
-    finally:
-        for p in procs:
-            p.join(timeout=5)
-            if p.is_alive():
-                p.kill()
+    arguments = [(direct, i, results) for i in range(4)]
+    created = results_of_children(ctx, claim_in_child, arguments, results)
     assert sum(created) == 100
     assert direct.put("after", b"1") > 0  # the parent's connection still works
     assert len(direct.range("alloc/", prefix=True).kvs) == 100

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from store_testing import KEYS, claim_all, collect, summary, wait_until
+from store_testing import KEYS, claim_all, collect, results_of_children, summary, wait_until
 
 from netplug.ipam.store import sqlite as sqlite_module
 from netplug.ipam.store.base import Compacted, Compare, Put, StoreUnavailable
@@ -103,18 +103,8 @@ def test_sixteen_processes_create_each_key_exactly_once(store) -> None:
     store.status()  # children inherit an open connection: they must not use it
     ctx = multiprocessing.get_context("fork")
     barrier, results = ctx.Barrier(16), ctx.Queue()
-    procs = [
-        ctx.Process(target=claim_in_child, args=(store, i, barrier, results)) for i in range(16)
-    ]
-    for p in procs:
-        p.start()
-    try:
-        created = [results.get(timeout=30) for _ in procs]
-    finally:
-        for p in procs:
-            p.join(timeout=5)
-            if p.is_alive():
-                p.kill()
+    arguments = [(store, i, barrier, results) for i in range(16)]
+    created = results_of_children(ctx, claim_in_child, arguments, results)
     assert sum(created) == 500
     kvs = store.range("alloc/", prefix=True).kvs
     assert len(kvs) == 500
