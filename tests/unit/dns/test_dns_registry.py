@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from ipaddress import ip_address, ip_network
 
 from dns_testing import attachment, block, registration
@@ -35,7 +36,8 @@ def test_build_indexes() -> None:
     assert snap.ptr[ip_address("10.244.1.5")] == ("web.blue", "web2.blue")
     assert snap.ptr[ip_address("10.1.2.3")] == ("api",)
     assert snap.blocks == (ip_network("10.244.1.0/24"),)
-    assert {"blue", "_tcp.api", "api", "web.blue"} <= snap.names
+    assert {"blue", "_tcp.api", "api", "web.blue"} <= snap.names.keys()
+    assert snap.names["blue"] == 2  # web.blue and web2.blue
     assert snap.size == 3
     assert len(snap.sources) == 4
 
@@ -92,6 +94,78 @@ def test_apply_replaces_a_record() -> None:
     assert again.nodes["api"].addresses == _ips("10.1.2.4") and again.nodes["api"].ttl is None
     broken = snap.apply([Event("put", KeyValue("/netplug/dns/api", b"{", 9, 9, 2))])
     assert "api" not in broken.nodes  # an unreadable update removes the old record
+
+
+# The random registry: names shared across networks and with API names, addresses
+# shared between owners, blocks repeated across networks, records that do not parse.
+NETWORKS = ("blue", "Red")
+NAMES = ("web", "Web", "db", "bad_name")
+ADDRESSES = ("10.244.1.5", "10.244.1.6", "fd00::5")
+API_NAMES = ("api", "db.prod", "web.blue", "prod")
+CIDRS = ("10.244.1.0/24", "10.244.2.0/24", "not-a-cidr")
+
+
+def _random_record(rng: random.Random) -> KeyValue:
+    kind = rng.choice(("container", "api", "block", "unreadable"))
+    if kind == "block":
+        return block(rng.choice(NETWORKS), rng.choice(CIDRS))
+    if kind == "api":
+        srv = [{"service": rng.choice(("_http._tcp", "_dns._udp")), "port": rng.choice((53, 80))}]
+        body = {
+            "addresses": rng.sample(ADDRESSES, rng.randint(0, 2)),
+            "srv": srv * rng.randint(0, 1),
+        }
+        if rng.random() < 0.6:
+            body["ttl"] = rng.randint(1, 60)
+        return registration(rng.choice(API_NAMES), body)
+    kv = attachment(
+        rng.choice(NETWORKS),
+        rng.choice(("h1", "h2")),
+        rng.choice(("c1", "c2", "c3")),
+        rng.sample(NAMES, rng.randint(1, 3)),
+        rng.sample(ADDRESSES, rng.randint(0, 2)),  # none: a node with no addresses
+    )
+    return kv if kind == "container" else KeyValue(kv.key, b"{", 1, 1, 1)
+
+
+def _tables(snap: Snapshot) -> dict:
+    return {
+        "revision": snap.revision,
+        "sources": dict(snap.sources),
+        "nodes": dict(snap.nodes),
+        "names": dict(snap.names),
+        "ptr": dict(snap.ptr),
+        "blocks": snap.blocks,
+    }
+
+
+def test_apply_matches_a_full_build_of_the_same_records() -> None:
+    rng = random.Random(1729)
+    store: dict[str, KeyValue] = {}
+    snap = Snapshot.build([], 0)
+    seen = []  # (snapshot, its tables when it was made)
+    for rev in range(1, 400):
+        batch = []
+        for _ in range(rng.randint(1, 3)):
+            if store and rng.random() < 0.3:
+                key = rng.choice([*store, "/netplug/dns/never"])
+                store.pop(key, None)
+                batch.append(_delete(key, rev))
+            else:
+                kv = _random_record(rng)
+                store[kv.key] = kv
+                batch.append(_put(kv, rev))
+        snap = snap.apply(batch)
+        want = _tables(Snapshot.build(store.values(), rev))
+        assert _tables(snap) == want, f"batch {rev}: {batch}"
+        seen.append((snap, want))
+    assert all(_tables(old) == tables for old, tables in seen)  # apply left them all alone
+    # The run met the cases that matter: shared addresses, nodes with no address, two blocks.
+    nodes = [node for old, _ in seen for node in old.nodes.values()]
+    assert any(len(owners) > 2 for old, _ in seen for owners in old.ptr.values())
+    assert any(not n.addresses and n.srv for n in nodes) and any(not n.srv for n in nodes)
+    assert any(not n.addresses and not n.srv for n in nodes) and any(n.ttl for n in nodes)
+    assert max(len(old.blocks) for old, _ in seen) == 2
 
 
 def test_listing() -> None:
