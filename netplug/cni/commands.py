@@ -17,6 +17,7 @@ from ipaddress import IPv4Network, IPv6Network, ip_interface, ip_network
 from typing import TypeVar
 
 from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
 
 from netplug.cni import errors
 from netplug.cni.attachment import allocate, pools
@@ -32,6 +33,7 @@ from netplug.ipam.store.base import StoreUnavailable
 from netplug.locks import network_lock
 from netplug.net import addresses, bridge, links, masq, netns, sysctl, veth, vxlan
 from netplug.net.mtu import overlay_mtu
+from netplug.net.rtnl import Rtnl
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -78,7 +80,12 @@ def _container_netns(command: Callable[[Request, Host], T]) -> Callable[[Request
 def cmd_add(req: Request, host: Host) -> Result:
     """Attach the container; raises CNIError, leaving nothing behind on failure."""
     conf = req.conf
-    with netns.handle(req.netns) as cipr, netns.handle() as ipr, ExitStack() as undo:
+    with (
+        netns.channel(req.netns) as crt,
+        netns.channel() as rt,
+        netns.handle() as ipr,
+        ExitStack() as undo,
+    ):
         host.teardown.settle(req.netns, req.ifname)  # a DEL of this very interface
         _require_new_interface(req)
         _settle_pending_releases(conf, host)
@@ -104,9 +111,9 @@ def cmd_add(req: Request, host: Host) -> Result:
         _ensure_overlay(ipr, conf, host, br.mtu, attachment)
         host_end = veth.host_veth_name(req.container_id, req.ifname)
         # Undo registered first: create_pair can fail after the kernel made the pair.
-        undo.callback(_quietly, "delete veth", links.delete, ipr, host_end)
-        pair = veth.create_pair(ipr, cipr, req.netns, host_end, req.ifname, br.mtu, br.index)
-        _configure_container(cipr, pair.container.index, attachment.allocations)
+        undo.callback(_quietly, "delete veth", links.delete, rt, host_end)
+        pair = veth.create_pair(rt, crt, req.netns, host_end, req.ifname, br.mtu, br.index)
+        _configure_container(crt, pair.container.index, attachment.allocations)
         if conf.ip_masq:
             _ensure_masq(conf, host)
         undo.pop_all()
@@ -155,11 +162,18 @@ def _require_new_interface(req: Request) -> None:
         )
 
 
-def _configure_container(cipr: IPRoute, index: int, allocations: tuple[Allocation, ...]) -> None:
+def _configure_container(crt: Rtnl, index: int, allocations: tuple[Allocation, ...]) -> None:
+    """Addresses, then default routes (a route needs its gateway's subnet on the
+    link). A default route already there - another interface's - is kept."""
     for allocation in allocations:
-        addresses.add_address(cipr, index, allocation.address)
+        flags = addresses.IFA_F_NODAD if allocation.address.version == 6 else 0
+        crt.add_address(index, allocation.address, flags)
     for allocation in allocations:
-        addresses.add_route(cipr, str(_default_route(allocation)), str(allocation.gateway), index)
+        try:
+            crt.add_route(_default_route(allocation), str(allocation.gateway), index)
+        except NetlinkError as e:
+            if e.code != links.EEXIST:
+                raise
 
 
 def _result(
@@ -232,16 +246,16 @@ def _delete_container_end(req: Request, host: Host) -> bool:
     if not req.netns:
         return False
     try:
-        with netns.handle(req.netns) as cipr:
-            return host.teardown.delete(cipr, req.netns, req.ifname)
+        with netns.channel(req.netns) as crt:
+            return host.teardown.delete(crt, req.netns, req.ifname)
     except (netns.NetnsNotFound, OSError) as e:
         log.info("container namespace %s is gone (%s): nothing to delete there", req.netns, e)
         return False
 
 
 def _delete_host_end(req: Request) -> None:
-    with netns.handle() as ipr:
-        links.delete(ipr, veth.host_veth_name(req.container_id, req.ifname))
+    with netns.channel() as rt:
+        links.delete(rt, veth.host_veth_name(req.container_id, req.ifname))
 
 
 def _ensure_masq(conf: NetConf, host: Host) -> None:
@@ -348,7 +362,7 @@ def cmd_gc(req: Request, host: Host) -> None:
 
 def _delete_stale_veths(conf: NetConf, valid: set[tuple[str, str]]) -> None:
     keep = {veth.host_veth_name(cid, ifname) for cid, ifname in valid}
-    with netns.handle() as ipr:
+    with netns.handle() as ipr, netns.channel() as rt:
         br = links.find(ipr, conf.bridge)
         if br is None:
             return
@@ -359,7 +373,7 @@ def _delete_stale_veths(conf: NetConf, valid: set[tuple[str, str]]) -> None:
                 and link.name not in keep
             ):
                 log.info("GC: deleting stale veth %s", link.name)
-                links.delete(ipr, link.name)
+                links.delete(rt, link.name)
 
 
 COMMANDS = {"ADD": cmd_add, "DEL": cmd_del, "CHECK": cmd_check, "GC": cmd_gc, "STATUS": cmd_status}

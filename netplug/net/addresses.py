@@ -52,22 +52,6 @@ def addresses(ipr: IPRoute, index: int) -> set[Interface]:
     return found
 
 
-def add_route(
-    ipr: IPRoute, dst: str, gateway: str | None, index: int, *, onlink: bool = False
-) -> None:
-    """Add a route; an identical one already present is fine."""
-    kwargs: dict = {"dst": dst, "oif": index}
-    if gateway:
-        kwargs["gateway"] = gateway
-    if onlink:
-        kwargs["flags"] = ["onlink"]
-    try:
-        ipr.route("add", **kwargs)
-    except NetlinkError as e:
-        if e.code != EEXIST:
-            raise
-
-
 def routes_via(ipr: IPRoute, index: int) -> Iterable[tuple[str, str | None]]:
     """(destination CIDR, gateway) of the main-table routes out of link ``index``."""
     for family, default in ((socket.AF_INET, "0.0.0.0/0"), (socket.AF_INET6, "::/0")):

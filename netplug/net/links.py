@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
+from netplug.net.rtnl import Rtnl
+
 EEXIST = errno.EEXIST
 ENODEV = errno.ENODEV
 
@@ -72,10 +74,10 @@ def all_links(ipr: IPRoute) -> list[Link]:
     return [_link_of(msg) for msg in ipr.get_links()]
 
 
-def delete(ipr: IPRoute, name: str) -> bool:
+def delete(rt: Rtnl, name: str) -> bool:
     """Delete the link called ``name``; False when it was already gone (idempotent)."""
     try:
-        ipr.link("del", ifname=name)
+        rt.delete_link(name=name)
     except NetlinkError as e:
         if e.code == ENODEV:
             return False

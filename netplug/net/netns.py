@@ -12,17 +12,26 @@ from __future__ import annotations
 import ctypes
 import os
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from typing import Protocol, TypeVar
 
 from pyroute2 import IPRoute
 
 from netplug.net import links
+from netplug.net.rtnl import Rtnl
 
 CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
 _seen_from = threading.local()
-_thread = threading.local()  # per thread: its own-namespace handle, and how deep in entered()
+_thread = threading.local()  # per thread: its own-namespace sockets, and how deep in entered()
+
+
+class _Closable(Protocol):
+    def close(self) -> None: ...
+
+
+S = TypeVar("S", bound=_Closable)
 
 
 class NetnsNotFound(Exception):
@@ -89,37 +98,46 @@ def entered(where: str | int) -> Iterator[None]:
             os.close(target)
 
 
-@contextmanager
-def handle(path: str | None = None) -> Iterator[IPRoute]:
-    """An IPRoute bound to the namespace at ``path`` (None: this thread's own).
+def handle(path: str | None = None) -> AbstractContextManager[IPRoute]:
+    """pyroute2's IPRoute bound to the namespace at ``path`` (None: this thread's
+    own): for dumps and the shared devices, off the per-container hot path."""
+    return _bound(path, IPRoute, "own_iproute")
 
-    The handle for a thread's own namespace is kept for the thread's life:
-    opening one costs about as much as a netlink request, and the agent's
-    worker threads make several per call.
+
+def channel(path: str | int | None = None) -> AbstractContextManager[Rtnl]:
+    """A lean rtnetlink channel (``rtnl.Rtnl``) in the namespace at ``path`` (or
+    open as fd ``path``; None: this thread's own): the ADD and DEL hot path."""
+    return _bound(path, Rtnl, "own_rtnl")
+
+
+@contextmanager
+def _bound(path: str | int | None, factory: Callable[[], S], cached_as: str) -> Iterator[S]:
+    """A socket made by ``factory`` inside the namespace at ``path``, closed after
+    the body. The one for a thread's own namespace is kept for the thread's
+    life: opening one costs as much as a request, and the agent's worker
+    threads make several per call.
     """
     if path is None and not getattr(_thread, "away", 0):
-        yield _own_handle()
+        sock = getattr(_thread, cached_as, None)
+        if sock is None:
+            sock = factory()
+            setattr(_thread, cached_as, sock)
+        yield sock
         return
     if path is None:
-        ipr = IPRoute()
+        sock = factory()
     else:
         with entered(path):
-            ipr = IPRoute()
+            sock = factory()
     try:
-        yield ipr
+        yield sock
     finally:
-        ipr.close()
+        sock.close()
 
 
-def _own_handle() -> IPRoute:
-    ipr = getattr(_thread, "own", None)
-    if ipr is None:
-        ipr = _thread.own = IPRoute()
-    return ipr
-
-
-def link_index(path: str, name: str) -> int | None:
-    """The index of link ``name`` inside the namespace at ``path``, or None (cheap)."""
+def link_index(path: str | int, name: str) -> int | None:
+    """The index of link ``name`` inside the namespace at ``path`` (or open as fd
+    ``path``), or None (cheap)."""
     with entered(path):
         return links.index(name)
 

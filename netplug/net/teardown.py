@@ -16,9 +16,8 @@ import os
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from pyroute2 import IPRoute
-
 from netplug.net import links, netns
+from netplug.net.rtnl import Rtnl
 
 log = logging.getLogger(__name__)
 
@@ -26,9 +25,10 @@ SETTLE_TIMEOUT = 10.0
 
 
 class Teardown:
-    def delete(self, cipr: IPRoute, netns_path: str, ifname: str) -> bool:
-        """Delete ``ifname`` (and so its veth peer); whether there was one."""
-        return links.delete(cipr, ifname)
+    def delete(self, crt: Rtnl, netns_path: str, ifname: str) -> bool:
+        """Delete ``ifname`` (and so its veth peer); whether there was one.
+        ``crt`` is a channel in the namespace at ``netns_path``."""
+        return links.delete(crt, ifname)
 
     def settle(self, netns_path: str, ifname: str) -> None:
         """Return once no deletion of ``ifname`` in ``netns_path`` is under way."""
@@ -43,11 +43,11 @@ class DeferredTeardown(Teardown):
         self._pending: dict[tuple[str, str], Future] = {}
         self._lock = threading.Lock()
 
-    def delete(self, cipr: IPRoute, netns_path: str, ifname: str) -> bool:
+    def delete(self, crt: Rtnl, netns_path: str, ifname: str) -> bool:
         index = netns.link_index(netns_path, ifname)
         if index is None:
             return False
-        cipr.link("set", index=index, state="down")
+        crt.set_up(index, False)
         # Opened now: the path may only resolve while the calling plugin lives.
         fd = netns.open_netns(netns_path)
         key = (netns_path, ifname)
@@ -74,8 +74,8 @@ class DeferredTeardown(Teardown):
 
 def _delete_in(fd: int, index: int) -> None:
     try:
-        with netns.entered(fd), netns.handle() as cipr:
-            cipr.link("del", index=index)
+        with netns.channel(fd) as crt:
+            crt.delete_link(index)
     except Exception as e:  # the namespace may have gone first: nothing is left then
         log.debug("deferred delete of link %d: %s", index, e)
     finally:
