@@ -10,6 +10,7 @@ functions of ``blocks`` and ``allocator``; this module only reads and writes.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Interface, IPv6Interface, ip_address, ip_interface, ip_network
@@ -109,6 +110,12 @@ class IPAM:
         self.store = store
         self.host = host
         self._hint: dict[tuple[str, int], Network] = {}
+        # The addresses in use in each block as this IPAM last saw them, so that
+        # a long-lived agent does not read a block's every address (up to 253
+        # keys) on each ADD. Stale is safe: a claim compares each address
+        # absent, and a failed claim or a block that looks full reads afresh.
+        self._used_seen: dict[tuple[str, Network], frozenset[Address]] = {}
+        self._used_lock = threading.Lock()
 
     # -- allocation ---------------------------------------------------------
 
@@ -138,8 +145,9 @@ class IPAM:
                 network, self.host, container_id, ifname, picks, tuple(names), netns
             )
             if self._claim(attachment):
+                self._note_used(network, attachment.allocations, True)
                 return attachment
-            self._hint.clear()  # read the blocks afresh on the next attempt
+            self._forget_seen()  # read the blocks afresh on the next attempt
             existing = self.lookup(network, container_id, ifname)
             if existing is not None:
                 return existing
@@ -172,6 +180,20 @@ class IPAM:
         wanted = [a for a in static if a.version == pool.subnet.version]
         if wanted:
             return self._pick_static(network, pool, wanted[0])
+        found = self._pick_in_held_blocks(network, pool, ident)
+        if found is None and self._used_seen:
+            self._forget_seen()  # full as last seen; before leasing a block, look again
+            found = self._pick_in_held_blocks(network, pool, ident)
+        if found is not None:
+            return found
+        block = self._lease_new_block(network, pool)
+        address = next(candidates(block, set(), ident), None)
+        if address is None:
+            raise PoolExhausted(f"block {block} of {network} holds no container address")
+        self._hint[network, block.version] = block
+        return _allocation(address, block)
+
+    def _pick_in_held_blocks(self, network: str, pool: Pool, ident: str) -> Allocation | None:
         hint = self._hint.get((network, pool.subnet.version))
         if hint is not None:  # the block that last had room: no need to list the others
             found = next(candidates(hint, self._used(network, hint), ident), None)
@@ -184,12 +206,7 @@ class IPAM:
             if found is not None:
                 self._hint[network, block.version] = block
                 return _allocation(found, block)
-        block = self._lease_new_block(network, pool)
-        found = next(candidates(block, set(), ident), None)
-        if found is None:
-            raise PoolExhausted(f"block {block} of {network} holds no container address")
-        self._hint[network, block.version] = block
-        return _allocation(found, block)
+        return None
 
     def _pick_static(self, network: str, pool: Pool, address: Address) -> Allocation:
         block = block_of(pool.subnet, pool.block_prefix, address)
@@ -256,11 +273,32 @@ class IPAM:
                 return block
         raise Contention(f"could not lease a block of {pool.subnet} after {MAX_ATTEMPTS} attempts")
 
-    def _used(self, network: str, block: Network) -> set[Address]:
+    def _used(self, network: str, block: Network) -> frozenset[Address]:
+        seen = self._used_seen.get((network, block))
+        if seen is None:
+            seen = self._read_used(network, block)
+            self._used_seen[network, block] = seen
+        return seen
+
+    def _read_used(self, network: str, block: Network) -> frozenset[Address]:
         prefix = keys.block_ips_prefix(network, block)
-        return {
-            ip_address(kv.key[len(prefix) :]) for kv in self.store.range(prefix, prefix=True).kvs
-        }
+        kvs = self.store.range(prefix, prefix=True).kvs
+        return frozenset(ip_address(kv.key[len(prefix) :]) for kv in kvs)
+
+    def _note_used(self, network: str, allocations: Sequence[Allocation], used: bool) -> None:
+        """Keep what this IPAM has seen of the blocks in step with its own claims
+        and releases (the agent's worker threads share it, hence the lock)."""
+        with self._used_lock:
+            for a in allocations:
+                seen = self._used_seen.get((network, a.block))
+                if seen is not None:
+                    change = frozenset((a.address.ip,))
+                    self._used_seen[network, a.block] = seen | change if used else seen - change
+
+    def _forget_seen(self) -> None:
+        with self._used_lock:
+            self._hint.clear()
+            self._used_seen.clear()
 
     @staticmethod
     def _ip_key(network: str, allocation: Allocation) -> str:
@@ -289,6 +327,7 @@ class IPAM:
                 *(Delete(self._ip_key(network, a)) for a in attachment.allocations),
             ]
             if self.store.txn([Compare.unchanged(kv)], deletes).succeeded:
+                self._note_used(network, attachment.allocations, False)
                 return attachment
         raise Contention(f"could not release {container_id}/{ifname} after {MAX_ATTEMPTS} attempts")
 
@@ -301,7 +340,9 @@ class IPAM:
         """Whether an ADD could get an address of ``pool`` now (STATUS)."""
         blocks = self._blocks(network, pool)
         for block, host in blocks.items():
-            if host == self.host and next(candidates(block, self._used(network, block), ""), None):
+            if host != self.host:
+                continue
+            if next(candidates(block, self._read_used(network, block), ""), None):
                 return True
         return choose_free_block(pool.subnet, pool.block_prefix, set(blocks), self.host) is not None
 

@@ -9,11 +9,12 @@ retries. The hash also makes an attachment's address stable across retries.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from collections.abc import Set as AbstractSet
 
 from netplug.ipam.blocks import FIRST_USABLE, Address, Network, last_usable, spread_start
 
 
-def candidates(block: Network, used: set[Address], key: str) -> Iterator[Address]:
+def candidates(block: Network, used: AbstractSet[Address], key: str) -> Iterator[Address]:
     """Every free container address of ``block``, starting at ``key``'s hashed slot."""
     low, high = FIRST_USABLE, last_usable(block)
     span = high - low + 1

@@ -153,3 +153,39 @@ def test_a_remembered_block_taken_away_is_not_used(store):
     second = ipam.allocate("blue", [V4], "c2", "eth0").allocations[0]
     assert second.block != first.block
     assert ipam.host_blocks("blue", V4) == [second.block]
+
+
+# A long-lived IPAM (the agent's) remembers which addresses its blocks use; another
+# process on the same host (the plugin's in-process fallback, netplug-ipam) may
+# allocate or release behind its back. Neither may cost a duplicate or a block.
+
+TINY = Pool(ip_network("10.9.0.0/24"), 29)  # 5 container addresses per block
+
+
+def test_addresses_taken_behind_a_warm_ipams_back_are_not_handed_out_again(store):
+    agent, other = IPAM(store, "node-1"), IPAM(store, "node-1")
+    agent.allocate("tiny", [TINY], "c0", "eth0")  # the agent has now seen the block
+    taken = {other.allocate("tiny", [TINY], f"o{i}", "eth0") for i in range(3)}
+    mine = [agent.allocate("tiny", [TINY], f"c{i}", "eth0") for i in range(1, 5)]
+    addresses = [a.allocations[0].address for a in [*taken, *mine]]
+    assert len(set(addresses)) == len(addresses) == 7
+
+
+def test_addresses_freed_behind_a_warm_ipams_back_are_used_before_a_new_block(store):
+    agent, other = IPAM(store, "node-1"), IPAM(store, "node-1")
+    for i in range(5):  # the block is full, as the agent sees it
+        agent.allocate("tiny", [TINY], f"c{i}", "eth0")
+    freed = other.release("tiny", "c3", "eth0")
+    again = agent.allocate("tiny", [TINY], "c-new", "eth0")
+    assert again.allocations[0].address == freed.allocations[0].address
+    assert len(agent.host_blocks("tiny", TINY)) == 1
+
+
+def test_a_warm_ipam_reuses_what_it_released_itself(store):
+    ipam = IPAM(store, "node-1")
+    for i in range(5):
+        ipam.allocate("tiny", [TINY], f"c{i}", "eth0")
+    freed = ipam.release("tiny", "c2", "eth0")
+    again = ipam.allocate("tiny", [TINY], "c-new", "eth0")
+    assert again.allocations[0].address == freed.allocations[0].address
+    assert len(ipam.host_blocks("tiny", TINY)) == 1
