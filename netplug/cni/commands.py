@@ -40,8 +40,9 @@ T = TypeVar("T")
 
 # netplug's own error codes (the spec leaves 100+ to plugins).
 INTERFACE_EXISTS = 102
-# How long the agent trusts its look at the underlay (interface and VTEP address).
-UNDERLAY_TTL = 30.0
+# How long the agent trusts what it last saw of the host: the underlay (interface
+# and VTEP address) and the forwarding sysctls.
+SEEN_TTL = 30.0
 CHECK_FAILED = 103
 
 
@@ -107,7 +108,10 @@ def cmd_add(req: Request, host: Host) -> Result:
             known=host.addresses_ensured,
             known_links=host.links_seen,
         )
-        sysctl.enable_forwarding(ipv6=conf.subnet6 is not None)
+        ipv6 = conf.subnet6 is not None
+        # Reading a sysctl costs more as a namespace's interfaces grow (the kernel
+        # compares names along the way): an agent looks once per SEEN_TTL.
+        host.remembered(("forwarding", ipv6), SEEN_TTL, lambda: sysctl.enable_forwarding(ipv6))
         _ensure_overlay(ipr, conf, host, br.mtu, attachment)
         host_end = veth.host_veth_name(req.container_id, req.ifname)
         # Undo registered first: create_pair can fail after the kernel made the pair.
@@ -128,7 +132,7 @@ def _ensure_overlay(
     single host and needs neither."""
     under = host.remembered(
         ("underlay", conf.vxlan.device),
-        UNDERLAY_TTL,
+        SEEN_TTL,
         lambda: vxlan.underlay(ipr, conf.vxlan.device),
     )
     if under is None:
