@@ -901,23 +901,25 @@ def scenario_startup(b: Bench, samples: int) -> list[Row]:
 
 
 def scenario_profile(b: Bench, samples: int) -> None:
-    """cProfile of netplug's handle() in a thread inside a host namespace (the agent's work)."""
+    """cProfile of netplug's handle() as the agent runs it: in a worker thread that
+    lives in the host namespace (so its own-namespace sockets are kept), with a
+    warm Host and the deferred teardown."""
     import cProfile
     import io
     import pstats
 
     from netplug.cni.handler import handle
     from netplug.host import Host
-    from netplug.net import netns
+    from netplug.net.teardown import DeferredTeardown
 
     side = b.side("netplug profile", "netplug")
-    host = Host.open(HOST_NAME, side.store)
+    host = Host.open(HOST_NAME, side.store, DeferredTeardown())
     profile = cProfile.Profile()
     ctrs = b.ns.containers(samples + WARMUP_CALLS)
     errors: list[str] = []
 
     def work() -> None:
-        with netns.entered(f"/run/netns/{side.netns}"):
+        with b.switch.inside(side.fd):
             for i, ctr in enumerate(ctrs):
                 for op in ("ADD", "DEL"):
                     if i >= WARMUP_CALLS:
