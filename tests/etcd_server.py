@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
+import processes
+
 ETCD = "/usr/bin/etcd"
 START_TIMEOUT = 15.0  # seconds until the member must answer /health
 
@@ -179,17 +181,8 @@ class EtcdProcess:
     def stop(self, kill: bool = False) -> None:
         """Stop the process (SIGTERM, or SIGKILL with ``kill``); a no-op when stopped."""
         proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        if kill:
-            proc.kill()
-        else:
-            proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        if proc is not None:
+            processes.stop(proc, kill)
 
     def healthy(self) -> bool:
         try:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import processes
 from runtimes import netns_path, run
 
 BIN = Path(sys.executable).parent
@@ -181,12 +182,7 @@ class NetplugHost:
             _wait_for_line(log, "serving host", proc, AGENT_START_TIMEOUT)
             yield proc
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
+            processes.stop(proc)
 
     def agent_log(self) -> str:
         path = self.workdir / "netplugd.log"

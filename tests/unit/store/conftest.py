@@ -3,18 +3,16 @@ in ``tmp_path``; a real etcd, one per session, emptied before each test)."""
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # tests/: etcd_server
-from etcd_server import EtcdProcess, start_etcd
-
 from netplug.ipam.store.base import Store
 from netplug.ipam.store.sqlite import SQLiteStore
 from netplug.ipam.store.url import open_store
+
+from etcd_server import EtcdProcess, start_etcd
 
 # Shortest lease TTL each backend honours: etcd counts whole seconds.
 SHORT_TTL = {"sqlite": 0.3, "etcd": 1.0}

@@ -13,12 +13,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from etcd_server import EtcdProcess, start_etcd
 from store_testing import KEYS, claim_all, collect, results_of_children, summary
 
 from netplug.ipam.store.base import Compacted, Compare, Delete, Put, StoreUnavailable
 from netplug.ipam.store.etcd import EtcdStore
 from netplug.ipam.store.url import open_store
+
+from etcd_server import EtcdProcess, start_etcd
 
 LOOPBACK = "127.0.0.1"
 
