@@ -22,7 +22,7 @@ from ipaddress import ip_address
 from aiohttp import web
 from prometheus_client import disable_created_metrics
 
-from netplug.cni.request import is_dns_label
+from netplug.cni.netconf import is_dns_label
 from netplug.dns.api import make_app
 from netplug.dns.follow import Follower
 from netplug.dns.metrics import Metrics

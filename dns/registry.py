@@ -25,7 +25,7 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_net
 from types import MappingProxyType
 from typing import TypeVar
 
-from netplug.cni.request import is_dns_label
+from netplug.cni.netconf import is_dns_label
 from netplug.dns import keys
 from netplug.dns.records import InvalidRegistration, Registration, decode_registration
 from netplug.ipam.allocations import Attachment

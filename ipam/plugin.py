@@ -16,7 +16,8 @@ from ipaddress import ip_address, ip_network
 from netplug.cni import dispatch, errors, logfile
 from netplug.cni.attachment import allocate, pools
 from netplug.cni.errors import CNIError
-from netplug.cni.request import NetConf, Request, parse_ipam_conf
+from netplug.cni.netconf import NetConf, parse_ipam_conf
+from netplug.cni.request import Request
 from netplug.cni.result import IPConfig, Result, Route, from_json
 from netplug.host import Host
 

@@ -15,7 +15,7 @@ from netplug.agent.client import SOCKET_NAME
 from netplug.agent.metrics import AgentMetrics
 from netplug.cni.dispatch import Reply
 from netplug.cni.handler import handle
-from netplug.cni.request import NetConf
+from netplug.cni.netconf import NetConf
 from netplug.host import Host
 from netplug.ipam.pending import PendingReleases
 from netplug.net import netns

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import logging
 
-from netplug.cni.request import NetConf, Request, is_dns_label
+from netplug.cni.netconf import NetConf, is_dns_label
+from netplug.cni.request import Request
 from netplug.host import Host
 from netplug.ipam.allocations import Attachment, Pool
 from netplug.ipam.blocks import Address

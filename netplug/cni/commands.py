@@ -22,7 +22,8 @@ from pyroute2.netlink.exceptions import NetlinkError
 from netplug.cni import errors
 from netplug.cni.attachment import allocate, pools
 from netplug.cni.errors import CNIError
-from netplug.cni.request import NetConf, Request
+from netplug.cni.netconf import NetConf
+from netplug.cni.request import Request
 from netplug.cni.result import DNS, Interface, IPConfig, Result, Route, from_json
 from netplug.host import Host
 from netplug.ipam import vteps

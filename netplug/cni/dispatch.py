@@ -17,14 +17,8 @@ from dataclasses import dataclass
 
 from netplug.cni import errors
 from netplug.cni.errors import CNIError
-from netplug.cni.request import (
-    ConfParser,
-    NetConf,
-    Request,
-    parse_netconf,
-    parse_request,
-    version_reply,
-)
+from netplug.cni.netconf import NetConf, parse_netconf
+from netplug.cni.request import ConfParser, Request, parse_request, version_reply
 from netplug.cni.result import Result, to_json
 from netplug.host import Host
 from netplug.ipam.allocations import IPAMError

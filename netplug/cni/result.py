@@ -34,7 +34,7 @@ from netplug.cni.errors import (
     required_field,
     show,
 )
-from netplug.cni.request import SUPPORTED_VERSIONS
+from netplug.cni.netconf import SUPPORTED_VERSIONS
 
 _LEGACY = ("0.1.0", "0.2.0")
 _WITH_IP_VERSION = ("0.3.0", "0.3.1", "0.4.0")

@@ -6,7 +6,7 @@ from ipaddress import ip_address, ip_interface, ip_network
 import pytest
 
 from netplug.cni.errors import CNIError
-from netplug.cni.request import SUPPORTED_VERSIONS
+from netplug.cni.netconf import SUPPORTED_VERSIONS
 from netplug.cni.result import DNS, Interface, IPConfig, Result, Route, from_json, to_json
 
 V4 = IPConfig(ip_interface("10.244.1.5/24"), ip_address("10.244.1.1"), interface=2)
