@@ -68,7 +68,7 @@ IPERF_PORT = 5201
 HAND_MTU = 1450  # netplug's overlay MTU on the lab's 1500-byte underlay
 SETUPS = ("netplug", "vxlan", "underlay")
 # Diagnostic setups (--extra), each a step from the hand-built pair toward netplug's path.
-EXTRAS = ("underlay-plain", "vxlan-udpcsum", "bridged", "bridged-nft")
+EXTRAS = ("underlay-plain", "vxlan-udpcsum", "bridged", "bridged-nft", "netplug-nobrnf")
 SETUP_LABELS = {
     "netplug": "netplug overlay, container to container (veth, bridge, VXLAN)",
     "vxlan": f"hand-built kernel VXLAN pair, MTU {HAND_MTU}",
@@ -77,6 +77,7 @@ SETUP_LABELS = {
     "vxlan-udpcsum": "(diagnostic) hand-built VXLAN with UDP checksums, as netplug's",
     "bridged": "(diagnostic) hand-built VXLAN + netplug's veth/bridge/route hops",
     "bridged-nft": "(diagnostic) as bridged, plus netplug's ipMasq nftables table",
+    "netplug-nobrnf": "(diagnostic) netplug, lab hosts' bridge-nf-call-* sysctls at 0",
 }
 
 
@@ -105,6 +106,9 @@ PROBES = {"stream": "pings every 10 ms", "poll": "ping -c1 -W 0.2 in a loop"}
 BAR_THROUGHPUT = 0.95
 BAR_CONVERGENCE_P99 = 1.0
 STORE_SUBNET, STORE_BLOCK = "10.250.0.0/16", 28
+# br_netfilter's per-namespace switches (1 in every new namespace once the module is
+# loaded): frames entering a bridge port then go through the IPv4/IPv6/ARP hooks.
+BRNF_SYSCTLS = ("bridge-nf-call-iptables", "bridge-nf-call-ip6tables", "bridge-nf-call-arptables")
 # Interfaces whose offloads are compared (pyroute2's ethtool; the ethtool tool may be absent).
 FEATURES = (
     "rx-gro",
@@ -373,6 +377,34 @@ def _nft_tables(netns: str) -> list[str]:
     return done.stdout.decode().split("\n")[:-1] if done.returncode == 0 else []
 
 
+def br_netfilter(netns: str) -> dict[str, int] | None:
+    """The namespace's bridge-nf-call-* values; None when br_netfilter is not loaded."""
+    done = run("ip", "netns", "exec", netns, "sysctl", "-n", *(
+        f"net.bridge.{name}" for name in BRNF_SYSCTLS), check=False)  # fmt: skip
+    values = done.stdout.decode().split()
+    if done.returncode != 0 or len(values) != len(BRNF_SYSCTLS):
+        return None
+    return dict(zip(BRNF_SYSCTLS, map(int, values), strict=True))
+
+
+@contextlib.contextmanager
+def brnf_off(netns_list: list[str]) -> Iterator[None]:
+    """br_netfilter off in ``netns_list`` for the body, then as it was (diagnostic only:
+    netplug leaves these host settings alone, kube-proxy and firewalls rely on them)."""
+    saved = {netns: br_netfilter(netns) for netns in netns_list}
+    try:
+        for netns, values in saved.items():
+            if values:
+                run("ip", "netns", "exec", netns, "sysctl", "-qw",
+                    *(f"net.bridge.{name}=0" for name in values))  # fmt: skip
+        yield
+    finally:
+        for netns, values in saved.items():
+            if values:
+                run("ip", "netns", "exec", netns, "sysctl", "-qw",
+                    *(f"net.bridge.{k}={v}" for k, v in values.items()), check=False)  # fmt: skip
+
+
 def throughput(owned: Owned, args: argparse.Namespace) -> dict[str, Any]:
     lab = owned.lab("t")
     say("throughput: a 2-host lab, a container on each, and a hand-built VXLAN pair")
@@ -388,6 +420,8 @@ def throughput(owned: Owned, args: argparse.Namespace) -> dict[str, Any]:
     for name in names:
         if name in PAIRS:
             setups[name] = build_pair(lab, PAIRS[name])
+    if "netplug-nobrnf" in names:
+        setups["netplug-nobrnf"] = setups["netplug"]
     if "underlay-plain" in names:
         vx = setups["vxlan"]
         setups["underlay-plain"] = Endpoint(vx.client_netns, vx.server_netns, "192.0.2.202")
@@ -400,12 +434,17 @@ def throughput(owned: Owned, args: argparse.Namespace) -> dict[str, Any]:
     for netns, ifaces in links.items():
         for name, info in ifaces.items():
             say(f"  {netns} {name}: {info}")
+    lab_hosts = [host["netns"] for host in hosts.values()]
+    brnf = br_netfilter(lab_hosts[0])
+    say(f"  br_netfilter in the lab hosts: {brnf or 'not loaded'}")
     runs: dict[str, list[dict[str, float]]] = {name: [] for name in names}
     for round_no in range(args.rounds):
         # Forward, then backward (A B C, C B A, ...): a drift in the machine's load
         # cancels out, and netplug always runs next to the hand-built pair.
         for name in names if round_no % 2 == 0 else names[::-1]:
-            result = iperf(owned, setups[name], args.seconds)
+            off = brnf_off(lab_hosts) if name == "netplug-nobrnf" else contextlib.nullcontext()
+            with off:
+                result = iperf(owned, setups[name], args.seconds)
             runs[name].append(result)
             say(
                 f"  round {round_no + 1}/{args.rounds} {name:14s} {result['gbps']:6.2f} Gbit/s "
@@ -418,9 +457,14 @@ def throughput(owned: Owned, args: argparse.Namespace) -> dict[str, Any]:
     worst = {name: min(r["gbps"] for r in rs) for name, rs in runs.items()}
     # Neighbouring runs share the machine's load: their ratio is steadier than the medians';
     # on a busy machine noise only takes away, so the best run is nearest to capacity.
-    paired = statistics.median(
-        n["gbps"] / v["gbps"] for n, v in zip(runs["netplug"], runs["vxlan"], strict=True)
-    )
+    # Every setup against the hand-built pair, round by round (the diagnostics' steps).
+    per_round = {
+        name: statistics.median(
+            r["gbps"] / v["gbps"] for r, v in zip(rs, runs["vxlan"], strict=True)
+        )
+        for name, rs in runs.items()
+    }
+    paired = per_round["netplug"]
     return {
         "rounds": args.rounds,
         "seconds": args.seconds,
@@ -430,10 +474,12 @@ def throughput(owned: Owned, args: argparse.Namespace) -> dict[str, Any]:
         "runs": runs,
         "ratio_netplug_vxlan": median["netplug"] / median["vxlan"],
         "ratio_netplug_vxlan_paired": paired,
+        "ratio_vs_vxlan_paired": per_round,
         "ratio_netplug_vxlan_best": best["netplug"] / best["vxlan"],
         "ratio_vxlan_underlay": median["vxlan"] / median["underlay"],
         "ratio_netplug_underlay": median["netplug"] / median["underlay"],
         "links": links,
+        "br_netfilter": brnf,
     }
 
 
@@ -766,6 +812,13 @@ def table(results: dict[str, Any]) -> Iterator[str]:
             f"{t['ratio_netplug_vxlan']:.2f}x; {t['ratio_netplug_vxlan_best']:.2f}x | |"
         )
         yield f"| hand-built VXLAN / underlay | {t['ratio_vxlan_underlay']:.2f}x | |"
+        brnf = t["br_netfilter"]
+        state = (
+            "not loaded"
+            if brnf is None
+            else f"loaded, bridge-nf-call-iptables={brnf[BRNF_SYSCTLS[0]]}"
+        )
+        yield f"| br_netfilter on the lab hosts (netplug's path crosses a bridge) | {state} | |"
     if "convergence" in results:
         c = results["convergence"]
         if c["p99_s"] is None:
@@ -823,7 +876,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="also measure a diagnostic setup, repeatable: underlay-plain (the hand-built "
         "pair's underlay, no nftables), vxlan-udpcsum (hand-built with UDP checksums, "
         "as netplug's device), bridged (hand-built plus netplug's veth/bridge/route "
-        "hops), bridged-nft (plus netplug's ipMasq table); 'all' for every one",
+        "hops), bridged-nft (plus netplug's ipMasq table), netplug-nobrnf (netplug with "
+        "the lab hosts' br_netfilter sysctls at 0 during its runs); 'all' for every one",
     )
     parser.add_argument("--joins", type=int, default=20, help="convergence samples (20)")
     parser.add_argument(
@@ -905,6 +959,8 @@ def main(argv: list[str] | None = None) -> int:
             f"hand-built/underlay {t['ratio_vxlan_underlay']:.3f}, "
             f"netplug/underlay {t['ratio_netplug_underlay']:.3f}"
         )
+        paired = ", ".join(f"{k} {v:.3f}" for k, v in t["ratio_vs_vxlan_paired"].items())
+        say(f"per-round ratios to the hand-built pair: {paired}")
     print("\n".join(table(results)))
     print(f"\nMeasured on {results['machine']} (`bench/overlay_bench.py`).")
     if args.json:
