@@ -17,7 +17,6 @@ import signal
 import socket
 import sys
 import threading
-from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
@@ -38,8 +37,6 @@ from netplug.net import netns, vxlan
 from netplug.net.teardown import DeferredTeardown
 
 log = logging.getLogger("netplugd")
-
-WORKERS = 8
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -109,7 +106,6 @@ def _vtep(device: str | None) -> str:
 
 async def run(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
-    loop.set_default_executor(ThreadPoolExecutor(WORKERS, thread_name_prefix="cni"))
     host = Host.open(args.host_name, args.store, DeferredTeardown())
     registry = CollectorRegistry()
     agent_metrics, dns_metrics = AgentMetrics(registry), Metrics(registry)
@@ -123,7 +119,7 @@ async def run(args: argparse.Namespace) -> None:
     http = None
     try:
         host.store.status()
-        await server.start()  # first: a second agent in this namespace fails here
+        server.start()  # first: a second agent in this namespace fails here
         # pyroute2's blocking API refuses a thread that runs an event loop.
         vtep = await asyncio.to_thread(_vtep, args.underlay_device)
         registration = HostRegistration(host.store, host.name, vtep, args.lease_ttl)
@@ -154,7 +150,7 @@ async def run(args: argparse.Namespace) -> None:
         if http is not None:
             await http.cleanup()
         await dns.close()
-        await server.close()
+        await asyncio.to_thread(server.close)
         host.close()
 
 
