@@ -50,6 +50,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness import quantile, run_guarded, stop_process
+
 REPO = Path(__file__).resolve().parent.parent
 # Set by use_venv(): the venv netplug is installed in, and the plugin as a runtime
 # finds it (a launcher written by 'netplugctl install', as users install it).
@@ -98,10 +100,7 @@ def median(xs: Sequence[float]) -> float:
 
 def p90(xs: Sequence[float]) -> float:
     """Nearest-rank 90th percentile."""
-    if not xs:
-        return math.nan
-    ordered = sorted(xs)
-    return ordered[max(math.ceil(0.9 * len(ordered)) - 1, 0)]
+    return quantile(list(xs), 0.9) if xs else math.nan
 
 
 def ms(seconds: float) -> str:
@@ -484,13 +483,8 @@ class Side:
         return sum(" container=" in line for line in path.read_text().splitlines())
 
     def close(self) -> None:
-        if self.agent_proc is not None and self.agent_proc.poll() is None:
-            self.agent_proc.terminate()
-            try:
-                self.agent_proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.agent_proc.kill()
-                self.agent_proc.wait(timeout=10)
+        if self.agent_proc is not None:
+            stop_process(self.agent_proc, timeout=10)
         with contextlib.suppress(OSError):
             os.close(self.fd)
 
@@ -576,6 +570,31 @@ def rotated(items: Sequence[Side], i: int) -> list[Side]:
     return [*items[k:], *items[:k]]
 
 
+def sample_add_del(
+    b: Bench, sides: Sequence[Side], samples: int, what: str
+) -> tuple[dict[str, dict[str, list[float]]], dict[str, set[str]], list[str]]:
+    """``samples`` rounds of one ADD then DEL per side, each round in a rotated order
+    (the machine's load drifts: every side gets its share of it). Returns each side's
+    seconds per command and container IDs, counting a pair only when both calls
+    succeeded, and the container namespaces left unused when time ran out."""
+    times: dict[str, dict[str, list[float]]] = {s.label: {"ADD": [], "DEL": []} for s in sides}
+    ids: dict[str, set[str]] = {s.label: set() for s in sides}
+    ctrs = iter(b.ns.containers(samples * len(sides)))
+    for i in range(samples):
+        if b.out_of_time():
+            b.fail(f"{what}: time budget spent after {i} samples")
+            break
+        for side in rotated(sides, i):
+            ctr = next(ctrs)
+            add = b.one(side, "ADD", ctr)
+            delete = b.one(side, "DEL", ctr)
+            if add.ok and delete.ok:
+                times[side.label]["ADD"].append(add.seconds)
+                times[side.label]["DEL"].append(delete.seconds)
+                ids[side.label].add(container_id(ctr))
+    return times, ids, list(ctrs)
+
+
 # -- scenarios --------------------------------------------------------------------------------
 
 
@@ -593,23 +612,9 @@ def scenario_latency(b: Bench, samples: int) -> list[Row]:
             b.side("netplug, no agent", "netplug", masq),
         ]
         spent = b.warm(sides, pin=True)
-        times = {s.label: {"ADD": [], "DEL": [], "ADD+DEL": []} for s in sides}
-        ids: dict[str, set[str]] = {s.label: set() for s in sides}
-        ctrs = iter(b.ns.containers(samples * len(sides)))
-        for i in range(samples):
-            if b.out_of_time():
-                b.fail(f"latency {tag}: time budget spent after {i} samples")
-                break
-            for side in rotated(sides, i):
-                ctr = next(ctrs)
-                add = b.one(side, "ADD", ctr)
-                delete = b.one(side, "DEL", ctr)
-                if add.ok and delete.ok:
-                    t = times[side.label]
-                    t["ADD"].append(add.seconds)
-                    t["DEL"].append(delete.seconds)
-                    t["ADD+DEL"].append(add.seconds + delete.seconds)
-                    ids[side.label].add(container_id(ctr))
+        times, ids, unused = sample_add_del(b, sides, samples, f"latency {tag}")
+        for t in times.values():
+            t["ADD+DEL"] = [add + delete for add, delete in zip(t["ADD"], t["DEL"], strict=True)]
         ref = times["reference"]
         for label, bar in (("netplug+agent", LATENCY_BAR), ("netplug, no agent", None)):
             for op in ("ADD", "DEL", "ADD+DEL"):
@@ -624,7 +629,7 @@ def scenario_latency(b: Bench, samples: int) -> list[Row]:
             )
         b.raw[f"latency {tag}"] = times
         b.close_sides(sides)
-        b.ns.delete(spent + list(ctrs))
+        b.ns.delete(spent + unused)
     return rows
 
 
@@ -734,21 +739,8 @@ def scenario_scale(b: Bench, samples: int) -> list[Row]:
     _populate(b, sides["reference", full_label])
     _populate(b, sides["netplug", full_label])
     progress(f"scale: {samples} ADD+DEL per host, 4 hosts interleaved")
-    times = {s.label: {"ADD": [], "DEL": []} for s in order}
-    ids: set[str] = set()
-    ctrs = iter(b.ns.containers(samples * len(order)))
-    for i in range(samples):
-        if b.out_of_time():
-            b.fail(f"scale: time budget spent after {i} samples")
-            break
-        for side in rotated(order, i):
-            ctr = next(ctrs)
-            add = b.one(side, "ADD", ctr)
-            delete = b.one(side, "DEL", ctr)
-            if add.ok and delete.ok:
-                times[side.label]["ADD"].append(add.seconds)
-                times[side.label]["DEL"].append(delete.seconds)
-                ids.add(container_id(ctr))
+    times, ids_by_side, unused = sample_add_del(b, order, samples, "scale")
+    ids = set().union(*ids_by_side.values())
     for side in order:
         if side.kind == "netplug":
             b.details.append(
@@ -759,7 +751,7 @@ def scenario_scale(b: Bench, samples: int) -> list[Row]:
     b.raw["scale"] = times
     progress("scale: removing the populated hosts")
     b.close_sides(order)
-    b.ns.delete(list(ctrs))
+    b.ns.delete(unused)
 
     def of(kind: str, state: str, op: str = "ADD") -> list[float]:
         return times[sides[kind, state].label][op]
@@ -989,10 +981,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def use_venv(venv: Path, plugin_dir: Path) -> None:
     """Run netplug from ``venv``, its plugin installed into ``plugin_dir`` by netplugctl."""
     global VENV_BIN, NETPLUG, NETPLUGD, PYTHON
@@ -1026,30 +1014,31 @@ def _main(args: argparse.Namespace) -> int:
         if not path.exists():
             print(f"cni_bench: {path} is missing", file=sys.stderr)
             return 2
-    signal.signal(signal.SIGTERM, _interrupt)
     wanted = [s for s in SCENARIOS if not args.only or s in args.only]
     started = time.monotonic()
     bench = Bench(started + args.max_minutes * 60)
     rows: list[Row] = []
-    try:
+
+    def measure() -> None:
         progress(f"run {bench.run_id}, temp dir {bench.tmp}, scenarios {', '.join(wanted)}")
         for name in wanted:
             if name == "latency":
-                rows += scenario_latency(bench, args.samples)
+                rows.extend(scenario_latency(bench, args.samples))
             elif name == "parallel":
-                rows += scenario_parallel(bench, args.rounds)
+                rows.extend(scenario_parallel(bench, args.rounds))
             elif name == "scale":
-                rows += scenario_scale(bench, args.samples)
+                rows.extend(scenario_scale(bench, args.samples))
             else:
-                rows += scenario_startup(bench, args.samples)
+                rows.extend(scenario_startup(bench, args.samples))
         if args.profile:
             scenario_profile(bench, min(args.profile, 200))
-    except KeyboardInterrupt:
-        progress("interrupted: cleaning up")
-        return 130
-    finally:
+
+    def clean_up() -> None:
         progress("cleaning up namespaces, processes and the temp dir")
         bench.cleanup()
+
+    if not run_guarded(measure, clean_up, progress):
+        return 130
     headers = [
         "scenario",
         "netplug median / p90",

@@ -47,7 +47,6 @@ import argparse
 import contextlib
 import http.client
 import json
-import math
 import os
 import platform
 import random
@@ -55,18 +54,15 @@ import re
 import resource
 import select
 import shutil
-import signal
 import socket
 import statistics
 import struct
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
@@ -80,7 +76,8 @@ from netplug.lab.lab import Lab
 from netplug.lab.namespaces import run
 from netplug.net import netns
 
-PREFIX = "npb-"  # every namespace this benchmark makes starts with it
+from harness import Owned, quantile, run_guarded, stamped_printer
+
 DOMAIN = "netplug.internal"
 BIN = Path(sys.executable).parent
 AARDVARK_PATHS = ("/usr/libexec/podman/aardvark-dns", "/usr/lib/podman/aardvark-dns")
@@ -99,17 +96,7 @@ BAR_P99_MS = 100.0
 # this share of the two pinned CPUs is flagged: its numbers are not the servers'.
 BUSY_OTHERS = 0.10
 
-_T0 = time.monotonic()
-
-
-def say(text: str) -> None:
-    print(f"[{time.monotonic() - _T0:7.1f}s] {text}", file=sys.stderr, flush=True)
-
-
-def quantile(values: list[float], q: float) -> float:
-    """Nearest-rank quantile (p99 of 50 samples is the largest)."""
-    ordered = sorted(values)
-    return ordered[max(1, math.ceil(len(ordered) * q)) - 1]
+say = stamped_printer(width=7)
 
 
 def in_ns(ns: str, argv: list[str], cpu: int | None = None) -> list[str]:
@@ -139,89 +126,12 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-# -- cleanup -------------------------------------------------------------------
-
-
-@dataclass
-class Owned:
-    """What this run made: namespaces, processes, labs and directories, all removed
-    by ``release``. A process that forked away from us (aardvark-dns) is kept by
-    PID and start time, so that only that very process is ever signalled."""
-
-    tag: str
-    procs: list[subprocess.Popen] = field(default_factory=list)
-    detached: list[tuple[int, str]] = field(default_factory=list)
-    labs: list[Lab] = field(default_factory=list)
-    dirs: list[str] = field(default_factory=list)
-
-    def tempdir(self, name: str) -> Path:
-        path = tempfile.mkdtemp(prefix=f"{self.tag}{name}-")
-        self.dirs.append(path)
-        return Path(path)
-
-    def namespace(self, name: str) -> str:
-        return namespaces.create(f"{self.tag}{name}")
-
-    def spawn(self, argv: list[str], log: Path, env: dict[str, str] | None = None):
-        with open(log, "ab") as sink:
-            proc = subprocess.Popen(
-                argv,
-                stdout=sink,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=env,
-                start_new_session=True,  # Ctrl-C reaches us only; we stop it ourselves
-            )
-        self.procs.append(proc)
-        return proc
-
-    def adopt(self, pid: int) -> None:
-        started = namespaces.start_time(pid)
-        if started is not None:
-            self.detached.append((pid, started))
-
-    def stop(self, proc: subprocess.Popen) -> None:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
-        with contextlib.suppress(ValueError):
-            self.procs.remove(proc)
-
-    def lab(self, name: str) -> Lab:
-        state = self.tempdir(name)
-        lab = Lab(
-            state / "lab", say=lambda text: say(f"  lab: {text}"), prefix=f"{self.tag}{name}-"
-        )
-        self.labs.append(lab)
-        return lab
-
-    def drop_lab(self, lab: Lab) -> None:
-        with contextlib.suppress(ValueError):
-            self.labs.remove(lab)
-        lab.down()
-
-    def release(self) -> None:
-        for proc in list(self.procs):
-            with contextlib.suppress(Exception):
-                self.stop(proc)
-        for pid, started in list(self.detached):
-            with contextlib.suppress(Exception):
-                namespaces.stop(pid, started, timeout=5)
-        self.detached.clear()
-        for lab in list(self.labs):
-            try:
-                self.drop_lab(lab)
-            except Exception as e:  # keep going: the sweep below still runs
-                say(f"lab down failed: {e}")
-        for ns in namespaces.lab_namespaces(self.tag):
-            namespaces.delete(ns)
-            say(f"removed namespace {ns}")
-        for directory in self.dirs:
-            shutil.rmtree(directory, ignore_errors=True)
+def workspace(owned: Owned, name: str) -> tuple[Path, str]:
+    """A temporary directory and a namespace, both called ``name``; the directory
+    world-readable, for servers that read their files after dropping privileges."""
+    tmp = owned.tempdir(name)
+    tmp.chmod(0o755)
+    return tmp, owned.namespace(name)
 
 
 # -- the zone ------------------------------------------------------------------
@@ -358,6 +268,11 @@ def start_netplug(
         raise
     server.loop = event_loop_of(proc.pid)
     return server
+
+
+def stop_server(owned: Owned, server: Server) -> None:
+    """Stop ``server``, a process we started, by its PID."""
+    owned.stop(next(p for p in owned.procs if p.pid == server.pid))
 
 
 def http_connection(ns: str, port: int) -> http.client.HTTPConnection:
@@ -556,9 +471,7 @@ def dnsperf(
 
 def qps(owned: Owned, args: argparse.Namespace) -> dict[str, Any]:
     say(f"QPS: {args.names} names, {args.rounds} rounds of {args.seconds} s per server")
-    tmp = owned.tempdir("qps")
-    tmp.chmod(0o755)
-    ns = owned.namespace("qps")
+    tmp, ns = workspace(owned, "qps")
     run("ip", "-n", ns, "addr", "add", f"{GATEWAY}/32", "dev", "lo")
     run("ip", "-n", ns, "addr", "add", f"{CONTAINER}/32", "dev", "lo")
     qfile = tmp / "queries.txt"
@@ -909,9 +822,7 @@ def summarise(samples: list[dict[str, Any]]) -> dict[str, Any]:
 
 def memory(owned: Owned, args: argparse.Namespace) -> dict[str, Any]:
     say(f"memory: netplug-dns VmRSS with {', '.join(map(str, args.memory_names))} names")
-    tmp = owned.tempdir("mem")
-    tmp.chmod(0o755)
-    ns = owned.namespace("mem")
+    tmp, ns = workspace(owned, "mem")
     results: dict[str, Any] = {"fresh": [], "api": None}
     for names in args.memory_names:
         server = start_netplug(
@@ -936,7 +847,7 @@ def memory(owned: Owned, args: argparse.Namespace) -> dict[str, Any]:
             f"  {names} names: VmRSS {kib(entry['rss_kib'])} after start, "
             f"{kib(entry['rss_after_queries_kib'])} after a query pass"
         )
-        owned.stop(next(p for p in owned.procs if p.pid == server.pid))
+        stop_server(owned, server)
     if args.api_names:
         results["api"] = api_growth(owned, args, ns, tmp)
     return results
@@ -979,7 +890,7 @@ def api_growth(owned: Owned, args: argparse.Namespace, ns: str, tmp: Path) -> di
     finally:
         conn.close()
     out["hwm_kib"] = proc_status(server.pid, "VmHWM")
-    owned.stop(next(p for p in owned.procs if p.pid == server.pid))
+    stop_server(owned, server)
     return out
 
 
@@ -1188,30 +1099,19 @@ def main(argv: list[str] | None = None) -> int:
     if os.geteuid() != 0:
         print("dns_bench: needs root (network namespaces)", file=sys.stderr)
         return 2
-    tag = f"{PREFIX}{uuid.uuid4().hex[:6]}-"
-    owned = Owned(tag)
-    results: dict[str, Any] = {"machine": machine(), "tag": tag, "args": vars(args)}
+    owned = Owned(say)
+    results: dict[str, Any] = {"machine": machine(), "tag": owned.tag, "args": vars(args)}
 
-    def terminate(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, terminate)
-    try:
+    def measure() -> None:
         if "qps" in args.only:
             results["qps"] = qps(owned, args)
         if "propagation" in args.only:
             results["propagation"] = [propagation(owned, args, kind) for kind in args.store]
         if "memory" in args.only:
             results["memory"] = memory(owned, args)
-    except KeyboardInterrupt:
-        say("interrupted: cleaning up")
+
+    if not run_guarded(measure, owned.release, say):
         return 130
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # let the cleanup finish
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        owned.release()
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
     print("\n".join(table(results, args)))
     extra = f"; {results['qps']['dnsperf']}" if "qps" in results else ""
     print(f"\nMeasured on {results['machine']}{extra} (`bench/dns_bench.py`).")

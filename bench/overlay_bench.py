@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import math
 import multiprocessing
 import os
 import platform
@@ -50,10 +49,9 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from ipaddress import ip_network
 from pathlib import Path
@@ -63,7 +61,8 @@ from netplug.lab import namespaces
 from netplug.lab.lab import Lab, host_address
 from netplug.lab.namespaces import run
 
-PREFIX = "npb-"  # every namespace this benchmark makes starts with it
+from harness import Owned, quantile, run_guarded, stamped_printer
+
 IPERF_PORT = 5201
 HAND_MTU = 1450  # netplug's overlay MTU on the lab's 1500-byte underlay
 SETUPS = ("netplug", "vxlan", "underlay")
@@ -121,79 +120,7 @@ FEATURES = (
     "tx-udp_tnl-csum-segmentation",
 )
 
-_T0 = time.monotonic()
-
-
-def say(text: str) -> None:
-    print(f"[{time.monotonic() - _T0:6.1f}s] {text}", file=sys.stderr, flush=True)
-
-
-def quantile(values: list[float], q: float) -> float:
-    """Nearest-rank quantile (p99 of 20 samples is the largest)."""
-    ordered = sorted(values)
-    return ordered[max(1, math.ceil(len(ordered) * q)) - 1]
-
-
-# -- cleanup -------------------------------------------------------------------
-
-
-@dataclass
-class Owned:
-    """What this run made: labs, namespaces and processes, removed by ``release``."""
-
-    tag: str  # every namespace of this run starts with it
-    labs: list[Lab] = field(default_factory=list)
-    procs: list[subprocess.Popen] = field(default_factory=list)
-    dirs: list[str] = field(default_factory=list)
-
-    def lab(self, name: str) -> Lab:
-        state = Path(tempfile.mkdtemp(prefix=f"{self.tag}{name}-"))
-        self.dirs.append(str(state))
-        lab = Lab(
-            state / "lab", say=lambda text: say(f"  lab: {text}"), prefix=f"{self.tag}{name}-"
-        )
-        self.labs.append(lab)
-        return lab
-
-    def drop_lab(self, lab: Lab) -> None:
-        lab.down()
-        self.labs.remove(lab)
-
-    def spawn(self, argv: list[str]) -> subprocess.Popen:
-        proc = subprocess.Popen(
-            argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
-        )
-        self.procs.append(proc)
-        return proc
-
-    def reap(self, proc: subprocess.Popen) -> None:
-        """Stop ``proc`` (which we started) by its PID, and forget it."""
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
-        if proc.stdout:
-            proc.stdout.close()
-        with contextlib.suppress(ValueError):
-            self.procs.remove(proc)
-
-    def release(self) -> None:
-        for proc in list(self.procs):
-            with contextlib.suppress(Exception):
-                self.reap(proc)
-        for lab in list(self.labs):
-            try:
-                self.drop_lab(lab)
-            except Exception as e:  # keep going: the sweep below still runs
-                say(f"lab down failed: {e}")
-        for netns in namespaces.lab_namespaces(self.tag):
-            namespaces.delete(netns)
-            say(f"removed namespace {netns}")
-        for directory in self.dirs:
-            shutil.rmtree(directory, ignore_errors=True)
+say = stamped_printer(width=6)
 
 
 # -- throughput ----------------------------------------------------------------
@@ -292,7 +219,7 @@ def start_iperf_server(owned: Owned, netns: str, address: str, lifetime: float) 
     while b"listening" not in seen:
         left = deadline - time.monotonic()
         if left <= 0 or proc.poll() is not None:
-            owned.reap(proc)
+            owned.stop(proc)
             raise RuntimeError(f"iperf3 server in {netns} did not start: {seen.decode()}")
         if select.select([proc.stdout], [], [], left)[0]:
             seen += os.read(proc.stdout.fileno(), 4096)
@@ -314,7 +241,7 @@ def iperf(owned: Owned, ep: Endpoint, seconds: int) -> dict[str, float]:
             timeout=lifetime + 5,
         )  # fmt: skip
     finally:
-        owned.reap(server)
+        owned.stop(server)
     try:
         out = json.loads(done.stdout)
     except json.JSONDecodeError:
@@ -925,31 +852,21 @@ def main(argv: list[str] | None = None) -> int:
     if os.geteuid() != 0 and args.only != ["store"]:
         print("overlay_bench: needs root (network namespaces)", file=sys.stderr)
         return 2
-    tag = f"{PREFIX}{uuid.uuid4().hex[:6]}-"
-    owned = Owned(tag)
-    results: dict[str, Any] = {"machine": machine(), "tag": tag}
-
-    def terminate(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, terminate)
+    owned = Owned(say)
+    results: dict[str, Any] = {"machine": machine(), "tag": owned.tag}
     steps: dict[str, Callable[[], Any]] = {
         "throughput": lambda: throughput(owned, args),
         "convergence": lambda: convergence(owned, args),
-        "store": lambda: store(args, tag),
+        "store": lambda: store(args, owned.tag),
     }
-    try:
+
+    def measure() -> None:
         for part in ("throughput", "convergence", "store"):
             if part in args.only:
                 results[part] = steps[part]()
-    except KeyboardInterrupt:
-        say("interrupted: cleaning up")
+
+    if not run_guarded(measure, owned.release, say):
         return 130
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # let the cleanup finish
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        owned.release()
-        signal.signal(signal.SIGINT, signal.default_int_handler)
     if "throughput" in results:
         t = results["throughput"]
         say(
