@@ -1,7 +1,7 @@
 """``netplugd``: the per-host agent.
 
-It serves the CNI plugin (holding the store and netlink warm, it runs the
-plugin's calls in a thread pool through the very ``handle`` the plugin would
+It serves the CNI plugin (holding the store and netlink warm, its worker
+threads run the plugin's calls through the very ``handle`` the plugin would
 run itself), keeps this host's record alive in the store, programs the VXLAN
 peers toward every other live host, answers DNS on each local network's
 gateway, and optionally serves the registration API with /metrics.
