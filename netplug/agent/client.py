@@ -23,13 +23,16 @@ def forwarded_env(env: dict[str, str]) -> dict[str, str]:
 
 
 def call(
-    env: dict[str, str], stdin: bytes, timeout: float = REPLY_TIMEOUT
+    env: dict[str, str],
+    stdin: bytes,
+    timeout: float = REPLY_TIMEOUT,
+    socket_name: str = SOCKET_NAME,
 ) -> tuple[int | None, str, str, bytes] | None:
     """The agent's reply (see ``wire.decode_reply``), or None when no agent listens."""
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
     try:
         try:
-            sock.connect(SOCKET_NAME)
+            sock.connect(socket_name)
         except (FileNotFoundError, ConnectionRefusedError):
             return None
         sock.settimeout(timeout)

@@ -1,0 +1,97 @@
+"""netplugd's plugin socket: worker threads, each call through to its reply.
+
+On an abstract unix socket of the test's own name (no namespace, no root):
+VERSION needs neither store nor netlink.
+"""
+
+import json
+import threading
+import time
+import uuid
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from netplug.agent import client, plugin_server
+from netplug.agent.metrics import AgentMetrics
+from netplug.agent.plugin_server import PluginServer
+
+VERSION = {"CNI_COMMAND": "VERSION"}
+STDIN = b'{"cniVersion": "1.0.0"}'
+
+
+@pytest.fixture
+def serve(monkeypatch):
+    """Start a PluginServer with ``workers`` threads; always closed."""
+    servers = []
+
+    def start(workers: int = plugin_server.WORKERS) -> str:
+        monkeypatch.setattr(plugin_server, "WORKERS", workers)
+        name = f"\0netplugd-test-{uuid.uuid4().hex}"
+        server = PluginServer(None, AgentMetrics(CollectorRegistry()), socket_name=name)
+        server.start()
+        servers.append(server)
+        return name
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+def version(name: str):
+    return client.call(VERSION, STDIN, timeout=5, socket_name=name)
+
+
+def test_a_call_is_answered(serve):
+    status, _log, _summary, stdout = version(serve())
+    assert status == 0
+    assert json.loads(stdout)["cniVersion"] == "1.0.0"
+    assert "1.1.0" in json.loads(stdout)["supportedVersions"]
+
+
+def test_a_burst_is_answered_in_full(serve):
+    name = serve(workers=2)
+    replies = []
+    threads = [threading.Thread(target=lambda: replies.append(version(name))) for _ in range(50)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert [r[0] for r in replies] == [0] * 50
+
+
+def test_a_bug_costs_one_call_not_the_worker(serve, monkeypatch, caplog):
+    name = serve(workers=1)
+    real = plugin_server.handle
+    calls = iter([RuntimeError("a bug"), None])
+
+    def handle(*args):
+        failure = next(calls, None)
+        if failure is not None:
+            raise failure
+        return real(*args)
+
+    monkeypatch.setattr(plugin_server, "handle", handle)
+    with pytest.raises(client.AgentTimeout):
+        version(name)  # the connection closes without a reply
+    assert "plugin call failed" in caplog.text
+    assert version(name)[0] == 0  # the one worker still serves
+
+
+def test_a_second_server_on_the_same_socket_is_refused(serve):
+    name = serve()
+    other = PluginServer(None, AgentMetrics(CollectorRegistry()), socket_name=name)
+    with pytest.raises(SystemExit, match="another netplugd"):
+        other.start()
+
+
+def test_close_stops_every_worker_at_once(monkeypatch):
+    monkeypatch.setattr(plugin_server, "WORKERS", 4)
+    name = f"\0netplugd-test-{uuid.uuid4().hex}"
+    server = PluginServer(None, AgentMetrics(CollectorRegistry()), socket_name=name)
+    server.start()
+    started = time.monotonic()
+    server.close()
+    assert time.monotonic() - started < 2
+    assert not [t for t in threading.enumerate() if t.name.startswith("cni-")]
+    assert client.call(VERSION, STDIN, socket_name=name) is None  # nobody listens
