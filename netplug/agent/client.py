@@ -39,15 +39,14 @@ def call(
         try:
             sock.sendall(wire.encode_call(forwarded_env(env), stdin))
             sock.shutdown(_socket.SHUT_WR)
-            return wire.decode_reply(read_all(sock))
+            return wire.decode_reply(_read_all(sock))
         except (OSError, ValueError) as e:  # socket.timeout is an OSError
             raise AgentTimeout(f"netplugd did not answer within {timeout:.0f} s ({e})") from e
     finally:
         sock.close()
 
 
-def read_all(sock: _socket.socket) -> bytes:
-    """Everything the other end sends until it shuts its side down."""
+def _read_all(sock: _socket.socket) -> bytes:
     chunks = []
     while chunk := sock.recv(65536):
         chunks.append(chunk)

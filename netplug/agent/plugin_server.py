@@ -18,7 +18,7 @@ import threading
 import time
 
 from netplug.agent import wire
-from netplug.agent.client import SOCKET_NAME, read_all
+from netplug.agent.client import SOCKET_NAME
 from netplug.agent.metrics import AgentMetrics
 from netplug.cni.dispatch import Reply
 from netplug.cni.handler import handle
@@ -33,7 +33,9 @@ READ_TIMEOUT = 5.0
 PENDING_INTERVAL = 5.0
 WORKERS = 8  # calls handled at once; more wait in the listen backlog
 BACKLOG = 512  # a burst of container starts must not be refused (ECONNREFUSED -> no agent)
-JOIN_TIMEOUT = 10.0
+JOIN_TIMEOUT = 5.0  # half of the systemd unit's TimeoutStopSec: the teardown pool follows
+ACCEPT_RETRY = 0.1
+RECV_SIZE = 65536
 
 
 class PluginServer:
@@ -47,6 +49,7 @@ class PluginServer:
         self.run_dirs: set[str] = set()
         self._sock: socket.socket | None = None
         self._workers: list[threading.Thread] = []
+        self._closing = False
         self._count_lock = threading.Lock()
 
     def host_for(self, conf: NetConf) -> Host | None:
@@ -91,6 +94,7 @@ class PluginServer:
         """Stop accepting; calls under way finish (bounded by JOIN_TIMEOUT)."""
         if self._sock is None:
             return
+        self._closing = True
         self._sock.shutdown(socket.SHUT_RDWR)  # wakes every accept() with an error
         self._sock.close()
         deadline = time.monotonic() + JOIN_TIMEOUT
@@ -102,8 +106,14 @@ class PluginServer:
         while True:
             try:
                 conn, _ = self._sock.accept()
-            except OSError:  # closed: the agent is stopping
-                return
+            except OSError as e:
+                if self._closing:
+                    return
+                # Out of fds or memory for a moment: a worker that quit here
+                # would be gone for good, and with it the fast path.
+                log.warning("accepting a plugin call failed: %s", e)
+                time.sleep(ACCEPT_RETRY)
+                continue
             with conn:
                 try:
                     self._serve_call(conn)
@@ -112,10 +122,13 @@ class PluginServer:
 
     def _serve_call(self, conn: socket.socket) -> None:
         try:
-            conn.settimeout(READ_TIMEOUT)
-            env, stdin = wire.decode_call(read_all(conn))
+            pid, uid = _peer(conn)
+            if uid != 0:  # only root can have run a plugin that configures the host
+                log.warning("refused a plugin call from pid %d (uid %d, not root)", pid, uid)
+                return
+            env, stdin = wire.decode_call(_read_within(conn, READ_TIMEOUT))
             started = time.monotonic()
-            reply = self._handle(env, stdin, _peer_pid(conn))
+            reply = self._handle(env, stdin, pid)
             self._count(env.get("CNI_COMMAND", ""), reply, time.monotonic() - started)
             status = None if reply.declined else reply.exit_code
             conn.sendall(wire.encode_reply(status, reply.log_file, reply.summary, reply.stdout))
@@ -134,7 +147,24 @@ class PluginServer:
 COMMANDS = frozenset(("ADD", "DEL", "CHECK", "GC", "STATUS", "VERSION"))
 
 
-def _peer_pid(conn: socket.socket) -> int:
-    """The PID of the plugin process at the other end (SO_PEERCRED: pid, uid, gid)."""
+def _peer(conn: socket.socket) -> tuple[int, int]:
+    """PID and UID of the plugin process at the other end (SO_PEERCRED: pid, uid, gid)."""
     creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    return struct.unpack("3i", creds)[0]
+    pid, uid, _gid = struct.unpack("3i", creds)
+    return pid, uid
+
+
+def _read_within(conn: socket.socket, seconds: float) -> bytes:
+    """The whole call, which must arrive within ``seconds``: a client that
+    trickles bytes must not hold a worker (the agent has WORKERS of them)."""
+    deadline = time.monotonic() + seconds
+    chunks = []
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"the call did not arrive within {seconds:.0f} s")
+        conn.settimeout(left)
+        chunk = conn.recv(RECV_SIZE)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)

@@ -25,7 +25,6 @@ from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
 SOL_NETLINK = 270
 NETLINK_CAP_ACK = 10  # errors carry only the request's header, not all of it back
-NETLINK_EXT_ACK = 11  # errors carry the kernel's own message ("Invalid prefix...")
 CHANGE = NLM_F_REQUEST | NLM_F_ACK
 CREATE = CHANGE | NLM_F_CREATE | NLM_F_EXCL
 RT_TABLE_MAIN = 254
@@ -44,9 +43,12 @@ class Rtnl:
         self.sock = socket.socket(
             socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, socket.NETLINK_ROUTE
         )
-        self.sock.setsockopt(SOL_NETLINK, NETLINK_CAP_ACK, 1)
-        self.sock.setsockopt(SOL_NETLINK, NETLINK_EXT_ACK, 1)
-        self.sock.bind((0, 0))
+        try:
+            self.sock.setsockopt(SOL_NETLINK, NETLINK_CAP_ACK, 1)
+            self.sock.bind((0, 0))
+        except OSError:
+            self.sock.close()
+            raise
         self._sequence = 0
 
     def close(self) -> None:
@@ -141,6 +143,5 @@ class Rtnl:
                 continue
             code = -ack["error"]
             if code:
-                reason = ack.get_attr("NLMSGERR_ATTR_MSG") or os.strerror(code)
-                raise NetlinkError(code, reason)
+                raise NetlinkError(code, os.strerror(code))
             return

@@ -5,6 +5,7 @@ VERSION needs neither store nor netlink.
 """
 
 import json
+import socket
 import threading
 import time
 import uuid
@@ -95,3 +96,22 @@ def test_close_stops_every_worker_at_once(monkeypatch):
     assert time.monotonic() - started < 2
     assert not [t for t in threading.enumerate() if t.name.startswith("cni-")]
     assert client.call(VERSION, STDIN, socket_name=name) is None  # nobody listens
+
+
+def test_a_client_that_trickles_its_call_does_not_hold_the_worker(serve, monkeypatch):
+    monkeypatch.setattr(plugin_server, "READ_TIMEOUT", 0.5)
+    name = serve(workers=1)
+    slow = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        slow.connect(name)
+        started = time.monotonic()
+        for _ in range(10):  # a byte every 0.2 s, never the end of the call
+            try:
+                slow.send(b"1")
+            except OSError:  # the agent hung up on it: good
+                break
+            time.sleep(0.2)
+        assert version(name)[0] == 0
+        assert time.monotonic() - started < 3
+    finally:
+        slow.close()
