@@ -76,7 +76,7 @@ from netplug.lab.lab import Lab
 from netplug.lab.namespaces import run
 from netplug.net import netns
 
-from harness import Owned, quantile, run_guarded, stamped_printer
+from harness import Owned, describe_machine, quantile, run_guarded, stamped_printer
 
 DOMAIN = "netplug.internal"
 BIN = Path(sys.executable).parent
@@ -1011,16 +1011,10 @@ def aardvark_version() -> str:
 
 
 def machine() -> str:
-    load = os.getloadavg()[0]
-    if load > 0.5:
-        say(f"warning: load average {load:.1f} on {os.cpu_count()} CPUs: expect noisy numbers")
     perf = run("dnsperf", "-h", check=False)
     version = re.search(r"Version (\S+)", (perf.stdout + perf.stderr).decode())
-    return (
-        f"{os.cpu_count()} CPUs, Linux {platform.release()}, Python "
-        f"{platform.python_version()}, dnsperf {version.group(1) if version else '?'}, "
-        f"load average {load:.1f} at the start, {time.strftime('%Y-%m-%d')}"
-    )
+    tools = f"Python {platform.python_version()}, dnsperf {version.group(1) if version else '?'}"
+    return describe_machine(tools, 0.5, say)
 
 
 # -- main ----------------------------------------------------------------------

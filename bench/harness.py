@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
+import platform
 import shutil
 import signal
 import subprocess
@@ -96,6 +98,18 @@ def run_guarded(body: Callable[[], None], cleanup: Callable[[], None], say: Say)
 
 
 # -- what a run owns -----------------------------------------------------------
+
+
+def describe_machine(tools: str, noisy_load: float, say: Say) -> str:
+    """One line on what the numbers were measured on (``tools``: the versions that
+    matter to this bench); warns when the load average is above ``noisy_load``."""
+    load = os.getloadavg()[0]
+    if load > noisy_load:
+        say(f"warning: load average {load:.1f} on {os.cpu_count()} CPUs: expect noisy numbers")
+    return (
+        f"{os.cpu_count()} CPUs, Linux {platform.release()}, {tools}, "
+        f"load average {load:.1f} at the start, {time.strftime('%Y-%m-%d')}"
+    )
 
 
 def new_tag() -> str:

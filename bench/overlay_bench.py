@@ -39,7 +39,6 @@ import contextlib
 import json
 import multiprocessing
 import os
-import platform
 import re
 import select
 import shutil
@@ -61,7 +60,7 @@ from netplug.lab import namespaces
 from netplug.lab.lab import Lab, host_address
 from netplug.lab.namespaces import run
 
-from harness import Owned, quantile, run_guarded, stamped_printer
+from harness import Owned, describe_machine, quantile, run_guarded, stamped_printer
 
 IPERF_PORT = 5201
 HAND_MTU = 1450  # netplug's overlay MTU on the lab's 1500-byte underlay
@@ -769,13 +768,7 @@ def table(results: dict[str, Any]) -> Iterator[str]:
 
 def machine() -> str:
     iperf_version = run("iperf3", "--version", check=False).stdout.decode().split("\n")[0]
-    load = os.getloadavg()[0]
-    if load > (os.cpu_count() or 1):
-        say(f"warning: load average {load:.1f} on {os.cpu_count()} CPUs: expect noisy numbers")
-    return (
-        f"{os.cpu_count()} CPUs, Linux {platform.release()}, {iperf_version.split(' (')[0]}, "
-        f"load average {load:.1f} at the start, {time.strftime('%Y-%m-%d')}"
-    )
+    return describe_machine(iperf_version.split(" (")[0], os.cpu_count() or 1, say)
 
 
 # -- main ----------------------------------------------------------------------

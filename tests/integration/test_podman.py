@@ -57,10 +57,8 @@ def np_host(request: pytest.FixtureRequest, host_netns: str, tmp_path: Path) -> 
         yield host
 
 
-def test_podman_containers_on_a_netplug_network(
-    request: pytest.FixtureRequest, np_host: NetplugHost, podman: Podman
-) -> None:
-    agent = request.node.callspec.params["np_host"] != "in-process"
+def run_alpha_and_beta(podman: Podman, np_host: NetplugHost) -> None:
+    """Containers alpha and beta (alias web) on a netplug network of ``np_host``."""
     podman.write_network(
         {
             "cniVersion": "1.0.0",
@@ -70,6 +68,13 @@ def test_podman_containers_on_a_netplug_network(
     )
     podman.run("alpha", NETWORK)
     podman.run("beta", NETWORK, aliases=["web"])
+
+
+def test_podman_containers_on_a_netplug_network(
+    request: pytest.FixtureRequest, np_host: NetplugHost, podman: Podman
+) -> None:
+    agent = request.node.callspec.params["np_host"] != "in-process"
+    run_alpha_and_beta(podman, np_host)
     ip_a, ip_b = podman.ip("alpha", NETWORK), podman.ip("beta", NETWORK)
     assert ip_a and ip_b and ip_a != ip_b
 
@@ -106,15 +111,7 @@ def test_podman_containers_on_a_netplug_network(
 def test_podman_containers_resolve_each_other_by_name(np_host: NetplugHost, podman: Podman) -> None:
     """Through the resolv.conf podman writes from the result's dns: the gateway is the
     nameserver (netplugd answers there) and <network>.netplug.internal the search domain."""
-    podman.write_network(
-        {
-            "cniVersion": "1.0.0",
-            "name": NETWORK,
-            "plugins": [plugin_conf(np_host, capabilities={"aliases": True})],
-        }
-    )
-    podman.run("alpha", NETWORK)
-    podman.run("beta", NETWORK, aliases=["web"])
+    run_alpha_and_beta(podman, np_host)
     ip_b = podman.ip("beta", NETWORK)
     for name in ("beta", f"beta.{NETWORK}.netplug.internal", "web"):
         answer = podman.exec("alpha", "nslookup", name).stdout
