@@ -25,6 +25,7 @@ handlers catch what sockets throw.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import socket
 from dataclasses import dataclass
@@ -46,6 +47,7 @@ TCP_IO = 5.0  # seconds for one message to arrive or leave once started
 MAX_TCP = 256  # connections per listener; more are closed at once
 MAX_FORWARDS = 1024  # forwarded queries in flight; past this the answer is SERVFAIL
 UDP_RCVBUF = 4 << 20  # room for bursts while the loop is busy
+PORT0_ATTEMPTS = 16  # fresh UDP ports tried when TCP has the first one in use
 IP_FREEBIND = 15  # linux/in.h
 IPV6_FREEBIND = 78  # linux/in6.h
 
@@ -124,22 +126,22 @@ class DNSServer:
         loop = asyncio.get_running_loop()
         address = ip_address(listener.host.split("%")[0])
         family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
-        sock = _bound_socket(family, socket.SOCK_DGRAM, listener.host, listener.port)
-        port = sock.getsockname()[1]
+        udp_sock, tcp = _bound_pair(family, listener.host, listener.port)
+        port = udp_sock.getsockname()[1]
         concrete = None if address.is_unspecified else address
         bound = Listener(listener.host, port, listener.network)
         udp, _ = await loop.create_datagram_endpoint(
-            lambda: _UDP(self, Scope(bound.network, False, concrete)), sock=sock
+            lambda: _UDP(self, Scope(bound.network, False, concrete)), sock=udp_sock
         )
         state = _Bound(udp)
         tcp_scope = Scope(bound.network, True, concrete)
         try:
-            tcp = _bound_socket(family, socket.SOCK_STREAM, listener.host, port)
             state.tcp = await asyncio.start_server(
                 lambda r, w: self._serve_tcp(r, w, tcp_scope, state), sock=tcp
             )
         except OSError:
             udp.close()
+            tcp.close()
             raise
         self._listeners[bound] = state
         log.info("dns listening on %s (udp, tcp)", bound)
@@ -285,6 +287,22 @@ class DNSServer:
         finally:
             bound.connections.discard(task)
             writer.close()
+
+
+def _bound_pair(family: int, host: str, port: int) -> tuple[socket.socket, socket.socket]:
+    """UDP and TCP sockets bound to one port. With port 0 the kernel picks the
+    UDP port, which TCP may already have in use: pick again, a bounded number
+    of times."""
+    attempts_left = PORT0_ATTEMPTS
+    while True:
+        udp = _bound_socket(family, socket.SOCK_DGRAM, host, port)
+        try:
+            return udp, _bound_socket(family, socket.SOCK_STREAM, host, udp.getsockname()[1])
+        except OSError as e:
+            udp.close()
+            attempts_left -= 1
+            if port != 0 or e.errno != errno.EADDRINUSE or attempts_left == 0:
+                raise
 
 
 def _bound_socket(family: int, kind: int, host: str, port: int) -> socket.socket:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import errno
+import socket
 from collections.abc import AsyncIterator
 
 import pytest
@@ -18,6 +20,7 @@ from dns_testing import (
 )
 from dnslib import DNSRecord
 
+from netplug.dns import server as server_module
 from netplug.dns.registry import Snapshot
 from netplug.dns.server import DNSServer, Listener, Scope
 from netplug.dns.upstream import Upstream
@@ -170,3 +173,36 @@ async def test_garbage_never_stops_it(server: DNSServer) -> None:
         DNSRecord.parse(await udp_ask(bound.port, query("web.blue.netplug.internal")))
     ) == ["10.244.1.5"]
     assert _sample(server, "netplug_dns_malformed_requests_total") >= 3
+
+
+def test_port0_picks_again_when_tcp_has_the_port(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The kernel picks a free UDP port; TCP may have that one in use (CI saw it)."""
+    real = server_module._bound_socket
+    refused: list[int] = []
+
+    def tcp_busy_once(family: int, kind: int, host: str, port: int) -> socket.socket:
+        if kind == socket.SOCK_STREAM and not refused:
+            refused.append(port)
+            raise OSError(errno.EADDRINUSE, "Address already in use")
+        return real(family, kind, host, port)
+
+    monkeypatch.setattr(server_module, "_bound_socket", tcp_busy_once)
+    udp, tcp = server_module._bound_pair(socket.AF_INET, "127.0.0.1", 0)
+    try:
+        assert udp.getsockname()[1] == tcp.getsockname()[1]
+        assert refused and refused[0] != 0
+    finally:
+        udp.close()
+        tcp.close()
+
+
+def test_fixed_port_in_use_is_an_error() -> None:
+    holder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        with pytest.raises(OSError) as raised:
+            server_module._bound_pair(socket.AF_INET, "127.0.0.1", holder.getsockname()[1])
+        assert raised.value.errno == errno.EADDRINUSE
+    finally:
+        holder.close()
