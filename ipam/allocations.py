@@ -186,8 +186,8 @@ class IPAM:
             found = self._pick_in_held_blocks(network, pool, ident)
         if found is not None:
             return found
-        block = self._lease_new_block(network, pool)
-        address = next(candidates(block, set(), ident), None)
+        block = self._lease_new_block(network, pool, ident)
+        address = next(candidates(block, self._used(network, block), ident), None)
         if address is None:
             raise PoolExhausted(f"block {block} of {network} holds no container address")
         self._hint[network, block.version] = block
@@ -260,10 +260,20 @@ class IPAM:
             return self.host
         return self._block_owner(network, block)
 
-    def _lease_new_block(self, network: str, pool: Pool) -> Network:
+    def _lease_new_block(self, network: str, pool: Pool, ident: str) -> Network:
+        """A block for an ADD that found this host's blocks full: a new lease,
+        unless a parallel ADD on this host (another agent thread, another plugin
+        process) has leased one since they were read; a burst of ADDs then
+        shares one new block instead of leasing one each."""
         for _ in range(MAX_ATTEMPTS):
-            taken = set(self._blocks(network, pool))
-            block = choose_free_block(pool.subnet, pool.block_prefix, taken, self.host)
+            blocks = self._blocks(network, pool)
+            for block, host in blocks.items():
+                if host == self.host:
+                    used = self._read_used(network, block)
+                    self._used_seen[network, block] = used
+                    if next(candidates(block, used, ident), None) is not None:
+                        return block
+            block = choose_free_block(pool.subnet, pool.block_prefix, set(blocks), self.host)
             if block is None:
                 raise PoolExhausted(
                     f"every /{pool.block_prefix} block of {pool.subnet} in {network} is held: "

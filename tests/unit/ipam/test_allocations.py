@@ -189,3 +189,39 @@ def test_a_warm_ipam_reuses_what_it_released_itself(store):
     again = ipam.allocate("tiny", [TINY], "c-new", "eth0")
     assert again.allocations[0].address == freed.allocations[0].address
     assert len(ipam.host_blocks("tiny", TINY)) == 1
+
+
+class _LeaseBehindTheBack:
+    """The store, except that right after the first read of the blocks another
+    process on the same host leases one (the race CI caught on etcd)."""
+
+    def __init__(self, store, other: IPAM) -> None:
+        self._store, self._other, self._fired = store, other, False
+
+    def range(self, key, **kw):
+        result = self._store.range(key, **kw)
+        if key == keys.blocks_prefix("blue") and not self._fired:
+            self._fired = True
+            self._other.allocate("blue", [V4], "other", "eth0")
+        return result
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+
+def test_a_block_leased_by_a_parallel_add_is_shared_not_doubled(store):
+    other = IPAM(store, "node-1")
+    ipam = IPAM(_LeaseBehindTheBack(store, other), "node-1")
+    mine = ipam.allocate("blue", [V4], "c1", "eth0").allocations[0]
+    theirs = other.lookup("blue", "other", "eth0").allocations[0]
+    assert mine.block == theirs.block and mine.address != theirs.address
+    assert ipam.host_blocks("blue", V4) == [mine.block]
+
+
+def test_a_burst_on_a_fresh_host_leases_one_block(store):
+    """Many threads of one IPAM (the agent) and separate IPAMs (plugin
+    processes without the agent) start at once on a host with no block."""
+    ipams = [IPAM(store, "node-1") for _ in range(4)]
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda i: ipams[i % 4].allocate("blue", [V4], f"c{i}", "eth0"), range(64)))
+    assert len(ipams[0].host_blocks("blue", V4)) == 1
