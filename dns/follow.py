@@ -22,7 +22,7 @@ from collections.abc import Callable
 from netplug.dns import keys
 from netplug.dns.registry import Snapshot
 from netplug.dns.writer import read_snapshot
-from netplug.ipam.store.base import Compacted, Store, StoreError
+from netplug.ipam.store.base import Compacted, Event, Store, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,8 @@ class Follower:
     """Calls ``publish(snapshot)`` on the event loop for each new snapshot.
 
     ``on_status(up)`` (also on the loop) tells whether the store answers.
+    ``on_batch(events)`` sees every batch the watch delivers, on the follower's
+    thread: the agent's overlay rides this watch instead of keeping its own.
     Start and stop from the loop that should receive them.
     """
 
@@ -42,10 +44,12 @@ class Follower:
         store: Store,
         publish: Callable[[Snapshot], None],
         on_status: Callable[[bool], None] | None = None,
+        on_batch: Callable[[list[Event]], None] | None = None,
     ) -> None:
         self.store = store
         self._publish = publish
         self._on_status = on_status
+        self._on_batch = on_batch
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -102,6 +106,8 @@ class Follower:
                 if self._stop.is_set():
                     return
                 if batch:
+                    if self._on_batch is not None:
+                        self._on_batch(batch)
                     new = snap.apply(batch)
                     if new is not snap:
                         snap = new

@@ -111,7 +111,16 @@ async def run(args: argparse.Namespace) -> None:
     agent_metrics, dns_metrics = AgentMetrics(registry), Metrics(registry)
     server = PluginServer(host, agent_metrics)
     upstreams = None if args.upstream is None else [u for u in args.upstream if u]
-    dns = AgentDNS(host.store, host.name, args.domain, upstreams, dns_metrics)
+
+    def on_view(view: View) -> None:
+        agent_metrics.reconciles.inc()
+        dns.sync(view.blocks)
+
+    overlay = Overlay(host.store, host.name, on_view)
+    # One store watch for both: the DNS follower's feeds the overlay too.
+    dns = AgentDNS(
+        host.store, host.name, args.domain, upstreams, dns_metrics, on_batch=overlay.notice
+    )
     stop = asyncio.Event()
     threads_stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -125,12 +134,6 @@ async def run(args: argparse.Namespace) -> None:
         registration = HostRegistration(host.store, host.name, vtep, args.lease_ttl)
         await asyncio.to_thread(registration.acquire)
         await dns.start()
-
-        def on_view(view: View) -> None:
-            agent_metrics.reconciles.inc()
-            dns.sync(view.blocks)
-
-        overlay = Overlay(host.store, host.name, on_view)
         for target in (registration.keep_alive, overlay.follow, server.settle_pending):
             threading.Thread(
                 target=target, args=(threads_stop,), daemon=True, name=target.__qualname__

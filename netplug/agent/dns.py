@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 from netplug.dns.follow import Follower
 from netplug.dns.main import default_upstreams
@@ -19,6 +20,7 @@ from netplug.dns.resolve import Zone
 from netplug.dns.server import DNSServer, Listener
 from netplug.dns.upstream import Upstream
 from netplug.ipam.blocks import Network, gateway
+from netplug.ipam.store.base import Event
 
 log = logging.getLogger(__name__)
 
@@ -46,12 +48,16 @@ class AgentDNS:
         upstreams: list[tuple[str, int]] | None,
         metrics: Metrics,
         port: int = DNS_PORT,
+        on_batch: Callable[[list[Event]], None] | None = None,
     ) -> None:
         self.host, self.port = host, port
         self.upstreams = upstreams
         self.server = DNSServer(Zone(domain), Upstream(upstreams or []), metrics=metrics)
         self.follower = Follower(
-            store, self.server.update, on_status=lambda up: metrics.store_up.set(int(up))
+            store,
+            self.server.update,
+            on_status=lambda up: metrics.store_up.set(int(up)),
+            on_batch=on_batch,
         )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wanted: list[Listener] = []

@@ -1,11 +1,13 @@
 """Keeping this host's VXLAN peers equal to what the store says.
 
-A thread follows the store by watch; any change to hosts, VTEPs or blocks
-triggers a reconcile (read the kernel, compute the plan, apply the diff), and
-a full reconcile also runs every ``RESYNC`` seconds and at start, so a
-restarted agent adds what is missing and removes what is stale without
-touching entries that are right. When the store is unreachable, what is
-programmed stays programmed.
+Any change to hosts, VTEPs or blocks triggers a reconcile (read the kernel,
+compute the plan, apply the diff), and a full reconcile also runs every
+``RESYNC`` seconds and at start, so a restarted agent adds what is missing and
+removes what is stale without touching entries that are right. The changes
+arrive through ``notice``, fed by the agent's one store watch (the DNS
+follower's): a second watch would read and decode every container's events
+again only to drop them. When the store is unreachable, what is programmed
+stays programmed.
 """
 
 from __future__ import annotations
@@ -14,14 +16,14 @@ import logging
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from ipaddress import ip_network
 
 from netplug.agent.overlay_plan import Vtep, desired, diff
 from netplug.ipam import keys
 from netplug.ipam.blocks import Network
-from netplug.ipam.store.base import Compacted, Store, StoreError
+from netplug.ipam.store.base import Event, Store, StoreError
 from netplug.net import netns, peers
 from netplug.net.links import find
 from netplug.net.vxlan import device_name
@@ -29,7 +31,7 @@ from netplug.net.vxlan import device_name
 log = logging.getLogger(__name__)
 
 RESYNC = 10.0
-WATCH_TIMEOUT = 1.0
+STOP_CHECK = 1.0  # seconds between checks for stop while nothing changes
 RETRY = 1.0
 WATCHED = (f"{keys.ROOT}hosts/", f"{keys.ROOT}vteps/", f"{keys.ROOT}blocks/")
 
@@ -64,6 +66,7 @@ class Overlay:
     ) -> None:
         self.store, self.host = store, host
         self.on_view = on_view  # told every view reconciled (the agent's DNS follows it)
+        self._changed = threading.Event()
 
     def reconcile(self) -> View:
         """Make every local VXLAN device's peers match the store; returns what was read."""
@@ -88,23 +91,30 @@ class Overlay:
             self.on_view(view)
         return view
 
+    def notice(self, batch: Sequence[Event]) -> None:
+        """A batch of store events (from any thread): reconcile if it touches the overlay."""
+        if any(event.kv.key.startswith(WATCHED) for event in batch):
+            self._changed.set()
+
     def follow(self, stop: threading.Event) -> None:
-        """Reconcile at start, on every relevant store change, and every RESYNC s."""
+        """Reconcile at start, after every noticed change, and every RESYNC s."""
         while not stop.is_set():
+            # Cleared before the read: a change that lands during the
+            # reconcile triggers another one rather than being lost.
+            self._changed.clear()
             try:
-                view = self.reconcile()
-                self._watch(view.revision + 1, stop)
-            except (StoreError, Compacted, OSError) as e:
+                self.reconcile()
+            except (StoreError, OSError) as e:
                 log.warning("overlay: %s; keeping what is programmed, retrying", e)
                 stop.wait(RETRY)
+                continue
+            self._wait_for_change(stop)
 
-    def _watch(self, revision: int, stop: threading.Event) -> None:
-        """Return when a relevant change arrives, at the next resync, or on ``stop``."""
+    def _wait_for_change(self, stop: threading.Event) -> None:
+        """Return on a noticed change, at the next resync, or soon after ``stop``."""
         resync_at = time.monotonic() + RESYNC
-        for batch in self.store.watch(keys.ROOT, revision, timeout=WATCH_TIMEOUT):
-            if stop.is_set() or time.monotonic() >= resync_at:
-                return
-            if any(event.kv.key.startswith(WATCHED) for event in batch):
+        while not stop.is_set() and not self._changed.wait(STOP_CHECK):
+            if time.monotonic() >= resync_at:
                 return
 
 

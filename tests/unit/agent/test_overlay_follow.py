@@ -1,0 +1,68 @@
+"""The overlay rides the DNS follower's store watch (no root: the kernel side,
+reconcile's netlink half, is left out; read_view and the wiring are real)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator
+
+import pytest
+
+from netplug.agent.overlay import Overlay, View, read_view
+from netplug.dns.follow import Follower
+from netplug.ipam import keys
+from netplug.ipam.store.sqlite import SQLiteStore
+
+
+class ViewsOnly(Overlay):
+    """Reads the store as reconcile does and records it, programming nothing."""
+
+    def __init__(self, store: SQLiteStore) -> None:
+        super().__init__(store, "h1")
+        self.views: list[View] = []
+
+    def reconcile(self) -> View:
+        view = read_view(self.store)
+        self.views.append(view)
+        return view
+
+
+async def eventually(predicate, timeout: float = 5.0) -> bool:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            return False
+        await asyncio.sleep(0.02)
+    return True
+
+
+@pytest.fixture
+async def overlay(tmp_path) -> AsyncIterator[ViewsOnly]:
+    store = SQLiteStore(str(tmp_path / "netplug.db"))
+    overlay = ViewsOnly(store)
+    follower = Follower(store, lambda snapshot: None, on_batch=overlay.notice)
+    stop = threading.Event()
+    thread = threading.Thread(target=overlay.follow, args=(stop,), daemon=True)
+    try:
+        await follower.start()
+        assert await follower.wait_ready(5)
+        thread.start()
+        yield overlay
+    finally:
+        stop.set()
+        await follower.stop()
+        if thread.is_alive():
+            thread.join(5)
+        store.close()
+    assert not thread.is_alive()
+
+
+async def test_overlay_changes_reconcile_and_container_events_do_not(overlay) -> None:
+    assert await eventually(lambda: len(overlay.views) == 1)  # the start's reconcile
+    overlay.store.put("/netplug/ips/blue/10.244.1.0/24/10.244.1.7", b'{"host": "h1"}')
+    await asyncio.sleep(0.3)  # several watch polls
+    assert len(overlay.views) == 1
+    overlay.store.put(keys.host_key("h2"), b'{"vtep": "192.0.2.2"}')
+    assert await eventually(lambda: len(overlay.views) == 2)
+    assert overlay.views[-1].live_hosts == {"h2"}
