@@ -35,6 +35,7 @@ import json
 import math
 import os
 import re
+import resource
 import secrets
 import select
 import shutil
@@ -383,6 +384,25 @@ class Runner:
 # -- the two sides ----------------------------------------------------------------------------
 
 
+def cpu_seconds(side: Side) -> dict[str, float]:
+    """CPU time so far: of the plugin processes (and what they ran: host-local),
+    of the side's agent, and of the whole machine (kernel threads, softirqs)."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    agent = 0.0
+    if side.agent_proc is not None:
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{side.agent_proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            agent = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    with open("/proc/stat") as f:
+        ticks = [int(t) for t in f.readline().split()[1:]]
+    busy = sum(ticks) - ticks[3] - ticks[4]  # all but idle and iowait
+    return {
+        "plugins": children.ru_utime + children.ru_stime,
+        "agent": agent,
+        "machine": busy / os.sysconf("SC_CLK_TCK"),
+    }
+
+
 class Side:
     """One plugin on its own host namespace, with its own state under the temp dir."""
 
@@ -395,6 +415,7 @@ class Side:
         self.workdir = bench.tmp / tag
         self.workdir.mkdir()
         self.agent_proc: subprocess.Popen | None = None
+        self.cpu: dict[str, list[dict[str, float]]] = {"ADD": [], "DEL": []}  # per call, by round
         self.store = f"sqlite://{self.workdir / 'netplug.db'}"
         if kind == "netplug":
             self.argv = [str(NETPLUG)]
@@ -529,9 +550,15 @@ class Bench:
         return call
 
     def many(self, side: Side, command: str, ctrs: Sequence[str]) -> tuple[float, int]:
-        """Wall seconds of ``command`` for every container at once, and how many failed."""
+        """Wall seconds of ``command`` for every container at once, and how many failed.
+        Also notes in ``side.cpu`` the CPU each call cost, where it was spent."""
         calls = [side.call(command, ctr) for ctr in ctrs]
+        before = cpu_seconds(side)
         self.runner.run(side.fd, calls, timeout=max(CALL_TIMEOUT, 0.5 * len(calls)))
+        after = cpu_seconds(side)
+        side.cpu[command].append(
+            {where: (after[where] - before[where]) / len(calls) for where in after}
+        )
         bad = [c for c in calls if not c.ok]
         for call in bad[:3]:
             self.fail(f"{side.label} parallel {command}: {call.describe()}")
@@ -659,6 +686,10 @@ def scenario_parallel(b: Bench, rounds: int) -> list[Row]:
             b.ns.delete(ctrs)
             time.sleep(0.5)
     b.raw["parallel"] = walls
+    for side in sides:
+        for op in ("ADD", "DEL"):
+            cpu = describe_cpu(side.cpu[op])
+            b.details.append(f"parallel {op}, {side.label}: CPU per call: {cpu}")
     for op in ("ADD", "DEL"):
         handled = sides[1].handle_times(op, ids)
         b.details.append(
@@ -676,6 +707,17 @@ def scenario_parallel(b: Bench, rounds: int) -> list[Row]:
             f"{PARALLEL} parallel DEL (wall, containers/s)", np["DEL"], ref["DEL"], PARALLEL, False
         ),
     ]
+
+
+def describe_cpu(rounds: list[dict[str, float]]) -> str:
+    """Medians over the rounds, in ms: where each call's CPU went."""
+    if not rounds:
+        return "-"
+    med = {where: median([r[where] for r in rounds]) for where in rounds[0]}
+    return (
+        f"plugin processes {ms(med['plugins'])} ms, agent {ms(med['agent'])} ms; "
+        f"whole machine {ms(med['machine'])} ms (median of {len(rounds)} rounds)"
+    )
 
 
 def _populate(b: Bench, side: Side) -> None:
@@ -813,6 +855,11 @@ def _pyc_status(b: Bench, side: Side, when: str) -> None:
     )
 
 
+def launcher_interpreter() -> list[str]:
+    """The interpreter and flags of the plugin launcher's #! line (-I -S: no site)."""
+    return NETPLUG.read_text().splitlines()[0].removeprefix("#!").split()
+
+
 def _importtime(b: Bench, side: Side) -> None:
     """``-X importtime`` of ADD through the agent: the plugin process's own cost."""
     selfs: dict[str, list[float]] = {}
@@ -820,7 +867,9 @@ def _importtime(b: Bench, side: Side) -> None:
     totals = []
     ctrs = b.ns.containers(IMPORTTIME_RUNS)
     for ctr in ctrs:
-        call = side.call("ADD", ctr, argv=[str(PYTHON), "-X", "importtime", str(NETPLUG)])
+        call = side.call(
+            "ADD", ctr, argv=[*launcher_interpreter(), "-X", "importtime", str(NETPLUG)]
+        )
         b.runner.run(side.fd, [call])
         if not call.ok:
             b.fail(f"importtime ADD: {call.describe()}")
