@@ -1,4 +1,5 @@
-"""IPAM against the real SQLite store in a temp dir (no root needed)."""
+"""IPAM against both real stores: SQLite in a temp dir and an etcd on loopback
+(``store`` in tests/unit/conftest.py; no root needed)."""
 
 from concurrent.futures import ThreadPoolExecutor
 from ipaddress import ip_address, ip_network
@@ -13,19 +14,9 @@ from netplug.ipam.allocations import (
     Pool,
     PoolExhausted,
 )
-from netplug.ipam.store.sqlite import SQLiteStore
 
 V4 = Pool(ip_network("10.244.0.0/16"), 24)
 V6 = Pool(ip_network("fd00:244::/48"), 64)
-
-
-@pytest.fixture
-def store(tmp_path):
-    s = SQLiteStore(str(tmp_path / "netplug.db"))
-    try:
-        yield s
-    finally:
-        s.close()
 
 
 def test_allocate_leases_a_block_and_gives_a_gateway_routed_address(store):

@@ -1,5 +1,6 @@
-"""Store fixtures: ``store`` runs each contract test against both backends (SQLite
-in ``tmp_path``; a real etcd, one per session, emptied before each test)."""
+"""Store fixtures: ``store`` runs each test that takes it (the store contract,
+the IPAM) against both backends: SQLite in ``tmp_path``, and a real etcd, one
+per session, emptied before each test."""
 
 from __future__ import annotations
 
