@@ -35,7 +35,9 @@ class Follower:
 
     ``on_status(up)`` (also on the loop) tells whether the store answers.
     ``on_batch(events)`` sees every batch the watch delivers, on the follower's
-    thread: the agent's overlay rides this watch instead of keeping its own.
+    thread, and ``None`` after each full read of the store (at start, after
+    a failure or a compacted watch: anything may have changed since the
+    last batch). The agent's overlay rides this watch instead of keeping its own.
     Start and stop from the loop that should receive them.
     """
 
@@ -44,7 +46,7 @@ class Follower:
         store: Store,
         publish: Callable[[Snapshot], None],
         on_status: Callable[[bool], None] | None = None,
-        on_batch: Callable[[list[Event]], None] | None = None,
+        on_batch: Callable[[list[Event] | None], None] | None = None,
     ) -> None:
         self.store = store
         self._publish = publish
@@ -83,6 +85,7 @@ class Follower:
         while not self._stop.is_set():
             try:
                 snap = read_snapshot(self.store)
+                self._batch(None)
                 self._send(snap, up=True)
                 delay = RETRY_MIN
                 self._follow(snap)
@@ -106,12 +109,15 @@ class Follower:
                 if self._stop.is_set():
                     return
                 if batch:
-                    if self._on_batch is not None:
-                        self._on_batch(batch)
+                    self._batch(batch)
                     new = snap.apply(batch)
                     if new is not snap:
                         snap = new
                         self._send(snap)
+
+    def _batch(self, batch: list[Event] | None) -> None:
+        if self._on_batch is not None:
+            self._on_batch(batch)
 
     def _send(self, snap: Snapshot, up: bool | None = None) -> None:
         def deliver() -> None:

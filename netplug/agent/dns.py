@@ -48,7 +48,7 @@ class AgentDNS:
         upstreams: list[tuple[str, int]] | None,
         metrics: Metrics,
         port: int = DNS_PORT,
-        on_batch: Callable[[list[Event]], None] | None = None,
+        on_batch: Callable[[list[Event] | None], None] | None = None,
     ) -> None:
         self.host, self.port = host, port
         self.upstreams = upstreams

@@ -91,9 +91,10 @@ class Overlay:
             self.on_view(view)
         return view
 
-    def notice(self, batch: Sequence[Event]) -> None:
-        """A batch of store events (from any thread): reconcile if it touches the overlay."""
-        if any(event.kv.key.startswith(WATCHED) for event in batch):
+    def notice(self, batch: Sequence[Event] | None) -> None:
+        """A batch of store events (from any thread): reconcile if it touches the
+        overlay. None: the watcher read the store afresh, so reconcile too."""
+        if batch is None or any(event.kv.key.startswith(WATCHED) for event in batch):
             self._changed.set()
 
     def follow(self, stop: threading.Event) -> None:
