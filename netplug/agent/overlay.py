@@ -41,7 +41,6 @@ class View:
     live_hosts: set[str]
     vteps: dict[str, list[Vtep]]  # by network
     blocks: dict[str, dict[Network, str]]  # by network: block -> host
-    revision: int
 
 
 def read_view(store: Store) -> View:
@@ -57,7 +56,7 @@ def read_view(store: Store) -> View:
     for kv in store.range(keys.networks_prefix(), prefix=True).kvs:
         network, cidr = kv.key[len(keys.networks_prefix()) :].split("/", 1)
         blocks[network][ip_network(cidr)] = keys.decode(kv.value)["host"]
-    return View(live, dict(vteps), dict(blocks), hosts.revision)
+    return View(live, dict(vteps), dict(blocks))
 
 
 class Overlay:
