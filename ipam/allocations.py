@@ -184,14 +184,10 @@ class IPAM:
         if found is None and self._used_seen:
             self._forget_seen()  # full as last seen; before leasing a block, look again
             found = self._pick_in_held_blocks(network, pool, ident)
-        if found is not None:
-            return found
-        block = self._lease_new_block(network, pool, ident)
-        address = next(candidates(block, self._used(network, block), ident), None)
-        if address is None:
-            raise PoolExhausted(f"block {block} of {network} holds no container address")
-        self._hint[network, block.version] = block
-        return _allocation(address, block)
+        if found is None:
+            found = self._lease_new_block(network, pool, ident)
+        self._hint[network, found.block.version] = found.block
+        return found
 
     def _pick_in_held_blocks(self, network: str, pool: Pool, ident: str) -> Allocation | None:
         hint = self._hint.get((network, pool.subnet.version))
@@ -260,19 +256,22 @@ class IPAM:
             return self.host
         return self._block_owner(network, block)
 
-    def _lease_new_block(self, network: str, pool: Pool, ident: str) -> Network:
-        """A block for an ADD that found this host's blocks full: a new lease,
-        unless a parallel ADD on this host (another agent thread, another plugin
-        process) has leased one since they were read; a burst of ADDs then
-        shares one new block instead of leasing one each."""
+    def _lease_new_block(self, network: str, pool: Pool, ident: str) -> Allocation:
+        """An address for an ADD that found this host's blocks full, in a newly
+        leased block - unless a parallel ADD on this host (another agent thread,
+        another plugin process) has leased one, or freed an address, since they
+        were read: a burst of ADDs then shares one new block instead of leasing
+        one each. The address comes from what this very read saw (the shared
+        view may already hold another thread's newer claims)."""
         for _ in range(MAX_ATTEMPTS):
             blocks = self._blocks(network, pool)
             for block, host in blocks.items():
                 if host == self.host:
                     used = self._read_used(network, block)
                     self._used_seen[network, block] = used
-                    if next(candidates(block, used, ident), None) is not None:
-                        return block
+                    address = next(candidates(block, used, ident), None)
+                    if address is not None:
+                        return _allocation(address, block)
             block = choose_free_block(pool.subnet, pool.block_prefix, set(blocks), self.host)
             if block is None:
                 raise PoolExhausted(
@@ -280,7 +279,10 @@ class IPAM:
                     "free blocks with 'netplugctl hosts remove' or use a larger subnet"
                 )
             if self._claim_block(network, block) == self.host:
-                return block
+                address = next(candidates(block, set(), ident), None)
+                if address is None:
+                    raise PoolExhausted(f"block {block} of {network} holds no container address")
+                return _allocation(address, block)
         raise Contention(f"could not lease a block of {pool.subnet} after {MAX_ATTEMPTS} attempts")
 
     def _used(self, network: str, block: Network) -> frozenset[Address]:

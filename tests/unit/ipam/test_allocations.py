@@ -182,18 +182,20 @@ def test_a_warm_ipam_reuses_what_it_released_itself(store):
     assert len(ipam.host_blocks("tiny", TINY)) == 1
 
 
-class _LeaseBehindTheBack:
-    """The store, except that right after the first read of the blocks another
-    process on the same host leases one (the race CI caught on etcd)."""
+class _BehindTheBack:
+    """The store, except that right after the ``after``-th read of a network's
+    blocks, ``meddle()`` runs: another process on the same host at work."""
 
-    def __init__(self, store, other: IPAM) -> None:
-        self._store, self._other, self._fired = store, other, False
+    def __init__(self, store, network: str, meddle, after: int = 1) -> None:
+        self._store, self._prefix, self._meddle = store, keys.blocks_prefix(network), meddle
+        self._reads_left = after
 
     def range(self, key, **kw):
         result = self._store.range(key, **kw)
-        if key == keys.blocks_prefix("blue") and not self._fired:
-            self._fired = True
-            self._other.allocate("blue", [V4], "other", "eth0")
+        if key == self._prefix:
+            self._reads_left -= 1
+            if self._reads_left == 0:
+                self._meddle()
         return result
 
     def __getattr__(self, name):
@@ -201,12 +203,30 @@ class _LeaseBehindTheBack:
 
 
 def test_a_block_leased_by_a_parallel_add_is_shared_not_doubled(store):
+    """The race CI caught on etcd: no room seen, another ADD leases, then this one reads."""
     other = IPAM(store, "node-1")
-    ipam = IPAM(_LeaseBehindTheBack(store, other), "node-1")
+    meddling = _BehindTheBack(store, "blue", lambda: other.allocate("blue", [V4], "o", "eth0"))
+    ipam = IPAM(meddling, "node-1")
     mine = ipam.allocate("blue", [V4], "c1", "eth0").allocations[0]
-    theirs = other.lookup("blue", "other", "eth0").allocations[0]
+    theirs = other.lookup("blue", "o", "eth0").allocations[0]
     assert mine.block == theirs.block and mine.address != theirs.address
     assert ipam.host_blocks("blue", V4) == [mine.block]
+
+
+def test_an_address_freed_just_before_leasing_is_taken_not_a_new_block(store):
+    """The block looks full on both passes; a DEL frees an address just before
+    the lease's own read of the blocks (the third): that address, no new block."""
+    agent, other = IPAM(store, "node-1"), IPAM(store, "node-1")
+    for i in range(5):
+        agent.allocate("tiny", [TINY], f"c{i}", "eth0")
+    freed = []
+    meddling = _BehindTheBack(
+        store, "tiny", lambda: freed.append(other.release("tiny", "c2", "eth0")), after=3
+    )
+    late = IPAM(meddling, "node-1")
+    again = late.allocate("tiny", [TINY], "c-new", "eth0").allocations[0]
+    assert again.address == freed[0].allocations[0].address
+    assert len(late.host_blocks("tiny", TINY)) == 1
 
 
 def test_a_burst_on_a_fresh_host_leases_one_block(store):
