@@ -326,14 +326,23 @@ class IPAM:
             else Attachment.from_record(network, self.host, keys.decode(kv.value))
         )
 
-    def release(self, network: str, container_id: str, ifname: str) -> Attachment | None:
-        """Free the attachment's addresses and record; None when there was none (idempotent)."""
+    def release(
+        self, network: str, container_id: str, ifname: str, netns: str = ""
+    ) -> Attachment | None:
+        """Free the attachment's addresses and record; None when there was none (idempotent).
+
+        With ``netns``, only an attachment made for that namespace (or recorded
+        without one) is released: a deferred release must spare the same
+        container ID attached again elsewhere, decided on the record it deletes.
+        """
         key = keys.attachment_key(network, self.host, container_id, ifname)
         for _ in range(MAX_ATTEMPTS):
             kv = self.store.get(key)
             if kv is None:
                 return None
             attachment = Attachment.from_record(network, self.host, keys.decode(kv.value))
+            if netns and attachment.netns not in ("", netns):
+                return None
             deletes = [
                 Delete(key),
                 *(Delete(self._ip_key(network, a)) for a in attachment.allocations),

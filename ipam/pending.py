@@ -17,10 +17,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from netplug.ipam.allocations import IPAM
+from netplug.ipam.allocations import IPAM, IPAMError
 from netplug.ipam.store.base import StoreUnavailable
 
 log = logging.getLogger(__name__)
+
+
+FIELDS = ("network", "containerID", "ifname", "netns")
 
 
 class PendingReleases:
@@ -46,29 +49,52 @@ class PendingReleases:
         )
 
     def replay(self, ipam: IPAM) -> int:
-        """Apply what the store now accepts; returns how many entries were settled."""
+        """Apply what the store now accepts; returns how many entries were settled.
+        A line that is not an entry (a torn write) is moved to ``<file>.corrupt``."""
         with self._locked() as f:
-            entries = [json.loads(line) for line in f.read().splitlines() if line.strip()]
-            left = [e for e in entries if not self._settle(ipam, e)]
+            entries = [self._entry(line) for line in f.read().splitlines() if line.strip()]
+            left = [e for e in entries if e is not None and not self._settle(ipam, e)]
             f.seek(0)
             f.truncate()
             f.writelines(json.dumps(e) + "\n" for e in left)
         return len(entries) - len(left)
 
+    def _entry(self, line: str) -> dict | None:
+        try:
+            entry = json.loads(line)
+            if all(isinstance(entry.get(k), str) for k in FIELDS):
+                return entry
+        except (ValueError, AttributeError):
+            pass
+        corrupt = self.path.with_name(self.path.name + ".corrupt")
+        log.error("unreadable deferred release %r: moved to %s; release it by hand", line, corrupt)
+        with open(corrupt, "a") as f:
+            f.write(line + "\n")
+        return None
+
     @staticmethod
     def _settle(ipam: IPAM, entry: dict) -> bool:
+        """Whether the entry is done with. An entry written without a namespace (a
+        DEL may come without one) releases whatever attachment has its name."""
         try:
-            current = ipam.lookup(entry["network"], entry["containerID"], entry["ifname"])
-            if current is not None and current.netns in ("", entry["netns"]):
-                ipam.release(entry["network"], entry["containerID"], entry["ifname"])
-                log.info(
-                    "released %s/%s in %s after the store came back",
-                    entry["containerID"],
-                    entry["ifname"],
-                    entry["network"],
-                )
-        except StoreUnavailable:
+            released = ipam.release(
+                entry["network"], entry["containerID"], entry["ifname"], entry["netns"]
+            )
+        except (StoreUnavailable, IPAMError) as e:
+            log.info(
+                "deferred release of %s/%s kept for later: %s",
+                entry["containerID"],
+                entry["ifname"],
+                e,
+            )
             return False
+        if released is not None:
+            log.info(
+                "released %s/%s in %s after the store came back",
+                entry["containerID"],
+                entry["ifname"],
+                entry["network"],
+            )
         return True
 
     @contextmanager

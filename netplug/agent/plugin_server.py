@@ -69,8 +69,11 @@ class PluginServer:
         while not stop.wait(PENDING_INTERVAL):
             for run_dir in list(self.run_dirs):
                 pending = PendingReleases(run_dir, self.host.name)
-                if pending:
-                    pending.replay(self.host.ipam)
+                try:
+                    if pending:
+                        pending.replay(self.host.ipam)
+                except Exception:  # a bug or a bad file must not end the replays for good
+                    log.exception("replaying deferred releases in %s failed", pending.path)
 
     def start(self) -> None:
         """Listen, and start the workers; SystemExit when another agent listens here."""

@@ -54,3 +54,24 @@ def test_replay_of_an_already_released_attachment_is_settled(ipam, tmp_path):
     pending = PendingReleases(str(tmp_path / "run"), "node-1")
     pending.record("blue", "gone", "eth0", "")
     assert pending.replay(ipam) == 1 and not pending
+
+
+def test_an_entry_without_a_namespace_releases_the_attachment(ipam, tmp_path):
+    """A DEL may come without CNI_NETNS; its deferred release must still free the addresses."""
+    ipam.allocate("blue", [V4], "c1", "eth0", netns="/run/netns/a")
+    pending = PendingReleases(str(tmp_path / "run"), "node-1")
+    pending.record("blue", "c1", "eth0", "")
+    assert pending.replay(ipam) == 1 and not pending
+    assert ipam.lookup("blue", "c1", "eth0") is None
+
+
+def test_a_torn_line_is_set_aside_and_the_rest_replayed(ipam, tmp_path):
+    ipam.allocate("blue", [V4], "c1", "eth0", netns="/run/netns/a")
+    pending = PendingReleases(str(tmp_path / "run"), "node-1")
+    pending.record("blue", "c1", "eth0", "/run/netns/a")
+    with open(pending.path, "a") as f:
+        f.write('{"network": "blue", "contai\n')
+    assert pending.replay(ipam) == 2 and not pending
+    assert ipam.lookup("blue", "c1", "eth0") is None
+    corrupt = pending.path.with_name(pending.path.name + ".corrupt")
+    assert corrupt.read_text() == '{"network": "blue", "contai\n'
