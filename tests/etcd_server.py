@@ -1,6 +1,6 @@
 """A real etcd (Debian's ``etcd-server``, ``/usr/bin/etcd``) for tests, on loopback.
 
-    etcd = start_etcd(tmp_path)        # a one-member cluster, data in tmp_path/etcd
+    etcd = start_etcd(tmp_path)        # a one-member cluster; its log in tmp_path, data in /dev/shm
     store = open_store(etcd.url)       # etcd://127.0.0.1:PORT
     etcd.stop(); etcd.start()          # an outage: same ports, same data
     etcd.stop()                        # always, in a finally
@@ -23,7 +23,9 @@ import signal
 import socket
 import ssl
 import subprocess
+import tempfile
 import time
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
@@ -32,6 +34,7 @@ import processes
 
 ETCD = "/usr/bin/etcd"
 START_TIMEOUT = 15.0  # seconds until the member must answer /health
+MEMORY_DIR = "/dev/shm" if os.path.isdir("/dev/shm") else None  # None: the default temp dir
 
 
 def missing(message: str) -> NoReturn:
@@ -110,15 +113,19 @@ class EtcdProcess:
     With ``tls``, clients must use TLS and present a certificate of its CA."""
 
     def __init__(
-        self, data_dir: Path, host: str = "127.0.0.1", tls: TLSFiles | None = None
+        self, log_path: Path, host: str = "127.0.0.1", tls: TLSFiles | None = None
     ) -> None:
         self.binary = etcd_binary()
-        self.data_dir = data_dir
+        # In memory: etcd fsyncs every write, and a shared disk's stalls would
+        # turn into the tests' 2 s request timeouts. Removed when this object
+        # goes, or at the latest when the test process exits.
+        self.data_dir = Path(tempfile.mkdtemp(prefix="npt-etcd-", dir=MEMORY_DIR))
+        weakref.finalize(self, shutil.rmtree, self.data_dir, True)
         self.host = host
         self.tls = tls
         self.client_port = free_port(host)
         self.peer_port = free_port(host)
-        self.log_path = data_dir.parent / f"{data_dir.name}.log"
+        self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -236,7 +243,7 @@ def start_etcd(tmpdir: Path | str, host: str = "127.0.0.1", tls: bool = False) -
     base.mkdir(parents=True, exist_ok=True)
     files = make_tls_files(base / "tls", host) if tls else None
     for attempt in range(3):  # a free port can be taken between probing and binding
-        etcd = EtcdProcess(base / f"etcd-{attempt}", host, files)
+        etcd = EtcdProcess(base / f"etcd-{attempt}.log", host, files)
         try:
             etcd.start()
             return etcd

@@ -127,7 +127,7 @@ class NetplugHost:
         out = run(["ip", "-n", self.netns, "-j", "-d", "link", "show"]).stdout
         return {link["ifname"]: link for link in json.loads(out)}
 
-    def settled_veths(self, expected: set[str] | None = None, timeout: float = 2.0) -> set[str]:
+    def settled_veths(self, expected: set[str] | None = None, timeout: float = 15.0) -> set[str]:
         """The host's veths once they equal ``expected`` (default: none), or at
         ``timeout``. netplugd deletes a DELeted pair just after answering."""
         expected = set() if expected is None else expected
@@ -200,7 +200,7 @@ def _wait_for_line(path: Path, text: str, proc: subprocess.Popen, timeout: float
     raise TimeoutError(f"netplugd did not log {text!r} within {timeout} s: {path.read_text()}")
 
 
-CONVERGENCE = 3.0  # agents converge within a second; allow for a loaded machine
+CONVERGENCE = 10.0  # agents converge within a second (bench); CI machines are loaded
 
 
 def eventually(check, timeout: float = CONVERGENCE) -> bool:

@@ -302,7 +302,7 @@ def test_registration_over_http_then_dig(server: Server) -> None:
     assert server.http("PUT", "/v1/names/api", {"addresses": "x"})[0] == 400
     t0 = time.monotonic()
     assert server.http("PUT", "/v1/names/api", body)[0] == 200
-    wait_until(lambda: server.short("api.netplug.internal") == ["10.1.2.3"], 2, "the new name")
+    wait_until(lambda: server.short("api.netplug.internal") == ["10.1.2.3"], 5, "the new name")
     elapsed = time.monotonic() - t0
     srv = server.short("_http._tcp.api.netplug.internal", "SRV")
     assert srv == sorted(["0", "0", "8080", "api.netplug.internal."])
@@ -310,16 +310,16 @@ def test_registration_over_http_then_dig(server: Server) -> None:
     assert {"api.netplug.internal", "web.blue.netplug.internal"} <= {n["name"] for n in names}
     assert server.http("DELETE", "/v1/names/api")[0] == 204
     wait_until(
-        lambda: "status: NXDOMAIN" in server.dig("api.netplug.internal"), 2, "the name to go"
+        lambda: "status: NXDOMAIN" in server.dig("api.netplug.internal"), 5, "the name to go"
     )
-    assert elapsed < 2
+    assert elapsed < 3  # dig itself starts in ~0.1 s; slack for a loaded machine
 
 
 def test_container_names_follow_the_store(server: Server) -> None:
     key = _attachment(server.store, "blue", "c9", "late", "10.244.1.9")
-    wait_until(lambda: server.short("late.blue.netplug.internal") == ["10.244.1.9"], 2, "late")
+    wait_until(lambda: server.short("late.blue.netplug.internal") == ["10.244.1.9"], 5, "late")
     server.store.delete(key)
-    wait_until(lambda: "NXDOMAIN" in server.dig("late.blue.netplug.internal"), 2, "late gone")
+    wait_until(lambda: "NXDOMAIN" in server.dig("late.blue.netplug.internal"), 5, "late gone")
 
 
 def test_fuzz_burst_then_still_answers(server: Server) -> None:

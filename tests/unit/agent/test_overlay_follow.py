@@ -68,6 +68,8 @@ async def overlay(tmp_path) -> AsyncIterator[ViewsOnly]:
 async def test_overlay_changes_reconcile_and_container_events_do_not(overlay) -> None:
     await overlay.follower.start()
     assert await overlay.follower.wait_ready(5)
+    # The follower's first read triggers one reconcile after the start's own.
+    assert await eventually(lambda: len(overlay.views) >= 2)
     before = await overlay.settled()
     overlay.store.put("/netplug/ips/blue/10.244.1.0/24/10.244.1.7", b'{"host": "h1"}')
     assert await overlay.settled() == before

@@ -80,7 +80,7 @@ async def test_changes_arrive(followed) -> None:
     t0 = time.monotonic()
     flaky.inner.put(kv.key, kv.value)
     await wait_until(lambda: "web.blue" in seen[-1].nodes)
-    assert time.monotonic() - t0 < 1.0
+    assert time.monotonic() - t0 < 2.0  # one watch poll (10 ms) when the machine is quiet
     flaky.inner.delete(kv.key)
     await wait_until(lambda: "web.blue" not in seen[-1].nodes)
     count = len(seen)
@@ -109,5 +109,6 @@ async def test_lease_expiry_removes_the_name(followed) -> None:
     flaky, seen, _ = followed
     reg = registration("temp", {"addresses": ["10.1.2.3"], "ttl": 1})
     flaky.inner.put(reg.key, reg.value, flaky.inner.grant(0.3))
-    await wait_until(lambda: "temp" in seen[-1].nodes)
-    await wait_until(lambda: "temp" not in seen[-1].nodes, timeout=3)
+    # A stalled loop may see the name come and go in one go: any snapshot had it.
+    await wait_until(lambda: any("temp" in snap.nodes for snap in seen))
+    await wait_until(lambda: "temp" not in seen[-1].nodes, timeout=5)

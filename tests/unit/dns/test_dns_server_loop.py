@@ -132,7 +132,7 @@ async def test_forwarding() -> None:
             loop = asyncio.get_running_loop()
             t0 = loop.time()
             silent = DNSRecord.parse(await udp_ask(bound.port, query("silent.example"), timeout=3))
-            assert silent.header.rcode == 2 and loop.time() - t0 < 1.5
+            assert silent.header.rcode == 2 and loop.time() - t0 < 2.5  # 1 s budget + slack
             text = server.metrics.exposition().decode()
             assert 'netplug_dns_forward_requests_total{outcome="tcp"}' in text
         finally:
