@@ -4,6 +4,7 @@
     /netplug/ips/<network>/<block CIDR>/<address>            {"host", "containerID", "ifname"}
     /netplug/attachments/<network>/<host>/<container>/<ifname>   the attachment record
     /netplug/networks/<network>                              {"subnet", "subnet6", "vni", "domain"}
+    /netplug/network-registry                                the last network recorded
     /netplug/vteps/<network>/<host>                          {"vtep", "mac", "vni"}
     /netplug/hosts/<host>                                    {"vtep", "instance"}, leased
 
@@ -68,6 +69,11 @@ def hosts_prefix() -> str:
 
 def host_key(host: str) -> str:
     return f"{hosts_prefix()}{host}"
+
+
+def network_registry_key() -> str:
+    """Bumped with every network record written: the compare that serializes them."""
+    return f"{ROOT}network-registry"
 
 
 def networks_prefix() -> str:

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from ipaddress import ip_network
 
 from netplug.ipam import keys
-from netplug.ipam.allocations import IPAMError
+from netplug.ipam.allocations import MAX_ATTEMPTS, Contention, IPAMError
 from netplug.ipam.store.base import Compare, Put, Store
 
 
@@ -62,13 +62,24 @@ def ensure_network(store: Store, name: str, record: NetworkRecord) -> None:
     """Record ``name`` as ``record`` unless it already is; raises NetworkConflict.
 
     One read when nothing changed, which is every ADD after a network's first.
+    A write also bumps the registry key, and compares it unchanged since before
+    the other records were read: two networks recorded at once cannot both
+    miss each other's overlap.
     """
-    key = keys.network_key(name)
-    current = store.get(key)
-    if current is not None and NetworkRecord(**keys.decode(current.value)) == record:
-        return
-    problems = conflicts(name, record, networks(store))
-    if problems:
-        raise NetworkConflict(f"network {name}: " + "; ".join(problems))
-    compare = Compare.absent(key) if current is None else Compare.unchanged(current)
-    store.txn([compare], [Put(key, keys.encode(asdict(record)))])
+    key, registry_key = keys.network_key(name), keys.network_registry_key()
+    for _ in range(MAX_ATTEMPTS):
+        current = store.get(key)
+        if current is not None and NetworkRecord(**keys.decode(current.value)) == record:
+            return
+        registry = store.get(registry_key)
+        problems = conflicts(name, record, networks(store))
+        if problems:
+            raise NetworkConflict(f"network {name}: " + "; ".join(problems))
+        compares = [
+            Compare.absent(key) if current is None else Compare.unchanged(current),
+            Compare.absent(registry_key) if registry is None else Compare.unchanged(registry),
+        ]
+        puts = [Put(key, keys.encode(asdict(record))), Put(registry_key, name.encode())]
+        if store.txn(compares, puts).succeeded:
+            return
+    raise Contention(f"could not record network {name} after {MAX_ATTEMPTS} attempts")

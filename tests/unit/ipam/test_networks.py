@@ -2,7 +2,13 @@ from ipaddress import ip_network
 
 import pytest
 
-from netplug.ipam.networks import NetworkConflict, NetworkRecord, conflicts, ensure_network
+from netplug.ipam.networks import (
+    NetworkConflict,
+    NetworkRecord,
+    conflicts,
+    ensure_network,
+    networks,
+)
 from netplug.ipam.store.sqlite import SQLiteStore
 
 BLUE = NetworkRecord("10.244.0.0/16", "fd00:244::/48", 4242, "netplug.internal")
@@ -40,5 +46,34 @@ def test_ensure_network_records_once_and_refuses_conflicts(tmp_path):
             ensure_network(store, "red", NetworkRecord("10.244.0.0/20", "", 7, "x"))
         assert store.get("/netplug/networks/red") is None
         assert BLUE.subnets() == [ip_network("10.244.0.0/16"), ip_network("fd00:244::/48")]
+    finally:
+        store.close()
+
+
+class _RecordsBehindTheBack:
+    """The store, except that right after the first listing of the network
+    records another ADD records ``other`` (two first ADDs at once)."""
+
+    def __init__(self, store, other) -> None:
+        self._store, self._other = store, other
+
+    def range(self, key, **kw):
+        result = self._store.range(key, **kw)
+        other, self._other = self._other, None
+        if other is not None:
+            ensure_network(self._store, *other)
+        return result
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+
+def test_overlapping_networks_recorded_at_once_are_not_both_taken(tmp_path):
+    store = SQLiteStore(str(tmp_path / "db"))
+    try:
+        racing = _RecordsBehindTheBack(store, ("red", NetworkRecord("10.244.0.0/20", "", 7, "x")))
+        with pytest.raises(NetworkConflict, match="of network red"):
+            ensure_network(racing, "blue", BLUE)
+        assert set(networks(store)) == {"red"}
     finally:
         store.close()
