@@ -150,13 +150,13 @@ def cmd_hosts(store: Store, args: argparse.Namespace) -> int:
 
 
 def cmd_gc(store: Store, args: argparse.Namespace) -> int:
-    """Release this host's attachments whose interface no longer exists."""
+    """Release this host's attachments whose container namespace is gone."""
     ipam = IPAM(store, args.host_name)
     released = []
     for a in inventory.attachments(store, args.host_name):
-        if args.network in (None, a.network) and _interface_exists(a) is False:
+        if args.network in (None, a.network) and _namespace_gone(a):
             if not args.dry_run:
-                ipam.release(a.network, a.container_id, a.ifname)
+                ipam.release(a.network, a.container_id, a.ifname, a.netns)
             released.append(
                 {
                     "network": a.network,
@@ -172,17 +172,21 @@ def cmd_gc(store: Store, args: argparse.Namespace) -> int:
     return 0
 
 
-def _interface_exists(attachment: Attachment) -> bool | None:
-    """Whether the attachment's interface is still in its namespace; None: cannot tell."""
-    from netplug.net import links, netns  # netlink only for gc
+def _namespace_gone(attachment: Attachment) -> bool:
+    """Whether the namespace the attachment was made for no longer exists. A
+    living namespace without the interface is not enough: an ADD between its
+    allocation and its veth looks just like that (DEL and CNI GC handle the rest)."""
+    from netplug.net import netns  # only for gc
 
     if not attachment.netns:
-        return None
-    try:
-        with netns.handle(attachment.netns) as cipr:
-            return links.find(cipr, attachment.ifname) is not None
-    except (netns.NetnsNotFound, OSError):
         return False
+    try:
+        os.close(netns.open_netns(attachment.netns))
+    except netns.NetnsNotFound:
+        return True
+    except OSError:
+        return False
+    return False
 
 
 def cmd_install(args: argparse.Namespace) -> int:

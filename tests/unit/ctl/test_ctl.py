@@ -80,6 +80,19 @@ def test_gc_releases_attachments_whose_namespace_is_gone(store_url, capsys):
     assert json.loads(capsys.readouterr().out) == []  # c1 has no recorded netns: kept
 
 
+def test_gc_keeps_an_attachment_whose_namespace_lives(store_url, tmp_path, capsys):
+    """No interface yet in a living namespace is what an ADD in progress looks like."""
+    store = SQLiteStore(f"{tmp_path}/netplug.db")
+    try:
+        ipam = IPAM(store, "node-1")
+        ipam.allocate("blue", [V4], "c4", "eth9", netns="/proc/self/ns/net")
+        assert main(["--store", store_url, "--host-name", "node-1", "--json", "gc"]) == 0
+        assert [r["container"] for r in json.loads(capsys.readouterr().out)] == ["c2"]
+        assert ipam.lookup("blue", "c4", "eth9") is not None
+    finally:
+        store.close()
+
+
 def test_bad_store_url_is_a_clear_error(capsys):
     assert main(["--store", "foo://x", "status"]) == 2
     assert "unknown scheme" in capsys.readouterr().err
