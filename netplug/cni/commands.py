@@ -92,14 +92,7 @@ def cmd_add(req: Request, host: Host) -> Result:
         _require_new_interface(req)
         _settle_pending_releases(conf, host)
         attachment = allocate(req, host)
-        undo.callback(
-            _quietly,
-            "release addresses",
-            host.ipam.release,
-            conf.name,
-            req.container_id,
-            req.ifname,
-        )
+        undo.callback(_quietly, "release addresses", _release_or_defer, req, host)
         br = bridge.ensure_bridge(
             ipr,
             conf.bridge,
@@ -222,18 +215,25 @@ def cmd_del(req: Request, host: Host) -> None:
     # request only when the container end was already gone.
     if not _attempt(failures, _delete_container_end, req, host):
         _attempt(failures, _delete_host_end, req)
+    if _release_or_defer(req, host) and conf.ip_masq:
+        _attempt(failures, _drop_masq_when_unused, conf, host)
+    if failures:
+        raise failures[0]
+
+
+def _release_or_defer(req: Request, host: Host) -> bool:
+    """Release the attachment's addresses; when the store cannot be reached, keep
+    the release on the host for later (False), so that neither DEL nor a failed
+    ADD's undo leaves an address taken for good."""
+    conf = req.conf
     try:
         host.ipam.release(conf.name, req.container_id, req.ifname)
     except StoreUnavailable:
-        # The interfaces are gone; the addresses follow when the store is back.
         PendingReleases(conf.run_dir, host.name).record(
             conf.name, req.container_id, req.ifname, req.netns
         )
-    else:
-        if conf.ip_masq:
-            _attempt(failures, _drop_masq_when_unused, conf, host)
-    if failures:
-        raise failures[0]
+        return False
+    return True
 
 
 def _attempt(failures: list[Exception], func, *args):

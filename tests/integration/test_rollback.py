@@ -15,6 +15,9 @@ from typing import Any
 import pytest
 
 from netplug.cni import commands, handler
+from netplug.ipam.allocations import IPAM
+from netplug.ipam.pending import PendingReleases
+from netplug.ipam.store.base import StoreUnavailable
 from netplug.net import NetError, bridge, links, masq, netns, sysctl, veth
 
 from runtimes import NETNS_DIR, run
@@ -162,3 +165,29 @@ def test_failing_undo_step_does_not_replace_the_original_error(
     # the undo steps after the failing one still ran: the addresses are released
     assert plain_host.records("/netplug/attachments/") == {}
     assert plain_host.records("/netplug/ips/") == {}
+
+
+def test_an_undo_that_cannot_reach_the_store_defers_the_release(
+    plain_host, containers, host_netns, monkeypatch
+):
+    """The store goes away between the allocation and the undo: the release is
+    kept on the host, as DEL keeps it, and the next ADD settles it first."""
+    conf = plain_host.conf()
+    ctr = containers()
+    monkeypatch.setattr(commands, "_configure_container", fail_before("configure_container")(None))
+
+    def store_down(*args, **kwargs):
+        raise StoreUnavailable("store down (injected)")
+
+    monkeypatch.setattr(IPAM, "release", store_down)
+    reply = add_in_process(host_netns, ctr, conf)
+
+    assert_error_reply(reply, "injected failure in configure_container")
+    assert len(plain_host.records("/netplug/attachments/")) == 1  # the store was "down"
+    assert PendingReleases(conf["runDir"], conf["hostName"])
+    monkeypatch.undo()  # the store is back, and the step works
+    retry = add_in_process(host_netns, ctr, conf, container_id="c2")
+    assert retry.exit_code == 0, retry
+    attachments = plain_host.records("/netplug/attachments/")
+    assert [key.rsplit("/", 2)[1] for key in attachments] == ["c2"]
+    assert not PendingReleases(conf["runDir"], conf["hostName"])
