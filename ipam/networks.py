@@ -27,9 +27,33 @@ class NetworkRecord:
     subnet6: str  # "" without IPv6
     vni: int
     domain: str
+    block_prefix: int = 0  # hostBlockPrefix(6); 0 in records written before they were kept
+    block_prefix6: int = 0
 
     def subnets(self) -> list:
         return [ip_network(s) for s in (self.subnet, self.subnet6) if s]
+
+
+def disagreement(name: str, recorded: NetworkRecord, wanted: NetworkRecord) -> str:
+    """Why ``wanted`` cannot replace the network's ``recorded`` layout (pure); empty
+    when it can. Hosts that cut one network into blocks of different sizes, or
+    put it on another subnet or VNI, would hand out overlapping addresses or never
+    reach each other; the DNS domain alone may change."""
+    fields = [("subnet", "subnet"), ("subnet6", "subnet6"), ("vni", "vxlan.vni")]
+    if recorded.block_prefix:
+        fields += [("block_prefix", "hostBlockPrefix"), ("block_prefix6", "hostBlockPrefix6")]
+    differs = [
+        f"{option} {getattr(recorded, field) or 'none'} (this config: "
+        f"{getattr(wanted, field) or 'none'})"
+        for field, option in fields
+        if getattr(recorded, field) != getattr(wanted, field)
+    ]
+    if not differs:
+        return ""
+    return (
+        f"network {name} is recorded with " + ", ".join(differs) + ": give every host the "
+        "same subnet, subnet6, hostBlockPrefix and vxlan.vni for a network, or use a new name"
+    )
 
 
 def networks(store: Store) -> dict[str, NetworkRecord]:
@@ -69,8 +93,12 @@ def ensure_network(store: Store, name: str, record: NetworkRecord) -> None:
     key, registry_key = keys.network_key(name), keys.network_registry_key()
     for _ in range(MAX_ATTEMPTS):
         current = store.get(key)
-        if current is not None and NetworkRecord(**keys.decode(current.value)) == record:
-            return
+        if current is not None:
+            recorded = NetworkRecord(**keys.decode(current.value))
+            if recorded == record:
+                return
+            if problem := disagreement(name, recorded, record):
+                raise NetworkConflict(problem)
         registry = store.get(registry_key)
         problems = conflicts(name, record, networks(store))
         if problems:

@@ -28,7 +28,14 @@ def pools(conf: NetConf) -> list[Pool]:
 def network_record(conf: NetConf) -> NetworkRecord:
     # Only netplug's own networks have a VXLAN device; netplug-ipam's claim no VNI.
     vni = conf.vxlan.vni if conf.type == "netplug" else 0
-    return NetworkRecord(str(conf.subnet), str(conf.subnet6 or ""), vni, conf.domain)
+    return NetworkRecord(
+        str(conf.subnet),
+        str(conf.subnet6 or ""),
+        vni,
+        conf.domain,
+        conf.host_block_prefix,
+        conf.host_block_prefix6 if conf.subnet6 is not None else 0,
+    )
 
 
 def allocate(req: Request, host: Host) -> Attachment:

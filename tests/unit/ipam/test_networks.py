@@ -1,3 +1,4 @@
+from dataclasses import replace
 from ipaddress import ip_network
 
 import pytest
@@ -6,6 +7,7 @@ from netplug.ipam.networks import (
     NetworkConflict,
     NetworkRecord,
     conflicts,
+    disagreement,
     ensure_network,
     networks,
 )
@@ -77,3 +79,23 @@ def test_overlapping_networks_recorded_at_once_are_not_both_taken(tmp_path):
         assert set(networks(store)) == {"red"}
     finally:
         store.close()
+
+
+def test_a_host_with_another_block_size_or_subnet_is_refused(tmp_path):
+    store = SQLiteStore(str(tmp_path / "db"))
+    blue = NetworkRecord("10.244.0.0/16", "", 4242, "netplug.internal", 24)
+    try:
+        ensure_network(store, "blue", blue)
+        with pytest.raises(NetworkConflict, match=r"hostBlockPrefix 24 \(this config: 26\)"):
+            ensure_network(store, "blue", replace(blue, block_prefix=26))
+        with pytest.raises(NetworkConflict, match=r"subnet 10\.244\.0\.0/16 \(this config"):
+            ensure_network(store, "blue", replace(blue, subnet="10.245.0.0/16"))
+        ensure_network(store, "blue", replace(blue, domain="example.org"))  # DNS may change
+        assert networks(store)["blue"].domain == "example.org"
+    finally:
+        store.close()
+
+
+def test_a_record_from_before_block_sizes_were_kept_is_completed():
+    old = NetworkRecord("10.244.0.0/16", "", 4242, "netplug.internal")
+    assert disagreement("blue", old, replace(old, block_prefix=26)) == ""
