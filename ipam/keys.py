@@ -3,7 +3,8 @@
     /netplug/blocks/<network>/<block CIDR>                   {"host"}
     /netplug/ips/<network>/<block CIDR>/<address>            {"host", "containerID", "ifname"}
     /netplug/attachments/<network>/<host>/<container>/<ifname>   the attachment record
-    /netplug/networks/<network>                              {"subnet", "subnet6", "vni", "domain", "block_prefix", "block_prefix6"}
+    /netplug/networks/<network>                              {"subnet", "subnet6", "vni", "domain",
+                                                              "block_prefix", "block_prefix6"}
     /netplug/network-registry                                the last network recorded
     /netplug/vteps/<network>/<host>                          {"vtep", "mac", "vni"}
     /netplug/hosts/<host>                                    {"vtep", "instance"}, leased
