@@ -5,7 +5,7 @@
     /netplug/attachments/<network>/<host>/<container>/<ifname>   the attachment record
     /netplug/networks/<network>                              {"subnet", "subnet6", "vni", "domain",
                                                               "block_prefix", "block_prefix6"}
-    /netplug/network-registry                                the last network recorded
+    /netplug/network-registry                                {"network"}: the last one recorded
     /netplug/vteps/<network>/<host>                          {"vtep", "mac", "vni"}
     /netplug/hosts/<host>                                    {"vtep", "instance"}, leased
 

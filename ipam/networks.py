@@ -107,7 +107,10 @@ def ensure_network(store: Store, name: str, record: NetworkRecord) -> None:
             Compare.absent(key) if current is None else Compare.unchanged(current),
             Compare.absent(registry_key) if registry is None else Compare.unchanged(registry),
         ]
-        puts = [Put(key, keys.encode(asdict(record))), Put(registry_key, name.encode())]
+        puts = [
+            Put(key, keys.encode(asdict(record))),
+            Put(registry_key, keys.encode({"network": name})),
+        ]
         if store.txn(compares, puts).succeeded:
             return
     raise Contention(f"could not record network {name} after {MAX_ATTEMPTS} attempts")
