@@ -1,4 +1,5 @@
-"""Per-network host locks, shared by plugin processes and the agent's threads.
+"""Host locks: per network, shared by plugin processes and the agent's threads
+(flock), and per key among the threads of one process (``KeyedLocks``).
 
 flock(2) locks belong to an open file description, so every call opens its own
 descriptor: that serializes threads of one agent as well as separate plugin
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -48,3 +50,31 @@ def _acquire(fd: int, path: Path, timeout: float) -> None:
                 raise LockTimeout(f"lock {path} still held after {timeout:.0f} s") from None
             time.sleep(delay)
             delay = min(delay * 2, 0.05)
+
+
+class KeyedLocks:
+    """One lock per key, made on first use and dropped when nobody holds or
+    waits for it (the agent serializes calls per attachment with these)."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._locks: dict[object, tuple[threading.Lock, int]] = {}
+
+    @contextmanager
+    def held(self, key: object) -> Iterator[None]:
+        with self._guard:
+            lock, users = self._locks.get(key, (threading.Lock(), 0))
+            self._locks[key] = (lock, users + 1)
+        try:
+            with lock:
+                yield
+        finally:
+            with self._guard:
+                lock, users = self._locks[key]
+                if users == 1:
+                    del self._locks[key]
+                else:
+                    self._locks[key] = (lock, users - 1)
+
+    def __len__(self) -> int:
+        return len(self._locks)

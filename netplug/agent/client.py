@@ -4,6 +4,7 @@ framing only; the ``socket`` module alone would add its ``enum`` import)."""
 from __future__ import annotations
 
 import _socket
+import time  # built in, and loaded before any code runs: free on the start-up path
 
 from netplug.agent import wire
 
@@ -12,6 +13,9 @@ from netplug.agent import wire
 SOCKET_NAME = "\0netplugd"
 REPLY_TIMEOUT = 10.0
 FORWARDED_PREFIXES = ("CNI_", "NETPLUG_")
+# CLOCK_MONOTONIC (system-wide) instant after which this plugin no longer waits:
+# the agent does not start a call whose caller has already given up.
+DEADLINE = "NETPLUG_DEADLINE"
 
 
 class AgentTimeout(Exception):
@@ -36,8 +40,10 @@ def call(
         except (FileNotFoundError, ConnectionRefusedError):
             return None
         sock.settimeout(timeout)
+        forwarded = forwarded_env(env)
+        forwarded[DEADLINE] = f"{time.monotonic() + timeout:.3f}"
         try:
-            sock.sendall(wire.encode_call(forwarded_env(env), stdin))
+            sock.sendall(wire.encode_call(forwarded, stdin))
             sock.shutdown(_socket.SHUT_WR)
             return wire.decode_reply(_read_all(sock))
         except (OSError, ValueError) as e:  # socket.timeout is an OSError

@@ -16,15 +16,17 @@ import socket
 import struct
 import threading
 import time
+from contextlib import AbstractContextManager, nullcontext
 
 from netplug.agent import wire
-from netplug.agent.client import SOCKET_NAME
+from netplug.agent.client import DEADLINE, SOCKET_NAME
 from netplug.agent.metrics import AgentMetrics
 from netplug.cni.dispatch import Reply
 from netplug.cni.handler import handle
 from netplug.cni.netconf import NetConf
 from netplug.host import Host
 from netplug.ipam.pending import PendingReleases
+from netplug.locks import KeyedLocks
 from netplug.net import netns
 
 log = logging.getLogger(__name__)
@@ -51,6 +53,7 @@ class PluginServer:
         self._workers: list[threading.Thread] = []
         self._closing = False
         self._count_lock = threading.Lock()
+        self._attachments = KeyedLocks()
 
     def host_for(self, conf: NetConf) -> Host | None:
         # Only calls for this agent's own store and host name run here; the
@@ -130,13 +133,26 @@ class PluginServer:
                 log.warning("refused a plugin call from pid %d (uid %d, not root)", pid, uid)
                 return
             env, stdin = wire.decode_call(_read_within(conn, READ_TIMEOUT))
-            started = time.monotonic()
-            reply = self._handle(env, stdin, pid)
+            # Calls for one attachment run one at a time: a DEL the runtime sends
+            # after an ADD it gave up on waits for that ADD, then undoes it.
+            with self._one_at_a_time(env):
+                if _given_up(env):
+                    log.warning("skipped a %s its plugin stopped waiting for", _describe(env))
+                    return
+                started = time.monotonic()
+                reply = self._handle(env, stdin, pid)
             self._count(env.get("CNI_COMMAND", ""), reply, time.monotonic() - started)
             status = None if reply.declined else reply.exit_code
             conn.sendall(wire.encode_reply(status, reply.log_file, reply.summary, reply.stdout))
         except (OSError, ValueError) as e:  # socket.timeout is an OSError
             log.warning("dropped a plugin call: %r", e)
+
+    def _one_at_a_time(self, env: dict[str, str]) -> AbstractContextManager[None]:
+        """The attachment's lock (ADD, DEL, CHECK); none for GC, STATUS, VERSION."""
+        container = env.get("CNI_CONTAINERID")
+        if not container:
+            return nullcontext()
+        return self._attachments.held((container, env.get("CNI_IFNAME")))
 
     def _count(self, command: str, reply: Reply, seconds: float) -> None:
         with self._count_lock:
@@ -148,6 +164,21 @@ class PluginServer:
 
 
 COMMANDS = frozenset(("ADD", "DEL", "CHECK", "GC", "STATUS", "VERSION"))
+
+
+def _given_up(env: dict[str, str]) -> bool:
+    """Whether the plugin's deadline (CLOCK_MONOTONIC, as the agent's) has passed."""
+    try:
+        return time.monotonic() > float(env.get(DEADLINE, "inf"))
+    except ValueError:
+        return False
+
+
+def _describe(env: dict[str, str]) -> str:
+    return (
+        f"{env.get('CNI_COMMAND', '?')} of {env.get('CNI_CONTAINERID', '-')}"
+        f"/{env.get('CNI_IFNAME', '-')}"
+    )
 
 
 def _peer(conn: socket.socket) -> tuple[int, int]:

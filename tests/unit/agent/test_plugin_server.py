@@ -13,9 +13,10 @@ import uuid
 import pytest
 from prometheus_client import CollectorRegistry
 
-from netplug.agent import client, plugin_server
+from netplug.agent import client, plugin_server, wire
 from netplug.agent.metrics import AgentMetrics
 from netplug.agent.plugin_server import PluginServer
+from netplug.locks import KeyedLocks
 
 VERSION = {"CNI_COMMAND": "VERSION"}
 STDIN = b'{"cniVersion": "1.0.0"}'
@@ -115,3 +116,52 @@ def test_a_client_that_trickles_its_call_does_not_hold_the_worker(serve, monkeyp
         assert time.monotonic() - started < 3
     finally:
         slow.close()
+
+
+def test_a_call_its_plugin_gave_up_on_is_not_started(serve, monkeypatch, caplog):
+    name = serve(workers=1)
+    started = []
+    monkeypatch.setattr(plugin_server, "handle", lambda env, *rest: started.append(env))
+    late = {**VERSION, "CNI_CONTAINERID": "c1", client.DEADLINE: f"{time.monotonic() - 1:.3f}"}
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.connect(name)
+        sock.sendall(wire.encode_call(late, STDIN))
+        sock.shutdown(socket.SHUT_WR)
+        sock.settimeout(5)
+        assert sock.recv(100) == b""  # closed, no reply
+    assert started == []
+    assert "skipped a VERSION of c1/- its plugin stopped waiting for" in caplog.text
+
+
+def test_calls_for_one_attachment_run_one_at_a_time(serve, monkeypatch):
+    """A DEL sent after the runtime gave up on an ADD waits for that ADD."""
+    name = serve(workers=4)
+    spans: dict[str, list[tuple[float, float]]] = {}
+    real = plugin_server.handle
+
+    def slow(env, *rest):
+        begun = time.monotonic()
+        time.sleep(0.3)
+        spans.setdefault(env["CNI_CONTAINERID"], []).append((begun, time.monotonic()))
+        return real(env, *rest)
+
+    monkeypatch.setattr(plugin_server, "handle", slow)
+    calls = [{**VERSION, "CNI_CONTAINERID": c, "CNI_IFNAME": "eth0"} for c in ("a", "a", "b")]
+    threads = [
+        threading.Thread(target=client.call, args=(env, STDIN), kwargs={"socket_name": name})
+        for env in calls
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    (first, second), (other,) = sorted(spans["a"]), spans["b"]
+    assert second[0] >= first[1]  # "a" twice: one after the other
+    assert other[0] < max(first[1], second[1])  # "b" ran beside them
+
+
+def test_keyed_locks_are_dropped_when_unused() -> None:
+    locks = KeyedLocks()
+    with locks.held("a"), locks.held("b"):
+        assert len(locks) == 2
+    assert len(locks) == 0
