@@ -18,6 +18,7 @@ import ctypes
 import http.client
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -34,6 +35,7 @@ import processes
 
 ETCD = "/usr/bin/etcd"
 START_TIMEOUT = 15.0  # seconds until the member must answer /health
+PORT_FLOOR, PORT_TRIES = 20000, 50  # etcd's ports come from [PORT_FLOOR, ephemeral range)
 MEMORY_DIR = "/dev/shm" if os.path.isdir("/dev/shm") else None  # None: the default temp dir
 
 
@@ -62,9 +64,28 @@ def _die_with_parent() -> None:
 
 
 def free_port(host: str) -> int:
-    with socket.socket() as s:
+    """A port free now, drawn below the kernel's ephemeral range: no bind(0) or
+    outgoing connection elsewhere on the machine takes it before etcd binds it,
+    nor while a test keeps etcd stopped to restart it on the same port."""
+    low = _ephemeral_low()
+    for _ in range(PORT_TRIES if low > PORT_FLOOR else 0):
+        port = random.randrange(PORT_FLOOR, low)
+        with socket.socket() as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as s:  # a crowded range: let the kernel pick
         s.bind((host, 0))
         return s.getsockname()[1]
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 @dataclass(frozen=True)

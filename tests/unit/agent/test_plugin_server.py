@@ -94,7 +94,7 @@ def test_close_stops_every_worker_at_once(monkeypatch):
     server.start()
     started = time.monotonic()
     server.close()
-    assert time.monotonic() - started < 2
+    assert time.monotonic() - started < 4  # at once: well inside JOIN_TIMEOUT (5 s)
     assert not [t for t in threading.enumerate() if t.name.startswith("cni-")]
     assert client.call(VERSION, STDIN, socket_name=name) is None  # nobody listens
 
@@ -113,7 +113,7 @@ def test_a_client_that_trickles_its_call_does_not_hold_the_worker(serve, monkeyp
                 break
             time.sleep(0.2)
         assert version(name)[0] == 0
-        assert time.monotonic() - started < 3
+        assert time.monotonic() - started < 4  # READ_TIMEOUT 0.5 s, plus a loaded machine
     finally:
         slow.close()
 
