@@ -51,7 +51,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness import quantile, run_guarded, stop_process
+from harness import quantile, run_guarded, stop
 
 REPO = Path(__file__).resolve().parent.parent
 # Set by use_venv(): the venv netplug is installed in, and the plugin as a runtime
@@ -510,7 +510,7 @@ class Side:
 
     def close(self) -> None:
         if self.agent_proc is not None:
-            stop_process(self.agent_proc, timeout=10)
+            stop(self.agent_proc, timeout=10)
         with contextlib.suppress(OSError):
             os.close(self.fd)
 

@@ -8,7 +8,8 @@ off until it is done. Also here: progress lines on stderr and the nearest-rank
 quantile the scripts report.
 
 The scripts import it as a sibling module: ``python bench/X.py`` puts
-``bench/`` first on ``sys.path``.
+``bench/`` first on ``sys.path``; it puts ``tests/`` there too, for the test
+helpers the benchmarks share (``processes.stop``).
 """
 
 from __future__ import annotations
@@ -31,6 +32,10 @@ from typing import Any
 
 from netplug.lab import namespaces
 from netplug.lab.lab import Lab
+
+# tests/processes.py: the one "stop what we started" helper, shared with the tests.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from processes import stop
 
 PREFIX = "npb-"  # every namespace a benchmark makes starts with it
 STOP_TIMEOUT = 5.0
@@ -56,19 +61,6 @@ def quantile(values: list[float], q: float) -> float:
 
 
 # -- processes and signals -----------------------------------------------------
-
-
-def stop_process(proc: subprocess.Popen, timeout: float = STOP_TIMEOUT) -> None:
-    """SIGTERM ``proc`` (one we started, so its PID is still its own until we reap
-    it), SIGKILL if it has not gone within ``timeout``; reaped either way."""
-    if proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=timeout)
 
 
 def _interrupt(signum: int, frame: Any) -> None:
@@ -181,7 +173,7 @@ class Owned:
 
     def stop(self, proc: subprocess.Popen) -> None:
         """Stop ``proc`` (which we started) by its PID, and forget it."""
-        stop_process(proc)
+        stop(proc, timeout=STOP_TIMEOUT)
         if proc.stdout:
             proc.stdout.close()
         with contextlib.suppress(ValueError):

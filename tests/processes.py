@@ -1,4 +1,4 @@
-"""Stopping the processes a test started (by their Popen, never by name)."""
+"""Stopping the processes a test or benchmark started (by their Popen, never by name)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import subprocess
 STOP_TIMEOUT = 10.0
 
 
-def stop(proc: subprocess.Popen, kill: bool = False) -> None:
+def stop(proc: subprocess.Popen, kill: bool = False, timeout: float = STOP_TIMEOUT) -> None:
     """SIGTERM (SIGKILL with ``kill``), then SIGKILL if it has not gone within
-    STOP_TIMEOUT; reaped either way. A no-op when it already exited."""
+    ``timeout``; reaped either way. A no-op when it already exited."""
     if proc.poll() is not None:
         return
     if kill:
@@ -17,7 +17,7 @@ def stop(proc: subprocess.Popen, kill: bool = False) -> None:
     else:
         proc.terminate()
     try:
-        proc.wait(timeout=STOP_TIMEOUT)
+        proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         proc.kill()
-        proc.wait(timeout=STOP_TIMEOUT)
+        proc.wait(timeout=timeout)
