@@ -164,8 +164,7 @@ def _configure_container(crt: Rtnl, index: int, allocations: tuple[Allocation, .
     """Addresses, then default routes (a route needs its gateway's subnet on the
     link). A default route already there - another interface's - is kept."""
     for allocation in allocations:
-        flags = addresses.IFA_F_NODAD if allocation.address.version == 6 else 0
-        crt.add_address(index, allocation.address, flags)
+        crt.add_address(index, allocation.address, addresses.flags_for(allocation.address))
     for allocation in allocations:
         try:
             crt.add_route(_default_route(allocation), str(allocation.gateway), index)

@@ -18,6 +18,11 @@ Interface = IPv4Interface | IPv6Interface
 IFA_F_NODAD = 0x02
 
 
+def flags_for(address: Interface) -> int:
+    """The IFA flags a container or bridge address is added with."""
+    return IFA_F_NODAD if address.version == 6 else 0
+
+
 def ensure_addresses(
     ipr: IPRoute, index: int, wanted: Iterable[Interface], known: set[tuple[int, object]]
 ) -> None:
@@ -32,8 +37,8 @@ def ensure_addresses(
 def add_address(ipr: IPRoute, index: int, address: Interface) -> None:
     """Add ``address`` to link ``index``; present already is fine."""
     kwargs = {"index": index, "address": str(address.ip), "prefixlen": address.network.prefixlen}
-    if address.version == 6:
-        kwargs["flags"] = IFA_F_NODAD
+    if flags := flags_for(address):
+        kwargs["flags"] = flags
     try:
         ipr.addr("add", **kwargs)
     except NetlinkError as e:

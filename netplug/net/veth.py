@@ -44,11 +44,10 @@ def create_pair(
     """Create the pair with its peer born inside the container as ``ifname``, up.
 
     ``rt`` and ``crt`` are channels in the host's and the container's
-    namespace. The host end is created up
-    and on the bridge, both ends with ``mtu`` and MACs chosen here, so that one
-    request does most of the work. A stale host end of the same attachment
-    (an ADD never DELeted) is replaced: its name is derived from this very
-    attachment.
+    namespace. The host end is created up and on the bridge, both ends with
+    ``mtu`` and MACs chosen here, so that one request does most of the work.
+    A stale host end of the same attachment (an ADD never DELeted) is
+    replaced: its name is derived from this very attachment.
     """
     host_mac, peer_mac = random_mac(), random_mac()
     fd = netns.open_netns(netns_path)
