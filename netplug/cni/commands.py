@@ -83,13 +83,14 @@ def cmd_add(req: Request, host: Host) -> Result:
     """Attach the container; raises CNIError, leaving nothing behind on failure."""
     conf = req.conf
     with (
-        netns.channel(req.netns) as crt,
+        netns.opened(req.netns) as container,
+        netns.channel(container) as crt,
         netns.channel() as rt,
         netns.handle() as ipr,
         ExitStack() as undo,
     ):
         host.teardown.settle(req.netns, req.ifname)  # a DEL of this very interface
-        _require_new_interface(req)
+        _require_new_interface(req, container)
         _settle_pending_releases(conf, host)
         attachment = allocate(req, host)
         undo.callback(_quietly, "release addresses", _release_or_defer, req, host)
@@ -110,7 +111,7 @@ def cmd_add(req: Request, host: Host) -> Result:
         host_end = veth.host_veth_name(req.container_id, req.ifname)
         # Undo registered first: create_pair can fail after the kernel made the pair.
         undo.callback(_quietly, "delete veth", links.delete, rt, host_end)
-        pair = veth.create_pair(rt, crt, req.netns, host_end, req.ifname, br.mtu, br.index)
+        pair = veth.create_pair(rt, crt, container, host_end, req.ifname, br.mtu, br.index)
         _configure_container(crt, pair.container.index, attachment.allocations)
         if conf.ip_masq:
             _ensure_masq(conf, host)
@@ -151,8 +152,8 @@ def _settle_pending_releases(conf: NetConf, host: Host) -> None:
         pending.replay(host.ipam)
 
 
-def _require_new_interface(req: Request) -> None:
-    if netns.link_index(req.netns, req.ifname) is not None:
+def _require_new_interface(req: Request, container: int) -> None:
+    if netns.link_index(container, req.ifname) is not None:
         raise CNIError(
             INTERFACE_EXISTS,
             f"interface {req.ifname} already exists in {req.netns}: "

@@ -74,6 +74,17 @@ def open_netns(path: str) -> int:
 
 
 @contextmanager
+def opened(path: str) -> Iterator[int]:
+    """An fd of the namespace at ``path`` for the body (NetnsNotFound when it is
+    gone): one open for the several steps of a call that work inside it."""
+    fd = open_netns(path)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+@contextmanager
 def entered(where: str | int) -> Iterator[None]:
     """Run the body with this thread inside the namespace at path ``where`` (or
     open as file descriptor ``where``, which stays open)."""

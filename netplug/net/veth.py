@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass
 
 from pyroute2.netlink.exceptions import NetlinkError
@@ -35,7 +34,7 @@ class VethPair:
 def create_pair(
     rt: Rtnl,
     crt: Rtnl,
-    netns_path: str,
+    netns_fd: int,
     host_name: str,
     ifname: str,
     mtu: int,
@@ -44,27 +43,23 @@ def create_pair(
     """Create the pair with its peer born inside the container as ``ifname``, up.
 
     ``rt`` and ``crt`` are channels in the host's and the container's
-    namespace. The host end is created up and on the bridge, both ends with
+    namespace (open as ``netns_fd``). The host end is created up and on the bridge, both ends with
     ``mtu`` and MACs chosen here, so that one request does most of the work.
     A stale host end of the same attachment (an ADD never DELeted) is
     replaced: its name is derived from this very attachment.
     """
     host_mac, peer_mac = random_mac(), random_mac()
-    fd = netns.open_netns(netns_path)
+    request = (host_name, mtu, host_mac, bridge_index, ifname, netns_fd, peer_mac)
     try:
-        request = (host_name, mtu, host_mac, bridge_index, ifname, fd, peer_mac)
-        try:
-            rt.add_veth(*request)
-        except NetlinkError as e:
-            if e.code != EEXIST:
-                raise
-            links.delete(rt, host_name)
-            rt.add_veth(*request)
-        peer_index = netns.link_index(fd, ifname)
-    finally:
-        os.close(fd)
+        rt.add_veth(*request)
+    except NetlinkError as e:
+        if e.code != EEXIST:
+            raise
+        links.delete(rt, host_name)
+        rt.add_veth(*request)
+    peer_index = netns.link_index(netns_fd, ifname)
     if peer_index is None:
-        raise NetError(f"interface {ifname} vanished from {netns_path} while being set up; retry")
+        raise NetError(f"interface {ifname} vanished from the container while being set up; retry")
     crt.set_up(peer_index)
     host = Link(0, host_name, "veth", host_mac, mtu, bridge_index, True)
     return VethPair(host=host, container=Link(peer_index, ifname, "veth", peer_mac, mtu, 0, True))
