@@ -23,7 +23,7 @@ from netplug.ipam.store.base import StoreUnavailable
 log = logging.getLogger(__name__)
 
 
-FIELDS = ("network", "containerID", "ifname", "netns")
+FIELDS = ("network", "containerID", "ifname", "netns")  # an entry, as written and checked
 
 
 class PendingReleases:
@@ -37,7 +37,7 @@ class PendingReleases:
             return False
 
     def record(self, network: str, container_id: str, ifname: str, netns: str) -> None:
-        entry = {"network": network, "containerID": container_id, "ifname": ifname, "netns": netns}
+        entry = dict(zip(FIELDS, (network, container_id, ifname, netns), strict=True))
         with self._locked() as f:
             f.seek(0, os.SEEK_END)
             f.write(json.dumps(entry) + "\n")
