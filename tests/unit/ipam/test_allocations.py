@@ -5,6 +5,7 @@ from concurrent.futures import ThreadPoolExecutor
 from ipaddress import ip_address, ip_network
 
 import pytest
+from meddling import BehindTheBack
 
 from netplug.ipam import keys
 from netplug.ipam.allocations import (
@@ -182,30 +183,11 @@ def test_a_warm_ipam_reuses_what_it_released_itself(store):
     assert len(ipam.host_blocks("tiny", TINY)) == 1
 
 
-class _BehindTheBack:
-    """The store, except that right after the ``after``-th read of a network's
-    blocks, ``meddle()`` runs: another process on the same host at work."""
-
-    def __init__(self, store, network: str, meddle, after: int = 1) -> None:
-        self._store, self._prefix, self._meddle = store, keys.blocks_prefix(network), meddle
-        self._reads_left = after
-
-    def range(self, key, **kw):
-        result = self._store.range(key, **kw)
-        if key == self._prefix:
-            self._reads_left -= 1
-            if self._reads_left == 0:
-                self._meddle()
-        return result
-
-    def __getattr__(self, name):
-        return getattr(self._store, name)
-
-
 def test_a_block_leased_by_a_parallel_add_is_shared_not_doubled(store):
     """The race CI caught on etcd: no room seen, another ADD leases, then this one reads."""
     other = IPAM(store, "node-1")
-    meddling = _BehindTheBack(store, "blue", lambda: other.allocate("blue", [V4], "o", "eth0"))
+    blocks = keys.blocks_prefix("blue")
+    meddling = BehindTheBack(store, blocks, lambda: other.allocate("blue", [V4], "o", "eth0"))
     ipam = IPAM(meddling, "node-1")
     mine = ipam.allocate("blue", [V4], "c1", "eth0").allocations[0]
     theirs = other.lookup("blue", "o", "eth0").allocations[0]
@@ -220,8 +202,11 @@ def test_an_address_freed_just_before_leasing_is_taken_not_a_new_block(store):
     for i in range(5):
         agent.allocate("tiny", [TINY], f"c{i}", "eth0")
     freed = []
-    meddling = _BehindTheBack(
-        store, "tiny", lambda: freed.append(other.release("tiny", "c2", "eth0")), after=3
+    meddling = BehindTheBack(
+        store,
+        keys.blocks_prefix("tiny"),
+        lambda: freed.append(other.release("tiny", "c2", "eth0")),
+        after=3,
     )
     late = IPAM(meddling, "node-1")
     again = late.allocate("tiny", [TINY], "c-new", "eth0").allocations[0]

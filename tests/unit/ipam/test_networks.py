@@ -2,6 +2,7 @@ from dataclasses import replace
 from ipaddress import ip_network
 
 import pytest
+from meddling import BehindTheBack
 
 from netplug.ipam.networks import (
     NetworkConflict,
@@ -52,28 +53,14 @@ def test_ensure_network_records_once_and_refuses_conflicts(tmp_path):
         store.close()
 
 
-class _RecordsBehindTheBack:
-    """The store, except that right after the first listing of the network
-    records another ADD records ``other`` (two first ADDs at once)."""
-
-    def __init__(self, store, other) -> None:
-        self._store, self._other = store, other
-
-    def range(self, key, **kw):
-        result = self._store.range(key, **kw)
-        other, self._other = self._other, None
-        if other is not None:
-            ensure_network(self._store, *other)
-        return result
-
-    def __getattr__(self, name):
-        return getattr(self._store, name)
-
-
 def test_overlapping_networks_recorded_at_once_are_not_both_taken(tmp_path):
     store = SQLiteStore(str(tmp_path / "db"))
     try:
-        racing = _RecordsBehindTheBack(store, ("red", NetworkRecord("10.244.0.0/20", "", 7, "x")))
+        red = NetworkRecord("10.244.0.0/20", "", 7, "x")
+        # Another host's first ADD records red after this one listed the records.
+        racing = BehindTheBack(
+            store, "/netplug/networks/", lambda: ensure_network(store, "red", red)
+        )
         with pytest.raises(NetworkConflict, match="of network red"):
             ensure_network(racing, "blue", BLUE)
         assert set(networks(store)) == {"red"}
