@@ -163,24 +163,16 @@ def test_addresses_taken_behind_a_warm_ipams_back_are_not_handed_out_again(store
     assert len(set(addresses)) == len(addresses) == 7
 
 
-def test_addresses_freed_behind_a_warm_ipams_back_are_used_before_a_new_block(store):
-    agent, other = IPAM(store, "node-1"), IPAM(store, "node-1")
+@pytest.mark.parametrize("released_by", ["another process", "itself"])
+def test_a_freed_address_is_used_before_a_new_block(store, released_by):
+    agent = IPAM(store, "node-1")
+    releaser = IPAM(store, "node-1") if released_by == "another process" else agent
     for i in range(5):  # the block is full, as the agent sees it
         agent.allocate("tiny", [TINY], f"c{i}", "eth0")
-    freed = other.release("tiny", "c3", "eth0")
+    freed = releaser.release("tiny", "c3", "eth0")
     again = agent.allocate("tiny", [TINY], "c-new", "eth0")
     assert again.allocations[0].address == freed.allocations[0].address
     assert len(agent.host_blocks("tiny", TINY)) == 1
-
-
-def test_a_warm_ipam_reuses_what_it_released_itself(store):
-    ipam = IPAM(store, "node-1")
-    for i in range(5):
-        ipam.allocate("tiny", [TINY], f"c{i}", "eth0")
-    freed = ipam.release("tiny", "c2", "eth0")
-    again = ipam.allocate("tiny", [TINY], "c-new", "eth0")
-    assert again.allocations[0].address == freed.allocations[0].address
-    assert len(ipam.host_blocks("tiny", TINY)) == 1
 
 
 def test_a_block_leased_by_a_parallel_add_is_shared_not_doubled(store):
