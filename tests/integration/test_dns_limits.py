@@ -13,6 +13,7 @@ import select
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 
@@ -21,6 +22,7 @@ import pytest
 from netplug.dns.api import BODY_TIMEOUT
 from netplug.dns.server import MAX_TCP, TCP_IDLE, TCP_IO, TCP_PER_CLIENT
 
+import processes
 from dns_process import Server, running_dns, wait_until
 
 pytestmark = pytest.mark.skipif(
@@ -183,3 +185,65 @@ def test_trailing_dot_is_fully_qualified(server: Server) -> None:
     assert status == 400 and "not inside netplug.internal" in answer["error"]
     assert server.http("DELETE", "/v1/names/dotted.netplug.internal.")[0] == 204
     wait_until(lambda: "NXDOMAIN" in server.dig("dotted.netplug.internal"), 5, "dotted gone")
+
+
+# -- the same server inside netplugd ----------------------------------------------------
+
+HOG = """
+import select, socket, sys
+socks = []
+try:
+    for _ in range(300):
+        s = socket.socket()
+        socks.append(s)
+        s.settimeout(5)
+        s.connect((sys.argv[1], 53))
+    print("holding", flush=True)
+    select.select([sys.stdin], [], [], 60)  # until the test closes stdin, at most 60 s
+finally:
+    for s in socks:
+        s.close()
+"""
+
+SLOW_BODY = """
+import socket, sys, time
+t0 = time.monotonic()
+with socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=30) as s:
+    head = b"PUT /v1/names/slow HTTP/1.1\\r\\nHost: x\\r\\nContent-Length: 60000\\r\\n\\r\\n"
+    s.sendall(head + b'{"')
+    print(s.recv(4096).split(b"\\r\\n")[0].decode(), round(time.monotonic() - t0, 1))
+"""
+
+
+@pytest.mark.netns
+def test_netplugd_bounds_tcp_and_slow_bodies_too(plain_host, containers) -> None:
+    host, http_port = plain_host, 18053
+    in_host = ["ip", "netns", "exec", host.netns, sys.executable, "-c"]
+    with host.agent(None, "--upstream", "none", "--http", f"127.0.0.1:{http_port}"):
+        ctr = containers()
+        result = host.add(host.conf(), "c1", ctr, env={"CNI_ARGS": "NETPLUG_NAME=web"})
+        address, gateway = result["ips"][0]["address"].split("/")[0], result["ips"][0]["gateway"]
+
+        def container_tcp_dig() -> list[str]:
+            cmd = ["ip", "netns", "exec", ctr, "dig", f"@{gateway}", "+tcp", "+short"]
+            cmd += ["+time=5", "+tries=1", "web.blue.netplug.internal"]
+            return subprocess.run(cmd, capture_output=True, text=True, timeout=15).stdout.split()
+
+        wait_until(lambda: container_tcp_dig() == [address], 10, "netplugd to answer on TCP")
+        # The host itself (the gateway address) holds 300 idle connections.
+        hog = subprocess.Popen(
+            [*in_host, HOG, gateway], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        try:
+            assert hog.stdout is not None and hog.stdout.readline() == "holding\n"
+            t0 = time.monotonic()
+            assert container_tcp_dig() == [address]  # refused on the old code
+            assert time.monotonic() - t0 < ANSWER_BOUND
+        finally:
+            processes.stop(hog)
+        slow = subprocess.run(
+            [*in_host, SLOW_BODY, str(http_port)], capture_output=True, text=True, timeout=60
+        )
+        status, seconds = slow.stdout.rsplit(" ", 1)
+        assert status.startswith("HTTP/1.1 408"), slow.stdout + slow.stderr
+        assert float(seconds) < BODY_TIMEOUT + 5
