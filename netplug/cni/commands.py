@@ -95,14 +95,7 @@ def cmd_add(req: Request, host: Host) -> Result:
         network = record_network(conf, host)
         attachment = allocate(req, host)
         undo.callback(_quietly, "release addresses", _release_or_defer, req, host)
-        under = host.remembered(
-            ("underlay", conf.vxlan.device),
-            SEEN_TTL,
-            lambda: vxlan.underlay(ipr, conf.vxlan.device),
-        )
-        # The network's MTU, given to the bridge and to both ends of the veth on every
-        # ADD: nothing else decides it (an emptied bridge forgets its MTU).
-        mtu = conf.mtu or _overlay_mtu(ipr, conf, under)
+        under, mtu = _underlay_and_mtu(ipr, conf, host)
         br = bridge.ensure_bridge(
             ipr,
             conf.bridge,
@@ -128,11 +121,19 @@ def cmd_add(req: Request, host: Host) -> Result:
     return _result(req, br, pair, attachment, mtu)
 
 
-def _overlay_mtu(ipr: IPRoute, conf: NetConf, under: vxlan.Underlay | None) -> int:
-    """What ``"mtu": 0`` means: the underlay's MTU minus the VXLAN overhead."""
-    if under is not None:
-        return under.link.mtu - VXLAN_OVERHEAD_V4
-    return overlay_mtu(ipr, conf.vxlan.device)
+def _underlay_and_mtu(ipr: IPRoute, conf: NetConf, host: Host) -> tuple[vxlan.Underlay | None, int]:
+    """The underlay (None: a single host, no overlay) and the network's MTU, which
+    ADD gives the bridge and both veth ends every time: an emptied bridge forgets
+    its MTU, so nothing may be inherited from it. An agent looks once per SEEN_TTL."""
+    device = conf.vxlan.device
+    under = host.remembered(("underlay", device), SEEN_TTL, lambda: vxlan.underlay(ipr, device))
+    if conf.mtu:
+        return under, conf.mtu
+    if under is not None:  # "mtu": 0 means the underlay's MTU minus VXLAN's overhead
+        return under, under.link.mtu - VXLAN_OVERHEAD_V4
+    return under, host.remembered(
+        ("overlay mtu", device), SEEN_TTL, lambda: overlay_mtu(ipr, device)
+    )
 
 
 def _ensure_overlay(
