@@ -47,7 +47,9 @@ SUPPORTED_VERSIONS = ("0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1
 _DEFAULT_VERSION = "0.2.0"
 
 ID_RULE = 'letters, digits, "_", "." or "-", starting with a letter or digit'
-IFNAME_RULE = 'an interface name of 1 to 15 bytes, not "." or "..", without "/", ":" or spaces'
+IFNAME_RULE = (
+    'an interface name of 1 to 15 bytes of UTF-8, not "." or "..", without "/", ":" or spaces'
+)
 _IFNAME_MAX = 15  # IFNAMSIZ - 1
 _MTU_MIN = 576  # RFC 791 minimum datagram size every IPv4 host must accept
 _VNI_MAX = 2**24 - 1
@@ -139,10 +141,14 @@ def is_ifname(name: str) -> bool:
     """True when `name` is a valid interface name (see IFNAME_RULE)."""
     # Go's ValidateInterfaceName (containernetworking/plugins pkg/utils): what the
     # kernel's dev_valid_name() refuses.
+    try:
+        size = len(name.encode())
+    except UnicodeEncodeError:  # a lone surrogate: JSON's "\ud800", or CNI_IFNAME not UTF-8
+        return False
     return (
-        0 < len(name.encode()) <= _IFNAME_MAX
+        0 < size <= _IFNAME_MAX
         and name not in (".", "..")
-        and not any(c in "/:" or c.isspace() for c in name)
+        and not any(c in "/:\0" or c.isspace() for c in name)
     )
 
 
@@ -298,9 +304,19 @@ def _store(section: dict, where: str) -> str:
 def _abs_path(obj: dict, key: str, where: str, default: str) -> str:
     # The runtime execs the plugin in an arbitrary working directory.
     path = json_field(obj, key, str, where) or default
-    if not path.startswith("/"):
+    if not path.startswith("/") or not _is_os_path(path):
         raise invalid(where + key, path, "an absolute path")
     return path
+
+
+def _is_os_path(text: str) -> bool:
+    """Whether the OS takes `text` as a path: JSON strings may hold NUL or a lone
+    surrogate, which open(2) would refuse with an exception of its own."""
+    try:
+        os.fsencode(text)
+    except UnicodeEncodeError:
+        return False
+    return "\0" not in text
 
 
 def _domain(dns: dict, where: str) -> str:
