@@ -9,12 +9,9 @@ earlier ones find nothing.
 
 from __future__ import annotations
 
-import functools
 import logging
-from collections.abc import Callable
 from contextlib import ExitStack
 from ipaddress import IPv4Network, IPv6Network, ip_interface, ip_network
-from typing import TypeVar
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
@@ -22,6 +19,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 from netplug.cni import errors
 from netplug.cni.attachment import allocate, pools, record_network
 from netplug.cni.errors import CNIError
+from netplug.cni.host_paths import container_netns, require_run_dir
 from netplug.cni.netconf import NetConf
 from netplug.cni.request import Request
 from netplug.cni.result import DNS, Interface, IPConfig, Result, Route, from_json
@@ -37,7 +35,6 @@ from netplug.net.mtu import VXLAN_OVERHEAD_V4, overlay_mtu
 from netplug.net.rtnl import Rtnl
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 # netplug's own error codes (the spec leaves 100+ to plugins).
 INTERFACE_EXISTS = 102
@@ -55,33 +52,14 @@ def _gateway_on_bridge(allocation: Allocation):
     return ip_interface((allocation.gateway, allocation.block.prefixlen))
 
 
-def _container_netns(command: Callable[[Request, Host], T]) -> Callable[[Request, Host], T]:
-    """Report a missing container namespace as a bad CNI_NETNS (code 4), and the
-    plugin's own namespace as code 8, as skel does."""
-
-    @functools.wraps(command)
-    def checked(req: Request, host: Host) -> T:
-        if netns.is_current(req.netns):
-            raise CNIError(
-                errors.INVALID_NETNS,
-                f"CNI_NETNS {req.netns} is the plugin's own network namespace: "
-                "pass the container's namespace",
-            )
-        try:
-            return command(req, host)
-        except netns.NetnsNotFound as e:
-            raise CNIError(errors.INVALID_ENV, f"CNI_NETNS={req.netns} does not exist") from e
-
-    return checked
-
-
 # -- ADD ------------------------------------------------------------------------
 
 
-@_container_netns
+@container_netns
 def cmd_add(req: Request, host: Host) -> Result:
     """Attach the container; raises CNIError, leaving nothing behind on failure."""
     conf = req.conf
+    require_run_dir(conf, host)
     with (
         netns.opened(req.netns) as container,
         netns.channel(container) as crt,
@@ -212,13 +190,17 @@ def _quietly(what: str, func, *args) -> None:
 
 
 def cmd_del(req: Request, host: Host) -> None:
-    """Detach the container: idempotent, works without netns or prevResult.
+    """Detach the container: idempotent, works without netns or prevResult. A
+    CNI_NETNS that holds no namespace (a file left where one was mounted, a
+    directory) counts as gone, as a missing one does: the host end goes, and
+    with it the container end wherever it is, and the addresses are released.
 
     Every step runs; the first failure is raised after all have been tried.
     The address release runs last and always (the spec's order); when the
     store cannot be reached it is kept on the host and DEL still succeeds.
     """
     conf = req.conf
+    require_run_dir(conf, host)
     failures: list[Exception] = []
     # Deleting either end of a veth deletes both: the host end needs its own
     # request only when the container end was already gone.
@@ -294,10 +276,18 @@ def _drop_masq_when_unused(conf: NetConf, host: Host) -> None:
 # -- CHECK ----------------------------------------------------------------------
 
 
-@_container_netns
+@container_netns
 def cmd_check(req: Request, host: Host) -> None:
     """Verify what ADD made still stands (only what netplug made: later chained
     plugins may add to it). Raises CNIError(CHECK_FAILED) naming the difference."""
+    require_run_dir(req.conf, host)
+    # Opened before anything is compared: a CNI_NETNS that holds no namespace is
+    # code 4, whatever else is wrong.
+    with netns.opened(req.netns) as container:
+        _check(req, host, container)
+
+
+def _check(req: Request, host: Host, container: int) -> None:
     conf = req.conf
     if conf.prev_result is None:
         raise CNIError(
@@ -313,7 +303,7 @@ def cmd_check(req: Request, host: Host) -> None:
             f"prevResult lists {sorted(map(str, reported))}, "
             f"IPAM holds {sorted(map(str, expected))}"
         )
-    _check_container(req, attachment)
+    _check_container(req, container, attachment)
     _check_host(req, attachment)
     if conf.ip_masq and not masq.present(conf.name):
         _check_failed(f"the masquerade table {masq.table_name(conf.name)} is missing")
@@ -323,8 +313,8 @@ def _check_failed(message: str):
     raise CNIError(CHECK_FAILED, message)
 
 
-def _check_container(req: Request, attachment: Attachment) -> None:
-    with netns.handle(req.netns) as cipr:
+def _check_container(req: Request, container: int, attachment: Attachment) -> None:
+    with netns.handle(container) as cipr:
         link = links.find(cipr, req.ifname)
         if link is None:
             _check_failed(f"interface {req.ifname} is missing from {req.netns}")
@@ -359,6 +349,7 @@ def cmd_gc(req: Request, host: Host) -> None:
     """Release every attachment of this host not in ``cni.dev/valid-attachments``,
     and remove host veths of this network that belong to none."""
     conf = req.conf
+    require_run_dir(conf, host)
     valid = set(conf.valid_attachments or ())
     failures: list[Exception] = []
     for attachment in host.ipam.attachments(conf.name):
