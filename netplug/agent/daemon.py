@@ -33,6 +33,7 @@ from netplug.dns.writer import RegistryWriter
 from netplug.host import Host
 from netplug.ipam.store.base import StoreError
 from netplug.ipam.store.url import DEFAULT_STORE_URL
+from netplug.names import HOST_NAME
 from netplug.net import netns, vxlan
 from netplug.net.teardown import DeferredTeardown
 
@@ -52,6 +53,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--host-name",
+        type=HOST_NAME,
         default=os.environ.get("NETPLUG_HOSTNAME") or socket.gethostname(),
         help="this host's name in the store, as the config's hostName "
         "(default: $NETPLUG_HOSTNAME, else the machine's hostname)",

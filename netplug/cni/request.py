@@ -30,16 +30,15 @@ from netplug.cni.errors import (
     show,
 )
 from netplug.cni.netconf import (
-    ID_RULE,
     IFNAME_RULE,
     SUPPORTED_VERSIONS,
     NetConf,
     config_version,
-    is_id,
     is_ifname,
     parse_cni_args,
     parse_netconf,
 )
+from netplug.names import ID_RULE, is_id
 
 COMMANDS = ("ADD", "DEL", "CHECK", "GC", "STATUS", "VERSION")
 

@@ -21,6 +21,7 @@ from netplug.ipam import hosts, inventory
 from netplug.ipam.allocations import IPAM, Attachment
 from netplug.ipam.store.base import Store, StoreError
 from netplug.ipam.store.url import DEFAULT_STORE_URL, open_store
+from netplug.names import HOST_NAME, NETWORK_NAME
 
 
 def cmd_status(store: Store, args: argparse.Namespace) -> int:
@@ -239,6 +240,7 @@ def _global_options(p: argparse.ArgumentParser, defaults: bool) -> None:
     )
     p.add_argument(
         "--host-name",
+        type=HOST_NAME,
         default=default(os.environ.get("NETPLUG_HOSTNAME") or os.uname().nodename),
         help="this host's name (default: $NETPLUG_HOSTNAME or the hostname)",
     )
@@ -270,20 +272,22 @@ def parser() -> argparse.ArgumentParser:
         ("names", "DNS names registered by containers"),
     ):
         sp = sub.add_parser(name, help=what)
-        sp.add_argument("--network", help="only this network")
-    sub.choices["allocations"].add_argument("--host", help="only this host's")
+        sp.add_argument("--network", type=NETWORK_NAME, help="only this network")
+    sub.choices["allocations"].add_argument("--host", type=HOST_NAME, help="only this host's")
     hs = sub.add_parser("hosts", help="hosts: VTEP, live or gone, blocks")
     hs_sub = hs.add_subparsers(dest="hosts_command", metavar="remove")
     rm = hs_sub.add_parser("remove", help="release a dead host's blocks, allocations and names")
-    rm.add_argument("remove", metavar="NAME")
+    rm.add_argument("remove", metavar="NAME", type=HOST_NAME)
     rm.add_argument("--force", action="store_true", help="remove even if its agent is live")
     gc = sub.add_parser("gc", help="release this host's attachments whose container is gone")
-    gc.add_argument("--network", help="only this network")
+    gc.add_argument("--network", type=NETWORK_NAME, help="only this network")
     gc.add_argument("--dry-run", action="store_true", help="list, release nothing")
     ins = sub.add_parser("install", help="install the plugins and a conflist for runtimes")
     ins.add_argument("--bin-dir", default="/opt/cni/bin", help="CNI plugin dir (%(default)s)")
     ins.add_argument("--conf-dir", default="/etc/cni/net.d", help="CNI config dir (%(default)s)")
-    ins.add_argument("--network", default="netplug", help="network name (%(default)s)")
+    ins.add_argument(
+        "--network", type=NETWORK_NAME, default="netplug", help="network name (%(default)s)"
+    )
     ins.add_argument("--subnet", default="10.244.0.0/16", help="cluster subnet (%(default)s)")
     ins.add_argument(
         "--vni",
@@ -293,6 +297,7 @@ def parser() -> argparse.ArgumentParser:
     ins.add_argument(
         "--host-name-conf",
         metavar="NAME",
+        type=HOST_NAME,
         help="hostName to write into the conflist (default: leave it out)",
     )
     ins.add_argument("--cni-version", default="1.0.0", help="conflist cniVersion (%(default)s)")

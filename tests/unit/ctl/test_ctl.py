@@ -99,6 +99,32 @@ def test_bad_store_url_is_a_clear_error(capsys):
     assert "unknown scheme" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("argv", "option"),
+    [
+        (["--host-name", "h1/evil", "status"], "--host-name"),
+        (["allocations", "--host", "h1/evil"], "--host"),
+        (["hosts", "remove", "h1/evil"], "NAME"),
+        (["blocks", "--network", "a/b"], "--network"),
+        (["install", "--network", "a/b"], "--network"),
+        (["install", "--host-name-conf", ".."], "--host-name-conf"),
+    ],
+)
+def test_names_that_go_into_store_keys_are_refused(argv, option, store_url, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--store", store_url, *argv])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {option}:" in err and "is not a valid" in err and "starting with" in err
+
+
+def test_an_invalid_netplug_hostname_is_refused(store_url, monkeypatch, capsys):
+    monkeypatch.setenv("NETPLUG_HOSTNAME", "h1/evil")
+    with pytest.raises(SystemExit):
+        main(["--store", store_url, "hosts"])
+    assert "'h1/evil' is not a valid host name" in capsys.readouterr().err
+
+
 def test_install_writes_launchers_and_a_conflist(tmp_path):
     bin_dir, conf_dir = tmp_path / "bin", tmp_path / "conf"
     assert (
