@@ -81,7 +81,7 @@ def _exchange(
                 "and the call may still run; try again later, and see netplugd's log"
             ) from e
         except OSError as e:  # reset, broken pipe: the agent's end is gone
-            raise _gone(e.strerror or str(e), started) from e
+            raise _gone((e.strerror or str(e)).lower(), started) from e
         return _decoded(data, started)
     finally:
         sock.close()
@@ -94,12 +94,13 @@ def _decoded(data: bytes, started: float) -> tuple[int | None, str, str, bytes]:
         return wire.decode_reply(data)
     except ValueError as e:
         shown = data[:60].decode("utf-8", "replace")
-        raise _gone(f"its reply is cut short: {len(data)} bytes, {shown!r}", started) from e
+        what = f"its reply is cut short or garbled: {len(data)} bytes, {shown!r}"
+        raise _gone(what, started) from e
 
 
 def _gone(what: str, started: float) -> AgentGone:
     return AgentGone(
-        f"netplugd went away during the call ({what.lower()}) after "
+        f"netplugd went away during the call ({what}) after "
         f"{time.monotonic() - started:.1f} s: the call may be half done; try again (a retry "
         "completes or undoes it), and see why netplugd stopped (its log, "
         "'systemctl status netplugd')"
