@@ -16,7 +16,7 @@ from netplug.agent.plugin_server import PluginServer
 from netplug.agent.supervisor import FAILING, OK, STOPPED, Backoff, LoopHealth, Supervisor, overall
 from netplug.ctl.main import agent_status, failing_loops
 
-QUICK = Backoff(initial=0.05, maximum=0.2, stable_after=0.5)
+QUICK = Backoff(initial=0.05, maximum=0.2, stable_after=1.0)
 
 
 @pytest.mark.parametrize(
@@ -26,7 +26,7 @@ QUICK = Backoff(initial=0.05, maximum=0.2, stable_after=0.5)
         (0.05, 0.0, 0.1),  # doubles
         (0.1, 0.1, 0.2),
         (0.2, 0.0, 0.2),  # bounded
-        (0.2, 0.5, 0.05),  # a stable run starts over
+        (0.2, 1.0, 0.05),  # a stable run starts over
     ],
 )
 def test_backoff(previous, ran_for, expected):
@@ -50,7 +50,7 @@ def health_after(*steps: tuple[str, float]) -> LoopHealth:
             (("start", 0), ("fail", 1), ("start", 1.5)), 1.7, FAILING, 1, id="restarted-not-stable"
         ),
         pytest.param(
-            (("start", 0), ("fail", 1), ("start", 1.5)), 2.0, OK, 1, id="restarted-and-stable"
+            (("start", 0), ("fail", 1), ("start", 1.5)), 2.5, OK, 1, id="restarted-and-stable"
         ),
         pytest.param(
             (("start", 0), ("fail", 1), ("start", 1.5), ("fail", 2.5), ("start", 2.6)),
