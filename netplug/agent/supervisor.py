@@ -96,9 +96,8 @@ class LoopExited(Exception):
 class Supervisor:
     """Runs named loops, each restarted with backoff when it fails; see the module."""
 
-    def __init__(self, backoff: Backoff | None = None, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, backoff: Backoff | None = None) -> None:
         self.backoff = backoff or Backoff()
-        self._clock = clock
         self._stop = threading.Event()
         self._health: dict[str, LoopHealth] = {}  # each value swapped whole by its loop's thread
         self._threads: list[threading.Thread] = []
@@ -114,10 +113,11 @@ class Supervisor:
 
     def health(self) -> dict[str, dict]:
         """Each loop's report, by name."""
-        now = self._clock()
+        now = time.monotonic()
+        loops = dict(self._health)  # one copy (atomic): start() may add a loop meanwhile
         return {
             name: health.report(now, self.backoff.stable_after)
-            for name, health in sorted(self._health.items())
+            for name, health in sorted(loops.items())
         }
 
     def stop(self, timeout: float) -> None:
@@ -132,7 +132,7 @@ class Supervisor:
     def _run(self, name: str, target: Target) -> None:
         delay: float | None = None
         while not self._stop.is_set():
-            started = self._clock()
+            started = time.monotonic()
             self._health[name] = self._health[name].started(started)
             try:
                 target(self._stop)
@@ -140,7 +140,7 @@ class Supervisor:
                     break
                 raise LoopExited("returned before the agent stopped")
             except Exception as e:  # the point of a supervisor: any failure, logged and retried
-                now = self._clock()
+                now = time.monotonic()
                 delay = self.backoff.next_delay(delay, now - started)
                 self._health[name] = self._health[name].failed(now, describe(e))
                 log.error("loop %s failed; restarting in %.1f s", name, delay, exc_info=True)
