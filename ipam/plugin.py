@@ -14,7 +14,7 @@ import sys
 from ipaddress import ip_address, ip_network
 
 from netplug.cni import dispatch, errors, logfile
-from netplug.cni.attachment import allocate, pools
+from netplug.cni.attachment import allocate, pools, record_network
 from netplug.cni.errors import CNIError
 from netplug.cni.netconf import NetConf, parse_ipam_conf
 from netplug.cni.request import Request
@@ -52,6 +52,7 @@ def _routes(conf: NetConf, gateways: dict[int, object]) -> tuple[Route, ...]:
 
 def cmd_add(req: Request, host: Host) -> Result:
     conf = req.conf
+    record_network(conf, host)
     attachment = allocate(req, host)
     gateways = {a.address.version: a.gateway for a in attachment.allocations}
     return Result(

@@ -29,7 +29,7 @@ from netplug.agent.overlay import Overlay, View
 from netplug.agent.plugin_server import PluginServer
 from netplug.agent.registration import DEFAULT_TTL, HostNameTaken, HostRegistration
 from netplug.agent.supervisor import Supervisor, overall
-from netplug.dns.api import make_app
+from netplug.dns.api import make_app, serve
 from netplug.dns.main import arg_type, domain, event_loop_runner, host_port
 from netplug.dns.metrics import Metrics
 from netplug.dns.writer import RegistryWriter
@@ -188,9 +188,7 @@ async def _serve_http(
         metrics=metrics,
         health=server.health,
     )
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, *args.http).start()
+    runner = await serve(app, *args.http)
     log.info("http API on %s:%d", *args.http)
     return runner
 

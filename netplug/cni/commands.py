@@ -20,7 +20,7 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from netplug.cni import errors
-from netplug.cni.attachment import allocate, pools
+from netplug.cni.attachment import allocate, pools, record_network
 from netplug.cni.errors import CNIError
 from netplug.cni.netconf import NetConf
 from netplug.cni.request import Request
@@ -33,7 +33,7 @@ from netplug.ipam.plugin import cmd_status
 from netplug.ipam.store.base import StoreUnavailable
 from netplug.locks import network_lock
 from netplug.net import addresses, bridge, links, masq, netns, sysctl, veth, vxlan
-from netplug.net.mtu import overlay_mtu
+from netplug.net.mtu import VXLAN_OVERHEAD_V4, overlay_mtu
 from netplug.net.rtnl import Rtnl
 
 log = logging.getLogger(__name__)
@@ -91,14 +91,15 @@ def cmd_add(req: Request, host: Host) -> Result:
     ):
         _require_new_interface(req, container)
         _settle_pending_releases(conf, host)
+        network = record_network(conf, host)
         attachment = allocate(req, host)
         undo.callback(_quietly, "release addresses", _release_or_defer, req, host)
+        under, mtu = _underlay_and_mtu(ipr, conf, host)
         br = bridge.ensure_bridge(
             ipr,
             conf.bridge,
-            conf.mtu,
+            mtu,
             [_gateway_on_bridge(a) for a in attachment.allocations],
-            auto_mtu=lambda: overlay_mtu(ipr, conf.vxlan.device),
             known=host.addresses_ensured,
             known_links=host.links_seen,
         )
@@ -106,42 +107,50 @@ def cmd_add(req: Request, host: Host) -> Result:
         # Reading a sysctl costs more as a namespace's interfaces grow (the kernel
         # compares names along the way): an agent looks once per SEEN_TTL.
         host.remembered(("forwarding", ipv6), SEEN_TTL, lambda: sysctl.enable_forwarding(ipv6))
-        _ensure_overlay(ipr, conf, host, br.mtu, attachment)
+        if under is not None:  # else a single host: no overlay
+            _ensure_overlay(ipr, conf, host, under, network.vni, mtu, attachment)
         host_end = veth.host_veth_name(req.container_id, req.ifname)
         # Undo registered first: create_pair can fail after the kernel made the pair.
         undo.callback(_quietly, "delete veth", links.delete, rt, host_end)
-        pair = veth.create_pair(rt, crt, container, host_end, req.ifname, br.mtu, br.index)
+        pair = veth.create_pair(rt, crt, container, host_end, req.ifname, mtu, br.index)
         _configure_container(crt, pair.container.index, attachment.allocations)
         if conf.ip_masq:
             _ensure_masq(conf, host)
         undo.pop_all()
-    return _result(req, br, pair, attachment, br.mtu)
+    return _result(req, br, pair, attachment, mtu)
+
+
+def _underlay_and_mtu(ipr: IPRoute, conf: NetConf, host: Host) -> tuple[vxlan.Underlay | None, int]:
+    """The underlay (None: a single host, no overlay) and the network's MTU, which
+    ADD gives the bridge and both veth ends every time: an emptied bridge forgets
+    its MTU, so nothing may be inherited from it. An agent looks once per SEEN_TTL."""
+    device = conf.vxlan.device
+    under = host.remembered(("underlay", device), SEEN_TTL, lambda: vxlan.underlay(ipr, device))
+    if conf.mtu:
+        return under, conf.mtu
+    if under is not None:  # "mtu": 0 means the underlay's MTU minus VXLAN's overhead
+        return under, under.link.mtu - VXLAN_OVERHEAD_V4
+    return under, host.remembered(
+        ("overlay mtu", device), SEEN_TTL, lambda: overlay_mtu(ipr, device)
+    )
 
 
 def _ensure_overlay(
-    ipr: IPRoute, conf: NetConf, host: Host, mtu: int, attachment: Attachment
+    ipr: IPRoute,
+    conf: NetConf,
+    host: Host,
+    under: vxlan.Underlay,
+    vni: int,
+    mtu: int,
+    attachment: Attachment,
 ) -> None:
-    """The network's VXLAN device (shared: never rolled back) and this host's VTEP
-    record; a host without an underlay (no default route, no vxlan.device) is a
-    single host and needs neither."""
-    under = host.remembered(
-        ("underlay", conf.vxlan.device),
-        SEEN_TTL,
-        lambda: vxlan.underlay(ipr, conf.vxlan.device),
-    )
-    if under is None:
-        return
+    """The network's VXLAN device (shared: never rolled back) on VNI ``vni``, and
+    this host's VTEP record."""
     block_addresses = [ip_interface(a.block.network_address) for a in attachment.allocations]
     device = vxlan.ensure_vxlan(
-        ipr,
-        conf.vxlan.vni,
-        conf.vxlan.port,
-        under,
-        mtu,
-        block_addresses,
-        host.addresses_ensured,
+        ipr, vni, conf.vxlan.port, under, mtu, block_addresses, host.addresses_ensured
     )
-    vteps.publish(host.store, conf.name, host.name, str(under.address), device.mac, conf.vxlan.vni)
+    vteps.publish(host.store, conf.name, host.name, str(under.address), device.mac, vni)
 
 
 def _settle_pending_releases(conf: NetConf, host: Host) -> None:

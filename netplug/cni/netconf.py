@@ -63,9 +63,10 @@ StaticIP = IPv4Interface | IPv6Interface | IPv4Address | IPv6Address
 
 @dataclass(frozen=True)
 class VxlanConf:
-    """The overlay device: VNI, UDP port and underlay device (None: the default route's)."""
+    """The overlay device: VNI (None: the store assigns one per network), UDP port and
+    underlay device (None: the default route's)."""
 
-    vni: int = 4242
+    vni: int | None = None
     port: int = 4789
     device: str | None = None
 
@@ -259,9 +260,11 @@ def _datapath(section: dict) -> dict:
     }
 
 
-def _int(obj: dict, key: str, where: str, default: int, lo: int, hi: int, note: str = "") -> int:
+def _int(
+    obj: dict, key: str, where: str, default: int | None, lo: int, hi: int, note: str = ""
+) -> int | None:
     value = json_field(obj, key, int, where, default)
-    if not lo <= value <= hi:
+    if value is not None and not lo <= value <= hi:
         raise invalid(where + key, value, f"an integer from {lo} to {hi}{note}")
     return value
 

@@ -213,12 +213,26 @@ def _namespace_gone(attachment: Attachment) -> bool:
 
 
 def cmd_install(args: argparse.Namespace) -> int:
-    written = install.install_plugins(Path(args.bin_dir))
+    bin_dir = Path(args.bin_dir)
+    written = install.install_plugins(bin_dir)
     if not args.no_conflist:
         document = install.conflist(
-            args.network, args.subnet, args.store, args.host_name_conf, args.cni_version
+            args.network,
+            args.subnet,
+            args.store,
+            args.host_name_conf,
+            args.cni_version,
+            vni=args.vni,
+            portmap=not args.no_portmap,
         )
         written.append(install.install_conflist(Path(args.conf_dir), document))
+        for plugin in install.chained_elsewhere(document, bin_dir):
+            print(
+                f"netplugctl: the chain runs {plugin}, which is not in {bin_dir}: make sure "
+                "the runtime's plugin path has it (Debian's containernetworking-plugins "
+                "puts it in /usr/lib/cni)",
+                file=sys.stderr,
+            )
     render([{"installed": str(p)} for p in written], ["installed"], as_json=args.json)
     return 0
 
@@ -233,19 +247,44 @@ STORE_COMMANDS = {
 }
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="netplugctl", description=__doc__.split("\n\n")[0])
+def _global_options(p: argparse.ArgumentParser, defaults: bool) -> None:
+    """The options every command takes, before or after its name (as people type
+    ``netplugctl allocations --json``). Only the top-level parser has defaults: a
+    command's parser leaves what it was not given to the top level's."""
+
+    def default(value: object) -> object:
+        return value if defaults else argparse.SUPPRESS
+
     p.add_argument(
         "--store",
-        default=os.environ.get("NETPLUG_STORE", DEFAULT_STORE_URL),
-        help="store URL (default: $NETPLUG_STORE or %(default)s)",
+        default=default(os.environ.get("NETPLUG_STORE", DEFAULT_STORE_URL)),
+        help=f"store URL (default: $NETPLUG_STORE or {DEFAULT_STORE_URL})",
     )
     p.add_argument(
         "--host-name",
-        default=os.environ.get("NETPLUG_HOSTNAME") or os.uname().nodename,
+        default=default(os.environ.get("NETPLUG_HOSTNAME") or os.uname().nodename),
         help="this host's name (default: $NETPLUG_HOSTNAME or the hostname)",
     )
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument(
+        "--json", action="store_true", default=default(False), help="print JSON, not a table"
+    )
+
+
+def command_parsers(p: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    """Every command's parser by its words ("hosts remove"), nested commands too."""
+    found = {}
+    # argparse lists subcommands only through its subparsers action.
+    for action in p._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sp in action.choices.items():
+                found[name] = sp
+                found.update({f"{name} {n}": nested for n, nested in command_parsers(sp).items()})
+    return found
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="netplugctl", description=__doc__.split("\n\n")[0])
+    _global_options(p, defaults=True)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser("status", help="store, agent and totals")
     for name, what in (
@@ -270,12 +309,22 @@ def parser() -> argparse.ArgumentParser:
     ins.add_argument("--network", default="netplug", help="network name (%(default)s)")
     ins.add_argument("--subnet", default="10.244.0.0/16", help="cluster subnet (%(default)s)")
     ins.add_argument(
+        "--vni",
+        type=install.parse_vni,
+        help="the network's VXLAN VNI (default: leave it out, the store assigns a free one)",
+    )
+    ins.add_argument(
         "--host-name-conf",
         metavar="NAME",
         help="hostName to write into the conflist (default: leave it out)",
     )
     ins.add_argument("--cni-version", default="1.0.0", help="conflist cniVersion (%(default)s)")
+    ins.add_argument(
+        "--no-portmap", action="store_true", help="leave portmap out of the chain (no -p ports)"
+    )
     ins.add_argument("--no-conflist", action="store_true", help="install the plugins only")
+    for sp in command_parsers(p).values():
+        _global_options(sp, defaults=False)
     return p
 
 

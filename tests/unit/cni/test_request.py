@@ -62,7 +62,7 @@ def test_minimal_add_fills_every_default() -> None:
         subnet6=None,
         host_block_prefix=24,
         host_block_prefix6=64,
-        vxlan=VxlanConf(vni=4242, port=4789, device=None),
+        vxlan=VxlanConf(vni=None, port=4789, device=None),
         mtu=0,
         ip_masq=False,
         store="sqlite:///var/lib/netplug/netplug.db",
