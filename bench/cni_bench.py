@@ -956,17 +956,16 @@ def scenario_startup(b: Bench, samples: int) -> list[Row]:
 def scenario_profile(b: Bench, samples: int) -> None:
     """cProfile of netplug's handle() as the agent runs it: in a worker thread that
     lives in the host namespace (so its own-namespace sockets are kept), with a
-    warm Host and the deferred teardown."""
+    warm Host."""
     import cProfile
     import io
     import pstats
 
     from netplug.cni.handler import handle
     from netplug.host import Host
-    from netplug.net.teardown import DeferredTeardown
 
     side = b.side("netplug profile", "netplug")
-    host = Host.open(HOST_NAME, side.store, DeferredTeardown())
+    host = Host.open(HOST_NAME, side.store)
     profile = cProfile.Profile()
     ctrs = b.ns.containers(samples + WARMUP_CALLS)
     errors: list[str] = []

@@ -4,7 +4,7 @@
     DELETE /v1/names/{name}   remove an API name (204; 404 if there is none)
     GET    /v1/names          every name: API and container ones, with "source"
     GET    /v1/names/{name}   the entries for one name (404 if none)
-    GET    /healthz           {"status": "ok", ...}
+    GET    /healthz           {"status": "ok", ...} (503 when not "ok")
     GET    /metrics           Prometheus text format
 
 With a token, PUT and DELETE need ``Authorization: Bearer TOKEN``. Errors
@@ -138,7 +138,9 @@ def make_app(
         return web.json_response({"domain": domain, "names": rows})
 
     async def healthz(request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok", **(health() if health else {})})
+        report = {"status": "ok", **(health() if health else {})}
+        # Probes read the code: anything but "ok" (netplugd's "degraded") is a 503.
+        return web.json_response(report, status=200 if report["status"] == "ok" else 503)
 
     async def metrics_text(request: web.Request) -> web.Response:
         if metrics is None:

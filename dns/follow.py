@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 WATCH_TIMEOUT = 0.5  # seconds between checks for stop while the store is idle
 RETRY_MIN, RETRY_MAX = 0.2, 5.0  # backoff after a store failure, seconds
 
+Spawn = Callable[[str, Callable[[threading.Event], None]], None]
+
 
 class Follower:
     """Calls ``publish(snapshot)`` on the event loop for each new snapshot.
@@ -58,9 +60,14 @@ class Follower:
         self._ready: asyncio.Event | None = None
         self.up = False
 
-    async def start(self) -> None:
+    async def start(self, spawn: Spawn | None = None) -> None:
+        """Follow in a thread: one of its own, or the one ``spawn(name, run)`` runs
+        (netplugd's supervisor, which then sees what fails and stops it)."""
         self._loop = asyncio.get_running_loop()
         self._ready = asyncio.Event()
+        if spawn is not None:
+            spawn("dns-follower", self.run)
+            return
         self._thread = threading.Thread(target=self._run, name="netplug-dns-follow", daemon=True)
         self._thread.start()
 
@@ -81,32 +88,42 @@ class Follower:
     # -- the thread ------------------------------------------------------------
 
     def _run(self) -> None:
-        delay = RETRY_MIN
+        """The follower's own thread: ``run``, again after anything it raises."""
         while not self._stop.is_set():
+            try:
+                self.run(self._stop)
+            except Exception:  # a bug must not end following for good
+                log.exception("registry follower failed; retrying")
+                self._stop.wait(RETRY_MAX)
+
+    def run(self, stop: threading.Event) -> None:
+        """Follow until ``stop``. Store failures are retried here with backoff;
+        anything else is raised (the store then counts as down)."""
+        delay = RETRY_MIN
+        while not stop.is_set():
             try:
                 snap = read_snapshot(self.store)
                 self._batch(None)
                 self._send(snap, up=True)
                 delay = RETRY_MIN
-                self._follow(snap)
+                self._follow(snap, stop)
             except Compacted as e:
                 log.warning("registry watch fell behind (%s): reading it again", e)
             except StoreError as e:
                 if self.up or delay == RETRY_MIN:
                     log.warning("registry: store unreachable, answering from what we hold: %s", e)
                 self._status(False)
-                self._stop.wait(delay)
+                stop.wait(delay)
                 delay = min(delay * 2, RETRY_MAX)
-            except Exception:  # a bug must not end following for good
-                log.exception("registry follower failed; retrying")
+            except Exception:
                 self._status(False)
-                self._stop.wait(RETRY_MAX)
+                raise
 
-    def _follow(self, snap: Snapshot) -> None:
+    def _follow(self, snap: Snapshot, stop: threading.Event) -> None:
         watch = self.store.watch(keys.ROOT, snap.revision + 1, WATCH_TIMEOUT)
         with contextlib.closing(watch):  # type: ignore[type-var]
             for batch in watch:
-                if self._stop.is_set():
+                if stop.is_set():
                     return
                 if batch:
                     self._batch(batch)

@@ -49,38 +49,62 @@ class PendingReleases:
         )
 
     def replay(self, ipam: IPAM) -> int:
-        """Apply what the store now accepts; returns how many entries were settled.
+        """Apply what the store now accepts, oldest first; returns how many entries
+        were settled. Stops at the first entry the store cannot take: the next
+        would wait as long for the same answer. The file is locked only to read
+        it and to drop what was settled, never across a store call, so a DEL
+        recording its own release never waits for a replay; a replay already
+        under way (another thread or plugin) makes this one return 0 at once.
         A line that is not an entry (a torn write) is moved to ``<file>.corrupt``."""
+        with self._replaying() as alone:
+            if not alone:
+                return 0
+            with self._locked() as f:
+                lines = [line for line in f.read().splitlines() if line.strip()]
+            done = []
+            for line in lines:
+                entry = _entry(line)
+                try:
+                    if entry is None or self._settle(ipam, entry):
+                        done.append(line)
+                except StoreUnavailable as e:
+                    log.info("deferred releases kept for later: %s", e)
+                    break
+            if done:
+                self._drop(done)
+            return len(done)
+
+    def _drop(self, done: list[str]) -> None:
+        """Remove the lines in ``done`` (appended meanwhile: kept), moving the
+        unreadable ones to ``<file>.corrupt``."""
         with self._locked() as f:
-            entries = [self._entry(line) for line in f.read().splitlines() if line.strip()]
-            left = [e for e in entries if e is not None and not self._settle(ipam, e)]
+            lines = f.read().splitlines()
+            for line in done:
+                if line not in lines:  # edited by hand meanwhile: nothing to drop
+                    continue
+                lines.remove(line)
+                if _entry(line) is None:
+                    self._keep_corrupt(line)
             f.seek(0)
             f.truncate()
-            f.writelines(json.dumps(e) + "\n" for e in left)
-        return len(entries) - len(left)
+            f.writelines(line + "\n" for line in lines if line.strip())
 
-    def _entry(self, line: str) -> dict | None:
-        try:
-            entry = json.loads(line)
-            if all(isinstance(entry.get(k), str) for k in FIELDS):
-                return entry
-        except (ValueError, AttributeError):
-            pass
+    def _keep_corrupt(self, line: str) -> None:
         corrupt = self.path.with_name(self.path.name + ".corrupt")
         log.error("unreadable deferred release %r: moved to %s; release it by hand", line, corrupt)
         with open(corrupt, "a") as f:
             f.write(line + "\n")
-        return None
 
     @staticmethod
     def _settle(ipam: IPAM, entry: dict) -> bool:
-        """Whether the entry is done with. An entry written without a namespace (a
-        DEL may come without one) releases whatever attachment has its name."""
+        """Whether the entry is done with (raises StoreUnavailable). An entry written
+        without a namespace (a DEL may come without one) releases whatever
+        attachment has its name."""
         try:
             released = ipam.release(
                 entry["network"], entry["containerID"], entry["ifname"], entry["netns"]
             )
-        except (StoreUnavailable, IPAMError) as e:
+        except IPAMError as e:
             log.info(
                 "deferred release of %s/%s kept for later: %s",
                 entry["containerID"],
@@ -98,9 +122,32 @@ class PendingReleases:
         return True
 
     @contextmanager
+    def _replaying(self) -> Iterator[bool]:
+        """Whether this is the only replay of the file (flock on a file beside it)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path.with_name(self.path.name + ".replay"), "a") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            yield True
+
+    @contextmanager
     def _locked(self) -> Iterator:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a+") as f:
             fcntl.flock(f, fcntl.LOCK_EX)
             f.seek(0)
             yield f
+
+
+def _entry(line: str) -> dict | None:
+    """The entry a line holds, or None when it is not one."""
+    try:
+        entry = json.loads(line)
+        if all(isinstance(entry.get(k), str) for k in FIELDS):
+            return entry
+    except (ValueError, AttributeError):
+        pass
+    return None

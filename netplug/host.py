@@ -8,21 +8,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
 from netplug.ipam.allocations import IPAM
 from netplug.ipam.store.base import Store
 from netplug.ipam.store.url import open_store
 
-if TYPE_CHECKING:
-    from netplug.net.teardown import Teardown
-
 T = TypeVar("T")
 
 
 class Host:
-    def __init__(self, name: str, store: Store, teardown: Teardown | None = None) -> None:
-        self._teardown = teardown
+    def __init__(self, name: str, store: Store) -> None:
         self.name = name
         self.store = store
         self.ipam = IPAM(store, name)
@@ -46,24 +42,12 @@ class Host:
         return value
 
     @classmethod
-    def open(cls, name: str, store_url: str, teardown: Teardown | None = None) -> Host:
-        return cls(name, open_store(store_url), teardown)
+    def open(cls, name: str, store_url: str) -> Host:
+        return cls(name, open_store(store_url))
 
     def serves(self, host_name: str, store_url: str) -> bool:
         """Whether a call for ``host_name`` on ``store_url`` belongs to this host."""
         return host_name == self.name and store_url == self.store.url
 
-    @property
-    def teardown(self) -> Teardown:
-        """How DEL deletes container interfaces (the agent defers it past the reply).
-        Imported on first use: netplug-ipam's Host never needs netlink."""
-        if self._teardown is None:
-            from netplug.net.teardown import Teardown
-
-            self._teardown = Teardown()
-        return self._teardown
-
     def close(self) -> None:
-        if self._teardown is not None:
-            self._teardown.close()
         self.store.close()

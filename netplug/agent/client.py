@@ -16,10 +16,23 @@ FORWARDED_PREFIXES = ("CNI_", "NETPLUG_")
 # CLOCK_MONOTONIC (system-wide) instant after which this plugin no longer waits:
 # the agent does not start a call whose caller has already given up.
 DEADLINE = "NETPLUG_DEADLINE"
+# netplugctl's "how are you" (no CNI_/NETPLUG_ prefix: no plugin call ever carries it).
+QUERY = "NETPLUGD_QUERY"
+HEALTH = "health"
 
 
-class AgentTimeout(Exception):
-    """The agent accepted the call but did not answer in time."""
+class AgentError(Exception):
+    """The agent took the call but gave no usable answer; the message says why
+    and what to do (the plugin reports it as "try again later")."""
+
+
+class AgentTimeout(AgentError):
+    """The agent did not answer in time."""
+
+
+class AgentGone(AgentError):
+    """The agent's end closed or reset before a whole reply arrived: it died
+    or was stopped during the call."""
 
 
 def forwarded_env(env: dict[str, str]) -> dict[str, str]:
@@ -32,7 +45,24 @@ def call(
     timeout: float = REPLY_TIMEOUT,
     socket_name: str = SOCKET_NAME,
 ) -> tuple[int | None, str, str, bytes] | None:
-    """The agent's reply (see ``wire.decode_reply``), or None when no agent listens."""
+    """The agent's reply (see ``wire.decode_reply``), or None when no agent listens;
+    raises an ``AgentError`` when one listens but gives no usable answer."""
+    forwarded = forwarded_env(env)
+    forwarded[DEADLINE] = f"{time.monotonic() + timeout:.3f}"
+    return _exchange(wire.encode_call(forwarded, stdin), timeout, socket_name)
+
+
+def query(
+    what: str, timeout: float = REPLY_TIMEOUT, socket_name: str = SOCKET_NAME
+) -> tuple[int | None, str, str, bytes] | None:
+    """Ask the agent itself (``HEALTH``: its health as JSON on the reply's stdout);
+    as ``call`` otherwise."""
+    return _exchange(wire.encode_call({QUERY: what}, b""), timeout, socket_name)
+
+
+def _exchange(
+    frame: bytes, timeout: float, socket_name: str
+) -> tuple[int | None, str, str, bytes] | None:
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
     try:
         try:
@@ -40,16 +70,41 @@ def call(
         except (FileNotFoundError, ConnectionRefusedError):
             return None
         sock.settimeout(timeout)
-        forwarded = forwarded_env(env)
-        forwarded[DEADLINE] = f"{time.monotonic() + timeout:.3f}"
+        started = time.monotonic()
         try:
-            sock.sendall(wire.encode_call(forwarded, stdin))
+            sock.sendall(frame)
             sock.shutdown(_socket.SHUT_WR)
-            return wire.decode_reply(_read_all(sock))
-        except (OSError, ValueError) as e:  # socket.timeout is an OSError
-            raise AgentTimeout(f"netplugd did not answer within {timeout:.0f} s ({e})") from e
+            data = _read_all(sock)
+        except TimeoutError as e:
+            raise AgentTimeout(
+                f"netplugd did not answer within {timeout:g} s: it is overloaded or stuck "
+                "and the call may still run; try again later, and see netplugd's log"
+            ) from e
+        except OSError as e:  # reset, broken pipe: the agent's end is gone
+            raise _gone((e.strerror or str(e)).lower(), started) from e
+        return _decoded(data, started)
     finally:
         sock.close()
+
+
+def _decoded(data: bytes, started: float) -> tuple[int | None, str, str, bytes]:
+    if not data:
+        raise _gone("it closed the connection without an answer", started)
+    try:
+        return wire.decode_reply(data)
+    except ValueError as e:
+        shown = data[:60].decode("utf-8", "replace")
+        what = f"its reply is cut short or garbled: {len(data)} bytes, {shown!r}"
+        raise _gone(what, started) from e
+
+
+def _gone(what: str, started: float) -> AgentGone:
+    return AgentGone(
+        f"netplugd went away during the call ({what}) after "
+        f"{time.monotonic() - started:.1f} s: the call may be half done; try again (a retry "
+        "completes or undoes it), and see why netplugd stopped (its log, "
+        "'systemctl status netplugd')"
+    )
 
 
 def _read_all(sock: _socket.socket) -> bytes:

@@ -4,7 +4,10 @@ It serves the CNI plugin (holding the store and netlink warm, its worker
 threads run the plugin's calls through the very ``handle`` the plugin would
 run itself), keeps this host's record alive in the store, programs the VXLAN
 peers toward every other live host, answers DNS on each local network's
-gateway, and optionally serves the registration API with /metrics.
+gateway, and optionally serves the registration API with /metrics. Its
+long-lived loops (store follower, overlay, host lease, deferred releases) run
+under a ``Supervisor``: one that fails is restarted with backoff, and the
+agent reports itself degraded meanwhile (/healthz, ``netplugctl status``).
 """
 
 from __future__ import annotations
@@ -16,7 +19,6 @@ import os
 import signal
 import socket
 import sys
-import threading
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
@@ -26,6 +28,7 @@ from netplug.agent.metrics import AgentMetrics
 from netplug.agent.overlay import Overlay, View
 from netplug.agent.plugin_server import PluginServer
 from netplug.agent.registration import DEFAULT_TTL, HostNameTaken, HostRegistration
+from netplug.agent.supervisor import Supervisor, overall
 from netplug.dns.api import make_app, serve
 from netplug.dns.main import arg_type, domain, event_loop_runner, host_port
 from netplug.dns.metrics import Metrics
@@ -35,9 +38,10 @@ from netplug.ipam.store.base import StoreError
 from netplug.ipam.store.url import DEFAULT_STORE_URL
 from netplug.names import HOST_NAME
 from netplug.net import netns, vxlan
-from netplug.net.teardown import DeferredTeardown
 
 log = logging.getLogger("netplugd")
+
+LOOPS_STOP_TIMEOUT = 5.0  # the loops wait on their stop event at most a second or so
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -108,10 +112,11 @@ def _vtep(device: str | None) -> str:
 
 async def run(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
-    host = Host.open(args.host_name, args.store, DeferredTeardown())
+    host = Host.open(args.host_name, args.store)
     registry = CollectorRegistry()
     agent_metrics, dns_metrics = AgentMetrics(registry), Metrics(registry)
-    server = PluginServer(host, agent_metrics)
+    supervisor = Supervisor()
+    agent_metrics.follow_loops(supervisor.health)
     upstreams = None if args.upstream is None else [u for u in args.upstream if u]
 
     def on_view(view: View) -> None:
@@ -123,8 +128,10 @@ async def run(args: argparse.Namespace) -> None:
     dns = AgentDNS(
         host.store, host.name, args.domain, upstreams, dns_metrics, on_batch=overlay.notice
     )
+    server = PluginServer(
+        host, agent_metrics, health=lambda: _health(host, dns, server, supervisor)
+    )
     stop = asyncio.Event()
-    threads_stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     http = None
@@ -135,13 +142,12 @@ async def run(args: argparse.Namespace) -> None:
         vtep = await asyncio.to_thread(_vtep, args.underlay_device)
         registration = HostRegistration(host.store, host.name, vtep, args.lease_ttl)
         await asyncio.to_thread(registration.acquire)
-        await dns.start()
-        for target in (registration.keep_alive, overlay.follow, server.settle_pending):
-            threading.Thread(
-                target=target, args=(threads_stop,), daemon=True, name=target.__qualname__
-            ).start()
+        await dns.start(supervisor.start)
+        supervisor.start("registration", registration.keep_alive)
+        supervisor.start("overlay", overlay.follow)
+        supervisor.start("pending-releases", server.settle_pending)
         if args.http:
-            http = await _serve_http(args, host, dns, dns_metrics, server)
+            http = await _serve_http(args, host, dns_metrics, server)
         log.info(
             "serving host %s (VTEP %s) on store %s at @netplugd",
             host.name,
@@ -151,7 +157,7 @@ async def run(args: argparse.Namespace) -> None:
         await stop.wait()
         log.info("stopping after %d plugin calls", server.calls)
     finally:
-        threads_stop.set()
+        await asyncio.to_thread(supervisor.stop, LOOPS_STOP_TIMEOUT)
         if http is not None:
             await http.cleanup()
         await dns.close()
@@ -159,8 +165,22 @@ async def run(args: argparse.Namespace) -> None:
         host.close()
 
 
+def _health(host: Host, dns: AgentDNS, server: PluginServer, supervisor: Supervisor) -> dict:
+    """What /healthz and ``netplugctl status`` (over @netplugd) report: "degraded"
+    while a loop fails, with each loop's state and last error."""
+    loops = supervisor.health()
+    return {
+        "status": overall(loops),
+        "host": host.name,
+        "store": "up" if dns.follower.up else "unreachable",
+        "pluginCalls": server.calls,
+        "dnsListeners": [str(lst) for lst in dns.server.listeners],
+        "loops": loops,
+    }
+
+
 async def _serve_http(
-    args: argparse.Namespace, host: Host, dns: AgentDNS, metrics: Metrics, server: PluginServer
+    args: argparse.Namespace, host: Host, metrics: Metrics, server: PluginServer
 ) -> web.AppRunner:
     """The registration API, /healthz and /metrics (agent and DNS) on ``--http``."""
     app = make_app(
@@ -168,12 +188,7 @@ async def _serve_http(
         domain=args.domain,
         token=args.token,
         metrics=metrics,
-        health=lambda: {
-            "host": host.name,
-            "store": "up" if dns.follower.up else "unreachable",
-            "pluginCalls": server.calls,
-            "dnsListeners": [str(lst) for lst in dns.server.listeners],
-        },
+        health=server.health,
     )
     runner = await serve(app, *args.http)
     log.info("http API on %s:%d", *args.http)

@@ -12,8 +12,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from ipaddress import IPv4Address, IPv6Address, ip_address
 
-from netplug.dns.follow import Follower
+from netplug.dns.follow import Follower, Spawn
 from netplug.dns.main import default_upstreams
 from netplug.dns.metrics import Metrics
 from netplug.dns.resolve import Zone
@@ -30,13 +31,24 @@ DNS_PORT = 53
 def wanted_listeners(
     host: str, blocks: dict[str, dict[Network, str]], port: int = DNS_PORT
 ) -> list[Listener]:
-    """A listener on the gateway of every block ``host`` holds (pure)."""
+    """A listener on the gateway of every block ``host`` holds, by network, then
+    IPv4 before IPv6, then address (pure; the order only keeps logs and the
+    comparison with the last set stable)."""
     return sorted(
-        Listener(str(gateway(block)), port, network)
-        for network, owners in blocks.items()
-        for block, owner in owners.items()
-        if owner == host
+        (
+            Listener(str(gateway(block)), port, network)
+            for network, owners in blocks.items()
+            for block, owner in owners.items()
+            if owner == host
+        ),
+        key=_listener_order,
     )
+
+
+def _listener_order(listener: Listener) -> tuple[str, int, IPv4Address | IPv6Address]:
+    # Listener itself has no order: comparing its optional network would raise.
+    address = ip_address(listener.host)
+    return listener.network or "", address.version, address
 
 
 class AgentDNS:
@@ -63,9 +75,10 @@ class AgentDNS:
         self._wanted: list[Listener] = []
         self._syncing: asyncio.Task | None = None
 
-    async def start(self) -> None:
+    async def start(self, spawn: Spawn | None = None) -> None:
+        """Follow the store (in the thread ``spawn`` runs, if given; see Follower)."""
         self._loop = asyncio.get_running_loop()
-        await self.follower.start()
+        await self.follower.start(spawn)
 
     def sync(self, blocks: dict[str, dict[Network, str]]) -> None:
         """Listen on exactly this host's gateways (thread-safe; applied on the loop)."""

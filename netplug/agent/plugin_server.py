@@ -11,15 +11,17 @@ from end to end anyway.
 
 from __future__ import annotations
 
+import json
 import logging
 import socket
 import struct
 import threading
 import time
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 
 from netplug.agent import wire
-from netplug.agent.client import DEADLINE, SOCKET_NAME
+from netplug.agent.client import DEADLINE, HEALTH, QUERY, SOCKET_NAME
 from netplug.agent.metrics import AgentMetrics
 from netplug.cni.dispatch import Reply
 from netplug.cni.handler import handle
@@ -35,7 +37,7 @@ READ_TIMEOUT = 5.0
 PENDING_INTERVAL = 5.0
 WORKERS = 8  # calls handled at once; more wait in the listen backlog
 BACKLOG = 512  # a burst of container starts must not be refused (ECONNREFUSED -> no agent)
-JOIN_TIMEOUT = 5.0  # half of the systemd unit's TimeoutStopSec: the teardown pool follows
+JOIN_TIMEOUT = 5.0  # half of the systemd unit's TimeoutStopSec: the loops' stop follows
 ACCEPT_RETRY = 0.1
 RECV_SIZE = 65536
 
@@ -43,10 +45,17 @@ RECV_SIZE = 65536
 class PluginServer:
     """Answers plugin calls on the abstract socket ``@netplugd``."""
 
-    def __init__(self, host: Host, metrics: AgentMetrics, socket_name: str = SOCKET_NAME) -> None:
+    def __init__(
+        self,
+        host: Host,
+        metrics: AgentMetrics,
+        socket_name: str = SOCKET_NAME,
+        health: Callable[[], dict] | None = None,
+    ) -> None:
         self.host = host
         self.metrics = metrics
         self.socket_name = socket_name
+        self.health = health  # answers netplugctl's health query (without the HTTP API)
         self.calls = 0
         self.run_dirs: set[str] = set()
         self._sock: socket.socket | None = None
@@ -68,15 +77,13 @@ class PluginServer:
             return handle(env, stdin, self.host_for)
 
     def settle_pending(self, stop: threading.Event) -> None:
-        """Replay releases deferred by a store outage, in every runDir calls named."""
+        """Replay releases deferred by a store outage, in every runDir calls named
+        (a loop for the supervisor: what it raises ends the run, not the replays)."""
         while not stop.wait(PENDING_INTERVAL):
             for run_dir in list(self.run_dirs):
                 pending = PendingReleases(run_dir, self.host.name)
-                try:
-                    if pending:
-                        pending.replay(self.host.ipam)
-                except Exception:  # a bug or a bad file must not end the replays for good
-                    log.exception("replaying deferred releases in %s failed", pending.path)
+                if pending:
+                    pending.replay(self.host.ipam)
 
     def start(self) -> None:
         """Listen, and start the workers; SystemExit when another agent listens here."""
@@ -133,6 +140,9 @@ class PluginServer:
                 log.warning("refused a plugin call from pid %d (uid %d, not root)", pid, uid)
                 return
             env, stdin = wire.decode_call(_read_within(conn, READ_TIMEOUT))
+            if QUERY in env:
+                conn.sendall(self._answer_query(env[QUERY]))
+                return
             # Calls for one attachment run one at a time: a DEL the runtime sends
             # after an ADD it gave up on waits for that ADD, then undoes it.
             with self._one_at_a_time(env):
@@ -146,6 +156,12 @@ class PluginServer:
             conn.sendall(wire.encode_reply(status, reply.log_file, reply.summary, reply.stdout))
         except (OSError, ValueError) as e:  # socket.timeout is an OSError
             log.warning("dropped a plugin call: %r", e)
+
+    def _answer_query(self, query: str) -> bytes:
+        """The agent's health as JSON (exit status 0), or status 1 for anything else."""
+        if query != HEALTH or self.health is None:
+            return wire.encode_reply(1, "", "", f"unknown query {query!r}".encode())
+        return wire.encode_reply(0, "", "", json.dumps(self.health()).encode())
 
     def _one_at_a_time(self, env: dict[str, str]) -> AbstractContextManager[None]:
         """The attachment's lock (ADD, DEL, CHECK); none for GC, STATUS, VERSION."""

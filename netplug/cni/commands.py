@@ -67,7 +67,6 @@ def cmd_add(req: Request, host: Host) -> Result:
         netns.handle() as ipr,
         ExitStack() as undo,
     ):
-        host.teardown.settle(req.netns, req.ifname)  # a DEL of this very interface
         _require_new_interface(req, container)
         _settle_pending_releases(conf, host)
         network = record_network(conf, host)
@@ -204,7 +203,7 @@ def cmd_del(req: Request, host: Host) -> None:
     failures: list[Exception] = []
     # Deleting either end of a veth deletes both: the host end needs its own
     # request only when the container end was already gone.
-    if not _attempt(failures, _delete_container_end, req, host):
+    if not _attempt(failures, _delete_container_end, req):
         _attempt(failures, _delete_host_end, req)
     if _release_or_defer(req, host) and conf.ip_masq:
         _attempt(failures, _drop_masq_when_unused, conf, host)
@@ -237,13 +236,13 @@ def _attempt(failures: list[Exception], func, *args):
         return None
 
 
-def _delete_container_end(req: Request, host: Host) -> bool:
+def _delete_container_end(req: Request) -> bool:
     """Delete the container's interface; whether there was one to delete."""
     if not req.netns:
         return False
     try:
         with netns.channel(req.netns) as crt:
-            return host.teardown.delete(crt, req.netns, req.ifname)
+            return links.delete(crt, req.ifname)
     except (netns.NetnsNotFound, OSError) as e:
         log.info("container namespace %s is gone (%s): nothing to delete there", req.netns, e)
         return False

@@ -28,6 +28,7 @@ When netplugd runs on the host, calls are handed to it; see README.md.
 """
 VERSIONS = "0.1.0, 0.2.0, 0.3.0, 0.3.1, 0.4.0, 1.0.0, 1.1.0"
 TRY_AGAIN_LATER = 11
+DEFAULT_LOG_FILE = "/var/log/netplug/netplug.log"  # NetConf.log_file (not imported: start-up)
 
 
 def main() -> int:
@@ -46,7 +47,7 @@ def main() -> int:
     stdin = sys.stdin.buffer.read(MAX_STDIN + 1)
     try:
         reply = client.call(env, stdin)
-    except client.AgentTimeout as e:
+    except client.AgentError as e:
         reply = _error_reply(env, stdin, TRY_AGAIN_LATER, str(e))
     if reply is None or reply[0] is None:  # no agent here, or not ours
         reply = _in_process(env, stdin)
@@ -86,17 +87,28 @@ def _version(env: dict[str, str], stdin: bytes) -> tuple[int, str, str, bytes]:
 def _error_reply(
     env: dict[str, str], stdin: bytes, code: int, msg: str
 ) -> tuple[int, str, str, bytes]:
+    """The CNI error for a call the agent took and did not answer; logged to the
+    config's ``logFile`` like every other call."""
     import json
 
     try:
-        version = json.loads(stdin).get("cniVersion", "1.1.0")
-    except (ValueError, AttributeError, RecursionError):
-        version = "1.1.0"
-    document = json.dumps({"cniVersion": version, "code": code, "msg": msg}).encode()
+        conf = json.loads(stdin)
+    except (ValueError, RecursionError):
+        conf = None
+    conf = conf if isinstance(conf, dict) else {}
+    version = conf.get("cniVersion")
+    log_file = conf.get("logFile")
+    document = json.dumps(
+        {"cniVersion": version if isinstance(version, str) else "1.1.0", "code": code, "msg": msg}
+    ).encode()
     summary = (
-        f"{env['CNI_COMMAND']} container={env.get('CNI_CONTAINERID', '-')} error {code}: {msg}"
+        f"{env['CNI_COMMAND']} container={env.get('CNI_CONTAINERID', '-')} "
+        f"ifname={env.get('CNI_IFNAME', '-')} network={conf.get('name', '-')} "
+        f"error {code}: {msg}"
     )
-    return 1, "", summary, document
+    if not (isinstance(log_file, str) and log_file.startswith("/")):
+        log_file = DEFAULT_LOG_FILE  # as the config parser would default it
+    return 1, log_file, summary, document
 
 
 if __name__ == "__main__":

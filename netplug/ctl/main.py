@@ -27,31 +27,54 @@ from netplug.names import HOST_NAME, NETWORK_NAME
 def cmd_status(store: Store, args: argparse.Namespace) -> int:
     blocks = inventory.blocks(store)
     attachments = inventory.attachments(store)
+    agent, health = agent_status()
     row = {
         "store": store.url,
         "revision": store.status(),
         "host": args.host_name,
-        "agent": "running" if _agent_answers() else "not running",
+        "agent": agent,
         "networks": len({b.network for b in blocks}),
         "blocks": len(blocks),
         "hostBlocks": sum(1 for b in blocks if b.host == args.host_name),
         "allocations": len(attachments),
     }
     if args.json:
-        render([row], list(row), as_json=True)
+        render([{**row, "agentHealth": health}], [*row, "agentHealth"], as_json=True)
     else:
         for key, value in row.items():
             print(f"{key + ':':<13} {value}")
+        for line in failing_loops(health):
+            print(f"{'':<13} {line}")
     return 0
 
 
-def _agent_answers() -> bool:
-    """Whether a netplugd serves this network namespace (it answers a VERSION call)."""
+def agent_status(socket_name: str = client.SOCKET_NAME) -> tuple[str, dict | None]:
+    """("running" | "degraded" | "not running" | why it did not answer, its health
+    report): asked over @netplugd, so it works without the agent's HTTP API."""
+    if os.geteuid() != 0:  # the agent hangs up on anyone else
+        return "unknown (only root may ask netplugd)", None
     try:
-        reply = client.call({"CNI_COMMAND": "VERSION"}, b'{"cniVersion": "1.0.0"}', timeout=2.0)
-    except client.AgentTimeout:
-        return False
-    return reply is not None and reply[0] == 0
+        reply = client.query(client.HEALTH, 2.0, socket_name)
+    except client.AgentError as e:
+        return f"not answering ({e})", None
+    if reply is None:
+        return "not running", None
+    status, _log_file, _summary, stdout = reply
+    if status != 0:  # an agent from before the health query: it answers, that is all we know
+        return "running", None
+    health = json.loads(stdout)
+    return ("running" if health.get("status") == "ok" else str(health.get("status"))), health
+
+
+def failing_loops(health: dict | None) -> list[str]:
+    """One line per failing loop of the agent: its name, restarts and last error."""
+    loops = (health or {}).get("loops", {})
+    return [
+        f"loop {name} failing for {loop.get('failingFor', 0)} s "
+        f"({loop['restarts']} restarts): {loop.get('lastError', '?')}"
+        for name, loop in loops.items()
+        if loop.get("state") == "failing"
+    ]
 
 
 def cmd_blocks(store: Store, args: argparse.Namespace) -> int:

@@ -127,16 +127,8 @@ class NetplugHost:
         out = run(["ip", "-n", self.netns, "-j", "-d", "link", "show"]).stdout
         return {link["ifname"]: link for link in json.loads(out)}
 
-    def settled_veths(self, expected: set[str] | None = None, timeout: float = 15.0) -> set[str]:
-        """The host's veths once they equal ``expected`` (default: none), or at
-        ``timeout``. netplugd deletes a DELeted pair just after answering."""
-        expected = set() if expected is None else expected
-        deadline = time.monotonic() + timeout
-        while (found := self.veths()) != expected and time.monotonic() < deadline:
-            time.sleep(0.02)
-        return found
-
     def veths(self) -> set[str]:
+        """The host's veths now: DEL answers only once it deleted its pair."""
         return {
             name
             for name, link in self.links().items()

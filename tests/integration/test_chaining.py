@@ -90,12 +90,12 @@ def test_chain_add_check_del(
 
     cbcni.delete(NETWORK, container_netns, container_id="c1", cap_args=CAPS)
     assert link(container_netns) is None
-    assert host.settled_veths() == set()
+    assert host.veths() == set()
     assert attachments(host) == []
     assert "--dport 8080" not in nat_rules(host_netns)
     assert " tbf " not in qdiscs(host_netns)
     cbcni.delete(NETWORK, container_netns, container_id="c1", cap_args=CAPS)  # idempotent
-    assert host.settled_veths() == set()
+    assert host.veths() == set()
     assert attachments(host) == []
     assert "--dport 8080" not in nat_rules(host_netns)
 
@@ -115,7 +115,7 @@ def test_chain_check_fails_when_the_address_is_gone(
     assert "CHECK container=c1 ifname=eth0" in last and "error 103" in last, last
 
     cbcni.delete(NETWORK, container_netns, container_id="c1", cap_args=CAPS)
-    assert host.settled_veths() == set()
+    assert host.veths() == set()
     assert attachments(host) == []
     assert "--dport 8080" not in nat_rules(host_netns)
 

@@ -67,7 +67,7 @@ def test_parallel_add_then_del(netplug_host, containers):
     failed = [(ids[i], o.status, o.stdout, o.stderr) for i, o in enumerate(dels) if o.status]
     assert not failed, f"{len(failed)} DELs failed, e.g. {failed[:3]}"
     assert all(o.stdout == "" for o in dels)
-    assert netplug_host.settled_veths() == set()
+    assert netplug_host.veths() == set()
     assert netplug_host.records("/netplug/attachments/") == {}
     assert netplug_host.records("/netplug/ips/") == {}
     assert "netplug-blue" not in netplug_host.nft_tables()

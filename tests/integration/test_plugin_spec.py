@@ -61,7 +61,7 @@ def test_del_is_idempotent(netplug_host, containers, version):
     netplug_host.add(conf, "c1", ctr)
     netplug_host.delete(conf, "c1", ctr)
     netplug_host.delete(conf, "c1", ctr)
-    assert netplug_host.settled_veths() == set()
+    assert netplug_host.veths() == set()
     assert netplug_host.records("/netplug/attachments/") == {}
     assert container_addresses_or_none(ctr) is None
 
@@ -76,7 +76,7 @@ def test_del_without_netns_or_prev_result_releases(netplug_host, containers):
     ctr = containers()
     netplug_host.add(conf, "c1", ctr)
     netplug_host.delete(conf, "c1", None)  # CNI_NETNS is optional for DEL
-    assert netplug_host.settled_veths() == set()
+    assert netplug_host.veths() == set()
     assert netplug_host.records("/netplug/attachments/") == {}
 
 
@@ -87,7 +87,7 @@ def test_del_after_the_namespace_is_gone(netplug_host, containers):
     run(["ip", "netns", "del", ctr])
     netplug_host.delete(conf, "c1", ctr)
     assert netplug_host.records("/netplug/attachments/") == {}
-    assert netplug_host.settled_veths() == set()
+    assert netplug_host.veths() == set()
 
 
 def test_del_of_something_never_added_succeeds(netplug_host, containers):
@@ -158,7 +158,7 @@ def test_gc_with_an_empty_list_releases_everything(netplug_host, containers):
     done = netplug_host.call("GC", dict(conf, **{"cni.dev/valid-attachments": []}), ifname=None)
     assert done.status == 0
     assert netplug_host.records("/netplug/attachments/") == {}
-    assert netplug_host.settled_veths() == set()
+    assert netplug_host.veths() == set()
 
 
 def test_ip_masq_table_lives_as_long_as_the_networks_containers(netplug_host, containers):

@@ -106,7 +106,7 @@ def test_podman_containers_on_a_netplug_network(
 
     podman.rm_all()
     assert attachments(np_host) == []
-    assert np_host.settled_veths() == set()
+    assert np_host.veths() == set()
     assert list((podman.cni_cache_dir / "results").iterdir()) == []
 
     log = np_host.agent_log()

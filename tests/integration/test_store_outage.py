@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 
 import pytest
 
+from netplug.ipam.pending import PendingReleases
 from netplug.net.veth import is_host_veth_name
 
 from netplug_env import eventually
@@ -59,3 +61,31 @@ def test_store_outage_fails_adds_cleanly_keeps_traffic_and_recovers(lab):
     assert eventually(lambda: attachment_ids(lab) == {"a"}, timeout=15)  # release replayed
     c = lab.run_container("host2", "c").split("/")[0]  # no restart anywhere
     assert eventually(lambda: ping(lab, "a", c), timeout=10)
+
+
+@pytest.mark.parametrize("lab", ["etcd"], indirect=True)
+def test_a_del_during_an_outage_does_not_wait_for_other_releases(lab):
+    """40 releases wait for the store; the agent keeps replaying them (every 5 s).
+    A DEL used to queue behind the whole replay (the store's timeout for each
+    entry, under the file's lock) and time out with code 11; now each DEL pays
+    only its own attempt and records its release beside the others."""
+    lab.up(1, lab.store_kind)
+    names = [f"d{i}" for i in range(6)]
+    for name in names:
+        lab.run_container("host1", name)  # the agent now replays this runDir's releases
+    lab.stop_etcd()
+    pending = PendingReleases(str(lab.dir / "host1" / "run"), "host1")
+    for i in range(40):
+        pending.record("lab", f"ghost-{i}", "eth0", "")
+    took = {}
+    for name in names:  # one after the other: about 7 s, across at least one replay
+        started = time.monotonic()
+        lab.cni("DEL", name, "host1")
+        took[name] = round(time.monotonic() - started, 2)
+    print(f"DEL latencies (s) with 40+ releases pending: {took}")
+    assert max(took.values()) < 3, took
+    recorded = {json.loads(line)["containerID"] for line in pending.path.read_text().splitlines()}
+    assert recorded == {*names, *(f"ghost-{i}" for i in range(40))}
+
+    lab.start_etcd()
+    assert eventually(lambda: attachment_ids(lab) == set() and not pending, timeout=20)

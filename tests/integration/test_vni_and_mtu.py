@@ -113,7 +113,7 @@ def test_a_container_after_the_network_emptied_gets_the_networks_mtu(
         assert netplug_host.links()["np-blue"]["mtu"] == expected
         netplug_host.delete(conf, f"a{round_}", first)
         netplug_host.delete(conf, f"b{round_}", second)
-        assert netplug_host.settled_veths(UNDERLAY_VETHS) == UNDERLAY_VETHS
+        assert netplug_host.veths() == UNDERLAY_VETHS
     late = containers()
     result = netplug_host.add(conf, "late", late)
     assert link(late)["mtu"] == expected
@@ -134,7 +134,7 @@ def test_an_agent_started_after_the_network_emptied_gives_the_networks_mtu(
         ctr = containers()
         plain_host.add(conf, "a", ctr)
         plain_host.delete(conf, "a", ctr)
-        assert plain_host.settled_veths(UNDERLAY_VETHS) == UNDERLAY_VETHS
+        assert plain_host.veths() == UNDERLAY_VETHS
     with plain_host.agent():
         for name in ("b", "c"):
             ctr = containers()

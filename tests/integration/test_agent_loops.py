@@ -1,0 +1,169 @@
+"""netplugd's loops when a host holds more than one block, and when a loop fails.
+
+A host's second block (a second network here; dual stack or the 254th container
+of a /24 are the same to the agent) used to kill the thread that programs the
+overlay and the DNS listeners, silently. And a loop that fails must show: the
+agent reports itself degraded (``netplugctl status``, /healthz, /metrics)
+until the loop runs again.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+from netplug.ipam.store.sqlite import SQLiteStore
+from netplug.lab.lab import BIN, Lab
+
+from netplug_env import eventually
+from runtimes import netns_path, run
+
+pytestmark = pytest.mark.netns
+
+GREEN = {
+    "cniVersion": "1.0.0",
+    "name": "green",
+    "type": "netplug",
+    "subnet": "10.245.0.0/16",
+    "vxlan": {"vni": 4343},
+}
+
+
+def host_netns(lab: Lab, host: str) -> str:
+    return lab.state.load()["hosts"][host]["netns"]
+
+
+def add_green(lab: Lab, host: str, container_id: str, netns: str) -> str:
+    """ADD ``netns`` to a second network on ``host`` (the lab's own is "lab")."""
+    lab_conf = json.loads((lab.dir / host / "net.d" / "50-lab.conflist").read_text())
+    plugin = lab_conf["plugins"][0]
+    conf = {**GREEN, **{k: plugin[k] for k in ("store", "hostName", "logFile", "runDir")}}
+    env = {
+        "CNI_COMMAND": "ADD",
+        "CNI_CONTAINERID": container_id,
+        "CNI_NETNS": str(netns_path(netns)),
+        "CNI_IFNAME": "eth0",
+        "CNI_PATH": str(BIN),
+    }
+    done = subprocess.run(
+        ["ip", "netns", "exec", host_netns(lab, host), str(BIN / "netplug")],
+        input=json.dumps(conf).encode(),
+        env=env,
+        capture_output=True,
+        timeout=30,
+    )
+    assert done.returncode == 0, done.stdout
+    return json.loads(done.stdout)["ips"][0]["address"].split("/")[0]
+
+
+def ping(netns: str, address: str) -> bool:
+    cmd = ["ip", "netns", "exec", netns, "ping", "-c", "1", "-W", "1", address]
+    return subprocess.run(cmd, capture_output=True, timeout=10).returncode == 0
+
+
+def resolve(netns: str, server: str, name: str) -> str:
+    cmd = ["ip", "netns", "exec", netns, "dig", f"@{server}", "+tries=1", "+time=1", "+short"]
+    return subprocess.run([*cmd, name], capture_output=True, text=True, timeout=10).stdout.strip()
+
+
+def gateway(address: str) -> str:
+    return address.rsplit(".", 1)[0] + ".1"
+
+
+def netplugctl(netns: str, store: str, host: str, *args: str) -> str:
+    """netplugctl's output, run in ``netns``: it asks that namespace's agent over @netplugd."""
+    cmd = ["ip", "netns", "exec", netns, str(BIN / "netplugctl"), "--store", store]
+    return run([*cmd, "--host-name", host, *args]).stdout
+
+
+def status(netns: str, store: str, host: str) -> dict:
+    (row,) = json.loads(netplugctl(netns, store, host, "--json", "status"))
+    return row
+
+
+@pytest.mark.parametrize("lab", ["sqlite"], indirect=True)
+def test_a_hosts_second_block_keeps_the_overlay_and_dns_going(lab, containers):
+    lab.up(2, lab.store_kind)
+    c11 = lab.run_container("host1", "c11").split("/")[0]
+    green = containers()
+    green_address = add_green(lab, "host1", "g1", green)  # host1's second block
+    store = lab.state.load()["store"]
+
+    # The agent binds the new gateway's DNS, and keeps programming peers: a host
+    # that joins afterwards is reachable from host1.
+    green_dns = gateway(green_address)
+    assert eventually(lambda: resolve(green, green_dns, "c11.lab.netplug.internal") == c11)
+    lab.add_host(3)
+    c31 = lab.run_container("host3", "c31").split("/")[0]
+    assert eventually(lambda: ping(lab.container_netns("c11"), c31))
+    assert status(host_netns(lab, "host1"), store, "host1")["agent"] == "running"
+
+    # A restarted agent listens on both gateways at once.
+    lab.stop_agent("host1")
+    lab.start_agent("host1")
+    assert eventually(lambda: resolve(green, green_dns, "c31.lab.netplug.internal") == c31)
+    c11_netns = lab.container_netns("c11")
+    assert eventually(lambda: resolve(c11_netns, gateway(c11), "c31") == c31)
+    assert "Traceback" not in (lab.dir / "host1" / "netplugd.log").read_text()
+
+
+def http_get(netns: str, path: str) -> tuple[int, str]:
+    """GET http://127.0.0.1:8053``path`` from inside ``netns``: (status, body)."""
+    cmd = ["ip", "netns", "exec", netns, "curl", "-s", "-m", "5", "-w", "\n%{http_code}"]
+    out = run([*cmd, f"http://127.0.0.1:8053{path}"]).stdout
+    body, _, code = out.rpartition("\n")
+    return int(code), body
+
+
+def sample(metrics: str, name: str) -> float | None:
+    for line in metrics.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    return None
+
+
+def test_a_failing_loop_is_restarted_counted_and_reported_until_it_recovers(plain_host):
+    """The fault: a record in the store that is not JSON under the overlay's keys
+    (as a foreign or broken writer leaves it): the overlay's read raises on it."""
+    ns = plain_host.netns
+    bad_key = "/netplug/vteps/blue/ghost"
+    extra = ("--upstream", "none", "--http", "127.0.0.1:8053")
+
+    def agent() -> dict:
+        return status(ns, plain_host.store, plain_host.host_name)
+
+    def degraded() -> bool:
+        row = agent()
+        return row["agent"] == "degraded" and row["agentHealth"]["loops"]["overlay"]["restarts"]
+
+    with plain_host.agent(None, *extra):
+        assert agent()["agent"] == "running"
+        assert http_get(ns, "/healthz")[0] == 200
+        store = SQLiteStore(str(plain_host.db))
+        try:
+            store.put(bad_key, b"not json")
+            assert eventually(degraded, timeout=15)
+            overlay = agent()["agentHealth"]["loops"]["overlay"]
+            assert overlay["state"] == "failing"
+            assert overlay["lastError"].startswith("JSONDecodeError: ")
+            code, body = http_get(ns, "/healthz")
+            assert code == 503 and json.loads(body)["status"] == "degraded"
+            metrics = http_get(ns, "/metrics")[1]
+            assert sample(metrics, 'netplug_agent_loop_restarts_total{loop="overlay"}') >= 1
+            assert sample(metrics, 'netplug_agent_loop_up{loop="overlay"}') == 0
+            assert sample(metrics, 'netplug_agent_loop_up{loop="registration"}') == 1
+            text = netplugctl(ns, plain_host.store, plain_host.host_name, "status")
+            assert "agent:        degraded" in text
+            assert "loop overlay failing for" in text and "JSONDecodeError" in text
+            store.delete(bad_key)
+        finally:
+            store.close()
+        # The next restart comes within the backoff's bound (10 s), then a stable run (5 s).
+        assert eventually(lambda: agent()["agent"] == "running", timeout=30)
+        assert http_get(ns, "/healthz")[0] == 200
+        metrics = http_get(ns, "/metrics")[1]
+        assert sample(metrics, 'netplug_agent_loop_up{loop="overlay"}') == 1
+    log = plain_host.agent_log()
+    assert "loop overlay failed; restarting in" in log and "Traceback" in log
