@@ -295,7 +295,7 @@ def test_del_takes_a_netns_path_without_a_namespace_as_gone(netplug_host, contai
 
     netplug_host.delete(conf, "c1", paths[kind])
 
-    assert netplug_host.settled_veths() == set()
+    assert netplug_host.veths() == set()
     assert "eth0" not in _links(ctr)
     assert netplug_host.records("/netplug/attachments/") == {}
     assert netplug_host.records("/netplug/ips/") == {}
