@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
 
+from netplug.ipam import identity
 from netplug.ipam.allocations import IPAM
 from netplug.ipam.store.base import Store
 from netplug.ipam.store.url import open_store
@@ -52,6 +53,11 @@ class Host:
     def serves(self, host_name: str, store_url: str) -> bool:
         """Whether a call for ``host_name`` on ``store_url`` belongs to this host."""
         return host_name == self.name and store_url == self.store.url
+
+    def verify_store(self, run_dir: str) -> None:
+        """Raise StoreReset when the store is not the one this host remembers
+        (under ``run_dir``); see ``netplug.ipam.identity``."""
+        identity.verify(self.store, identity.HostMemory(run_dir, self.name, self.store.url))
 
     @property
     def teardown(self) -> Teardown:

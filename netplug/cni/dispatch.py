@@ -22,7 +22,7 @@ from netplug.cni.request import ConfParser, Request, parse_request, version_repl
 from netplug.cni.result import Result, to_json
 from netplug.host import Host
 from netplug.ipam.allocations import IPAMError
-from netplug.ipam.store.base import StoreUnavailable
+from netplug.ipam.store.base import StoreCorrupt, StoreReset, StoreUnavailable
 from netplug.locks import LockTimeout
 
 log = logging.getLogger(__name__)
@@ -61,6 +61,7 @@ def handle(plugin: Plugin, env: Mapping[str, str], stdin: bytes, host_for: HostF
         host = _translated(plugin, req, host_for, req.conf)
         if host is None:
             return Reply(b"", 0, declined="the call names another store or host")
+        _verify_store(plugin, req, host)
         result = _translated(plugin, req, plugin.commands[req.command], req, host)
         output = b"" if result is None else _dump(to_json(result, req.cni_version))
         return _done(req, started, output, 0, "ok")
@@ -69,12 +70,27 @@ def handle(plugin: Plugin, env: Mapping[str, str], stdin: bytes, host_for: HostF
         return _done(req, started, _dump(e.to_json(version)), 1, f"error {e.code}: {e.msg}")
 
 
+def _verify_store(plugin: Plugin, req: Request, host: Host) -> None:
+    """Refuse a store that was reset or replaced before the command changes
+    anything; STATUS reports it as the spec's "cannot serve ADD" (50)."""
+    try:
+        _translated(plugin, req, host.verify_store, req.conf.run_dir)
+    except CNIError as e:
+        if req.command == "STATUS":
+            raise CNIError(errors.NOT_AVAILABLE, e.msg) from e
+        raise
+
+
 def _translated(plugin: Plugin, req: Request, func, *args):
     """``func(*args)`` with every foreign error turned into a CNIError."""
     try:
         return func(*args)
     except CNIError:
         raise
+    except StoreReset as e:
+        raise CNIError(errors.STORE_RESET, str(e)) from e
+    except StoreCorrupt as e:
+        raise CNIError(errors.STORE_CORRUPT, f"store is corrupt: {e}") from e
     except (StoreUnavailable, LockTimeout) as e:
         raise CNIError(errors.TRY_AGAIN_LATER, f"try again later: {e}") from e
     except IPAMError as e:
