@@ -292,7 +292,7 @@ class _Connection(sqlite3.Connection):
 
     pid = 0
     file_id: tuple[int, int] = (0, 0)
-    journals: dict[str, tuple[int, int]] = {}
+    journals: tuple[tuple[str, tuple[int, int]], ...] = ()  # (suffix, file id)
 
 
 def _file_id(path: str) -> tuple[int, int] | None:
@@ -331,9 +331,8 @@ def _skip_checkpoint_on_close(conn: sqlite3.Connection) -> None:
     if hasattr(conn, "setconfig"):  # Python >= 3.12
         conn.setconfig(SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, True)
         return
-    import ctypes
-
     import _sqlite3
+    import ctypes
 
     # CPython's pysqlite_Connection keeps its ``sqlite3 *db`` right after PyObject_HEAD.
     db = ctypes.c_void_p.from_address(id(conn) + object.__basicsize__).value
@@ -344,9 +343,9 @@ def _skip_checkpoint_on_close(conn: sqlite3.Connection) -> None:
     config(db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, None)
 
 
-def _remove_journals(path: str, journals: dict[str, tuple[int, int]]) -> None:
+def _remove_journals(path: str, journals: Sequence[tuple[str, tuple[int, int]]]) -> None:
     """Delete the journals a connection opened, if they are still the ones at ``path``."""
-    for suffix, opened in journals.items():
+    for suffix, opened in journals:
         if _file_id(path + suffix) == opened:
             with suppress(FileNotFoundError):
                 os.unlink(path + suffix)
@@ -668,9 +667,9 @@ class SQLiteStore:
                     conn.execute(statement)
                 conn.execute("COMMIT")
             conn.file_id = _file_id(self.path) or (0, 0)
-            conn.journals = {
-                suffix: found for suffix in JOURNALS if (found := _file_id(self.path + suffix))
-            }
+            conn.journals = tuple(
+                (suffix, found) for suffix in JOURNALS if (found := _file_id(self.path + suffix))
+            )
         except BaseException:
             conn.close()
             raise

@@ -42,7 +42,7 @@ def test_first_use_gives_the_store_an_identity_and_remembers_it(store, memory) -
 def test_an_emptied_store_is_refused_and_left_empty(store, memory) -> None:
     identity.verify(store, memory)
     store.delete(keys.ROOT, prefix=True)
-    with pytest.raises(StoreReset, match="was emptied.*netplugctl .*recover --run-dir"):
+    with pytest.raises(StoreReset, match=r"was emptied.*netplugctl .*recover --run-dir"):
         identity.verify(store, memory)
     assert store.range(keys.ROOT, prefix=True).kvs == []
 
@@ -51,7 +51,7 @@ def test_a_replaced_store_is_refused(store, memory) -> None:
     identity.verify(store, memory)
     remembered = memory.read()
     store.put(keys.identity_key(), keys.encode({"id": "another"}))
-    with pytest.raises(StoreReset, match=f"has ID another.*last used store ID {remembered}"):
+    with pytest.raises(StoreReset, match=rf"has ID another.*last used store ID {remembered}"):
         identity.verify(store, memory)
     assert memory.read() == remembered
 

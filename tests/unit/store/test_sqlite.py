@@ -140,7 +140,7 @@ def test_unopenable_path_is_unavailable(tmp_path) -> None:
 def test_not_a_database_is_corrupt_not_transient(tmp_path) -> None:
     bad = tmp_path / "bad.db"
     bad.write_bytes(b"x" * 4096)
-    with pytest.raises(StoreCorrupt, match="not a database.*move the file aside"):
+    with pytest.raises(StoreCorrupt, match=r"not a database.*move the file aside"):
         SQLiteStore(str(bad)).status()
 
 
@@ -162,7 +162,7 @@ def test_emptied_file_is_let_go_of_without_writing_the_old_pages_into_it(store, 
     assert next(watch) == []
     Path(path).write_bytes(b"")  # truncated under two open connections
     other = SQLiteStore(path)  # another process, while this one holds the old journal
-    with pytest.raises(StoreReset, match="empty but its journal.*netplugctl recover"):
+    with pytest.raises(StoreReset, match=r"empty but its journal.*netplugctl recover"):
         other.status()
     with pytest.raises(StoreReset, match="was emptied while this process had it open"):
         store.put("/k/new", b"x")
