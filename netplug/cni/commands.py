@@ -19,7 +19,7 @@ from typing import TypeVar
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from netplug.cni import errors
+from netplug.cni import errors, local_records
 from netplug.cni.attachment import allocate, pools
 from netplug.cni.errors import CNIError
 from netplug.cni.netconf import NetConf
@@ -94,6 +94,13 @@ def cmd_add(req: Request, host: Host) -> Result:
         _settle_pending_releases(conf, host)
         attachment = allocate(req, host)
         undo.callback(_quietly, "release addresses", _release_or_defer, req, host)
+        host_end = veth.host_veth_name(req.container_id, req.ifname)
+        # The host's own copy: what `netplugctl recover` rebuilds a reset store from.
+        local_records.write(conf.run_dir, host.name, attachment, host_end)
+        forget = functools.partial(
+            local_records.remove, conf.run_dir, host.name, conf.name, host_end
+        )
+        undo.callback(_quietly, "forget the local record", forget)
         br = bridge.ensure_bridge(
             ipr,
             conf.bridge,
@@ -108,7 +115,6 @@ def cmd_add(req: Request, host: Host) -> Result:
         # compares names along the way): an agent looks once per SEEN_TTL.
         host.remembered(("forwarding", ipv6), SEEN_TTL, lambda: sysctl.enable_forwarding(ipv6))
         _ensure_overlay(ipr, conf, host, br.mtu, attachment)
-        host_end = veth.host_veth_name(req.container_id, req.ifname)
         # Undo registered first: create_pair can fail after the kernel made the pair.
         undo.callback(_quietly, "delete veth", links.delete, rt, host_end)
         pair = veth.create_pair(rt, crt, container, host_end, req.ifname, br.mtu, br.index)
@@ -217,6 +223,8 @@ def cmd_del(req: Request, host: Host) -> None:
         _attempt(failures, _delete_host_end, req)
     if _release_or_defer(req, host) and conf.ip_masq:
         _attempt(failures, _drop_masq_when_unused, conf, host)
+    host_end = veth.host_veth_name(req.container_id, req.ifname)
+    _attempt(failures, local_records.remove, conf.run_dir, host.name, conf.name, host_end)
     if failures:
         raise failures[0]
 
