@@ -363,9 +363,13 @@ def cmd_gc(req: Request, host: Host) -> None:
     for attachment in host.ipam.attachments(conf.name):
         if (attachment.container_id, attachment.ifname) not in valid:
             log.info("GC: releasing %s/%s", attachment.container_id, attachment.ifname)
-            _attempt(
+            if _attempt(
                 failures, host.ipam.release, conf.name, attachment.container_id, attachment.ifname
-            )
+            ):
+                host_end = veth.host_veth_name(attachment.container_id, attachment.ifname)
+                _attempt(
+                    failures, local_records.remove, conf.run_dir, host.name, conf.name, host_end
+                )
     _attempt(failures, _delete_stale_veths, conf, valid)
     if conf.ip_masq:
         _attempt(failures, _drop_masq_when_unused, conf, host)
