@@ -107,8 +107,9 @@ def recover_command(memory: HostMemory) -> str:
     )
 
 
-def verify(store: Store, memory: HostMemory) -> None:
-    """Refuse a store this host does not know (StoreReset, nothing changed), or adopt one.
+def check(store: Store, memory: HostMemory) -> bool:
+    """Refuse a store this host does not know (StoreReset); whether the host has yet
+    to adopt it (``adopt``, once the call has changed something). Writes nothing.
 
     A store that cannot be read right now (down, or corrupt) is let through:
     the command meets the failure itself, and a DEL then still removes the
@@ -119,18 +120,26 @@ def verify(store: Store, memory: HostMemory) -> None:
     except StoreReset:
         raise
     except StoreUnavailable:
-        return
+        return False
     remembered = memory.read()
     verdict = judge(stored, remembered)
-    if verdict is Verdict.SAME:
-        return
     if verdict in (Verdict.RESET, Verdict.REPLACED):
         raise StoreReset(_refusal(verdict, stored, remembered, memory))
-    if verdict is Verdict.CREATE:
-        stored = ensure_store_id(store)
-    assert stored is not None
+    return verdict is not Verdict.SAME
+
+
+def adopt(store: Store, memory: HostMemory) -> str:
+    """Remember the store's ID (giving the store one when it has none); returns it."""
+    stored = ensure_store_id(store)
     memory.write(stored)
     log.info("host %s uses store %s (ID %s)", memory.host, memory.store_url, stored)
+    return stored
+
+
+def verify(store: Store, memory: HostMemory) -> None:
+    """``check``, then ``adopt`` when the host knows no store yet."""
+    if check(store, memory):
+        adopt(store, memory)
 
 
 def _refusal(verdict: Verdict, stored: str | None, remembered: str | None, m: HostMemory) -> str:

@@ -54,10 +54,9 @@ class Host:
         """Whether a call for ``host_name`` on ``store_url`` belongs to this host."""
         return host_name == self.name and store_url == self.store.url
 
-    def verify_store(self, run_dir: str) -> None:
-        """Raise StoreReset when the store is not the one this host remembers
-        (under ``run_dir``); see ``netplug.ipam.identity``."""
-        identity.verify(self.store, identity.HostMemory(run_dir, self.name, self.store.url))
+    def store_memory(self, run_dir: str) -> identity.HostMemory:
+        """Where this host remembers its store's identity (``netplug.ipam.identity``)."""
+        return identity.HostMemory(run_dir, self.name, self.store.url)
 
     @property
     def teardown(self) -> Teardown:

@@ -31,6 +31,7 @@ from netplug.dns.main import arg_type, domain, event_loop_runner, host_port
 from netplug.dns.metrics import Metrics
 from netplug.dns.writer import RegistryWriter
 from netplug.host import Host
+from netplug.ipam import identity
 from netplug.ipam.store.base import StoreError, StoreReset
 from netplug.ipam.store.url import DEFAULT_STORE_URL
 from netplug.net import netns, vxlan
@@ -135,7 +136,7 @@ async def run(args: argparse.Namespace) -> None:
     http = None
     try:
         host.store.status()
-        host.verify_store(args.run_dir)
+        identity.verify(host.store, host.store_memory(args.run_dir))
         server.start()  # first: a second agent in this namespace fails here
         # pyroute2's blocking API refuses a thread that runs an event loop.
         vtep = await asyncio.to_thread(_vtep, args.underlay_device)

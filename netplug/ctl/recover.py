@@ -111,8 +111,7 @@ def recover(store: Store, host: str, run_dir: str, veths: list[str]) -> list[Row
     kept = local_records.read_all(run_dir, host)
     rows = [_row(store, name, kept.get(name)) for name in veths]
     if not any(row.conflict for row in rows):
-        store_id = identity.ensure_store_id(store)
-        identity.HostMemory(run_dir, host, store.url).write(store_id)
+        identity.adopt(store, identity.HostMemory(run_dir, host, store.url))
     return rows
 
 
