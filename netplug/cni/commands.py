@@ -26,7 +26,7 @@ from netplug.cni.netconf import NetConf
 from netplug.cni.request import Request
 from netplug.cni.result import DNS, Interface, IPConfig, Result, Route, from_json
 from netplug.host import Host
-from netplug.ipam import vteps
+from netplug.ipam import identity, vteps
 from netplug.ipam.allocations import Allocation, Attachment
 from netplug.ipam.pending import PendingReleases
 from netplug.ipam.plugin import cmd_status
@@ -95,6 +95,7 @@ def cmd_add(req: Request, host: Host) -> Result:
         attachment = allocate(req, host)
         undo.callback(_quietly, "release addresses", _release_or_defer, req, host)
         host_end = veth.host_veth_name(req.container_id, req.ifname)
+        _require_unheld(conf, host, attachment, host_end)
         # The host's own copy: what `netplugctl recover` rebuilds a reset store from.
         local_records.write(conf.run_dir, host.name, attachment, host_end)
         forget = functools.partial(
@@ -156,6 +157,22 @@ def _settle_pending_releases(conf: NetConf, host: Host) -> None:
     pending = PendingReleases(conf.run_dir, host.name)
     if pending:
         pending.replay(host.ipam)
+
+
+def _require_unheld(conf: NetConf, host: Host, attachment: Attachment, host_end: str) -> None:
+    """Refuse an address the store handed out while a live container of this host
+    holds it: the store lost that container's records (reset, restored from an
+    old copy, edited by hand). One readlink per address, plus an ioctl on a hit."""
+    for a in attachment.allocations:
+        holder = local_records.holder(conf.run_dir, host.name, conf.name, a.address.ip)
+        if holder is not None and holder != host_end and links.index(holder) is not None:
+            raise CNIError(
+                errors.STORE_RESET,
+                f"store was reset or replaced: it handed out {a.address.ip}, which a running "
+                f"container of host {host.name} holds (host veth {holder}): its records are "
+                "missing from the store. Nothing was changed; run "
+                f"`{identity.recover_command(host.store_memory(conf.run_dir))}`",
+            )
 
 
 def _require_new_interface(req: Request, container: int) -> None:

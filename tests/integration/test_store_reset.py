@@ -56,6 +56,29 @@ def test_emptied_store_is_refused_until_recover_rebuilds_it(netplug_host, contai
     assert not any("/old0/" in key for key in host.records("/netplug/attachments/"))
 
 
+def test_an_address_a_live_container_holds_is_refused_when_the_store_lost_it(
+    netplug_host, containers
+) -> None:
+    host, conf = netplug_host, netplug_host.conf()
+    held = host.add(conf, "c1", containers())["ips"][0]["address"].split("/")[0]
+    # The store loses c1's records but keeps its identity (restored from an older copy).
+    from netplug.ipam.store.sqlite import SQLiteStore
+
+    store = SQLiteStore(str(host.db))
+    for prefix in ("/netplug/attachments/", "/netplug/ips/"):
+        store.delete(prefix, prefix=True)
+    store.close()
+    veths = host.veths()
+    refused = host.call(
+        "ADD", conf, container_id="c2", netns=containers(), env={"CNI_ARGS": f"IP={held}"}
+    )
+    assert refused.code == 104, refused.stdout
+    assert f"handed out {held}, which a running container" in refused.out["msg"]
+    assert "recover" in refused.out["msg"]
+    assert host.veths() == veths
+    assert host.records("/netplug/ips/") == {}  # the refused claim was undone
+
+
 def test_agent_refuses_to_start_on_an_emptied_store(plain_host, containers) -> None:
     conf = plain_host.conf()
     plain_host.add(conf, "c1", containers())
