@@ -19,6 +19,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
+from contextlib import suppress
 from pathlib import Path
 
 from netplug.ipam.allocations import Attachment
@@ -26,16 +28,20 @@ from netplug.ipam.allocations import Attachment
 log = logging.getLogger(__name__)
 
 
-def _dir(run_dir: str, host: str) -> Path:
-    return Path(run_dir) / host / "attachments"
+# Plain strings, not pathlib: ADD and DEL pass here, and pathlib's parsing
+# cost more than the files' system calls.
 
 
-def path(run_dir: str, host: str, network: str, host_veth: str) -> Path:
-    return _dir(run_dir, host) / network / f"{host_veth}.json"
+def _dir(run_dir: str, host: str) -> str:
+    return f"{run_dir}/{host}/attachments"
 
 
-def _address_link(run_dir: str, host: str, network: str, address: object) -> Path:
-    return Path(run_dir) / host / "addresses" / network / str(address)
+def path(run_dir: str, host: str, network: str, host_veth: str) -> str:
+    return f"{_dir(run_dir, host)}/{network}/{host_veth}.json"
+
+
+def _address_link(run_dir: str, host: str, network: str, address: object) -> str:
+    return f"{run_dir}/{host}/addresses/{network}/{address}"
 
 
 def holder(run_dir: str, host: str, network: str, address: object) -> str | None:
@@ -47,20 +53,35 @@ def holder(run_dir: str, host: str, network: str, address: object) -> str | None
 
 
 def write(run_dir: str, host: str, attachment: Attachment, host_veth: str) -> None:
-    """Keep ``attachment``'s record and its address links (each written aside, then
+    """Keep ``attachment``'s record and its address links (each made aside, then
     renamed over: a reader never sees half of one)."""
-    target = path(run_dir, host, attachment.network, host_veth)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}")
-    tmp.write_text(json.dumps(attachment.record()))
-    os.replace(tmp, target)
+    record = json.dumps(attachment.record()).encode()
+    _place(path(run_dir, host, attachment.network, host_veth), record)
     for a in attachment.allocations:
-        link = _address_link(run_dir, host, attachment.network, a.address.ip)
-        link.parent.mkdir(parents=True, exist_ok=True)
-        tmp = link.with_name(f".{link.name}.{os.getpid()}")
-        tmp.unlink(missing_ok=True)
-        os.symlink(host_veth, tmp)
-        os.replace(tmp, link)
+        _place(_address_link(run_dir, host, attachment.network, a.address.ip), None, host_veth)
+
+
+def _place(target: str, content: bytes | None, link_to: str = "") -> None:
+    """A file holding ``content``, or a symlink to ``link_to``, renamed into place.
+    Directories are made on the first miss only."""
+    directory, _, name = target.rpartition("/")
+    tmp = f"{directory}/.{name}.{threading.get_native_id()}"
+    for attempt in (1, 2):
+        try:
+            if content is None:
+                with suppress(FileNotFoundError):
+                    os.unlink(tmp)
+                os.symlink(link_to, tmp)
+            else:
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+                with os.fdopen(fd, "wb") as f:
+                    f.write(content)
+            break
+        except FileNotFoundError:
+            if attempt == 2:
+                raise
+            os.makedirs(directory, exist_ok=True)
+    os.replace(tmp, target)
 
 
 def remove(run_dir: str, host: str, network: str, host_veth: str) -> None:
@@ -68,7 +89,8 @@ def remove(run_dir: str, host: str, network: str, host_veth: str) -> None:
     unless another attachment has taken an address over since (idempotent)."""
     target = path(run_dir, host, network, host_veth)
     try:
-        attachment = Attachment.from_record(network, host, json.loads(target.read_text()))
+        with open(target, "rb") as f:
+            attachment = Attachment.from_record(network, host, json.loads(f.read()))
     except FileNotFoundError:
         return
     except (OSError, ValueError, KeyError, TypeError) as e:
@@ -76,15 +98,17 @@ def remove(run_dir: str, host: str, network: str, host_veth: str) -> None:
     else:
         for a in attachment.allocations:
             if holder(run_dir, host, network, a.address.ip) == host_veth:
-                _address_link(run_dir, host, network, a.address.ip).unlink(missing_ok=True)
-    target.unlink(missing_ok=True)
+                with suppress(FileNotFoundError):
+                    os.unlink(_address_link(run_dir, host, network, a.address.ip))
+    with suppress(FileNotFoundError):
+        os.unlink(target)
 
 
 def read_all(run_dir: str, host: str) -> dict[str, Attachment]:
     """Every kept record of ``host``, by host veth name; unreadable files are
     logged and skipped."""
     found = {}
-    for file in sorted(_dir(run_dir, host).glob("*/*.json")):
+    for file in sorted(Path(_dir(run_dir, host)).glob("*/*.json")):
         try:
             record = json.loads(file.read_text())
             found[file.stem] = Attachment.from_record(file.parent.name, host, record)
