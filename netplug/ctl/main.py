@@ -1,7 +1,7 @@
 """netplugctl: look at and repair netplug's state.
 
-Reads the store directly (any host can run it); ``gc`` and ``install`` act on
-the host it runs on. Tables for people, ``--json`` for scripts.
+Reads the store directly (any host can run it); ``gc``, ``recover`` and
+``install`` act on the host it runs on. Tables for people, ``--json`` for scripts.
 """
 
 from __future__ import annotations
