@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -80,7 +81,8 @@ class HostMemory:
         """Remember ``store_id`` (atomically: a temporary file renamed over the old)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         record = {"store": self.store_url, "host": self.host, "id": store_id}
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}")
+        # The native thread ID: unique across processes and an agent's threads.
+        tmp = self.path.with_name(f".{self.path.name}.{threading.get_native_id()}")
         tmp.write_text(json.dumps(record) + "\n")
         os.replace(tmp, self.path)
 
