@@ -124,10 +124,22 @@ async def run(args: argparse.Namespace) -> None:
         agent_metrics.reconciles.inc()
         dns.sync(view.blocks)
 
-    overlay = Overlay(host.store, host.name, on_view)
+    memory = host.store_memory(args.run_dir)
+
+    def trust() -> None:
+        """Follow only the store this host knows: a reset one keeps what is programmed."""
+        identity.check(host.store, memory)
+
+    overlay = Overlay(host.store, host.name, on_view, trust)
     # One store watch for both: the DNS follower's feeds the overlay too.
     dns = AgentDNS(
-        host.store, host.name, args.domain, upstreams, dns_metrics, on_batch=overlay.notice
+        host.store,
+        host.name,
+        args.domain,
+        upstreams,
+        dns_metrics,
+        on_batch=overlay.notice,
+        trust=trust,
     )
     stop = asyncio.Event()
     threads_stop = threading.Event()
@@ -136,7 +148,7 @@ async def run(args: argparse.Namespace) -> None:
     http = None
     try:
         host.store.status()
-        identity.verify(host.store, host.store_memory(args.run_dir))
+        identity.verify(host.store, memory)
         server.start()  # first: a second agent in this namespace fails here
         # pyroute2's blocking API refuses a thread that runs an event loop.
         vtep = await asyncio.to_thread(_vtep, args.underlay_device)

@@ -7,11 +7,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
-from netplug_env import BIN, NetplugHost
+from netplug_env import BIN, NetplugHost, eventually
 
 pytestmark = pytest.mark.netns
 
@@ -77,6 +78,31 @@ def test_an_address_a_live_container_holds_is_refused_when_the_store_lost_it(
     assert "recover" in refused.out["msg"]
     assert host.veths() == veths
     assert host.records("/netplug/ips/") == {}  # the refused claim was undone
+
+
+def resolves(host: NetplugHost, client: str, server: str, name: str) -> str:
+    cmd = ["ip", "netns", "exec", client, "dig", f"@{server}", "+short", "+tries=1", "+time=1"]
+    return subprocess.run([*cmd, name], capture_output=True, text=True, timeout=10).stdout.strip()
+
+
+def test_agent_keeps_dns_and_peers_of_a_store_emptied_under_it(plain_host, containers) -> None:
+    host, conf = plain_host, plain_host.conf()
+    with host.agent():
+        web = host.add(conf, "web", containers(), env={"CNI_ARGS": "K8S_POD_NAME=web"})
+        address = web["ips"][0]["address"].split("/")[0]
+        gateway = web["ips"][0]["gateway"]
+        client = containers()
+        host.add(conf, "client", client)
+        name = "web.blue.netplug.internal"
+        assert eventually(lambda: resolves(host, client, gateway, name) == address)
+
+        os.truncate(host.db, 0)
+        assert host.call("ADD", conf, container_id="c3", netns=containers()).code == 104
+        # An agent that followed the emptied store would drop the name (and the
+        # gateway's listener) within its first retry, 0.2 s: it must hold on.
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            assert resolves(host, client, gateway, name) == address
 
 
 def test_agent_refuses_to_start_on_an_emptied_store(plain_host, containers) -> None:
