@@ -10,9 +10,12 @@ earlier ones find nothing.
 from __future__ import annotations
 
 import functools
+import json
 import logging
+import math
 from collections.abc import Callable
 from contextlib import ExitStack
+from dataclasses import asdict
 from ipaddress import IPv4Network, IPv6Network, ip_interface, ip_network
 from typing import TypeVar
 
@@ -20,7 +23,7 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from netplug.cni import errors, local_records
-from netplug.cni.attachment import allocate, pools
+from netplug.cni.attachment import allocate, network_record, pools
 from netplug.cni.errors import CNIError
 from netplug.cni.netconf import NetConf
 from netplug.cni.request import Request
@@ -115,7 +118,7 @@ def cmd_add(req: Request, host: Host) -> Result:
         # Reading a sysctl costs more as a namespace's interfaces grow (the kernel
         # compares names along the way): an agent looks once per SEEN_TTL.
         host.remembered(("forwarding", ipv6), SEEN_TTL, lambda: sysctl.enable_forwarding(ipv6))
-        _ensure_overlay(ipr, conf, host, br.mtu, attachment)
+        _keep_network(conf, host, _ensure_overlay(ipr, conf, host, br.mtu, attachment))
         # Undo registered first: create_pair can fail after the kernel made the pair.
         undo.callback(_quietly, "delete veth", links.delete, rt, host_end)
         pair = veth.create_pair(rt, crt, container, host_end, req.ifname, br.mtu, br.index)
@@ -128,17 +131,17 @@ def cmd_add(req: Request, host: Host) -> Result:
 
 def _ensure_overlay(
     ipr: IPRoute, conf: NetConf, host: Host, mtu: int, attachment: Attachment
-) -> None:
+) -> dict | None:
     """The network's VXLAN device (shared: never rolled back) and this host's VTEP
-    record; a host without an underlay (no default route, no vxlan.device) is a
-    single host and needs neither."""
+    record, which it returns; a host without an underlay (no default route, no
+    vxlan.device) is a single host and needs neither."""
     under = host.remembered(
         ("underlay", conf.vxlan.device),
         SEEN_TTL,
         lambda: vxlan.underlay(ipr, conf.vxlan.device),
     )
     if under is None:
-        return
+        return None
     block_addresses = [ip_interface(a.block.network_address) for a in attachment.allocations]
     device = vxlan.ensure_vxlan(
         ipr,
@@ -149,7 +152,20 @@ def _ensure_overlay(
         block_addresses,
         host.addresses_ensured,
     )
-    vteps.publish(host.store, conf.name, host.name, str(under.address), device.mac, conf.vxlan.vni)
+    vtep = {"vtep": str(under.address), "mac": device.mac, "vni": conf.vxlan.vni}
+    vteps.publish(host.store, conf.name, host.name, **vtep)
+    return vtep
+
+
+def _keep_network(conf: NetConf, host: Host, vtep: dict | None) -> None:
+    """The host's copy of its network and VTEP records, for `netplugctl recover`;
+    an agent writes it once per change."""
+    kept = {"network": asdict(network_record(conf)), "vtep": vtep}
+    host.remembered(
+        ("kept network", conf.run_dir, conf.name, json.dumps(kept, sort_keys=True)),
+        math.inf,
+        lambda: local_records.write_network(conf.run_dir, host.name, conf.name, kept),
+    )
 
 
 def _settle_pending_releases(conf: NetConf, host: Host) -> None:

@@ -8,7 +8,10 @@ is unique per container ID and ifname, and safe as a file name):
 ``<runDir>/<host>/attachments/<network>/<host veth>.json``. runDir is a tmpfs
 that lives as long as the containers do.
 
-Beside it, ``<runDir>/<host>/addresses/<network>/<address>`` is a symlink to
+``<runDir>/<host>/networks/<network>.json`` keeps the network's record and
+this host's VTEP record in it, which the other hosts' overlays need.
+
+Beside them, ``<runDir>/<host>/addresses/<network>/<address>`` is a symlink to
 the host veth of the attachment that holds the address: ADD checks it, so a
 store that hands out an address a live container of this host holds (a store
 restored from an old copy, records removed by hand) is caught in one readlink.
@@ -102,6 +105,23 @@ def remove(run_dir: str, host: str, network: str, host_veth: str) -> None:
                     os.unlink(_address_link(run_dir, host, network, a.address.ip))
     with suppress(FileNotFoundError):
         os.unlink(target)
+
+
+def write_network(run_dir: str, host: str, network: str, kept: dict) -> None:
+    """Keep the network's record and this host's VTEP record in it (``{"network":
+    NetworkRecord fields, "vtep": {"vtep", "mac", "vni"} or None}``)."""
+    _place(f"{run_dir}/{host}/networks/{network}.json", json.dumps(kept).encode())
+
+
+def read_networks(run_dir: str, host: str) -> dict[str, dict]:
+    """Every kept network of ``host`` by name; unreadable files are logged and skipped."""
+    found = {}
+    for file in sorted(Path(run_dir, host, "networks").glob("*.json")):
+        try:
+            found[file.stem] = json.loads(file.read_text())
+        except (OSError, ValueError) as e:
+            log.warning("skipping unreadable network record %s: %s", file, e)
+    return found
 
 
 def read_all(run_dir: str, host: str) -> dict[str, Attachment]:

@@ -6,8 +6,10 @@ runs; the host's own copy of its attachment record (``cni.local_records``)
 says which container, addresses and names it has. Each is written back to
 the store - its block, its addresses, its attachment record - in one
 transaction that creates only what is missing and changes nothing that is
-there: a record that disagrees (a block another host holds meanwhile, an
-address another container holds) is reported as a conflict and left alone.
+there; so are, first, the network and VTEP records the host kept. A record
+that disagrees (a block another host holds meanwhile, an address another
+container holds, a network recorded on another subnet) is reported as a
+conflict and left alone.
 When nothing conflicts, the host adopts the store's identity (giving the
 store one when it has none), so that its calls are served again. Running it
 again finds everything present: it is idempotent.
@@ -18,8 +20,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from netplug.cni import local_records
-from netplug.ipam import identity, keys
+from netplug.ipam import identity, keys, vteps
 from netplug.ipam.allocations import MAX_ATTEMPTS, Attachment, Contention
+from netplug.ipam.networks import NetworkConflict, NetworkRecord, ensure_network
 from netplug.ipam.store.base import Compare, KeyValue, Put, Store
 
 RESTORED, PRESENT = "restored", "present"
@@ -93,6 +96,18 @@ def restore(store: Store, attachment: Attachment) -> str:
     raise Contention(f"could not restore {attachment.key} after {MAX_ATTEMPTS} attempts")
 
 
+def restore_network(store: Store, host: str, name: str, kept: dict) -> str:
+    """Write the network's record and this host's VTEP record back where missing
+    (the other hosts' overlays need the VTEP); its state for the table."""
+    existed = store.get(keys.network_key(name)) is not None
+    try:
+        ensure_network(store, name, NetworkRecord(**kept["network"]))
+    except NetworkConflict as e:
+        return f"conflict: {e}"
+    published = kept.get("vtep") is not None and vteps.publish(store, name, host, **kept["vtep"])
+    return PRESENT if existed and not published else RESTORED
+
+
 def host_veths() -> list[str]:
     """netplug's host veths on a bridge in this network namespace."""
     from netplug.net import links, netns, veth  # netlink: only for recover
@@ -108,8 +123,19 @@ def host_veths() -> list[str]:
 def recover(store: Store, host: str, run_dir: str, veths: list[str]) -> list[Row]:
     """Restore the attachments behind ``veths`` from the records kept under
     ``run_dir``; adopt the store's identity unless a row conflicts."""
+    rows = [
+        Row(
+            name,
+            "-",
+            "-",
+            " ".join(filter(None, (kept["network"]["subnet"], kept["network"]["subnet6"]))),
+            "-",
+            restore_network(store, host, name, kept),
+        )
+        for name, kept in local_records.read_networks(run_dir, host).items()
+    ]
     kept = local_records.read_all(run_dir, host)
-    rows = [_row(store, name, kept.get(name)) for name in veths]
+    rows += [_row(store, name, kept.get(name)) for name in veths]
     if not any(row.conflict for row in rows):
         identity.adopt(store, identity.HostMemory(run_dir, host, store.url))
     return rows

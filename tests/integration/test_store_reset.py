@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from netplug_env import BIN, NetplugHost, eventually
+from netplug_env import BIN, NetplugHost, eventually, ping
 
 pytestmark = pytest.mark.netns
 
@@ -44,8 +44,9 @@ def test_emptied_store_is_refused_until_recover_rebuilds_it(netplug_host, contai
 
     done = netplugctl(host, "--json", "recover", "--run-dir", str(host.run_dir))
     assert done.returncode == 0, done.stderr
-    rows = json.loads(done.stdout)
-    assert {row["container"]: row["state"] for row in rows} == dict.fromkeys(held, "restored")
+    rows = {row["container"]: row for row in json.loads(done.stdout)}
+    assert rows.pop("-")["state"] == "restored"  # the network's record
+    assert {cid: row["state"] for cid, row in rows.items()} == dict.fromkeys(held, "restored")
     again = netplugctl(host, "--json", "recover", "--run-dir", str(host.run_dir))
     assert {row["state"] for row in json.loads(again.stdout)} == {"present"}  # idempotent
 
@@ -160,3 +161,29 @@ def test_recover_reports_a_conflicting_block_and_keeps_refusing(plain_host, cont
     assert done.returncode == 1
     assert "held by host node-2" in done.stdout
     assert host.call("ADD", conf, container_id="c2", netns=containers()).code == 104
+
+
+@pytest.mark.parametrize("lab", ["sqlite"], indirect=True)
+def test_recover_on_every_host_brings_the_overlay_back_whole(lab) -> None:
+    lab.up(2, lab.store_kind)
+    lab.run_container("host1", "a")
+    b = lab.run_container("host2", "b").split("/")[0]
+    assert eventually(lambda: ping(lab.container_netns("a"), b))
+
+    os.truncate(lab.dir / "netplug.db", 0)
+
+    def recovered(host: str) -> bool:
+        state = lab.state.load()
+        argv = ["ip", "netns", "exec", state["hosts"][host]["netns"], str(BIN / "netplugctl")]
+        argv += ["--store", state["store"], "--host-name", host, "recover"]
+        argv += ["--run-dir", str(lab.dir / host / "run")]
+        return subprocess.run(argv, capture_output=True, timeout=60).returncode == 0
+
+    # Each agent lets go of the emptied file at its next look (10 ms) first.
+    assert all(eventually(lambda h=h: recovered(h)) for h in ("host1", "host2"))
+    # A new ADD republishes host1's VTEP; host1's overlay then rebuilds its peers
+    # from the store, which must hold host2's VTEP again for b to stay reachable.
+    c = lab.run_container("host1", "c").split("/")[0]
+    assert eventually(lambda: ping(lab.container_netns("c"), b))
+    assert eventually(lambda: ping(lab.container_netns("b"), c))
+    assert ping(lab.container_netns("a"), b)

@@ -9,8 +9,18 @@ import pytest
 
 from netplug.cni import local_records
 from netplug.ctl import recover
-from netplug.ipam import identity, keys
+from netplug.ipam import identity, keys, networks
 from netplug.ipam.allocations import IPAM, Allocation, Attachment, Pool
+
+NETWORK = {
+    "subnet": "10.244.0.0/16",
+    "subnet6": "",
+    "vni": 4242,
+    "domain": "netplug.internal",
+    "block_prefix": 24,
+    "block_prefix6": 0,
+}
+VTEP = {"vtep": "192.0.2.11", "mac": "02:00:00:00:00:01", "vni": 4242}
 
 
 def attachment(container: str, address: str) -> Attachment:
@@ -64,3 +74,23 @@ def test_an_address_another_container_holds_is_a_conflict(store, run_dir) -> Non
     )
     [row] = recover.recover(store, "node-1", run_dir, ["np0000000000001"])
     assert row.conflict and "held by container c9/eth0" in row.state
+
+
+def test_the_kept_network_and_vtep_records_come_back_first(store, run_dir) -> None:
+    local_records.write_network(run_dir, "node-1", "blue", {"network": NETWORK, "vtep": VTEP})
+    rows = recover.recover(store, "node-1", run_dir, [])
+    assert [(r.network, r.addresses, r.state) for r in rows] == [
+        ("blue", "10.244.0.0/16", recover.RESTORED)
+    ]
+    assert networks.networks(store)["blue"] == networks.NetworkRecord(**NETWORK)
+    assert keys.decode(store.get(keys.vtep_key("blue", "node-1")).value) == VTEP
+    assert [r.state for r in recover.recover(store, "node-1", run_dir, [])] == [recover.PRESENT]
+
+
+def test_a_network_recorded_otherwise_meanwhile_is_a_conflict(store, run_dir) -> None:
+    local_records.write_network(run_dir, "node-1", "blue", {"network": NETWORK, "vtep": None})
+    other = networks.NetworkRecord(**{**NETWORK, "subnet": "10.99.0.0/16"})
+    networks.ensure_network(store, "blue", other)
+    [row] = recover.recover(store, "node-1", run_dir, [])
+    assert row.conflict and "10.99.0.0/16" in row.state
+    assert identity.HostMemory(run_dir, "node-1", store.url).read() is None
