@@ -11,30 +11,68 @@ With a token, PUT and DELETE need ``Authorization: Bearer TOKEN``. Errors
 are JSON ``{"error": MESSAGE}`` with a 4xx status (503 when the store cannot
 be reached); a rejected request changes nothing, because a body is validated
 whole before anything is written.
+
+Slow clients are bounded (``serve``): a body must arrive whole within
+``BODY_TIMEOUT`` (else 408, and the connection closes within ``LINGER``) and be
+at most ``MAX_BODY`` bytes (else 413), and a connection that sends no complete
+request within ``HTTP_IDLE`` is closed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hmac
-import json
 from collections.abc import Callable
 
 from aiohttp import web
 
 from netplug.dns.metrics import Metrics
-from netplug.dns.records import InvalidRegistration, parse_name, parse_registration
+from netplug.dns.records import (
+    InvalidRegistration,
+    decode_body,
+    parse_name,
+    parse_registration,
+)
 from netplug.dns.registry import listing
 from netplug.dns.writer import RegistryWriter
 from netplug.ipam.store.base import StoreError
 
 MAX_BODY = 64 * 1024
+BODY_TIMEOUT = 10.0  # seconds for a whole request body, from its headers on
+HTTP_IDLE = 15.0  # seconds a connection may wait without a complete request
+# Seconds the rest of a body answered early (401, 408, 413) is read and dropped
+# before the connection closes, so that the client reads the answer rather than
+# a reset; aiohttp's 10 s would let a slow client hold the connection that long.
+LINGER = 2.0
 
 WRITER = web.AppKey("writer", RegistryWriter)
 
 
 def _error(status: int, message: str, **headers: str) -> web.Response:
     return web.json_response({"error": message}, status=status, headers=headers or None)
+
+
+async def _body(request: web.Request) -> bytes:
+    """The whole body; 413 past MAX_BODY (before reading it, when announced),
+    408 when it takes longer than BODY_TIMEOUT."""
+    size = request.content_length
+    if size is not None and size > MAX_BODY:
+        raise _too_large()
+    try:
+        async with asyncio.timeout(BODY_TIMEOUT):
+            return await request.read()
+    except TimeoutError:
+        raise web.HTTPRequestTimeout(
+            text=f"the body did not arrive within {BODY_TIMEOUT:g} s: send it whole"
+        ) from None
+    except web.HTTPRequestEntityTooLarge:
+        raise _too_large() from None  # sent without a Content-Length
+
+
+def _too_large() -> web.HTTPRequestEntityTooLarge:
+    return web.HTTPRequestEntityTooLarge(
+        MAX_BODY, text=f"the body is over {MAX_BODY} bytes: send at most that"
+    )
 
 
 def make_app(
@@ -63,16 +101,19 @@ def make_app(
             return await handler(request)
         except InvalidRegistration as e:
             return _error(400, str(e))
+        except web.HTTPException as e:  # aiohttp's own (404, 405, 413): JSON like ours
+            if e.status < 400:
+                raise
+            response = _error(e.status, e.text or e.reason)
+            if e.status == 408:
+                response.force_close()  # RFC 9110: a 408 closes the connection
+            return response
         except StoreError as e:
             return _error(503, f"the store cannot be reached, try again: {e}")
 
     async def put_name(request: web.Request) -> web.Response:
         name = request.match_info["name"]
-        try:
-            body = json.loads(await request.read())
-        except (ValueError, UnicodeDecodeError) as e:
-            return _error(400, f'the body is not JSON ({e}): send {{"addresses": ["10.1.2.3"]}}')
-        registration = parse_registration(name, body, domain)
+        registration = parse_registration(name, decode_body(await _body(request)), domain)
         await asyncio.to_thread(writer.put, registration)
         return web.json_response(
             {"name": f"{registration.name}.{domain}", "source": "api", **registration.record()}
@@ -115,3 +156,17 @@ def make_app(
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_text)
     return app
+
+
+async def serve(app: web.Application, host: str, port: int) -> web.AppRunner:
+    """Serve ``app`` on ``host``:``port``; the runner, to ``cleanup()`` when done.
+    A connection idle for HTTP_IDLE (no request, or one whose headers trickle
+    in) is closed; aiohttp's default would hold it for an hour."""
+    runner = web.AppRunner(app, access_log=None, keepalive_timeout=HTTP_IDLE, lingering_time=LINGER)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port).start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    return runner

@@ -19,11 +19,10 @@ import signal
 import sys
 from ipaddress import ip_address
 
-from aiohttp import web
 from prometheus_client import disable_created_metrics
 
 from netplug.cni.netconf import is_dns_label
-from netplug.dns.api import make_app
+from netplug.dns.api import make_app, serve
 from netplug.dns.follow import Follower
 from netplug.dns.metrics import Metrics
 from netplug.dns.resolve import Zone
@@ -180,9 +179,7 @@ async def run(args: argparse.Namespace) -> int:
                     "names": server.snapshot.size,
                 },
             )
-            runner = web.AppRunner(app, access_log=None)
-            await runner.setup()
-            await web.TCPSite(runner, *args.http).start()
+            runner = await serve(app, *args.http)
             for address in runner.addresses:
                 log.info("http listening on %s:%d", *address[:2])
         log.info("netplug-dns ready: domain %s, upstreams %s", args.domain, upstreams or "none")

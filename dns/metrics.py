@@ -72,6 +72,16 @@ class Metrics:
         self.store_up = Gauge(
             "netplug_dns_store_up", "1 while the store answers the registry's watch", registry=r
         )
+        self.tcp_connections = Gauge(
+            "netplug_dns_tcp_connections", "TCP connections open, all listeners", registry=r
+        )
+        self.tcp_closed = Counter(
+            "netplug_dns_tcp_closed",
+            "TCP connections the server closed or refused, by reason "
+            "(timeout, client_limit, server_full)",
+            ["reason"],
+            registry=r,
+        )
         self.udp = self.duration.labels("udp")
         self.tcp = self.duration.labels("tcp")
         self._children: dict[tuple[int | None, int], Counter] = {}

@@ -23,6 +23,8 @@ MAX_ADDRESSES = 64
 MAX_SRV = 16
 MAX_TTL = 365 * 24 * 3600
 MAX_NAME = 253  # presentation length of a whole name, without the trailing dot
+MAX_DIGITS = 20  # of a number in a body: every field fits in far fewer
+SHOWN = 64  # characters of a refused value quoted back in an error message
 FIELDS = ("addresses", "ttl", "srv")
 SRV_FIELDS = ("service", "port", "priority", "weight")
 
@@ -64,25 +66,82 @@ class Registration:
 def parse_name(name: str, domain: str) -> str:
     """The registry name for ``name``, relative to ``domain``, lower-cased.
 
-    A trailing dot and a trailing ``.<domain>`` are accepted and dropped. Each
-    label must be a DNS label (letters, digits, hyphens; labels starting with
-    ``_`` are kept for SRV services).
+    A name that ends with a dot is fully qualified, as in a zone file: it must
+    end with ``.<domain>.``, which is dropped (``x.example.org.`` outside the
+    domain is refused). A name without one is relative to the domain; a
+    trailing ``.<domain>`` is accepted and dropped. Each label must be a DNS
+    label (letters, digits, hyphens).
     """
-    rel = name.strip().lower().removesuffix(".")
-    rel = rel.removesuffix("." + domain)
-    if not rel or rel == domain:
-        raise InvalidRegistration(f"name {name!r} is empty: give a name such as 'api' or 'db.prod'")
+    text = name.strip().lower()
+    qualified = text.endswith(".")
+    text = text.removesuffix(".")
+    inside = text == domain or text.endswith("." + domain)
+    if qualified and not inside:
+        raise InvalidRegistration(
+            f"name {_shown(name)} ends with a dot, so it is fully qualified, and it is not "
+            f"inside {domain}: give a name relative to {domain} such as 'api', or one "
+            f"ending in '.{domain}.'"
+        )
+    rel = "" if text == domain else text.removesuffix("." + domain)
+    if not rel:
+        raise InvalidRegistration(
+            f"name {_shown(name)} is empty: give a name such as 'api' or 'db.prod'"
+        )
     bad = [label for label in rel.split(".") if not is_dns_label(label)]
     if bad:
         raise InvalidRegistration(
-            f"name {name!r}: {bad[0]!r} is not a DNS label: use 1-63 letters, digits and "
-            "hyphens per label, not starting or ending with a hyphen"
+            f"name {_shown(name)}: {_shown(bad[0])} is not a DNS label: use 1-63 letters, "
+            "digits and hyphens per label, not starting or ending with a hyphen"
         )
     if len(rel) + 1 + len(domain) > MAX_NAME:
         raise InvalidRegistration(
-            f"name {name!r} is too long: with .{domain} it must stay within {MAX_NAME} characters"
+            f"name {_shown(name)} is too long: with .{domain} it must stay within "
+            f"{MAX_NAME} characters"
         )
     return rel
+
+
+def decode_body(raw: bytes) -> object:
+    """The JSON document of a request body; raises InvalidRegistration saying why
+    it is none. Bounded whatever is sent: nesting past the interpreter's
+    recursion limit, integers longer than ``MAX_DIGITS``, and NaN or Infinity
+    (not JSON) are refused rather than parsed."""
+    try:
+        return json.loads(raw, parse_int=_bounded_int, parse_constant=_no_constant)
+    except InvalidRegistration:
+        raise
+    except RecursionError:
+        raise InvalidRegistration(
+            "the body is nested too deeply: a registration is an object whose "
+            '"srv" list holds objects, e.g. {"addresses": ["10.1.2.3"]}'
+        ) from None
+    except ValueError as e:  # UnicodeDecodeError too
+        raise InvalidRegistration(
+            f'the body is not JSON ({e}): send {{"addresses": ["10.1.2.3"]}}'
+        ) from None
+
+
+def _bounded_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_DIGITS:
+        raise InvalidRegistration(
+            f"the number {_shown(text)} is too large: no field takes more than {MAX_DIGITS} digits"
+        )
+    return int(text)
+
+
+def _no_constant(text: str) -> float:
+    raise InvalidRegistration(f"{text} is not JSON: give a number")
+
+
+def _shown(value: object) -> str:
+    """``value`` for an error message: lists and objects by kind (a body may nest
+    them hundreds deep), other values cut to ``SHOWN`` characters."""
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    text = repr(value)
+    return text if len(text) <= SHOWN else f"{text[:SHOWN]}... ({len(text)} characters)"
 
 
 def parse_registration(name: str, body: object, domain: str) -> Registration:
@@ -102,7 +161,7 @@ def _registration(rel: str, body: object) -> Registration:
     unknown = sorted(set(body) - set(FIELDS))
     if unknown:
         raise InvalidRegistration(
-            f"unknown field {unknown[0]!r}: a registration has {', '.join(FIELDS)}"
+            f"unknown field {_shown(unknown[0])}: a registration has {', '.join(FIELDS)}"
         )
     return Registration(
         rel, _addresses(body.get("addresses")), _ttl(body.get("ttl")), _srvs(body.get("srv", []))
@@ -124,7 +183,7 @@ def _addresses(value: object) -> tuple[Address, ...]:
             found.append(ip_address(item))
         except ValueError:
             raise InvalidRegistration(
-                f'"addresses"[{i}] = {item!r} is not an IPv4 or IPv6 address'
+                f'"addresses"[{i}] = {_shown(item)} is not an IPv4 or IPv6 address'
             ) from None
     return tuple(dict.fromkeys(found))
 
@@ -134,7 +193,7 @@ def _ttl(value: object) -> int | None:
         return None
     if not _is_int(value) or not 0 < value <= MAX_TTL:
         raise InvalidRegistration(
-            f'"ttl" = {value!r}: give whole seconds from 1 to {MAX_TTL}, or leave it out '
+            f'"ttl" = {_shown(value)}: give whole seconds from 1 to {MAX_TTL}, or leave it out '
             "for a name that never expires"
         )
     return value
@@ -155,7 +214,7 @@ def _srv(i: int, item: object) -> Srv:
     unknown = sorted(set(item) - set(SRV_FIELDS))
     if unknown:
         raise InvalidRegistration(
-            f"{where}: unknown field {unknown[0]!r}: use {', '.join(SRV_FIELDS)}"
+            f"{where}: unknown field {_shown(unknown[0])}: use {', '.join(SRV_FIELDS)}"
         )
     service = item.get("service")
     labels = service.split(".") if isinstance(service, str) else []
@@ -163,16 +222,18 @@ def _srv(i: int, item: object) -> Srv:
         label.startswith("_") and is_dns_label(label[1:]) for label in labels
     ):
         raise InvalidRegistration(
-            f"{where}: service {service!r} must be _SERVICE._PROTO, e.g. _http._tcp"
+            f"{where}: service {_shown(service)} must be _SERVICE._PROTO, e.g. _http._tcp"
         )
     port = item.get("port")
     if not _is_int(port) or not 0 < port < 65536:
-        raise InvalidRegistration(f"{where}: port {port!r} must be a number from 1 to 65535")
+        raise InvalidRegistration(f"{where}: port {_shown(port)} must be a number from 1 to 65535")
     extra = {}
     for field in ("priority", "weight"):
         v = item.get(field, 0)
         if not _is_int(v) or not 0 <= v < 65536:
-            raise InvalidRegistration(f"{where}: {field} {v!r} must be a number from 0 to 65535")
+            raise InvalidRegistration(
+                f"{where}: {field} {_shown(v)} must be a number from 0 to 65535"
+            )
         extra[field] = v
     return Srv(service.lower(), port, **extra)
 

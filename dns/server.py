@@ -18,8 +18,10 @@ removes listeners at run time. A listener is ``(host, port, network)``:
 queries that arrive on it are from clients of ``network``, for whom bare
 container names resolve (as aardvark-dns does); ``None`` for none.
 
-Nothing a client sends can stop it: the resolver never raises, and the
-handlers catch what sockets throw.
+Nothing a client sends can stop it: the resolver never raises, the handlers
+catch what sockets throw, and TCP connections are bounded per client and in
+all, and closed when idle or slow (``slots``, ``TCP_*``), so that one client
+holding many connections cannot shut the others out.
 """
 
 from __future__ import annotations
@@ -37,14 +39,18 @@ from netplug.dns.cache import AnswerCache
 from netplug.dns.metrics import Metrics
 from netplug.dns.registry import Snapshot
 from netplug.dns.resolve import Forward, Zone, fit, resolve, servfail
+from netplug.dns.slots import Slots
 from netplug.dns.upstream import Upstream
 
 log = logging.getLogger(__name__)
 
 FORMERR = 1
-TCP_IDLE = 10.0  # seconds a TCP client may keep a connection open between queries
-TCP_IO = 5.0  # seconds for one message to arrive or leave once started
-MAX_TCP = 256  # connections per listener; more are closed at once
+# TCP limits (RFC 7766 6.2.3: idle timeouts of a few seconds; CoreDNS and dnsmasq
+# keep theirs in that range). ``slots`` says which connection goes when one is over.
+TCP_IDLE = 5.0  # seconds a TCP client may keep a connection open between queries
+TCP_IO = 3.0  # seconds for the rest of a message to arrive, or a reply to leave
+TCP_PER_CLIENT = 16  # connections one source address holds, all listeners together
+MAX_TCP = 256  # connections in all (each is a file descriptor; systemd's soft limit is 1024)
 MAX_FORWARDS = 1024  # forwarded queries in flight; past this the answer is SERVFAIL
 UDP_RCVBUF = 4 << 20  # room for bursts while the loop is busy
 PORT0_ATTEMPTS = 16  # fresh UDP ports tried when TCP has the first one in use
@@ -99,6 +105,8 @@ class DNSServer:
         self._snapshot = snapshot if snapshot is not None else Snapshot()
         self._listeners: dict[Listener, _Bound] = {}
         self._forwards: set[asyncio.Task] = set()
+        self._tcp: Slots[asyncio.Task] = Slots(TCP_PER_CLIENT, MAX_TCP)
+        self.metrics.tcp_connections.set_function(lambda: len(self._tcp))
         self.metrics.cache_entries.set_function(lambda: len(self.cache))
         self.metrics.registry_names.set_function(lambda: self._snapshot.size)
         self.metrics.registry_revision.set_function(lambda: self._snapshot.revision)
@@ -263,13 +271,15 @@ class DNSServer:
         bound: _Bound,
     ) -> None:
         task = asyncio.current_task()
-        if len(bound.connections) >= MAX_TCP or task is None:
+        peer = writer.get_extra_info("peername")
+        if task is None or not peer or not self._admit(task, peer[0]):
             writer.close()
             return
         bound.connections.add(task)
         try:
             while True:
                 head = await asyncio.wait_for(reader.readexactly(2), TCP_IDLE)
+                self._tcp.busy(task)
                 data = await asyncio.wait_for(
                     reader.readexactly(int.from_bytes(head, "big")), TCP_IO
                 )
@@ -280,13 +290,27 @@ class DNSServer:
                 writer.write(len(out).to_bytes(2, "big") + out)
                 await asyncio.wait_for(writer.drain(), TCP_IO)
                 self.metrics.tcp.observe(perf_counter() - t0)
-        except (TimeoutError, asyncio.IncompleteReadError, OSError):
+                self._tcp.idle(task)
+        except TimeoutError:
+            self.metrics.tcp_closed.labels("timeout").inc()
+        except (asyncio.IncompleteReadError, OSError):
             pass
         except Exception:
             log.exception("dns: TCP connection failed")
         finally:
+            self._tcp.release(task)
             bound.connections.discard(task)
             writer.close()
+
+    def _admit(self, task: asyncio.Task, client: str) -> bool:
+        """Whether a new TCP connection of ``client`` may stay; closes the idle one
+        it replaces, if any (see ``slots``)."""
+        admitted, evicted, reason = self._tcp.admit(task, client)
+        if reason:
+            self.metrics.tcp_closed.labels(reason).inc()
+        if evicted is not None:
+            evicted.cancel()  # waiting for a query: its ``finally`` closes it
+        return admitted
 
 
 def _bound_pair(family: int, host: str, port: int) -> tuple[socket.socket, socket.socket]:

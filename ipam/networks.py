@@ -5,16 +5,27 @@ same gateway on two bridges of one host; two networks on one VNI would share
 a VXLAN device. The first ADD of a network records it; an ADD whose network
 conflicts with another's is refused, naming both (CNI code 7). The record
 also tells the agents each network's DNS domain.
+
+A config may leave the VNI out: the network's first ADD, on whichever host,
+then picks the lowest VNI no other network holds and records it, and every
+later ADD everywhere reads it back. The record is written by compare-and-swap
+against the registry key, so two networks recorded at once cannot pick the
+same VNI, and two first ADDs of one network agree on the one that won.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from ipaddress import ip_network
 
 from netplug.ipam import keys
 from netplug.ipam.allocations import MAX_ATTEMPTS, Contention, IPAMError
 from netplug.ipam.store.base import Compare, Put, Store
+
+# The first VNI handed out: the config's default before VNIs were assigned, so a
+# lone network keeps the VXLAN device (npvx4242) it always had.
+FIRST_ASSIGNED_VNI = 4242
+MAX_VNI = 2**24 - 1
 
 
 class NetworkConflict(IPAMError):
@@ -25,7 +36,7 @@ class NetworkConflict(IPAMError):
 class NetworkRecord:
     subnet: str
     subnet6: str  # "" without IPv6
-    vni: int
+    vni: int | None  # 0: no VXLAN device (netplug-ipam); None, when wanted: any free one
     domain: str
     block_prefix: int = 0  # hostBlockPrefix(6); 0 in records written before they were kept
     block_prefix6: int = 0
@@ -43,8 +54,8 @@ def disagreement(name: str, recorded: NetworkRecord, wanted: NetworkRecord) -> s
     if recorded.block_prefix:
         fields += [("block_prefix", "hostBlockPrefix"), ("block_prefix6", "hostBlockPrefix6")]
     differs = [
-        f"{option} {getattr(recorded, field) or 'none'} (this config: "
-        f"{getattr(wanted, field) or 'none'})"
+        f"{option} {_shown(getattr(recorded, field))} (this config: "
+        f"{_shown(getattr(wanted, field))})"
         for field, option in fields
         if getattr(recorded, field) != getattr(wanted, field)
     ]
@@ -54,6 +65,10 @@ def disagreement(name: str, recorded: NetworkRecord, wanted: NetworkRecord) -> s
         f"network {name} is recorded with " + ", ".join(differs) + ": give every host the "
         "same subnet, subnet6, hostBlockPrefix and vxlan.vni for a network, or use a new name"
     )
+
+
+def _shown(value: object) -> str:
+    return "unset" if value is None else str(value or "none")
 
 
 def networks(store: Store) -> dict[str, NetworkRecord]:
@@ -78,29 +93,51 @@ def conflicts(name: str, record: NetworkRecord, others: dict[str, NetworkRecord]
                         "give each network a subnet of its own"
                     )
         if record.vni and record.vni == other.vni:
-            found.append(f"vxlan.vni {record.vni} is network {other_name}'s: set another vxlan.vni")
+            found.append(
+                f"vxlan.vni {record.vni} is network {other_name}'s: set another vxlan.vni, "
+                "or leave it out to have a free one assigned"
+            )
     return found
 
 
-def ensure_network(store: Store, name: str, record: NetworkRecord) -> None:
-    """Record ``name`` as ``record`` unless it already is; raises NetworkConflict.
+def free_vni(others: dict[str, NetworkRecord]) -> int:
+    """The lowest VNI from FIRST_ASSIGNED_VNI that no network in ``others`` holds (pure);
+    raises NetworkConflict when none is left."""
+    taken = {other.vni for other in others.values()}
+    vni = FIRST_ASSIGNED_VNI
+    while vni in taken:
+        vni += 1
+    if vni > MAX_VNI:
+        raise NetworkConflict(f"no free VNI from {FIRST_ASSIGNED_VNI} to {MAX_VNI}: set vxlan.vni")
+    return vni
+
+
+def ensure_network(store: Store, name: str, record: NetworkRecord) -> NetworkRecord:
+    """Record ``name`` as ``record`` unless it already is, and return the record as
+    stored: with a VNI assigned when ``record.vni`` is None. Raises NetworkConflict.
 
     One read when nothing changed, which is every ADD after a network's first.
     A write also bumps the registry key, and compares it unchanged since before
     the other records were read: two networks recorded at once cannot both
-    miss each other's overlap.
+    miss each other's overlap, nor take the same free VNI.
     """
     key, registry_key = keys.network_key(name), keys.network_registry_key()
     for _ in range(MAX_ATTEMPTS):
+        wanted = record
         current = store.get(key)
         if current is not None:
             recorded = NetworkRecord(**keys.decode(current.value))
-            if recorded == record:
-                return
-            if problem := disagreement(name, recorded, record):
+            if record.vni is None and recorded.vni:  # the VNI assigned at its first ADD
+                wanted = replace(record, vni=recorded.vni)
+            if problem := disagreement(name, recorded, wanted):
                 raise NetworkConflict(problem)
+            if recorded == wanted:
+                return recorded
         registry = store.get(registry_key)
-        problems = conflicts(name, record, networks(store))
+        others = networks(store)
+        if wanted.vni is None:
+            wanted = replace(wanted, vni=free_vni(others))
+        problems = conflicts(name, wanted, others)
         if problems:
             raise NetworkConflict(f"network {name}: " + "; ".join(problems))
         compares = [
@@ -108,9 +145,9 @@ def ensure_network(store: Store, name: str, record: NetworkRecord) -> None:
             Compare.absent(registry_key) if registry is None else Compare.unchanged(registry),
         ]
         puts = [
-            Put(key, keys.encode(asdict(record))),
+            Put(key, keys.encode(asdict(wanted))),
             Put(registry_key, keys.encode({"network": name})),
         ]
         if store.txn(compares, puts).succeeded:
-            return
+            return wanted
     raise Contention(f"could not record network {name} after {MAX_ATTEMPTS} attempts")

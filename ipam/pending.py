@@ -33,7 +33,7 @@ class PendingReleases:
     def __bool__(self) -> bool:
         try:
             return self.path.stat().st_size > 0
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):  # runDir a file: nothing is kept there
             return False
 
     def record(self, network: str, container_id: str, ifname: str, netns: str) -> None:

@@ -13,8 +13,8 @@ import os
 import sys
 from ipaddress import ip_address, ip_network
 
-from netplug.cni import dispatch, errors, logfile
-from netplug.cni.attachment import allocate, pools
+from netplug.cni import MAX_STDIN, dispatch, errors, logfile
+from netplug.cni.attachment import allocate, pools, record_network
 from netplug.cni.errors import CNIError
 from netplug.cni.netconf import NetConf, parse_ipam_conf
 from netplug.cni.request import Request
@@ -52,6 +52,7 @@ def _routes(conf: NetConf, gateways: dict[int, object]) -> tuple[Route, ...]:
 
 def cmd_add(req: Request, host: Host) -> Result:
     conf = req.conf
+    record_network(conf, host)
     attachment = allocate(req, host)
     gateways = {a.address.version: a.gateway for a in attachment.allocations}
     return Result(
@@ -109,7 +110,8 @@ def main() -> int:
     if not os.environ.get("CNI_COMMAND"):
         sys.stderr.write(USAGE)
         return 0
-    reply = dispatch.handle_in_process(NETPLUG_IPAM, os.environ, sys.stdin.buffer.read())
+    stdin = sys.stdin.buffer.read(MAX_STDIN + 1)  # enough for the parser to refuse more
+    reply = dispatch.handle_in_process(NETPLUG_IPAM, os.environ, stdin)
     sys.stdout.buffer.write(reply.stdout)
     logfile.append(reply.log_file, reply.summary)
     return reply.exit_code

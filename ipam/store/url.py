@@ -37,6 +37,8 @@ class StoreURL:
 
 def parse_store_url(url: str) -> StoreURL:
     """Parse a store URL; raises ValueError naming what is wrong and how to fix it."""
+    if not url.isprintable():  # NUL, a newline, a lone surrogate: no file or host has one
+        raise ValueError(f"store URL {url!r} holds a control or invalid character: {_FORMS}")
     scheme, sep, rest = url.partition("://")
     if not sep:
         raise ValueError(f"store URL {url!r} has no scheme: {_FORMS}")

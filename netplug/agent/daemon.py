@@ -26,7 +26,7 @@ from netplug.agent.metrics import AgentMetrics
 from netplug.agent.overlay import Overlay, View
 from netplug.agent.plugin_server import PluginServer
 from netplug.agent.registration import DEFAULT_TTL, HostNameTaken, HostRegistration
-from netplug.dns.api import make_app
+from netplug.dns.api import make_app, serve
 from netplug.dns.main import arg_type, domain, event_loop_runner, host_port
 from netplug.dns.metrics import Metrics
 from netplug.dns.writer import RegistryWriter
@@ -34,6 +34,7 @@ from netplug.host import Host
 from netplug.ipam import identity
 from netplug.ipam.store.base import StoreError, StoreReset
 from netplug.ipam.store.url import DEFAULT_STORE_URL
+from netplug.names import HOST_NAME
 from netplug.net import netns, vxlan
 from netplug.net.teardown import DeferredTeardown
 
@@ -53,6 +54,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--host-name",
+        type=HOST_NAME,
         default=os.environ.get("NETPLUG_HOSTNAME") or socket.gethostname(),
         help="this host's name in the store, as the config's hostName "
         "(default: $NETPLUG_HOSTNAME, else the machine's hostname)",
@@ -194,9 +196,7 @@ async def _serve_http(
             "dnsListeners": [str(lst) for lst in dns.server.listeners],
         },
     )
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, *args.http).start()
+    runner = await serve(app, *args.http)
     log.info("http API on %s:%d", *args.http)
     return runner
 

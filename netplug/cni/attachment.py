@@ -26,6 +26,7 @@ def pools(conf: NetConf) -> list[Pool]:
 
 
 def network_record(conf: NetConf) -> NetworkRecord:
+    """What the config says of its network; a VNI of None asks the store for one."""
     # Only netplug's own networks have a VXLAN device; netplug-ipam's claim no VNI.
     vni = conf.vxlan.vni if conf.type == "netplug" else 0
     return NetworkRecord(
@@ -38,11 +39,16 @@ def network_record(conf: NetConf) -> NetworkRecord:
     )
 
 
+def record_network(conf: NetConf, host: Host) -> NetworkRecord:
+    """The network as recorded in the store (its VNI assigned there when the config
+    has none), after making sure it does not conflict with another (raises
+    NetworkConflict, code 7). Run before ``allocate``."""
+    return ensure_network(host.store, conf.name, network_record(conf))
+
+
 def allocate(req: Request, host: Host) -> Attachment:
-    """The attachment's addresses (idempotent), after making sure its network does
-    not conflict with another (raises NetworkConflict, code 7)."""
+    """The attachment's addresses (idempotent), on a network ``record_network`` checked."""
     conf = req.conf
-    ensure_network(host.store, conf.name, network_record(conf))
     return host.ipam.allocate(
         conf.name,
         pools(conf),

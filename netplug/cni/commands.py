@@ -13,34 +13,33 @@ import functools
 import json
 import logging
 import math
-from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import asdict
 from ipaddress import IPv4Network, IPv6Network, ip_interface, ip_network
-from typing import TypeVar
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from netplug.cni import errors, local_records
-from netplug.cni.attachment import allocate, network_record, pools
+from netplug.cni.attachment import allocate, pools, record_network
 from netplug.cni.errors import CNIError
+from netplug.cni.host_paths import container_netns, require_run_dir
 from netplug.cni.netconf import NetConf
 from netplug.cni.request import Request
 from netplug.cni.result import DNS, Interface, IPConfig, Result, Route, from_json
 from netplug.host import Host
 from netplug.ipam import identity, vteps
 from netplug.ipam.allocations import Allocation, Attachment
+from netplug.ipam.networks import NetworkRecord
 from netplug.ipam.pending import PendingReleases
 from netplug.ipam.plugin import cmd_status
 from netplug.ipam.store.base import StoreUnavailable
 from netplug.locks import network_lock
 from netplug.net import addresses, bridge, links, masq, netns, sysctl, veth, vxlan
-from netplug.net.mtu import overlay_mtu
+from netplug.net.mtu import VXLAN_OVERHEAD_V4, overlay_mtu
 from netplug.net.rtnl import Rtnl
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 # netplug's own error codes (the spec leaves 100+ to plugins).
 INTERFACE_EXISTS = 102
@@ -58,33 +57,14 @@ def _gateway_on_bridge(allocation: Allocation):
     return ip_interface((allocation.gateway, allocation.block.prefixlen))
 
 
-def _container_netns(command: Callable[[Request, Host], T]) -> Callable[[Request, Host], T]:
-    """Report a missing container namespace as a bad CNI_NETNS (code 4), and the
-    plugin's own namespace as code 8, as skel does."""
-
-    @functools.wraps(command)
-    def checked(req: Request, host: Host) -> T:
-        if netns.is_current(req.netns):
-            raise CNIError(
-                errors.INVALID_NETNS,
-                f"CNI_NETNS {req.netns} is the plugin's own network namespace: "
-                "pass the container's namespace",
-            )
-        try:
-            return command(req, host)
-        except netns.NetnsNotFound as e:
-            raise CNIError(errors.INVALID_ENV, f"CNI_NETNS={req.netns} does not exist") from e
-
-    return checked
-
-
 # -- ADD ------------------------------------------------------------------------
 
 
-@_container_netns
+@container_netns
 def cmd_add(req: Request, host: Host) -> Result:
     """Attach the container; raises CNIError, leaving nothing behind on failure."""
     conf = req.conf
+    require_run_dir(conf, host)
     with (
         netns.opened(req.netns) as container,
         netns.channel(container) as crt,
@@ -95,6 +75,7 @@ def cmd_add(req: Request, host: Host) -> Result:
         host.teardown.settle(req.netns, req.ifname)  # a DEL of this very interface
         _require_new_interface(req, container)
         _settle_pending_releases(conf, host)
+        network = record_network(conf, host)
         attachment = allocate(req, host)
         undo.callback(_quietly, "release addresses", _release_or_defer, req, host)
         host_end = veth.host_veth_name(req.container_id, req.ifname)
@@ -105,12 +86,12 @@ def cmd_add(req: Request, host: Host) -> Result:
             local_records.remove, conf.run_dir, host.name, conf.name, host_end
         )
         undo.callback(_quietly, "forget the local record", forget)
+        under, mtu = _underlay_and_mtu(ipr, conf, host)
         br = bridge.ensure_bridge(
             ipr,
             conf.bridge,
-            conf.mtu,
+            mtu,
             [_gateway_on_bridge(a) for a in attachment.allocations],
-            auto_mtu=lambda: overlay_mtu(ipr, conf.vxlan.device),
             known=host.addresses_ensured,
             known_links=host.links_seen,
         )
@@ -118,49 +99,59 @@ def cmd_add(req: Request, host: Host) -> Result:
         # Reading a sysctl costs more as a namespace's interfaces grow (the kernel
         # compares names along the way): an agent looks once per SEEN_TTL.
         host.remembered(("forwarding", ipv6), SEEN_TTL, lambda: sysctl.enable_forwarding(ipv6))
-        _keep_network(conf, host, _ensure_overlay(ipr, conf, host, br.mtu, attachment))
+        vtep = None
+        if under is not None:  # else a single host: no overlay
+            vtep = _ensure_overlay(ipr, conf, host, under, network.vni, mtu, attachment)
+        _keep_network(conf, host, network, vtep)
         # Undo registered first: create_pair can fail after the kernel made the pair.
         undo.callback(_quietly, "delete veth", links.delete, rt, host_end)
-        pair = veth.create_pair(rt, crt, container, host_end, req.ifname, br.mtu, br.index)
+        pair = veth.create_pair(rt, crt, container, host_end, req.ifname, mtu, br.index)
         _configure_container(crt, pair.container.index, attachment.allocations)
         if conf.ip_masq:
             _ensure_masq(conf, host)
         undo.pop_all()
-    return _result(req, br, pair, attachment, br.mtu)
+    return _result(req, br, pair, attachment, mtu)
+
+
+def _underlay_and_mtu(ipr: IPRoute, conf: NetConf, host: Host) -> tuple[vxlan.Underlay | None, int]:
+    """The underlay (None: a single host, no overlay) and the network's MTU, which
+    ADD gives the bridge and both veth ends every time: an emptied bridge forgets
+    its MTU, so nothing may be inherited from it. An agent looks once per SEEN_TTL."""
+    device = conf.vxlan.device
+    under = host.remembered(("underlay", device), SEEN_TTL, lambda: vxlan.underlay(ipr, device))
+    if conf.mtu:
+        return under, conf.mtu
+    if under is not None:  # "mtu": 0 means the underlay's MTU minus VXLAN's overhead
+        return under, under.link.mtu - VXLAN_OVERHEAD_V4
+    return under, host.remembered(
+        ("overlay mtu", device), SEEN_TTL, lambda: overlay_mtu(ipr, device)
+    )
 
 
 def _ensure_overlay(
-    ipr: IPRoute, conf: NetConf, host: Host, mtu: int, attachment: Attachment
-) -> dict | None:
-    """The network's VXLAN device (shared: never rolled back) and this host's VTEP
-    record, which it returns; a host without an underlay (no default route, no
-    vxlan.device) is a single host and needs neither."""
-    under = host.remembered(
-        ("underlay", conf.vxlan.device),
-        SEEN_TTL,
-        lambda: vxlan.underlay(ipr, conf.vxlan.device),
-    )
-    if under is None:
-        return None
+    ipr: IPRoute,
+    conf: NetConf,
+    host: Host,
+    under: vxlan.Underlay,
+    vni: int,
+    mtu: int,
+    attachment: Attachment,
+) -> dict:
+    """The network's VXLAN device (shared: never rolled back) on VNI ``vni``, and
+    this host's VTEP record, which it returns."""
     block_addresses = [ip_interface(a.block.network_address) for a in attachment.allocations]
     device = vxlan.ensure_vxlan(
-        ipr,
-        conf.vxlan.vni,
-        conf.vxlan.port,
-        under,
-        mtu,
-        block_addresses,
-        host.addresses_ensured,
+        ipr, vni, conf.vxlan.port, under, mtu, block_addresses, host.addresses_ensured
     )
-    vtep = {"vtep": str(under.address), "mac": device.mac, "vni": conf.vxlan.vni}
+    vtep = {"vtep": str(under.address), "mac": device.mac, "vni": vni}
     vteps.publish(host.store, conf.name, host.name, **vtep)
     return vtep
 
 
-def _keep_network(conf: NetConf, host: Host, vtep: dict | None) -> None:
+def _keep_network(conf: NetConf, host: Host, network: NetworkRecord, vtep: dict | None) -> None:
     """The host's copy of its network and VTEP records, for `netplugctl recover`;
     an agent writes it once per change."""
-    kept = {"network": asdict(network_record(conf)), "vtep": vtep}
+    kept = {"network": asdict(network), "vtep": vtep}
     host.remembered(
         ("kept network", conf.run_dir, conf.name, json.dumps(kept, sort_keys=True)),
         math.inf,
@@ -242,13 +233,17 @@ def _quietly(what: str, func, *args) -> None:
 
 
 def cmd_del(req: Request, host: Host) -> None:
-    """Detach the container: idempotent, works without netns or prevResult.
+    """Detach the container: idempotent, works without netns or prevResult. A
+    CNI_NETNS that holds no namespace (a file left where one was mounted, a
+    directory) counts as gone, as a missing one does: the host end goes, and
+    with it the container end wherever it is, and the addresses are released.
 
     Every step runs; the first failure is raised after all have been tried.
     The address release runs last and always (the spec's order); when the
     store cannot be reached it is kept on the host and DEL still succeeds.
     """
     conf = req.conf
+    require_run_dir(conf, host)
     failures: list[Exception] = []
     # Deleting either end of a veth deletes both: the host end needs its own
     # request only when the container end was already gone.
@@ -326,10 +321,18 @@ def _drop_masq_when_unused(conf: NetConf, host: Host) -> None:
 # -- CHECK ----------------------------------------------------------------------
 
 
-@_container_netns
+@container_netns
 def cmd_check(req: Request, host: Host) -> None:
     """Verify what ADD made still stands (only what netplug made: later chained
     plugins may add to it). Raises CNIError(CHECK_FAILED) naming the difference."""
+    require_run_dir(req.conf, host)
+    # Opened before anything is compared: a CNI_NETNS that holds no namespace is
+    # code 4, whatever else is wrong.
+    with netns.opened(req.netns) as container:
+        _check(req, host, container)
+
+
+def _check(req: Request, host: Host, container: int) -> None:
     conf = req.conf
     if conf.prev_result is None:
         raise CNIError(
@@ -345,7 +348,7 @@ def cmd_check(req: Request, host: Host) -> None:
             f"prevResult lists {sorted(map(str, reported))}, "
             f"IPAM holds {sorted(map(str, expected))}"
         )
-    _check_container(req, attachment)
+    _check_container(req, container, attachment)
     _check_host(req, attachment)
     if conf.ip_masq and not masq.present(conf.name):
         _check_failed(f"the masquerade table {masq.table_name(conf.name)} is missing")
@@ -355,8 +358,8 @@ def _check_failed(message: str):
     raise CNIError(CHECK_FAILED, message)
 
 
-def _check_container(req: Request, attachment: Attachment) -> None:
-    with netns.handle(req.netns) as cipr:
+def _check_container(req: Request, container: int, attachment: Attachment) -> None:
+    with netns.handle(container) as cipr:
         link = links.find(cipr, req.ifname)
         if link is None:
             _check_failed(f"interface {req.ifname} is missing from {req.netns}")
@@ -391,6 +394,7 @@ def cmd_gc(req: Request, host: Host) -> None:
     """Release every attachment of this host not in ``cni.dev/valid-attachments``,
     and remove host veths of this network that belong to none."""
     conf = req.conf
+    require_run_dir(conf, host)
     valid = set(conf.valid_attachments or ())
     failures: list[Exception] = []
     for attachment in host.ipam.attachments(conf.name):

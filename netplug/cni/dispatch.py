@@ -69,9 +69,19 @@ def handle(plugin: Plugin, env: Mapping[str, str], stdin: bytes, host_for: HostF
             _adopt_store(host, memory)
         output = b"" if result is None else _dump(to_json(result, req.cni_version))
         return _done(req, started, output, 0, "ok")
-    except CNIError as e:
+    except Exception as e:
+        error = e if isinstance(e, CNIError) else _bug(e, env)
         version = req.cni_version if req is not None else "1.1.0"
-        return _done(req, started, _dump(e.to_json(version)), 1, f"error {e.code}: {e.msg}")
+        return _done(
+            req, started, _dump(error.to_json(version)), 1, f"error {error.code}: {error.msg}"
+        )
+
+
+def _bug(e: Exception, env: Mapping[str, str]) -> CNIError:
+    """An error outside the commands (which ``_translated`` covers): parsing raises
+    CNIError only, so this is a bug; the runtime still gets one error object."""
+    log.error("%s call failed", env.get("CNI_COMMAND", "?"), exc_info=e)
+    return CNIError(errors.INTERNAL, f"internal error: {e!r}")
 
 
 def _check_store(plugin: Plugin, req: Request, host: Host, memory: identity.HostMemory) -> bool:

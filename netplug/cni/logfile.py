@@ -29,5 +29,5 @@ def append(path: str, summary: str) -> None:
             posix.write(fd, line.encode("utf-8", "replace"))
         finally:
             posix.close(fd)
-    except OSError:
+    except (OSError, ValueError):  # ValueError: a NUL or lone surrogate in the path
         pass

@@ -15,7 +15,7 @@ import posix
 import sys
 
 from netplug.agent import client
-from netplug.cni import logfile
+from netplug.cni import MAX_STDIN, logfile
 
 USAGE = """\
 netplug: CNI plugin for netplug networks (CNI spec 0.1.0-1.1.0).
@@ -42,7 +42,8 @@ def main() -> int:
         # skel's behaviour: with no command, say what this is on stderr.
         sys.stderr.write(f"{USAGE}CNI protocol versions supported: {VERSIONS}\n")
         return 0
-    stdin = sys.stdin.buffer.read()
+    # A byte past the limit is enough for the parser to refuse it (code 6).
+    stdin = sys.stdin.buffer.read(MAX_STDIN + 1)
     try:
         reply = client.call(env, stdin)
     except client.AgentTimeout as e:
@@ -89,7 +90,7 @@ def _error_reply(
 
     try:
         version = json.loads(stdin).get("cniVersion", "1.1.0")
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):
         version = "1.1.0"
     document = json.dumps({"cniVersion": version, "code": code, "msg": msg}).encode()
     summary = (

@@ -5,8 +5,9 @@ Pure (sans-IO): the caller passes the config (stdin's JSON object) and the envir
 mapping (CNI_ARGS, NETPLUG_HOSTNAME), and gets a `NetConf` or a `CNIError` -- never any
 other exception. Every check runs here, before anything on the host changes (the bridge
 plugin's `loadNetConf` rule). The rules the config shares with the request -- the
-cniVersion check, CNI_ARGS, ID and interface names -- live here too, so that
-`netplug.cni.request` builds on this module and not the other way round.
+cniVersion check, CNI_ARGS, interface names -- live here too, so that
+`netplug.cni.request` builds on this module and not the other way round; those for
+names that become store keys (network, host, container ID) live in `netplug.names`.
 
 `netplug.cni.request` imports it, so it shares that module's start-up budget: cheap
 standard-library imports only (no `re`, `typing` or `socket`; `hashlib` and the store
@@ -41,13 +42,15 @@ from netplug.cni.errors import (
     required_field,
     show,
 )
+from netplug.names import HOST_NAME_RULE, ID_RULE, is_host_name, is_id
 
 SUPPORTED_VERSIONS = ("0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
 # Spec: "assume 0.2.0 when cniVersion is missing".
 _DEFAULT_VERSION = "0.2.0"
 
-ID_RULE = 'letters, digits, "_", "." or "-", starting with a letter or digit'
-IFNAME_RULE = 'an interface name of 1 to 15 bytes, not "." or "..", without "/", ":" or spaces'
+IFNAME_RULE = (
+    'an interface name of 1 to 15 bytes of UTF-8, not "." or "..", without "/", ":" or spaces'
+)
 _IFNAME_MAX = 15  # IFNAMSIZ - 1
 _MTU_MIN = 576  # RFC 791 minimum datagram size every IPv4 host must accept
 _VNI_MAX = 2**24 - 1
@@ -63,9 +66,10 @@ StaticIP = IPv4Interface | IPv6Interface | IPv4Address | IPv6Address
 
 @dataclass(frozen=True)
 class VxlanConf:
-    """The overlay device: VNI, UDP port and underlay device (None: the default route's)."""
+    """The overlay device: VNI (None: the store assigns one per network), UDP port and
+    underlay device (None: the default route's)."""
 
-    vni: int = 4242
+    vni: int | None = None
     port: int = 4789
     device: str | None = None
 
@@ -127,21 +131,18 @@ def default_bridge(name: str) -> str:
     return "np-" + hashlib.sha1(name.encode(), usedforsecurity=False).hexdigest()[:12]
 
 
-def is_id(s: str) -> bool:
-    """True when `s` is a valid container ID or network name (see ID_RULE)."""
-    # Spec: container IDs and network names match ^[A-Za-z0-9][A-Za-z0-9_.-]*$ ; the
-    # leading alnum also keeps "." and ".." out, so either is safe as a path component.
-    return s.isascii() and s[:1].isalnum() and all(c.isalnum() or c in "_.-" for c in s)
-
-
 def is_ifname(name: str) -> bool:
     """True when `name` is a valid interface name (see IFNAME_RULE)."""
     # Go's ValidateInterfaceName (containernetworking/plugins pkg/utils): what the
     # kernel's dev_valid_name() refuses.
+    try:
+        size = len(name.encode())
+    except UnicodeEncodeError:  # a lone surrogate: JSON's "\ud800", or CNI_IFNAME not UTF-8
+        return False
     return (
-        0 < len(name.encode()) <= _IFNAME_MAX
+        0 < size <= _IFNAME_MAX
         and name not in (".", "..")
-        and not any(c in "/:" or c.isspace() for c in name)
+        and not any(c in "/:\0" or c.isspace() for c in name)
     )
 
 
@@ -227,11 +228,7 @@ def _netconf(
         host_block_prefix=_block_prefix(section, where, 4, subnet, NetConf.host_block_prefix),
         host_block_prefix6=_block_prefix(section, where, 6, subnet6, NetConf.host_block_prefix6),
         store=_store(section, where),
-        host_name=json_field(section, "hostName", str, where)
-        or env.get("NETPLUG_HOSTNAME")
-        # os.uname() is what socket.gethostname() returns on Linux, without the
-        # cost of importing socket.
-        or os.uname().nodename,
+        host_name=_host_name(section, where, env),
         domain=_domain(dns, where + "dns."),
         log_file=_abs_path(section, "logFile", where, NetConf.log_file),
         run_dir=_abs_path(section, "runDir", where, NetConf.run_dir),
@@ -259,9 +256,11 @@ def _datapath(section: dict) -> dict:
     }
 
 
-def _int(obj: dict, key: str, where: str, default: int, lo: int, hi: int, note: str = "") -> int:
+def _int(
+    obj: dict, key: str, where: str, default: int | None, lo: int, hi: int, note: str = ""
+) -> int | None:
     value = json_field(obj, key, int, where, default)
-    if not lo <= value <= hi:
+    if value is not None and not lo <= value <= hi:
         raise invalid(where + key, value, f"an integer from {lo} to {hi}{note}")
     return value
 
@@ -280,6 +279,22 @@ def _ifname_field(obj: dict, key: str, where: str) -> str | None:
     return name or None
 
 
+def _host_name(section: dict, where: str, env: Mapping[str, str]) -> str:
+    """hostName, else NETPLUG_HOSTNAME, else the machine's hostname: a store key
+    component whichever gives it, so checked (the message says where it came from)."""
+    name = json_field(section, "hostName", str, where)
+    source = where + "hostName"
+    if not name and env.get("NETPLUG_HOSTNAME"):
+        name, source = env["NETPLUG_HOSTNAME"], source + " (from NETPLUG_HOSTNAME)"
+    elif not name:
+        # os.uname() is what socket.gethostname() returns on Linux, without the
+        # cost of importing socket.
+        name, source = os.uname().nodename, source + " (this machine's hostname)"
+    if not is_host_name(name):
+        raise invalid(source, name, HOST_NAME_RULE)
+    return name
+
+
 def _store(section: dict, where: str) -> str:
     """The store URL, checked here so that a bad one is a config error (code 7)."""
     from netplug.ipam.store.url import parse_store_url  # only when a config is parsed
@@ -295,9 +310,19 @@ def _store(section: dict, where: str) -> str:
 def _abs_path(obj: dict, key: str, where: str, default: str) -> str:
     # The runtime execs the plugin in an arbitrary working directory.
     path = json_field(obj, key, str, where) or default
-    if not path.startswith("/"):
+    if not path.startswith("/") or not _is_os_path(path):
         raise invalid(where + key, path, "an absolute path")
     return path
+
+
+def _is_os_path(text: str) -> bool:
+    """Whether the OS takes `text` as a path: JSON strings may hold NUL or a lone
+    surrogate, which open(2) would refuse with an exception of its own."""
+    try:
+        os.fsencode(text)
+    except UnicodeEncodeError:
+        return False
+    return "\0" not in text
 
 
 def _domain(dns: dict, where: str) -> str:

@@ -18,6 +18,7 @@ import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from netplug.cni import MAX_STDIN
 from netplug.cni.errors import (
     DECODE_FAILURE,
     INCOMPATIBLE_VERSION,
@@ -29,16 +30,15 @@ from netplug.cni.errors import (
     show,
 )
 from netplug.cni.netconf import (
-    ID_RULE,
     IFNAME_RULE,
     SUPPORTED_VERSIONS,
     NetConf,
     config_version,
-    is_id,
     is_ifname,
     parse_cni_args,
     parse_netconf,
 )
+from netplug.names import ID_RULE, is_id
 
 COMMANDS = ("ADD", "DEL", "CHECK", "GC", "STATUS", "VERSION")
 
@@ -54,6 +54,11 @@ _REQUIRED_ENV = {
 _MIN_VERSION = {"CHECK": "0.4.0", "GC": "1.1.0", "STATUS": "1.1.0"}
 # skel answers VERSION with 0.1.0 when the query names no cniVersion.
 _DEFAULT_VERSION_QUERY = "0.1.0"
+# A config nests a few levels (prevResult.ips[0], args.cni.ips). Far below
+# Python's recursion limit, so that whatever walks an accepted config later
+# (error messages quote values with json.dumps) never meets a RecursionError.
+MAX_DEPTH = 64
+_INFINITY = float("inf")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -156,15 +161,58 @@ def _check_env(command: str, env: Mapping[str, str]) -> None:
 
 
 def _decode(stdin: bytes, *, allow_empty: bool) -> dict:
+    if len(stdin) > MAX_STDIN:
+        raise CNIError(
+            DECODE_FAILURE,
+            f"stdin holds more than {MAX_STDIN >> 20} MiB: expected a network config",
+        )
     if not stdin.strip():
         if allow_empty:
             return {}
         raise CNIError(DECODE_FAILURE, "stdin is empty: expected the network config as JSON")
     try:
-        raw = json.loads(stdin)
-    except ValueError as e:  # JSONDecodeError and UnicodeDecodeError
+        # Go's decoder, which the runtime's own parse of the config used, refuses
+        # NaN, Infinity and numbers beyond float64: so does this one.
+        raw = json.loads(stdin, parse_constant=_no_constant, parse_float=_finite)
+    except RecursionError:
+        raise _too_deep() from None
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError, an int of 4300+ digits
         raise CNIError(DECODE_FAILURE, f"stdin is not valid JSON: {e}") from e
-    return expect(raw, dict, "stdin", DECODE_FAILURE)
+    raw = expect(raw, dict, "stdin", DECODE_FAILURE)
+    if not _nested_within(stdin, raw, MAX_DEPTH):
+        raise _too_deep()
+    return raw
+
+
+def _no_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def _finite(text: str) -> float:
+    number = float(text)
+    if abs(number) == _INFINITY:
+        raise ValueError(f"number {text[:40]} is out of range")
+    return number
+
+
+def _too_deep() -> CNIError:
+    return CNIError(
+        DECODE_FAILURE, f"stdin is nested too deeply: expected at most {MAX_DEPTH} levels"
+    )
+
+
+def _nested_within(stdin: bytes, raw: dict, limit: int) -> bool:
+    """Whether no list or object in `raw` lies more than `limit` levels deep."""
+    if stdin.count(b"[") + stdin.count(b"{") <= limit:  # the usual config: no walk
+        return True
+    stack: list[tuple[object, int]] = [(raw, 1)]
+    while stack:  # a loop, not recursion: the point is to stay off the stack
+        value, depth = stack.pop()
+        if depth > limit:
+            return False
+        children = value.values() if isinstance(value, dict) else value
+        stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list)))
+    return True
 
 
 def _check_gate(command: str, version: str) -> None:

@@ -10,6 +10,7 @@ half-written file (libcni retries ETXTBSY, but not a truncated script).
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
@@ -17,8 +18,12 @@ from pathlib import Path
 
 import netplug
 import netplug.ipam
+from netplug.ipam.networks import MAX_VNI
 
 PLUGINS = {"netplug": "netplug.cni.main", "netplug-ipam": "netplug.ipam.plugin"}
+# What podman's own default network chains after its main plugin to publish ports
+# (``-p``): the reference portmap, fed the container's address from netplug's result.
+PORTMAP = {"type": "portmap", "capabilities": {"portMappings": True}}
 
 
 def _import_root() -> Path | None:
@@ -57,9 +62,29 @@ def install_plugins(bin_dir: Path) -> list[Path]:
     return written
 
 
-def conflist(network: str, subnet: str, store: str, host_name: str | None, version: str) -> dict:
-    """A network list with netplug as its one plugin (Debian's runtimes speak up to 1.0.0)."""
-    plugin = {
+def parse_vni(text: str) -> int:
+    """``--vni``'s value: a VXLAN network identifier."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= MAX_VNI:
+        raise argparse.ArgumentTypeError(f"expected an integer from 1 to {MAX_VNI}, got {text!r}")
+    return value
+
+
+def conflist(
+    network: str,
+    subnet: str,
+    store: str,
+    host_name: str | None,
+    version: str,
+    vni: int | None = None,
+    portmap: bool = True,
+) -> dict:
+    """A network list: netplug, then portmap unless ``portmap`` is false (Debian's
+    runtimes speak up to 1.0.0). Without ``vni`` the store assigns the network one."""
+    plugin: dict = {
         "type": "netplug",
         "subnet": subnet,
         "store": store,
@@ -67,7 +92,17 @@ def conflist(network: str, subnet: str, store: str, host_name: str | None, versi
     }
     if host_name:
         plugin["hostName"] = host_name
-    return {"cniVersion": version, "name": network, "plugins": [plugin]}
+    if vni is not None:
+        plugin["vxlan"] = {"vni": vni}
+    plugins = [plugin, PORTMAP] if portmap else [plugin]
+    return {"cniVersion": version, "name": network, "plugins": plugins}
+
+
+def chained_elsewhere(document: dict, bin_dir: Path) -> list[str]:
+    """The plugins of the conflist's chain that ``bin_dir`` lacks: the reference
+    plugins come with the runtime's packages, not with netplug."""
+    names = [plugin["type"] for plugin in document["plugins"]]
+    return [name for name in names if name not in PLUGINS and not (bin_dir / name).exists()]
 
 
 def install_conflist(conf_dir: Path, document: dict) -> Path:

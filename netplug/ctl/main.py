@@ -22,6 +22,7 @@ from netplug.ipam import hosts, inventory
 from netplug.ipam.allocations import IPAM, Attachment
 from netplug.ipam.store.base import Store, StoreError
 from netplug.ipam.store.url import DEFAULT_STORE_URL, open_store
+from netplug.names import HOST_NAME, NETWORK_NAME
 
 
 def cmd_status(store: Store, args: argparse.Namespace) -> int:
@@ -212,12 +213,26 @@ def cmd_recover(store: Store, args: argparse.Namespace) -> int:
 
 
 def cmd_install(args: argparse.Namespace) -> int:
-    written = install.install_plugins(Path(args.bin_dir))
+    bin_dir = Path(args.bin_dir)
+    written = install.install_plugins(bin_dir)
     if not args.no_conflist:
         document = install.conflist(
-            args.network, args.subnet, args.store, args.host_name_conf, args.cni_version
+            args.network,
+            args.subnet,
+            args.store,
+            args.host_name_conf,
+            args.cni_version,
+            vni=args.vni,
+            portmap=not args.no_portmap,
         )
         written.append(install.install_conflist(Path(args.conf_dir), document))
+        for plugin in install.chained_elsewhere(document, bin_dir):
+            print(
+                f"netplugctl: the chain runs {plugin}, which is not in {bin_dir}: make sure "
+                "the runtime's plugin path has it (Debian's containernetworking-plugins "
+                "puts it in /usr/lib/cni)",
+                file=sys.stderr,
+            )
     render([{"installed": str(p)} for p in written], ["installed"], as_json=args.json)
     return 0
 
@@ -233,19 +248,45 @@ STORE_COMMANDS = {
 }
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="netplugctl", description=__doc__.split("\n\n")[0])
+def _global_options(p: argparse.ArgumentParser, defaults: bool) -> None:
+    """The options every command takes, before or after its name (as people type
+    ``netplugctl allocations --json``). Only the top-level parser has defaults: a
+    command's parser leaves what it was not given to the top level's."""
+
+    def default(value: object) -> object:
+        return value if defaults else argparse.SUPPRESS
+
     p.add_argument(
         "--store",
-        default=os.environ.get("NETPLUG_STORE", DEFAULT_STORE_URL),
-        help="store URL (default: $NETPLUG_STORE or %(default)s)",
+        default=default(os.environ.get("NETPLUG_STORE", DEFAULT_STORE_URL)),
+        help=f"store URL (default: $NETPLUG_STORE or {DEFAULT_STORE_URL})",
     )
     p.add_argument(
         "--host-name",
-        default=os.environ.get("NETPLUG_HOSTNAME") or os.uname().nodename,
+        type=HOST_NAME,
+        default=default(os.environ.get("NETPLUG_HOSTNAME") or os.uname().nodename),
         help="this host's name (default: $NETPLUG_HOSTNAME or the hostname)",
     )
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument(
+        "--json", action="store_true", default=default(False), help="print JSON, not a table"
+    )
+
+
+def command_parsers(p: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    """Every command's parser by its words ("hosts remove"), nested commands too."""
+    found = {}
+    # argparse lists subcommands only through its subparsers action.
+    for action in p._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sp in action.choices.items():
+                found[name] = sp
+                found.update({f"{name} {n}": nested for n, nested in command_parsers(sp).items()})
+    return found
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="netplugctl", description=__doc__.split("\n\n")[0])
+    _global_options(p, defaults=True)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser("status", help="store, agent and totals")
     for name, what in (
@@ -254,15 +295,15 @@ def parser() -> argparse.ArgumentParser:
         ("names", "DNS names registered by containers"),
     ):
         sp = sub.add_parser(name, help=what)
-        sp.add_argument("--network", help="only this network")
-    sub.choices["allocations"].add_argument("--host", help="only this host's")
+        sp.add_argument("--network", type=NETWORK_NAME, help="only this network")
+    sub.choices["allocations"].add_argument("--host", type=HOST_NAME, help="only this host's")
     hs = sub.add_parser("hosts", help="hosts: VTEP, live or gone, blocks")
     hs_sub = hs.add_subparsers(dest="hosts_command", metavar="remove")
     rm = hs_sub.add_parser("remove", help="release a dead host's blocks, allocations and names")
-    rm.add_argument("remove", metavar="NAME")
+    rm.add_argument("remove", metavar="NAME", type=HOST_NAME)
     rm.add_argument("--force", action="store_true", help="remove even if its agent is live")
     gc = sub.add_parser("gc", help="release this host's attachments whose container is gone")
-    gc.add_argument("--network", help="only this network")
+    gc.add_argument("--network", type=NETWORK_NAME, help="only this network")
     gc.add_argument("--dry-run", action="store_true", help="list, release nothing")
     rec = sub.add_parser(
         "recover", help="rebuild this host's records in a store that was reset or replaced"
@@ -271,15 +312,28 @@ def parser() -> argparse.ArgumentParser:
     ins = sub.add_parser("install", help="install the plugins and a conflist for runtimes")
     ins.add_argument("--bin-dir", default="/opt/cni/bin", help="CNI plugin dir (%(default)s)")
     ins.add_argument("--conf-dir", default="/etc/cni/net.d", help="CNI config dir (%(default)s)")
-    ins.add_argument("--network", default="netplug", help="network name (%(default)s)")
+    ins.add_argument(
+        "--network", type=NETWORK_NAME, default="netplug", help="network name (%(default)s)"
+    )
     ins.add_argument("--subnet", default="10.244.0.0/16", help="cluster subnet (%(default)s)")
+    ins.add_argument(
+        "--vni",
+        type=install.parse_vni,
+        help="the network's VXLAN VNI (default: leave it out, the store assigns a free one)",
+    )
     ins.add_argument(
         "--host-name-conf",
         metavar="NAME",
+        type=HOST_NAME,
         help="hostName to write into the conflist (default: leave it out)",
     )
     ins.add_argument("--cni-version", default="1.0.0", help="conflist cniVersion (%(default)s)")
+    ins.add_argument(
+        "--no-portmap", action="store_true", help="leave portmap out of the chain (no -p ports)"
+    )
     ins.add_argument("--no-conflist", action="store_true", help="install the plugins only")
+    for sp in command_parsers(p).values():
+        _global_options(sp, defaults=False)
     return p
 
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import socket
+import struct
 from dataclasses import dataclass
 
 from pyroute2 import IPRoute
@@ -14,6 +16,8 @@ from netplug.net.rtnl import Rtnl
 
 EEXIST = errno.EEXIST
 ENODEV = errno.ENODEV
+SIOCGIFMTU = 0x8921
+_IFREQ = struct.Struct("16si20x")  # struct ifreq: name, then ifr_mtu in a 24-byte union
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +62,16 @@ def index(name: str) -> int | None:
         return socket.if_nametoindex(name)
     except OSError:
         return None
+
+
+def mtu(name: str) -> int | None:
+    """The MTU of link ``name`` in this thread's namespace, or None: an ioctl, like ``index``."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            reply = fcntl.ioctl(s, SIOCGIFMTU, _IFREQ.pack(name.encode(), 0))
+    except OSError:
+        return None
+    return _IFREQ.unpack(reply)[1]
 
 
 def find(ipr: IPRoute, name: str) -> Link | None:

@@ -10,7 +10,9 @@ than pyroute2's fork-per-socket ``netns=`` and safe in the agent's thread pool.
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import os
+import stat
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -22,6 +24,8 @@ from netplug.net import links
 from netplug.net.rtnl import Rtnl
 
 CLONE_NEWNET = 0x40000000
+NS_GET_NSTYPE = 0xB703  # ioctl _IO(0xb7, 0x3), Linux 4.11: the CLONE_NEW* type of an nsfs fd
+EXPECTED = "a network namespace such as /run/netns/NAME or /proc/PID/ns/net"
 _libc = ctypes.CDLL(None, use_errno=True)
 _seen_from = threading.local()
 _thread = threading.local()  # per thread: its own-namespace sockets, and how deep in entered()
@@ -35,7 +39,13 @@ S = TypeVar("S", bound=_Closable)
 
 
 class NetnsNotFound(Exception):
-    """The namespace path does not exist (the container is gone)."""
+    """No network namespace at the path (the container is gone)."""
+
+
+class NotANetns(NetnsNotFound):
+    """The path holds something else: a file or a directory (a regular file is
+    what an unmounted /run/netns/NAME leaves behind), or another kind of
+    namespace. ``str()`` names the path and what it is."""
 
 
 def _setns(fd: int) -> None:
@@ -66,11 +76,28 @@ def _resolved(path: str) -> str:
 
 
 def open_netns(path: str) -> int:
-    """An fd of the namespace at ``path``; raises NetnsNotFound when it is gone."""
+    """An fd of the network namespace at ``path``; raises NetnsNotFound when
+    nothing is there, NotANetns when something else is."""
+    resolved = _resolved(path)
     try:
-        return os.open(_resolved(path), os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError as e:
+        # Looked at before it is opened: opening a FIFO would block, a device act.
+        mode = os.stat(resolved).st_mode
+    except (FileNotFoundError, NotADirectoryError) as e:
         raise NetnsNotFound(f"network namespace {path} does not exist") from e
+    except OSError as e:  # ENAMETOOLONG, ELOOP, EACCES
+        raise NotANetns(f"{path} cannot be looked at ({e.strerror})") from e
+    if not stat.S_ISREG(mode):  # an nsfs file stats as a regular file
+        what = "a directory" if stat.S_ISDIR(mode) else "not a regular file"
+        raise NotANetns(f"{path} is {what}")
+    fd = os.open(resolved, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    try:
+        kind = fcntl.ioctl(fd, NS_GET_NSTYPE)
+    except OSError:  # ENOTTY: not a namespace at all
+        kind = 0
+    if kind != CLONE_NEWNET:
+        os.close(fd)
+        raise NotANetns(f"{path} is {'another kind of namespace' if kind else 'a regular file'}")
+    return fd
 
 
 @contextmanager
@@ -109,9 +136,10 @@ def entered(where: str | int) -> Iterator[None]:
             os.close(target)
 
 
-def handle(path: str | None = None) -> AbstractContextManager[IPRoute]:
-    """pyroute2's IPRoute bound to the namespace at ``path`` (None: this thread's
-    own): for dumps and the shared devices, off the per-container hot path."""
+def handle(path: str | int | None = None) -> AbstractContextManager[IPRoute]:
+    """pyroute2's IPRoute bound to the namespace at ``path`` (or open as fd
+    ``path``; None: this thread's own): for dumps and the shared devices, off
+    the per-container hot path."""
     return _bound(path, IPRoute, "own_iproute")
 
 
@@ -157,7 +185,7 @@ def is_current(path: str) -> bool:
     """True when ``path`` is the namespace this thread is in (CNI code 8 guard)."""
     try:
         there = os.stat(_resolved(path))
-    except FileNotFoundError:
+    except OSError:  # opening it says what is wrong with it
         return False
     here = os.stat("/proc/thread-self/ns/net")
     return (there.st_dev, there.st_ino) == (here.st_dev, here.st_ino)

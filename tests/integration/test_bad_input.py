@@ -11,11 +11,15 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
+
+from netplug.agent.plugin_server import PENDING_INTERVAL
 
 from netplug_env import BIN, NetplugHost
 from runtimes import run
@@ -23,6 +27,10 @@ from runtimes import run
 pytestmark = pytest.mark.netns
 
 DROP = object()  # a conf value that removes the key
+FILE = "<file>"  # a conf value, or a fragment of the message: a regular file the test makes
+NETNS = "<netns>"  # a fragment of the message: the CNI_NETNS the call was given
+# 2 KB of JSON 1000 levels deep: past Python's recursion limit.
+DEEP = b'{"cniVersion": "1.0.0", "name": "blue", "x": ' + b"[" * 1000 + b"]" * 1000 + b"}"
 ERROR_KEYS = {"cniVersion", "code", "msg", "details"}
 
 
@@ -37,8 +45,10 @@ class Case:
     conf: dict[str, Any] = field(default_factory=dict)  # fields set on the good config
     stdin: bytes | None = None  # raw stdin instead of the config
     container_id: str | None = "c1"
-    netns: str | None = "container"  # "container", "host", "missing" or None (unset)
+    # "container", "host", "missing", "file", "directory" or None (unset)
+    netns: str | None = "container"
     ifname: str | None = "eth0"
+    plugin: str = "netplug"
     bug: str = ""  # a known product bug: the case is a strict xfail
 
 
@@ -124,6 +134,79 @@ CASES = [
         netns="host",
     ),
     Case("ip-masq-string", 7, ("ipMasq", "true or false", '"yes"'), conf={"ipMasq": "yes"}),
+    # Hostile stdin (issue 9 item 11): always code 6, from either plugin, for any command.
+    Case("stdin-nested-1000-deep", 6, ("stdin", "nested too deeply"), stdin=DEEP),
+    Case("stdin-nested-1000-deep-del", 6, ("nested too deeply",), command="DEL", stdin=DEEP),
+    Case(
+        "stdin-nested-1000-deep-version", 6, ("nested too deeply",), command="VERSION", stdin=DEEP
+    ),
+    Case(
+        "ipam-stdin-nested-1000-deep", 6, ("nested too deeply",), stdin=DEEP, plugin="netplug-ipam"
+    ),
+    Case(
+        "stdin-nan", 6, ("NaN is not a JSON value",), stdin=b'{"cniVersion": "1.0.0", "mtu": NaN}'
+    ),
+    Case(
+        "ipam-stdin-infinity",
+        6,
+        ("Infinity is not a JSON value",),
+        stdin=b'{"cniVersion": "1.0.0", "x": [-Infinity]}',
+        plugin="netplug-ipam",
+    ),
+    Case("stdin-1e999", 6, ("1e999 is out of range",), stdin=b'{"mtu": 1e999}'),
+    Case("stdin-5000-digits", 6, ("not valid JSON",), stdin=b'{"mtu": ' + b"9" * 5000 + b"}"),
+    Case("stdin-not-utf8", 6, ("not valid JSON", "utf-8"), stdin=b'{"name": "bl\xffue"}'),
+    Case("stdin-over-16-mib", 6, ("more than 16 MiB",), stdin=b" " * (16 << 20) + b"{}"),
+    # A CNI_NETNS that holds no namespace (item 12): DEL takes it as gone, see below.
+    Case(
+        "netns-regular-file",
+        4,
+        ("CNI_NETNS", NETNS, "is a regular file", "/run/netns/NAME"),
+        netns="file",
+    ),
+    Case(
+        "netns-directory",
+        4,
+        ("CNI_NETNS", NETNS, "is a directory", "/proc/PID/ns/net"),
+        netns="directory",
+    ),
+    Case(
+        "check-netns-regular-file",
+        4,
+        ("CNI_NETNS", NETNS, "is a regular file"),
+        command="CHECK",
+        netns="file",
+    ),
+    Case(
+        "check-netns-directory",
+        4,
+        ("CNI_NETNS", NETNS, "is a directory"),
+        command="CHECK",
+        netns="directory",
+    ),
+    # runDir holds this host's locks and deferred releases: a file cannot.
+    Case(
+        "run-dir-regular-file", 7, ("runDir", FILE, "expected a directory"), conf={"runDir": FILE}
+    ),
+    Case("del-run-dir-regular-file", 7, ("runDir", FILE), command="DEL", conf={"runDir": FILE}),
+    Case("check-run-dir-regular-file", 7, ("runDir", FILE), command="CHECK", conf={"runDir": FILE}),
+    # Names that become store keys (item 13): "h1/evil" nested its records under h1.
+    Case(
+        "host-name-slash",
+        7,
+        ("hostName", '"h1/evil"', "letters, digits"),
+        conf={"hostName": "h1/evil"},
+    ),
+    Case(
+        "del-host-name-slash",
+        7,
+        ("hostName", '"h1/evil"'),
+        command="DEL",
+        conf={"hostName": "h1/evil"},
+    ),
+    Case("host-name-dot-dot", 7, ("hostName", '".."'), conf={"hostName": ".."}),
+    Case("host-name-254-chars", 7, ("hostName", "1 to 253"), conf={"hostName": "h" * 254}),
+    Case("log-file-nul", 7, ("logFile", "absolute path"), conf={"logFile": "/tmp/np\u0000.log"}),
 ]
 
 
@@ -152,16 +235,19 @@ def _state(host: NetplugHost, ctr: str) -> dict[str, Any]:
 @pytest.mark.parametrize("case", [_param(c) for c in CASES])
 def test_bad_call_is_refused_and_changes_nothing(netplug_host, containers, case: Case):
     ctr = containers()
+    regular_file, directory = _not_namespaces(netplug_host.workdir)
     conf = netplug_host.conf()
     for key, value in case.conf.items():
         if value is DROP:
             conf.pop(key)
         else:
-            conf[key] = value
+            conf[key] = regular_file if value == FILE else value
     netns = {
         "container": ctr,
         "host": netplug_host.netns,
         "missing": f"/run/netns/npt-missing-{uuid.uuid4().hex[:8]}",
+        "file": regular_file,
+        "directory": directory,
         None: None,
     }[case.netns]
     before = _state(netplug_host, ctr)
@@ -173,6 +259,7 @@ def test_bad_call_is_refused_and_changes_nothing(netplug_host, containers, case:
         container_id=case.container_id,
         netns=netns,
         ifname=case.ifname,
+        plugin=case.plugin,
     )
 
     assert done.status != 0, done
@@ -180,10 +267,54 @@ def test_bad_call_is_refused_and_changes_nothing(netplug_host, containers, case:
     assert isinstance(error, dict) and set(error) <= ERROR_KEYS, done.stdout
     assert isinstance(error.get("cniVersion"), str) and isinstance(error.get("msg"), str)
     assert error["code"] == case.code, error
-    missing = [fragment for fragment in case.says if fragment not in error["msg"]]
+    says = [f.replace(FILE, regular_file).replace(NETNS, str(netns)) for f in case.says]
+    missing = [fragment for fragment in says if fragment not in error["msg"]]
     assert not missing, f"message {error['msg']!r} lacks {missing}"
     assert _state(netplug_host, ctr) == before
     assert "netplug-" not in before["nft"]
+
+
+def _not_namespaces(workdir: Path) -> tuple[str, str]:
+    """A regular file (what an unmounted /run/netns/NAME leaves) and a directory."""
+    regular_file, directory = workdir / "not-a-netns", workdir / "a-directory"
+    regular_file.touch()
+    directory.mkdir(exist_ok=True)
+    return str(regular_file), str(directory)
+
+
+@pytest.mark.parametrize("kind", ["file", "directory"])
+def test_del_takes_a_netns_path_without_a_namespace_as_gone(netplug_host, containers, kind):
+    """The spec wants DEL to succeed when the namespace is gone and IPAM to release
+    even then; a file left where a namespace was mounted is such a namespace. So DEL
+    deletes the host end (and with it the container end), releases, and succeeds."""
+    ctr = containers()
+    paths = dict(zip(("file", "directory"), _not_namespaces(netplug_host.workdir), strict=True))
+    conf = netplug_host.conf()
+    netplug_host.add(conf, "c1", ctr)
+    assert netplug_host.records("/netplug/attachments/")
+
+    netplug_host.delete(conf, "c1", paths[kind])
+
+    assert netplug_host.settled_veths() == set()
+    assert "eth0" not in _links(ctr)
+    assert netplug_host.records("/netplug/attachments/") == {}
+    assert netplug_host.records("/netplug/ips/") == {}
+    netplug_host.delete(conf, "c1", paths[kind])  # and again: DEL is idempotent
+
+
+def test_a_run_dir_that_is_a_file_costs_the_agent_no_traceback(plain_host, containers):
+    """The agent replays deferred releases from every runDir a call named, every
+    PENDING_INTERVAL: one that is a file must not log a traceback each time."""
+    ctr = containers()
+    regular_file, _ = _not_namespaces(plain_host.workdir)
+    with plain_host.agent():
+        done = plain_host.call(
+            "ADD", plain_host.conf(runDir=regular_file), container_id="c1", netns=ctr
+        )
+        assert done.code == 7, done
+        time.sleep(PENDING_INTERVAL + 1)  # the absence of a traceback can only be waited for
+        log = plain_host.agent_log()
+    assert "Traceback" not in log and "replaying deferred releases" not in log, log
 
 
 @pytest.mark.parametrize("command", [None, ""], ids=["unset", "empty"])

@@ -6,15 +6,24 @@ the test's host namespace, netplug's launchers come first in its plugin dirs.
 
 from __future__ import annotations
 
+import json
 import re
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from netplug_clients import agent_in_mount_ns, attachments, install_plugins, plugin_conf, veths
+from netplug_clients import (
+    agent_in_mount_ns,
+    attachments,
+    install_plugins,
+    nat_rules,
+    plugin_conf,
+    veths,
+)
 
-from netplug_env import NetplugHost, eventually
-from runtimes import Podman
+from netplug_env import BIN, NetplugHost, eventually
+from runtimes import Podman, netns_exec, run
 
 pytestmark = pytest.mark.netns
 
@@ -121,3 +130,70 @@ def test_podman_containers_resolve_each_other_by_name(np_host: NetplugHost, podm
         # Polled: on a loaded machine the agent's listener may bind a moment late.
         assert eventually(lambda: ip_b in answer(), timeout=10), (name, answer())
     podman.exec("alpha", *PING, "beta")
+
+
+# Documentation addresses between the host namespace and a client namespace outside it.
+HOST_ADDRESS, CLIENT_ADDRESS = "198.51.100.1", "198.51.100.2"
+HTTPD = "echo hello > /tmp/index.html && exec httpd -f -p 80 -h /tmp"
+# An HTTP GET's body (busybox wget crashes here; urllib would follow a proxy variable).
+GET = (
+    "import socket, sys\n"
+    "s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=2)\n"
+    "s.sendall(b'GET / HTTP/1.0\\r\\n\\r\\n')\n"
+    "reply = b''.join(iter(lambda: s.recv(4096), b''))\n"
+    "print(reply.partition(b'\\r\\n\\r\\n')[2].decode(), end='')\n"
+)
+
+
+def install_network(host: NetplugHost, podman: Podman, bin_dir: Path, **fields) -> dict:
+    """``netplugctl install``'s conflist in podman's network dir, its log file and run
+    dir moved into the test's tmp dir (and ``fields`` added)."""
+    run(
+        [
+            *(BIN / "netplugctl", "install", "--network", "npt-ports", "--store", host.store),
+            *("--host-name-conf", host.host_name, "--bin-dir", bin_dir),
+            *("--conf-dir", podman.network_dir),
+        ]
+    )
+    path = podman.network_dir / "50-npt-ports.conflist"
+    conflist = json.loads(path.read_text())
+    conflist["plugins"][0].update(logFile=str(host.log_file), runDir=str(host.run_dir), **fields)
+    path.write_text(json.dumps(conflist))
+    return conflist
+
+
+def client_outside(host_netns: str, client: str) -> None:
+    """Join `client` to the host namespace by a veth pair made in the two namespaces."""
+    run(["ip", "-n", client, "link", "add", "npt-c0", "type", "veth", "peer", "npt-h0"])
+    run(["ip", "-n", client, "link", "set", "npt-h0", "netns", host_netns])
+    for netns, ifname, address in (
+        (client, "npt-c0", CLIENT_ADDRESS),
+        (host_netns, "npt-h0", HOST_ADDRESS),
+    ):
+        run(["ip", "-n", netns, "addr", "add", f"{address}/24", "dev", ifname])
+        run(["ip", "-n", netns, "link", "set", ifname, "up"])
+
+
+@pytest.mark.parametrize("ip_masq", [True, False], ids=["ipMasq", "no-ipMasq"])
+@pytest.mark.parametrize("np_host", ["agent"], indirect=True)
+def test_podman_publishes_a_port_through_the_installed_chain(
+    np_host: NetplugHost, podman: Podman, cni_plugin_dirs: list[Path], containers, ip_masq: bool
+) -> None:
+    """``podman run -p 8080:80`` on the network ``netplugctl install`` writes: a client
+    outside the host reaches the container at the host's address, port 8080."""
+    conflist = install_network(np_host, podman, cni_plugin_dirs[0], ipMasq=ip_masq)
+    assert [plugin["type"] for plugin in conflist["plugins"]] == ["netplug", "portmap"]
+    client = containers()
+    client_outside(np_host.netns, client)
+    podman.run("web", "npt-ports", "sh", "-c", HTTPD, options=["-p", "8080:80"])
+
+    def fetch() -> str:
+        get = (sys.executable, "-c", GET, HOST_ADDRESS, "8080")
+        return netns_exec(client, *get, check=False, timeout=10).stdout
+
+    # Polled: httpd starts a moment after `podman run -d` returns.
+    assert eventually(lambda: fetch() == "hello\n", timeout=15), fetch()
+    assert "--dport 8080" in nat_rules(np_host.netns)
+    podman.rm_all()
+    assert "--dport 8080" not in nat_rules(np_host.netns)
+    assert attachments(np_host) == []

@@ -123,3 +123,20 @@ def test_a_corrupt_store_is_its_own_code(tmp_path, host):
 
     error = json.loads(run(corrupt, tmp_path, host).stdout)
     assert error["code"] == 105 and "damaged" in error["msg"]
+
+
+def test_an_unexpected_error_outside_the_commands_is_code_999_with_its_traceback(
+    tmp_path, host, caplog
+):
+    """parse_request raises CNIError only; should a bug break that, the runtime still
+    gets one error object, and the log the traceback (STYLE: anything else is 999)."""
+
+    def broken_parser(raw, env):
+        raise RecursionError("maximum recursion depth exceeded")
+
+    plugin = Plugin({"ADD": lambda req, h: None}, conf_parser=broken_parser)
+    reply = handle(plugin, ENV, conf(tmp_path), lambda c: host)
+    assert reply.exit_code == 1
+    error = json.loads(reply.stdout)
+    assert error["code"] == 999 and "RecursionError" in error["msg"]
+    assert any(r.exc_info and r.exc_info[0] is RecursionError for r in caplog.records)

@@ -88,6 +88,22 @@ def test_host_name_precedence(conf: dict, env: dict, expected: str) -> None:
 
 
 @pytest.mark.parametrize(
+    "name", ["node-1", "node-1.example.com", "Node_1", "1", "a" * 64, "a" * 253, "x..y"]
+)
+def test_host_names_a_machine_may_have_are_valid(name: str) -> None:
+    assert conf_of({"hostName": name}).host_name == name
+
+
+def test_an_invalid_machine_hostname_is_named_as_such(monkeypatch) -> None:
+    uname = os.uname()
+    fake = os.uname_result((*uname[:1], "bad/name", *uname[2:]))
+    monkeypatch.setattr(os, "uname", lambda: fake)
+    e = failure({}, {"NETPLUG_HOSTNAME": DROP})
+    assert e.code == 7
+    assert "hostName (this machine's hostname)" in e.msg and '"bad/name"' in e.msg
+
+
+@pytest.mark.parametrize(
     ("name", "bridge"),
     [
         ("blue", "np-blue"),
@@ -170,6 +186,18 @@ BAD_CONFIGS = [
     ({"ipMasq": "yes"}, {}, ["ipMasq", "true or false", '"yes"']),
     ({"store": 5}, {}, ["store", "a string"]),
     ({"hostName": []}, {}, ["hostName", "a string"]),
+    # hostName is a store key component: "/" would nest records under another host.
+    ({"hostName": "h1/evil"}, {}, ["hostName", '"h1/evil"', "letters, digits"]),
+    ({"hostName": ".."}, {}, ["hostName", '".."', "starting with a letter or digit"]),
+    ({"hostName": "-x"}, {}, ["hostName", '"-x"']),
+    ({"hostName": "node 1"}, {}, ["hostName", '"node 1"']),
+    ({"hostName": "n\u00f6de"}, {}, ["hostName", "1 to 253"]),
+    ({"hostName": "a" * 254}, {}, ["hostName", "1 to 253"]),
+    ({"hostName": DROP}, {"NETPLUG_HOSTNAME": "h1/evil"}, ["hostName (from NETPLUG_HOSTNAME)"]),
+    ({"bridge": "br\ud800"}, {}, ["bridge", "1 to 15 bytes of UTF-8"]),
+    ({"bridge": "br\u0000"}, {}, ["bridge"]),
+    ({"logFile": "/var/log/a\u0000b"}, {}, ["logFile", "absolute path"]),
+    ({"runDir": "/run/\ud800"}, {}, ["runDir", "absolute path"]),
     ({"dns": "x"}, {}, ["dns", "an object"]),
     ({"dns": {"domain": "bad_domain"}}, {}, ["dns.domain", '"bad_domain"']),
     ({"dns": {"domain": "a..b"}}, {}, ["dns.domain"]),

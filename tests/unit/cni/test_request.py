@@ -7,9 +7,10 @@ from ipaddress import ip_network
 
 import pytest
 
+from netplug.cni import MAX_STDIN
 from netplug.cni.errors import CNIError
 from netplug.cni.netconf import SUPPORTED_VERSIONS, NetConf, VxlanConf, parse_ipam_conf
-from netplug.cni.request import Request, parse_request, version_reply
+from netplug.cni.request import MAX_DEPTH, Request, parse_request, version_reply
 
 ENV = {
     "CNI_COMMAND": "ADD",
@@ -62,7 +63,7 @@ def test_minimal_add_fills_every_default() -> None:
         subnet6=None,
         host_block_prefix=24,
         host_block_prefix6=64,
-        vxlan=VxlanConf(vni=4242, port=4789, device=None),
+        vxlan=VxlanConf(vni=None, port=4789, device=None),
         mtu=0,
         ip_masq=False,
         store="sqlite:///var/lib/netplug/netplug.db",
@@ -263,3 +264,157 @@ def test_importing_the_cni_core_loads_only_the_standard_library() -> None:
     foreign = loaded - set(sys.stdlib_module_names) - {"netplug"}
     assert not foreign
     assert "typing" not in loaded  # ~6 ms on every container start
+
+
+# --- hostile stdin: always a CNIError with the spec's code, never another exception ---
+
+
+def _nested(depth: int) -> bytes:
+    """A config whose "x" holds lists `depth` levels deep (the top object is level 1)."""
+    head = json.dumps(CONF)[:-1].encode() + b', "x": '
+    return head + b"[" * (depth - 1) + b"]" * (depth - 1) + b"}"
+
+
+@pytest.mark.parametrize("command", ["ADD", "DEL", "VERSION"])
+@pytest.mark.parametrize(
+    ("stdin", "fragment"),
+    [
+        (b"[" * 1000 + b"]" * 1000, "nested too deeply"),  # the issue's 2 KB
+        (_nested(1000), "nested too deeply"),  # the parser's own RecursionError
+        (_nested(MAX_DEPTH + 1), "nested too deeply"),  # parses, but walking it is risky
+        (b'{"cniVersion": "1.1.0", "x": NaN}', "NaN is not a JSON value"),
+        (b'{"cniVersion": "1.1.0", "x": [Infinity]}', "Infinity is not a JSON value"),
+        (b'{"cniVersion": "1.1.0", "x": -Infinity}', "-Infinity is not a JSON value"),
+        (b'{"cniVersion": "1.1.0", "x": 1e999}', "number 1e999 is out of range"),
+        (b'{"cniVersion": "1.1.0", "x": ' + b"9" * 5000 + b"}", "not valid JSON"),
+        (b'{"cniVersion": "1.1.0", "name": "\xff\xfe"}', "not valid JSON"),
+        (b" " * MAX_STDIN + b"{}", "more than 16 MiB"),
+    ],
+    ids=[
+        "deep-2kb",
+        "deep-1000",
+        "deep-65",
+        "nan",
+        "infinity",
+        "-infinity",
+        "1e999",
+        "5000-digits",
+        "not-utf8",
+        "too-large",
+    ],
+)
+def test_hostile_stdin_is_error_6(command: str, stdin: bytes, fragment: str) -> None:
+    e = failure(env={"CNI_COMMAND": command}, stdin=stdin)
+    assert (e.code, fragment in e.msg) == (6, True), e.msg
+
+
+def test_nesting_up_to_the_limit_is_accepted() -> None:
+    value, depth = parse_request(ENV, _nested(MAX_DEPTH)).conf.raw["x"], 2
+    while value:
+        value, depth = value[0], depth + 1
+    assert depth == MAX_DEPTH
+
+
+def test_a_config_as_large_as_allowed_is_read() -> None:
+    stdin = json.dumps({**CONF, "pad": ""}).encode()
+    stdin = stdin[:-2] + b"a" * (MAX_STDIN - len(stdin)) + b'"}'
+    assert len(stdin) == MAX_STDIN
+    assert len(parse_request(ENV, stdin).conf.raw["pad"]) > MAX_STDIN - 200
+
+
+_DEEP = [[[]]]
+for _ in range(MAX_DEPTH - 4):
+    _DEEP = [_DEEP]
+HOSTILE_VALUES = [
+    None,
+    True,
+    0,
+    -1,
+    1.5,
+    10**300,
+    1e308,
+    "",
+    "x" * 5000,
+    "\0",
+    "\ud800",
+    "\udcff",
+    "/",
+    "..",
+    "a/b",
+    "/a\0b",
+    "/a\ud800",
+    "sqlite:///a\0b",
+    "etcd://[::1",
+    "etcd://h:99999999999",
+    "10.0.0.0/33",
+    [],
+    {},
+    [None],
+    ["\ud800"],
+    [{}],
+    {"a": None},
+    {"blue": [None]},
+    _DEEP,
+]
+FIELDS = [
+    "cniVersion",
+    "name",
+    "type",
+    "subnet",
+    "subnet6",
+    "hostBlockPrefix",
+    "mtu",
+    "ipMasq",
+    "store",
+    "hostName",
+    "dns",
+    "dns.domain",
+    "bridge",
+    "logFile",
+    "runDir",
+    "vxlan",
+    "vxlan.vni",
+    "vxlan.device",
+    "runtimeConfig",
+    "runtimeConfig.aliases",
+    "runtimeConfig.ips",
+    "args",
+    "args.cni.ips",
+    "prevResult",
+    "cni.dev/valid-attachments",
+]
+
+
+def _with(conf: dict, path: str, value: object) -> dict:
+    """`conf` with the field at dotted `path` set to `value` (objects made on the way)."""
+    conf = json.loads(json.dumps(conf))
+    keys = [path] if path.startswith("cni.dev/") else path.split(".")
+    node = conf
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+    node[keys[-1]] = value
+    return conf
+
+
+@pytest.mark.parametrize("field", FIELDS)
+def test_any_value_in_any_field_is_accepted_or_a_cni_error(field: str) -> None:
+    """What the plugin's stdin may hold, field by field: parsing answers a Request
+    or a CNIError whose JSON can be written, never another exception."""
+    for command in ("ADD", "DEL", "GC"):
+        for value in HOSTILE_VALUES:
+            stdin = json.dumps({**_with(CONF, field, value), "cniVersion": "1.1.0"}).encode()
+            try:
+                parse_request({**ENV, "CNI_COMMAND": command}, stdin)
+            except CNIError as e:
+                assert json.dumps(e.to_json("1.1.0")).isascii()
+
+
+@pytest.mark.parametrize("variable", ["CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_ARGS"])
+def test_any_value_in_a_cni_variable_is_accepted_or_a_cni_error(variable: str) -> None:
+    # os.environ decodes what is not UTF-8 as lone surrogates (surrogateescape).
+    for value in ["\udcff", "a" * 5000, "-x", "IP=\udcff", "IP=" + "9" * 5000, "=x", "eth\0"]:
+        try:
+            parse({}, {variable: value})
+        except CNIError as e:
+            # A bad CNI_ARGS IP= is a bad static address request: 7, like args.cni.ips.
+            assert e.code in (4, 7) and variable in e.msg

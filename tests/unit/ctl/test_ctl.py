@@ -1,5 +1,6 @@
 """netplugctl against a real SQLite store in a temp dir (no root needed)."""
 
+import argparse
 import io
 import json
 import subprocess
@@ -9,7 +10,7 @@ from ipaddress import ip_network
 import pytest
 
 from netplug.ctl import install
-from netplug.ctl.main import main
+from netplug.ctl.main import command_parsers, main, parser
 from netplug.ctl.tables import render
 from netplug.ipam import inventory
 from netplug.ipam.allocations import IPAM, Pool
@@ -98,6 +99,32 @@ def test_bad_store_url_is_a_clear_error(capsys):
     assert "unknown scheme" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("argv", "option"),
+    [
+        (["--host-name", "h1/evil", "status"], "--host-name"),
+        (["allocations", "--host", "h1/evil"], "--host"),
+        (["hosts", "remove", "h1/evil"], "NAME"),
+        (["blocks", "--network", "a/b"], "--network"),
+        (["install", "--network", "a/b"], "--network"),
+        (["install", "--host-name-conf", ".."], "--host-name-conf"),
+    ],
+)
+def test_names_that_go_into_store_keys_are_refused(argv, option, store_url, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--store", store_url, *argv])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {option}:" in err and "is not a valid" in err and "starting with" in err
+
+
+def test_an_invalid_netplug_hostname_is_refused(store_url, monkeypatch, capsys):
+    monkeypatch.setenv("NETPLUG_HOSTNAME", "h1/evil")
+    with pytest.raises(SystemExit):
+        main(["--store", store_url, "hosts"])
+    assert "'h1/evil' is not a valid host name" in capsys.readouterr().err
+
+
 def test_install_writes_launchers_and_a_conflist(tmp_path):
     bin_dir, conf_dir = tmp_path / "bin", tmp_path / "conf"
     assert (
@@ -118,12 +145,15 @@ def test_install_writes_launchers_and_a_conflist(tmp_path):
         == 0
     )
     conflist = json.loads((conf_dir / "50-blue.conflist").read_text())
-    assert conflist["plugins"][0] == {
-        "type": "netplug",
-        "subnet": "10.9.0.0/16",
-        "store": "sqlite:///var/lib/netplug/netplug.db",
-        "capabilities": {"aliases": True, "ips": True},
-    }
+    assert conflist["plugins"] == [
+        {  # no vxlan.vni: the store assigns the network one
+            "type": "netplug",
+            "subnet": "10.9.0.0/16",
+            "store": "sqlite:///var/lib/netplug/netplug.db",
+            "capabilities": {"aliases": True, "ips": True},
+        },
+        {"type": "portmap", "capabilities": {"portMappings": True}},  # podman's -p
+    ]
     for name in install.PLUGINS:
         done = subprocess.run(
             [bin_dir / name],
@@ -173,3 +203,51 @@ def test_names_include_api_registrations(store_url, tmp_path, capsys):
     rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
     assert rows["api"]["source"] == "api" and rows["api"]["addresses"] == "10.1.2.3"
     assert rows["web"]["source"] == "container"
+
+
+def test_allocations_json_after_the_command(store_url, capsys):
+    assert main(["allocations", "--json", "--store", store_url, "--host", "node-2"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row["container"] == "c3"
+
+
+def _positionals(sp: argparse.ArgumentParser) -> list[str]:
+    """A value for each positional argument of a command (hosts remove NAME)."""
+    return [
+        "x"
+        for action in sp._actions
+        if not action.option_strings and not isinstance(action, argparse._SubParsersAction)
+    ]
+
+
+@pytest.mark.parametrize("command", sorted(command_parsers(parser())))
+def test_global_options_work_before_and_after_every_command(command):
+    sp = command_parsers(parser())[command]
+    words = [*command.split(), *_positionals(sp)]
+    options = ["--json", "--store", "etcd://192.0.2.1:2379", "--host-name", "node-7"]
+    for argv in ([*options, *words], [*words, *options]):
+        args = parser().parse_args(argv)
+        assert (args.json, args.store, args.host_name) == (True, options[2], options[4]), argv
+    defaults = parser().parse_args(words)
+    assert defaults.json is False and defaults.store and defaults.host_name
+
+
+def test_install_takes_a_vni_or_leaves_portmap_out(tmp_path, capsys):
+    dirs = ["--bin-dir", str(tmp_path / "bin"), "--conf-dir", str(tmp_path / "conf")]
+    assert main(["install", *dirs, "--network", "red", "--vni", "7", "--no-portmap"]) == 0
+    (plugin,) = json.loads((tmp_path / "conf" / "50-red.conflist").read_text())["plugins"]
+    assert plugin["vxlan"] == {"vni": 7}
+    for bad in ("0", "16777216", "x"):
+        with pytest.raises(SystemExit):
+            main(["install", *dirs, "--network", "green", "--vni", bad])
+        assert "--vni: expected an integer from 1 to 16777215" in capsys.readouterr().err
+    assert not (tmp_path / "conf" / "50-green.conflist").exists()
+
+
+def test_install_warns_when_portmap_is_not_beside_netplug(tmp_path, capsys):
+    dirs = ["--bin-dir", str(tmp_path / "bin"), "--conf-dir", str(tmp_path / "conf")]
+    assert main(["install", *dirs]) == 0
+    assert "the chain runs portmap, which is not in" in capsys.readouterr().err
+    (tmp_path / "bin" / "portmap").touch()
+    assert main(["install", *dirs]) == 0
+    assert capsys.readouterr().err == ""

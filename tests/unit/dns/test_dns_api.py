@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from dns_testing import attachment
 
-from netplug.dns.api import make_app
+from netplug.dns import api
+from netplug.dns.api import make_app, serve
 from netplug.dns.metrics import Metrics
 from netplug.dns.writer import RegistryWriter
 from netplug.ipam.store.base import LeaseNotFound, StoreUnavailable
@@ -92,6 +95,11 @@ async def test_ttl_expires_unless_put_again(client, store: SQLiteStore) -> None:
         (b'{"addresses": ["10.1.2.3"], "ttl": -1}', 400, "ttl"),
         (b'{"addresses": ["10.1.2.3"], "extra": 1}', 400, "unknown field"),
         (b'{"addresses": ["10.1.2.300"]}', 400, "not an IPv4 or IPv6"),
+        (b"[" * 1100 + b"]" * 1100, 400, "nested too deeply"),  # was a 500
+        (b'{"addresses": ["10.1.2.3"], "ttl": NaN}', 400, "NaN is not JSON"),
+        (b'{"addresses": ["10.1.2.3"], "ttl": 1' + b"0" * 4400 + b"}", 400, "too large"),
+        (b'{"addresses": ["\xff"]}', 400, "not JSON"),
+        (b'{"addresses": [' + b'"10.1.2.3",' * 5000 + b'"10.1.2.4"]}', 400, "at most 64"),
     ],
 )
 async def test_rejected_bodies_change_nothing(
@@ -108,8 +116,34 @@ async def test_bad_name_and_oversized_body(client, store: SQLiteStore) -> None:
     r = await client.put("/v1/names/bad_name", json={"addresses": ["10.1.2.3"]})
     assert r.status == 400 and "not a DNS label" in (await r.json())["error"]
     r = await client.put("/v1/names/big", data=b" " * 100_000)
-    assert r.status == 413
+    assert r.status == 413 and "over 65536 bytes" in (await r.json())["error"]
+
+    async def chunks():  # no Content-Length: refused once past the limit
+        for _ in range(20):
+            yield b" " * 8192
+
+    r = await client.put("/v1/names/big", data=chunks())
+    assert r.status == 413 and "over 65536 bytes" in (await r.json())["error"]
     assert store.status() == 0
+    r = await client.post("/v1/names/api", data=b"{}")
+    assert r.status == 405 and (await r.json())["error"]
+    r = await client.get("/v2/nothing")
+    assert r.status == 404 and (await r.json())["error"]
+
+
+async def test_trailing_dot_is_fully_qualified(client, store: SQLiteStore) -> None:
+    body = {"addresses": ["10.1.2.3"]}
+    for method in (client.put, client.delete, client.get):
+        r = await method("/v1/names/x.example.org.", json=body)
+        assert r.status == 400, method
+        assert "not inside netplug.internal" in (await r.json())["error"]
+    assert store.status() == 0
+    r = await client.put("/v1/names/x.netplug.internal.", json=body)
+    assert r.status == 200 and (await r.json())["name"] == "x.netplug.internal"
+    assert store.get("/netplug/dns/x") is not None
+    assert (await client.get("/v1/names/x.netplug.internal.")).status == 200
+    assert (await client.delete("/v1/names/x.netplug.internal.")).status == 204
+    assert store.get("/netplug/dns/x") is None
 
 
 async def test_token_needed_for_changes(guarded, store: SQLiteStore) -> None:
@@ -147,3 +181,46 @@ async def test_store_down_is_503(aiohttp_client) -> None:
     r = await client.put("/v1/names/api", json={"addresses": ["10.1.2.3"]})
     assert r.status == 503 and "unreachable" in (await r.json())["error"]
     assert (await client.get("/v1/names")).status == 503
+
+
+# -- slow clients, on a real socket -------------------------------------------------
+
+
+@pytest.fixture
+async def served(store: SQLiteStore, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[int]:
+    """The API served as netplug-dns and netplugd serve it, with short timeouts."""
+    monkeypatch.setattr(api, "BODY_TIMEOUT", 0.5)
+    monkeypatch.setattr(api, "HTTP_IDLE", 0.5)
+    monkeypatch.setattr(api, "LINGER", 0.5)
+    runner = await serve(make_app(RegistryWriter(store)), "127.0.0.1", 0)
+    try:
+        yield runner.addresses[0][1]
+    finally:
+        await runner.cleanup()
+
+
+async def test_slow_body_gets_408(served: int, store: SQLiteStore) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", served)
+    try:
+        t0 = time.monotonic()
+        writer.write(b"PUT /v1/names/api HTTP/1.1\r\nHost: x\r\nContent-Length: 60000\r\n\r\n{")
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert time.monotonic() - t0 < 3
+        assert head.startswith(b"HTTP/1.1 408") and b"Connection: close" in head
+        size = int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0])
+        error = json.loads(await asyncio.wait_for(reader.readexactly(size), 2))["error"]
+        assert "did not arrive within 0.5 s" in error
+        writer.write(b"more")  # dropped, and the connection closes
+        assert await asyncio.wait_for(reader.read(), 3) == b""
+    finally:
+        writer.close()
+    assert store.status() == 0
+
+
+async def test_slow_headers_are_cut_off(served: int) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", served)
+    try:
+        writer.write(b"PUT /v1/names/api HTTP/1.1\r\nHost: x\r\n")  # and never the rest
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+    finally:
+        writer.close()

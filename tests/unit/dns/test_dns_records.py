@@ -10,6 +10,7 @@ from netplug.dns.records import (
     InvalidRegistration,
     Registration,
     Srv,
+    decode_body,
     decode_registration,
     parse_name,
     parse_registration,
@@ -26,6 +27,9 @@ D = "netplug.internal"
         ("db.prod", "db.prod"),
         ("api.netplug.internal", "api"),
         ("api.netplug.internal.", "api"),
+        ("API.Netplug.Internal.", "api"),
+        ("db.prod.netplug.internal.", "db.prod"),
+        ("x.example.org", "x.example.org"),  # no trailing dot: relative to the domain
         ("a-1", "a-1"),
     ],
 )
@@ -45,6 +49,13 @@ def test_names(name: str, rel: str) -> None:
         ("x" * 64, "not a DNS label"),
         (".".join(["abcdefghi"] * 25), "too long"),
         ("ünï", "not a DNS label"),
+        ("netplug.internal.", "empty"),
+        # A trailing dot makes a name fully qualified: outside the domain it is refused.
+        ("x.example.org.", "not inside netplug.internal"),
+        ("api.", "not inside netplug.internal"),
+        ("xnetplug.internal.", "not inside netplug.internal"),
+        (".", "not inside netplug.internal"),
+        ("a..netplug.internal.", "not a DNS label"),
     ],
 )
 def test_bad_names(name: str, fragment: str) -> None:
@@ -116,3 +127,85 @@ def test_full_registration_roundtrip() -> None:
 def test_bad_bodies(body: object, fragment: str) -> None:
     with pytest.raises(InvalidRegistration, match=fragment):
         parse_registration("api", body, D)
+
+
+# -- hostile bodies: every field, every wrong type -----------------------------------
+
+GOOD_SRV = {"service": "_http._tcp", "port": 8080, "priority": 0, "weight": 0}
+DEEP = [[[[[[[[[[[]]]]]]]]]]]
+for _ in range(500):  # deep, yet within what json parses
+    DEEP = [DEEP]
+WRONG = {
+    "null": None,
+    "true": True,
+    "float": 1.5,
+    "inf": float("inf"),
+    "negative": -1,
+    "huge": 10**19,
+    "long string": "x" * 70_000,
+    "list": [],
+    "object": {},
+    "deep list": DEEP,
+}
+# field -> (where its value goes, what the error must name, wrong values that are valid there)
+FIELDS = {
+    "addresses": (("addresses",), '"addresses"', ()),
+    "addresses[0]": (("addresses", 0), r'"addresses"\[0\]', ()),
+    "ttl": (("ttl",), '"ttl"', ("null",)),  # no ttl: the name never expires
+    "srv": (("srv",), '"srv"', ("list",)),  # no services
+    "srv[0]": (("srv", 0), r'"srv"\[0\]', ()),
+    "service": (("srv", 0, "service"), r'"srv"\[0\]: service', ()),
+    "port": (("srv", 0, "port"), r'"srv"\[0\]: port', ()),
+    "priority": (("srv", 0, "priority"), r'"srv"\[0\]: priority', ()),
+    "weight": (("srv", 0, "weight"), r'"srv"\[0\]: weight', ()),
+}
+
+
+def _body_with(path: tuple, value: object) -> dict:
+    body = {"addresses": ["10.0.0.1"], "ttl": 30, "srv": [dict(GOOD_SRV)]}
+    at: object = body
+    for step in path[:-1]:
+        at = at[step]  # type: ignore[index]
+    at[path[-1]] = value  # type: ignore[index]
+    return body
+
+
+@pytest.mark.parametrize(
+    ("field", "kind"),
+    [(f, k) for f, (_, _, valid) in FIELDS.items() for k in WRONG if k not in valid],
+)
+def test_every_field_refuses_every_wrong_type(field: str, kind: str) -> None:
+    path, named, _ = FIELDS[field]
+    with pytest.raises(InvalidRegistration, match=named) as refused:
+        parse_registration("api", _body_with(path, WRONG[kind]), D)
+    assert len(str(refused.value)) < 400  # the value is quoted cut short, never whole
+
+
+@pytest.mark.parametrize(
+    ("raw", "fragment"),
+    [
+        (b"[" * 1100 + b"]" * 1100, "nested too deeply"),  # issue 9 item 11: was a 500
+        (b"[" * 30_000 + b"]" * 30_000, "nested too deeply"),
+        (b'{"addresses": ' + b"[" * 5000 + b"]" * 5000 + b"}", "nested too deeply"),
+        (b'{"addresses": ["10.0.0.1"], "ttl": NaN}', "NaN is not JSON"),
+        (b'{"addresses": ["10.0.0.1"], "ttl": -Infinity}', "-Infinity is not JSON"),
+        (b'{"addresses": ["10.0.0.1"], "ttl": ' + b"9" * 5000 + b"}", "too large"),
+        (b'{"addresses": ["10.0.0.1"], "ttl": -' + b"9" * 21 + b"}", "too large"),
+        (b'{"addresses": ["\\u00ff"]}', "not an IPv4"),
+        (b'{"addresses": ["\xff"]}', "not JSON"),
+        (b"\xff\xfe\x00{", "not JSON"),
+        (b"", "not JSON"),
+        (b'{"addresses": ["10.0.0.1"]', "not JSON"),
+    ],
+)
+def test_hostile_raw_bodies(raw: bytes, fragment: str) -> None:
+    with pytest.raises(InvalidRegistration, match=fragment) as refused:
+        parse_registration("api", decode_body(raw), D)
+    assert len(str(refused.value)) < 400
+
+
+def test_decode_body_reads_plain_json() -> None:
+    assert decode_body(b'{"addresses": ["10.0.0.1"], "ttl": 30}') == {
+        "addresses": ["10.0.0.1"],
+        "ttl": 30,
+    }

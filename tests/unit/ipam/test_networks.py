@@ -1,3 +1,4 @@
+import multiprocessing
 from dataclasses import replace
 from ipaddress import ip_network
 
@@ -5,14 +6,17 @@ import pytest
 from meddling import BehindTheBack
 
 from netplug.ipam.networks import (
+    FIRST_ASSIGNED_VNI,
     NetworkConflict,
     NetworkRecord,
     conflicts,
     disagreement,
     ensure_network,
+    free_vni,
     networks,
 )
 from netplug.ipam.store.sqlite import SQLiteStore
+from netplug.ipam.store.url import open_store
 
 BLUE = NetworkRecord("10.244.0.0/16", "fd00:244::/48", 4242, "netplug.internal")
 
@@ -86,3 +90,122 @@ def test_a_host_with_another_block_size_or_subnet_is_refused(tmp_path):
 def test_a_record_from_before_block_sizes_were_kept_is_completed():
     old = NetworkRecord("10.244.0.0/16", "", 4242, "netplug.internal")
     assert disagreement("blue", old, replace(old, block_prefix=26)) == ""
+
+
+# -- VNIs assigned by the store (the config leaves vxlan.vni out) -------------------------
+
+
+def auto(subnet: str) -> NetworkRecord:
+    """A netplug network's record as a config without vxlan.vni asks for it."""
+    return NetworkRecord(subnet, "", None, "netplug.internal", 24)
+
+
+def test_networks_without_a_vni_get_the_lowest_free_ones(store):
+    assert ensure_network(store, "blue", auto("10.244.0.0/16")).vni == FIRST_ASSIGNED_VNI
+    ensure_network(store, "green", replace(auto("10.246.0.0/16"), vni=FIRST_ASSIGNED_VNI + 1))
+    assert ensure_network(store, "red", auto("10.245.0.0/16")).vni == FIRST_ASSIGNED_VNI + 2
+    recorded = networks(store)
+    assert {name: r.vni for name, r in recorded.items()} == {
+        "blue": FIRST_ASSIGNED_VNI,
+        "green": FIRST_ASSIGNED_VNI + 1,
+        "red": FIRST_ASSIGNED_VNI + 2,
+    }
+
+
+def test_every_later_add_reads_the_assigned_vni_back_without_writing(store):
+    first = ensure_network(store, "blue", auto("10.244.0.0/16"))
+    revision = store.status()
+    assert ensure_network(store, "blue", auto("10.244.0.0/16")) == first  # another host
+    assert ensure_network(store, "blue", first) == first  # a config naming that VNI
+    assert store.status() == revision
+    with pytest.raises(NetworkConflict, match=rf"vxlan.vni {first.vni} \(this config: 5000\)"):
+        ensure_network(store, "blue", replace(first, vni=5000))
+
+
+def test_an_explicit_vni_another_network_holds_is_refused_with_code_7(store):
+    blue = ensure_network(store, "blue", auto("10.244.0.0/16"))
+    with pytest.raises(NetworkConflict, match=f"vxlan.vni {blue.vni} is network blue's") as e:
+        ensure_network(store, "red", replace(auto("10.245.0.0/16"), vni=blue.vni))
+    assert e.value.code == 7
+    assert set(networks(store)) == {"blue"}
+
+
+def test_a_netplug_ipam_network_gets_no_vni_and_keeps_none():
+    ipam_only = NetworkRecord("10.246.0.0/16", "", 0, "x")
+    assert "vxlan.vni none (this config: unset)" in disagreement(
+        "br", ipam_only, replace(ipam_only, vni=None)
+    )
+    assert free_vni({"br": ipam_only, "blue": BLUE}) == FIRST_ASSIGNED_VNI + 1
+
+
+def on_another_host(url: str, *names_and_subnets: tuple[str, str]) -> list[NetworkRecord]:
+    """First ADDs of these networks by another process, through a store of its own."""
+    other = open_store(url)
+    try:
+        return [ensure_network(other, name, auto(subnet)) for name, subnet in names_and_subnets]
+    finally:
+        other.close()
+
+
+def test_two_networks_first_used_at_once_get_distinct_vnis(store):
+    # Another host records red (taking the free VNI) between this one's read of
+    # the records and its write.
+    racing = BehindTheBack(
+        store, "/netplug/networks/", lambda: on_another_host(store.url, ("red", "10.245.0.0/16"))
+    )
+    blue = ensure_network(racing, "blue", auto("10.244.0.0/16"))
+    assert blue.vni == FIRST_ASSIGNED_VNI + 1
+    assert {n: r.vni for n, r in networks(store).items()} == {
+        "red": FIRST_ASSIGNED_VNI,
+        "blue": FIRST_ASSIGNED_VNI + 1,
+    }
+
+
+def test_two_first_adds_of_one_network_agree_on_its_vni(store):
+    # Between this ADD's read and its write, another host records red (taking the
+    # VNI this one is about to pick) and then blue itself, on the next free VNI.
+    won = []
+    racing = BehindTheBack(
+        store,
+        "/netplug/networks/",
+        lambda: won.extend(
+            on_another_host(store.url, ("red", "10.245.0.0/16"), ("blue", "10.244.0.0/16"))
+        ),
+    )
+    blue = ensure_network(racing, "blue", auto("10.244.0.0/16"))
+    assert blue == won[1] and blue.vni == FIRST_ASSIGNED_VNI + 1
+    assert networks(store)["blue"] == blue
+
+
+def first_use_in_child(url: str, name: str, subnet: str, barrier, results) -> None:
+    store = open_store(url)
+    try:
+        barrier.wait(timeout=20)
+        results.put((name, ensure_network(store, name, auto(subnet)).vni))
+    finally:
+        store.close()
+
+
+def test_processes_first_using_networks_at_once_agree_and_never_share_a_vni(store):
+    """Eight processes (two hosts for each of four networks) record them at once."""
+    ctx = multiprocessing.get_context("fork")
+    barrier, results = ctx.Barrier(8), ctx.Queue()
+    nets = [(f"net{i}", f"10.{i}.0.0/16") for i in range(4)]
+    procs = [
+        ctx.Process(target=first_use_in_child, args=(store.url, name, subnet, barrier, results))
+        for name, subnet in nets * 2
+    ]
+    for p in procs:
+        p.start()
+    try:
+        seen = [results.get(timeout=60) for _ in procs]
+    finally:
+        for p in procs:
+            p.join(timeout=10)
+            if p.is_alive():
+                p.kill()
+    by_network = {name: {vni for n, vni in seen if n == name} for name, _ in nets}
+    assert all(len(vnis) == 1 for vnis in by_network.values()), by_network  # agreement
+    assigned = {name: vnis.pop() for name, vnis in by_network.items()}
+    assert sorted(assigned.values()) == list(range(FIRST_ASSIGNED_VNI, FIRST_ASSIGNED_VNI + 4))
+    assert {n: r.vni for n, r in networks(store).items()} == assigned

@@ -66,6 +66,9 @@ def test_parse(url: str, expected: StoreURL) -> None:
         ("etcds://h?cacert=", "bad option"),
         ("etcds://h?cacert=/a&cacert=/b", "at most once"),
         ("etcds://h?cert=/c.pem", "both cert=PATH and key=PATH"),
+        ("sqlite:///var/lib/a\0b.db", "control or invalid character"),
+        ("sqlite:///var/lib/\ud800.db", "control or invalid character"),
+        ("etcd://a\nb:2379", "control or invalid character"),
     ],
 )
 def test_parse_rejects(url: str, fix: str) -> None:
