@@ -459,7 +459,7 @@ class Side:
         argv = ["nice", "-n", str(AGENT_NICE), str(NETPLUGD), "--store", self.store]
         with open(log, "wb") as sink, switch.inside(self.fd):
             self.agent_proc = subprocess.Popen(
-                [*argv, "--host-name", HOST_NAME],
+                [*argv, "--host-name", HOST_NAME, "--run-dir", str(self.workdir / "run")],
                 stdout=sink,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,

@@ -40,6 +40,8 @@ class Follower:
     thread, and ``None`` after each full read of the store (at start, after
     a failure or a compacted watch: anything may have changed since the
     last batch). The agent's overlay rides this watch instead of keeping its own.
+    ``trust()``, before each full read, raises StoreError for a store that must
+    not be followed (the agent's, once reset): the last snapshot stays.
     Start and stop from the loop that should receive them.
     """
 
@@ -49,8 +51,10 @@ class Follower:
         publish: Callable[[Snapshot], None],
         on_status: Callable[[bool], None] | None = None,
         on_batch: Callable[[list[Event] | None], None] | None = None,
+        trust: Callable[[], object] | None = None,
     ) -> None:
         self.store = store
+        self._trust = trust
         self._publish = publish
         self._on_status = on_status
         self._on_batch = on_batch
@@ -102,6 +106,8 @@ class Follower:
         delay = RETRY_MIN
         while not stop.is_set():
             try:
+                if self._trust is not None:
+                    self._trust()
                 snap = read_snapshot(self.store)
                 self._batch(None)
                 self._send(snap, up=True)

@@ -8,6 +8,7 @@
     /netplug/network-registry                                {"network"}: the last one recorded
     /netplug/vteps/<network>/<host>                          {"vtep", "mac", "vni"}
     /netplug/hosts/<host>                                    {"vtep", "instance"}, leased
+    /netplug/identity                                        {"id"}: the store's identity
 
 A host record lives under its agent's TTL lease: it vanishes when the agent
 stops renewing it. Addresses sit under their block, so a block's used addresses are one prefix
@@ -70,6 +71,11 @@ def hosts_prefix() -> str:
 
 def host_key(host: str) -> str:
     return f"{hosts_prefix()}{host}"
+
+
+def identity_key() -> str:
+    """Written once per store: hosts remember it and refuse a store without it."""
+    return f"{ROOT}identity"
 
 
 def network_registry_key() -> str:

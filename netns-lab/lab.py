@@ -186,6 +186,8 @@ class Lab:
             state["store"],
             "--host-name",
             host,
+            "--run-dir",
+            str(self.dir / host / "run"),
             "--lease-ttl",
             str(AGENT_LEASE_TTL),
             # The lab has no way out of its namespaces: names outside the zone fail fast.

@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
+from netplug.ipam import identity
 from netplug.ipam.allocations import IPAM
 from netplug.ipam.store.base import Store
 from netplug.ipam.store.url import open_store
@@ -48,6 +49,10 @@ class Host:
     def serves(self, host_name: str, store_url: str) -> bool:
         """Whether a call for ``host_name`` on ``store_url`` belongs to this host."""
         return host_name == self.name and store_url == self.store.url
+
+    def store_memory(self, run_dir: str) -> identity.HostMemory:
+        """Where this host remembers its store's identity (``netplug.ipam.identity``)."""
+        return identity.HostMemory(run_dir, self.name, self.store.url)
 
     def close(self) -> None:
         self.store.close()

@@ -15,7 +15,11 @@ semantics, so the IPAM, the registry and the agent are written once:
 
 Methods are blocking; async callers use ``asyncio.to_thread``. Any failure to
 reach the backend raises ``StoreUnavailable`` (the CNI plugin maps it to code
-11, "try again later").
+11, "try again later"). Two of its kinds are not transient and get their own
+codes: ``StoreCorrupt`` (the backend's data is damaged) and ``StoreReset`` (the
+store was emptied or replaced under its users). They stay ``StoreUnavailable``
+so that loops that retry an outage (the agent's followers, deferred releases)
+keep retrying until an operator has fixed the store.
 """
 
 from __future__ import annotations
@@ -31,6 +35,16 @@ class StoreError(Exception):
 
 class StoreUnavailable(StoreError):
     """The backend cannot be reached or did not answer in time (transient)."""
+
+
+class StoreCorrupt(StoreUnavailable):
+    """The backend answers, but its data is damaged (not a database, a malformed
+    image): retrying will not help; an operator must replace it."""
+
+
+class StoreReset(StoreUnavailable):
+    """The store was emptied or replaced under a process that had it open, or its
+    identity is not the one this host remembers (see ``netplug.ipam.identity``)."""
 
 
 class Compacted(StoreError):

@@ -23,6 +23,15 @@ Compaction: a writer keeps the events of the newest ``history`` revisions
 (100,000 by default) and drops older ones every ``history // 100`` revisions;
 a watch that starts at or below the dropped range gets ``Compacted``.
 
+A file emptied or replaced under open connections: each connection keeps
+answering from its cache and journal, and closing it would checkpoint the old
+file's pages into the new one. So every use of a connection first compares the
+file at ``path`` with the one it opened (inode, a size that holds a header);
+on a difference the process lets go of all its connections without that
+checkpoint, removes their journals, and raises StoreReset. The next call opens
+the new file, and the host's identity check (``netplug.ipam.identity``)
+decides whether it may be used.
+
 Lease sweeping: expired leases are revoked lazily, with delete events at their
 own revision: at the start of every writing transaction, and at most every
 ``SWEEP_INTERVAL`` seconds by readers and watchers, so that a watcher sees an
@@ -40,7 +49,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any, TypeVar
 
 from .base import (
@@ -54,6 +63,8 @@ from .base import (
     Op,
     Put,
     RangeResult,
+    StoreCorrupt,
+    StoreReset,
     StoreUnavailable,
     TxnResult,
     prefix_end,
@@ -65,6 +76,11 @@ WRITE_LOCK_TIMEOUT = 5.0  # seconds a thread waits for the other writing threads
 SWEEP_INTERVAL = 0.5  # seconds between expired-lease checks by readers and watchers
 DEFAULT_HISTORY = 100_000  # revisions of events kept for watchers
 WATCH_BATCH = 1000  # events per watch query (a revision is never split)
+HEADER_SIZE = 100  # bytes of SQLite's file header: a database file is never shorter
+JOURNALS = ("-wal", "-shm")  # the files WAL mode keeps beside the database
+# sqlite3 primary result codes of a damaged file (sqlite3.h): not worth retrying.
+SQLITE_CORRUPT, SQLITE_NOTADB = 11, 26
+SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE = 1006  # sqlite3.h; Python < 3.12 lacks the constant
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS meta (id INTEGER PRIMARY KEY CHECK (id = 0),"
@@ -270,11 +286,69 @@ class _Txn:
 
 
 class _Connection(sqlite3.Connection):
-    """A connection that remembers its process, and that ``SQLiteStore.close`` can
-    track without keeping dead threads' ones alive (``sqlite3.Connection`` takes
-    no weak references)."""
+    """A connection that remembers its process and the files it opened (as
+    (device, inode)), and that ``SQLiteStore.close`` can track without keeping
+    dead threads' ones alive (``sqlite3.Connection`` takes no weak references)."""
 
     pid = 0
+    file_id: tuple[int, int] = (0, 0)
+    journals: tuple[tuple[str, tuple[int, int]], ...] = ()  # (suffix, file id)
+
+
+def _file_id(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _file_problem(path: str, file_id: tuple[int, int]) -> str:
+    """How the file at ``path`` differs from the one opened as ``file_id``; "" if not."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return "was deleted"
+    if (st.st_dev, st.st_ino) != file_id:
+        return "was replaced by another file"
+    if st.st_size < HEADER_SIZE:
+        return "was emptied"
+    return ""
+
+
+def _emptied_under_others(path: str) -> bool:
+    """An empty database beside a WAL journal that holds data: the file was
+    emptied while some process (a netplugd) had it open. A new file is never
+    like that: SQLite writes its header before the journal exists."""
+    try:
+        return os.stat(path).st_size == 0 and os.stat(path + "-wal").st_size > 0
+    except FileNotFoundError:
+        return False
+
+
+def _skip_checkpoint_on_close(conn: sqlite3.Connection) -> None:
+    """Make closing ``conn`` leave the database file alone (no WAL checkpoint)."""
+    if hasattr(conn, "setconfig"):  # Python >= 3.12
+        conn.setconfig(SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, True)
+        return
+    import _sqlite3
+    import ctypes
+
+    # CPython's pysqlite_Connection keeps its ``sqlite3 *db`` right after PyObject_HEAD.
+    db = ctypes.c_void_p.from_address(id(conn) + object.__basicsize__).value
+    if not db:  # already closed
+        return
+    config = ctypes.CDLL(getattr(_sqlite3, "__file__", None)).sqlite3_db_config
+    config.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_void_p]
+    config(db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, None)
+
+
+def _remove_journals(path: str, journals: Sequence[tuple[str, tuple[int, int]]]) -> None:
+    """Delete the journals a connection opened, if they are still the ones at ``path``."""
+    for suffix, opened in journals:
+        if _file_id(path + suffix) == opened:
+            with suppress(FileNotFoundError):
+                os.unlink(path + suffix)
 
 
 def _translated(method: F) -> F:
@@ -395,6 +469,8 @@ class SQLiteStore:
         """
         try:
             conn = self._open()
+            with self._conns_lock:
+                self._conns.add(conn)  # let go of along with the others on a reset
             try:
                 yield from self._follow(conn, prefix, start_revision, timeout)
             finally:
@@ -410,6 +486,7 @@ class SQLiteStore:
         seen = None
         deadline = time.monotonic() + timeout
         while True:
+            self._check_file(conn)
             swept = self._sweep_if_due(conn)
             # data_version changes only when another connection commits: a cheap
             # "anything new?" that spares the events query on idle polls.
@@ -520,17 +597,57 @@ class SQLiteStore:
         return found is not None
 
     def _conn(self) -> sqlite3.Connection:
-        """This thread's connection, opened on first use (and again after a fork)."""
+        """This thread's connection, opened on first use (and again after a fork),
+        checked against the file at ``path`` on every use (StoreReset)."""
         local = self._local
         conn: _Connection | None = getattr(local, "conn", None)
         if conn is None or conn.pid != os.getpid():
             conn = local.conn = self._open()
             with self._conns_lock:
                 self._conns.add(conn)
+        else:
+            self._check_file(conn)
         return conn
+
+    def _check_file(self, conn: _Connection) -> None:
+        """Raise StoreReset, after letting go of this process's connections, when
+        the file at ``path`` is no longer the one ``conn`` opened."""
+        problem = _file_problem(self.path, conn.file_id)
+        if problem:
+            self._abandon()
+            raise StoreReset(
+                f"SQLite store {self.path} {problem} while this process had it open: "
+                "the old file was let go of and the next call opens the new one. If "
+                "containers of this host were recorded in the old file, run `netplugctl "
+                "recover` on each host"
+            )
+
+    def _abandon(self) -> None:
+        """Let go of every connection of this process without the checkpoint that
+        closing does, which would write the old file's pages into the new one; and
+        remove their journals, which the next opener would replay into it. Closed
+        here, not when their threads drop them: until then their locks on the
+        emptied file keep anyone from writing a new database into it."""
+        with self._conns_lock:
+            conns, self._conns = list(self._conns), weakref.WeakSet()
+            self._local = threading.local()
+        for conn in conns:
+            if conn.pid == os.getpid():
+                _skip_checkpoint_on_close(conn)
+                _remove_journals(self.path, conn.journals)
+                conn.close()
 
     def _open(self) -> _Connection:
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        if _emptied_under_others(self.path):
+            self._abandon()  # the journal may be this very process's
+            if _emptied_under_others(self.path):
+                raise StoreReset(
+                    f"SQLite store {self.path} is empty but its journal {self.path}-wal "
+                    "holds data: the file was emptied while another process (netplugd?) "
+                    "had it open. Stop that process, then run `netplugctl recover` on "
+                    "each host"
+                )
         # isolation_level=None: we issue BEGIN/COMMIT ourselves.
         conn = sqlite3.connect(
             self.path,
@@ -549,6 +666,10 @@ class SQLiteStore:
                 for statement in _SCHEMA:
                     conn.execute(statement)
                 conn.execute("COMMIT")
+            conn.file_id = _file_id(self.path) or (0, 0)
+            conn.journals = tuple(
+                (suffix, found) for suffix in JOURNALS if (found := _file_id(self.path + suffix))
+            )
         except BaseException:
             conn.close()
             raise
@@ -556,6 +677,13 @@ class SQLiteStore:
 
     def _unavailable(self, exc: Exception) -> StoreUnavailable:
         text = str(exc)
+        if getattr(exc, "sqlite_errorcode", 0) & 0xFF in (SQLITE_CORRUPT, SQLITE_NOTADB):
+            return StoreCorrupt(
+                f"SQLite store {self.path}: {text}: the file is damaged or is no netplug "
+                "store, and retrying will not help. Stop netplugd, move the file aside (keep "
+                "it for inspection) or point the store URL elsewhere, then run `netplugctl "
+                "recover` on each host to rebuild the records from its interfaces"
+            )
         if "locked" in text or "busy" in text:
             fix = (
                 f"another process held the write lock over {BUSY_TIMEOUT:g} s; retry, and "

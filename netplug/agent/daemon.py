@@ -34,7 +34,8 @@ from netplug.dns.main import arg_type, domain, event_loop_runner, host_port
 from netplug.dns.metrics import Metrics
 from netplug.dns.writer import RegistryWriter
 from netplug.host import Host
-from netplug.ipam.store.base import StoreError
+from netplug.ipam import identity
+from netplug.ipam.store.base import StoreError, StoreReset
 from netplug.ipam.store.url import DEFAULT_STORE_URL
 from netplug.names import HOST_NAME
 from netplug.net import netns, vxlan
@@ -61,6 +62,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=os.environ.get("NETPLUG_HOSTNAME") or socket.gethostname(),
         help="this host's name in the store, as the config's hostName "
         "(default: $NETPLUG_HOSTNAME, else the machine's hostname)",
+    )
+    parser.add_argument(
+        "--run-dir",
+        default="/run/netplug",
+        help="where this host remembers its store's identity, as the configs' runDir: "
+        "netplugd refuses to start on a store that was reset or replaced "
+        "(default: %(default)s)",
     )
     parser.add_argument(
         "--underlay-device", help="the VXLAN underlay interface (default: the default route's)"
@@ -123,10 +131,22 @@ async def run(args: argparse.Namespace) -> None:
         agent_metrics.reconciles.inc()
         dns.sync(view.blocks)
 
-    overlay = Overlay(host.store, host.name, on_view)
+    memory = host.store_memory(args.run_dir)
+
+    def trust() -> None:
+        """Follow only the store this host knows: a reset one keeps what is programmed."""
+        identity.check(host.store, memory)
+
+    overlay = Overlay(host.store, host.name, on_view, trust)
     # One store watch for both: the DNS follower's feeds the overlay too.
     dns = AgentDNS(
-        host.store, host.name, args.domain, upstreams, dns_metrics, on_batch=overlay.notice
+        host.store,
+        host.name,
+        args.domain,
+        upstreams,
+        dns_metrics,
+        on_batch=overlay.notice,
+        trust=trust,
     )
     server = PluginServer(
         host, agent_metrics, health=lambda: _health(host, dns, server, supervisor)
@@ -137,6 +157,7 @@ async def run(args: argparse.Namespace) -> None:
     http = None
     try:
         host.store.status()
+        identity.verify(host.store, memory)
         server.start()  # first: a second agent in this namespace fails here
         # pyroute2's blocking API refuses a thread that runs an event loop.
         vtep = await asyncio.to_thread(_vtep, args.underlay_device)
@@ -204,6 +225,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         event_loop_runner()(run(args))  # uvloop: the DNS containers use is served here
+    except StoreReset as e:
+        log.error("refusing to start: %s", e)
+        return 1
     except StoreError as e:
         log.error("store %s is unusable: %s", args.store, e)
         return 1

@@ -61,6 +61,7 @@ class AgentDNS:
         metrics: Metrics,
         port: int = DNS_PORT,
         on_batch: Callable[[list[Event] | None], None] | None = None,
+        trust: Callable[[], object] | None = None,
     ) -> None:
         self.host, self.port = host, port
         self.upstreams = upstreams
@@ -70,6 +71,7 @@ class AgentDNS:
             self.server.update,
             on_status=lambda up: metrics.store_up.set(int(up)),
             on_batch=on_batch,
+            trust=trust,
         )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wanted: list[Listener] = []

@@ -61,14 +61,23 @@ def read_view(store: Store) -> View:
 
 class Overlay:
     def __init__(
-        self, store: Store, host: str, on_view: Callable[[View], None] | None = None
+        self,
+        store: Store,
+        host: str,
+        on_view: Callable[[View], None] | None = None,
+        trust: Callable[[], object] | None = None,
     ) -> None:
         self.store, self.host = store, host
         self.on_view = on_view  # told every view reconciled (the agent's DNS follows it)
+        # Raises StoreError when the store must not be followed (it was reset): an
+        # emptied store would otherwise remove every peer and DNS listener.
+        self.trust = trust
         self._changed = threading.Event()
 
     def reconcile(self) -> View:
         """Make every local VXLAN device's peers match the store; returns what was read."""
+        if self.trust is not None:
+            self.trust()
         view = read_view(self.store)
         with netns.handle() as ipr:
             for network, vteps in view.vteps.items():

@@ -9,14 +9,18 @@ earlier ones find nothing.
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
+import math
 from contextlib import ExitStack
+from dataclasses import asdict
 from ipaddress import IPv4Network, IPv6Network, ip_interface, ip_network
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from netplug.cni import errors
+from netplug.cni import errors, local_records
 from netplug.cni.attachment import allocate, pools, record_network
 from netplug.cni.errors import CNIError
 from netplug.cni.host_paths import container_netns, require_run_dir
@@ -24,8 +28,9 @@ from netplug.cni.netconf import NetConf
 from netplug.cni.request import Request
 from netplug.cni.result import DNS, Interface, IPConfig, Result, Route, from_json
 from netplug.host import Host
-from netplug.ipam import vteps
+from netplug.ipam import identity, vteps
 from netplug.ipam.allocations import Allocation, Attachment
+from netplug.ipam.networks import NetworkRecord
 from netplug.ipam.pending import PendingReleases
 from netplug.ipam.plugin import cmd_status
 from netplug.ipam.store.base import StoreUnavailable
@@ -72,6 +77,14 @@ def cmd_add(req: Request, host: Host) -> Result:
         network = record_network(conf, host)
         attachment = allocate(req, host)
         undo.callback(_quietly, "release addresses", _release_or_defer, req, host)
+        host_end = veth.host_veth_name(req.container_id, req.ifname)
+        _require_unheld(conf, host, attachment, host_end)
+        # The host's own copy: what `netplugctl recover` rebuilds a reset store from.
+        local_records.write(conf.run_dir, host.name, attachment, host_end)
+        forget = functools.partial(
+            local_records.remove, conf.run_dir, host.name, conf.name, host_end
+        )
+        undo.callback(_quietly, "forget the local record", forget)
         under, mtu = _underlay_and_mtu(ipr, conf, host)
         br = bridge.ensure_bridge(
             ipr,
@@ -85,9 +98,10 @@ def cmd_add(req: Request, host: Host) -> Result:
         # Reading a sysctl costs more as a namespace's interfaces grow (the kernel
         # compares names along the way): an agent looks once per SEEN_TTL.
         host.remembered(("forwarding", ipv6), SEEN_TTL, lambda: sysctl.enable_forwarding(ipv6))
+        vtep = None
         if under is not None:  # else a single host: no overlay
-            _ensure_overlay(ipr, conf, host, under, network.vni, mtu, attachment)
-        host_end = veth.host_veth_name(req.container_id, req.ifname)
+            vtep = _ensure_overlay(ipr, conf, host, under, network.vni, mtu, attachment)
+        _keep_network(conf, host, network, vtep)
         # Undo registered first: create_pair can fail after the kernel made the pair.
         undo.callback(_quietly, "delete veth", links.delete, rt, host_end)
         pair = veth.create_pair(rt, crt, container, host_end, req.ifname, mtu, br.index)
@@ -121,14 +135,27 @@ def _ensure_overlay(
     vni: int,
     mtu: int,
     attachment: Attachment,
-) -> None:
+) -> dict:
     """The network's VXLAN device (shared: never rolled back) on VNI ``vni``, and
-    this host's VTEP record."""
+    this host's VTEP record, which it returns."""
     block_addresses = [ip_interface(a.block.network_address) for a in attachment.allocations]
     device = vxlan.ensure_vxlan(
         ipr, vni, conf.vxlan.port, under, mtu, block_addresses, host.addresses_ensured
     )
-    vteps.publish(host.store, conf.name, host.name, str(under.address), device.mac, vni)
+    vtep = {"vtep": str(under.address), "mac": device.mac, "vni": vni}
+    vteps.publish(host.store, conf.name, host.name, **vtep)
+    return vtep
+
+
+def _keep_network(conf: NetConf, host: Host, network: NetworkRecord, vtep: dict | None) -> None:
+    """The host's copy of its network and VTEP records, for `netplugctl recover`;
+    an agent writes it once per change."""
+    kept = {"network": asdict(network), "vtep": vtep}
+    host.remembered(
+        ("kept network", conf.run_dir, conf.name, json.dumps(kept, sort_keys=True)),
+        math.inf,
+        lambda: local_records.write_network(conf.run_dir, host.name, conf.name, kept),
+    )
 
 
 def _settle_pending_releases(conf: NetConf, host: Host) -> None:
@@ -136,6 +163,22 @@ def _settle_pending_releases(conf: NetConf, host: Host) -> None:
     pending = PendingReleases(conf.run_dir, host.name)
     if pending:
         pending.replay(host.ipam)
+
+
+def _require_unheld(conf: NetConf, host: Host, attachment: Attachment, host_end: str) -> None:
+    """Refuse an address the store handed out while a live container of this host
+    holds it: the store lost that container's records (reset, restored from an
+    old copy, edited by hand). One readlink per address, plus an ioctl on a hit."""
+    for a in attachment.allocations:
+        holder = local_records.holder(conf.run_dir, host.name, conf.name, a.address.ip)
+        if holder is not None and holder != host_end and links.index(holder) is not None:
+            raise CNIError(
+                errors.STORE_RESET,
+                f"store was reset or replaced: it handed out {a.address.ip}, which a running "
+                f"container of host {host.name} holds (host veth {holder}): its records are "
+                "missing from the store. Nothing was changed; run "
+                f"`{identity.recover_command(host.store_memory(conf.run_dir))}`",
+            )
 
 
 def _require_new_interface(req: Request, container: int) -> None:
@@ -207,6 +250,8 @@ def cmd_del(req: Request, host: Host) -> None:
         _attempt(failures, _delete_host_end, req)
     if _release_or_defer(req, host) and conf.ip_masq:
         _attempt(failures, _drop_masq_when_unused, conf, host)
+    host_end = veth.host_veth_name(req.container_id, req.ifname)
+    _attempt(failures, local_records.remove, conf.run_dir, host.name, conf.name, host_end)
     if failures:
         raise failures[0]
 
@@ -354,9 +399,13 @@ def cmd_gc(req: Request, host: Host) -> None:
     for attachment in host.ipam.attachments(conf.name):
         if (attachment.container_id, attachment.ifname) not in valid:
             log.info("GC: releasing %s/%s", attachment.container_id, attachment.ifname)
-            _attempt(
+            if _attempt(
                 failures, host.ipam.release, conf.name, attachment.container_id, attachment.ifname
-            )
+            ):
+                host_end = veth.host_veth_name(attachment.container_id, attachment.ifname)
+                _attempt(
+                    failures, local_records.remove, conf.run_dir, host.name, conf.name, host_end
+                )
     _attempt(failures, _delete_stale_veths, conf, valid)
     if conf.ip_masq:
         _attempt(failures, _drop_masq_when_unused, conf, host)

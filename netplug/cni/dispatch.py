@@ -21,8 +21,9 @@ from netplug.cni.netconf import NetConf, parse_netconf
 from netplug.cni.request import ConfParser, Request, parse_request, version_reply
 from netplug.cni.result import Result, to_json
 from netplug.host import Host
+from netplug.ipam import identity
 from netplug.ipam.allocations import IPAMError
-from netplug.ipam.store.base import StoreUnavailable
+from netplug.ipam.store.base import StoreCorrupt, StoreReset, StoreUnavailable
 from netplug.locks import LockTimeout
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,11 @@ def handle(plugin: Plugin, env: Mapping[str, str], stdin: bytes, host_for: HostF
         host = _translated(plugin, req, host_for, req.conf)
         if host is None:
             return Reply(b"", 0, declined="the call names another store or host")
+        memory = host.store_memory(req.conf.run_dir)
+        unknown = _check_store(plugin, req, host, memory)
         result = _translated(plugin, req, plugin.commands[req.command], req, host)
+        if unknown:
+            _adopt_store(host, memory)
         output = b"" if result is None else _dump(to_json(result, req.cni_version))
         return _done(req, started, output, 0, "ok")
     except Exception as e:
@@ -79,12 +84,36 @@ def _bug(e: Exception, env: Mapping[str, str]) -> CNIError:
     return CNIError(errors.INTERNAL, f"internal error: {e!r}")
 
 
+def _check_store(plugin: Plugin, req: Request, host: Host, memory: identity.HostMemory) -> bool:
+    """Refuse a store that was reset or replaced before the command changes
+    anything (STATUS reports it as the spec's "cannot serve ADD", 50); whether
+    the host has yet to adopt the store's identity."""
+    try:
+        return _translated(plugin, req, identity.check, host.store, memory)
+    except CNIError as e:
+        if req.command == "STATUS":
+            raise CNIError(errors.NOT_AVAILABLE, e.msg) from e
+        raise
+
+
+def _adopt_store(host: Host, memory: identity.HostMemory) -> None:
+    """After a call that succeeded: a failure here is the next call's to meet."""
+    try:
+        identity.adopt(host.store, memory)
+    except (StoreUnavailable, OSError) as e:
+        log.warning("could not remember store %s for host %s: %s", host.store.url, host.name, e)
+
+
 def _translated(plugin: Plugin, req: Request, func, *args):
     """``func(*args)`` with every foreign error turned into a CNIError."""
     try:
         return func(*args)
     except CNIError:
         raise
+    except StoreReset as e:
+        raise CNIError(errors.STORE_RESET, str(e)) from e
+    except StoreCorrupt as e:
+        raise CNIError(errors.STORE_CORRUPT, f"store is corrupt: {e}") from e
     except (StoreUnavailable, LockTimeout) as e:
         raise CNIError(errors.TRY_AGAIN_LATER, f"try again later: {e}") from e
     except IPAMError as e:

@@ -25,6 +25,9 @@ TRY_AGAIN_LATER = 11
 NOT_AVAILABLE = 50
 LIMITED_CONNECTIVITY = 51
 INTERNAL = 999  # libcni's ErrInternal: anything unexpected
+# netplug's own (the spec leaves 100+ to plugins); 100-103 are the IPAM's and ADD's.
+STORE_RESET = 104  # the store was emptied or replaced: `netplugctl recover`
+STORE_CORRUPT = 105  # the store's data is damaged: not worth retrying
 
 _JSON_TYPES = {
     str: "a string",

@@ -1,12 +1,13 @@
 """netplugctl: look at and repair netplug's state.
 
-Reads the store directly (any host can run it); ``gc`` and ``install`` act on
-the host it runs on. Tables for people, ``--json`` for scripts.
+Reads the store directly (any host can run it); ``gc``, ``recover`` and
+``install`` act on the host it runs on. Tables for people, ``--json`` for scripts.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -14,7 +15,7 @@ import time
 from pathlib import Path
 
 from netplug.agent import client
-from netplug.ctl import install
+from netplug.ctl import install, recover
 from netplug.ctl.tables import render
 from netplug.dns import keys as dns_keys
 from netplug.ipam import hosts, inventory
@@ -213,6 +214,27 @@ def _namespace_gone(attachment: Attachment) -> bool:
     return False
 
 
+def cmd_recover(store: Store, args: argparse.Namespace) -> int:
+    """Rebuild this host's records in a reset or replaced store (see ctl/recover.py)."""
+    rows = recover.recover(store, args.host_name, args.run_dir, recover.host_veths())
+    columns = ["network", "container", "ifname", "addresses", "veth", "state"]
+    render([dataclasses.asdict(row) for row in rows], columns, as_json=args.json)
+    conflicts = sum(row.conflict for row in rows)
+    if conflicts:
+        print(
+            f"netplugctl: {conflicts} conflict(s): host {args.host_name} still refuses "
+            f"store {store.url}; resolve them and run recover again",
+            file=sys.stderr,
+        )
+        return 1
+    print(
+        f"restored {sum(row.state == recover.RESTORED for row in rows)} attachment(s); "
+        f"host {args.host_name} uses store {store.url} again",
+        file=sys.stderr,
+    )
+    return 0
+
+
 def cmd_install(args: argparse.Namespace) -> int:
     bin_dir = Path(args.bin_dir)
     written = install.install_plugins(bin_dir)
@@ -245,6 +267,7 @@ STORE_COMMANDS = {
     "names": cmd_names,
     "hosts": cmd_hosts,
     "gc": cmd_gc,
+    "recover": cmd_recover,
 }
 
 
@@ -305,6 +328,10 @@ def parser() -> argparse.ArgumentParser:
     gc = sub.add_parser("gc", help="release this host's attachments whose container is gone")
     gc.add_argument("--network", type=NETWORK_NAME, help="only this network")
     gc.add_argument("--dry-run", action="store_true", help="list, release nothing")
+    rec = sub.add_parser(
+        "recover", help="rebuild this host's records in a store that was reset or replaced"
+    )
+    rec.add_argument("--run-dir", default="/run/netplug", help="the configs' runDir (%(default)s)")
     ins = sub.add_parser("install", help="install the plugins and a conflist for runtimes")
     ins.add_argument("--bin-dir", default="/opt/cni/bin", help="CNI plugin dir (%(default)s)")
     ins.add_argument("--conf-dir", default="/etc/cni/net.d", help="CNI config dir (%(default)s)")

@@ -165,6 +165,8 @@ class NetplugHost:
             self.store,
             "--host-name",
             self.host_name,
+            "--run-dir",
+            str(self.run_dir),
             *(extra or ("--upstream", "none")),
         ]
         log = self.workdir / "netplugd.log"

@@ -100,6 +100,31 @@ def test_version_needs_no_host():
     assert json.loads(reply.stdout)["cniVersion"] == "0.4.0"
 
 
+def test_a_store_reset_under_the_host_is_refused_before_the_command_runs(tmp_path, host):
+    ran = []
+    assert run(lambda req, h: ran.append(req.command), tmp_path, host).exit_code == 0
+    host.store.delete("/netplug/", prefix=True)  # the store was emptied
+    for command in ("ADD", "DEL", "STATUS"):
+        plugin = Plugin({command: lambda req, h: ran.append(req.command)})
+        stdin = conf(tmp_path, version="1.1.0")  # STATUS is 1.1.0's
+        reply = handle(plugin, {**ENV, "CNI_COMMAND": command}, stdin, lambda c: host)
+        error = json.loads(reply.stdout)
+        assert error["code"] == (50 if command == "STATUS" else 104)
+        assert "netplugctl" in error["msg"] and "recover" in error["msg"]
+    assert ran == ["ADD"]
+    assert host.store.range("/netplug/", prefix=True).kvs == []
+
+
+def test_a_corrupt_store_is_its_own_code(tmp_path, host):
+    from netplug.ipam.store.base import StoreCorrupt
+
+    def corrupt(req, h):
+        raise StoreCorrupt("damaged")
+
+    error = json.loads(run(corrupt, tmp_path, host).stdout)
+    assert error["code"] == 105 and "damaged" in error["msg"]
+
+
 def test_an_unexpected_error_outside_the_commands_is_code_999_with_its_traceback(
     tmp_path, host, caplog
 ):

@@ -13,7 +13,14 @@ import pytest
 from store_testing import KEYS, claim_all, collect, results_of_children, summary, wait_until
 
 from netplug.ipam.store import sqlite as sqlite_module
-from netplug.ipam.store.base import Compacted, Compare, Put, StoreUnavailable
+from netplug.ipam.store.base import (
+    Compacted,
+    Compare,
+    Put,
+    StoreCorrupt,
+    StoreReset,
+    StoreUnavailable,
+)
 from netplug.ipam.store.sqlite import SQLiteStore
 
 
@@ -130,11 +137,54 @@ def test_unopenable_path_is_unavailable(tmp_path) -> None:
         next(store.watch("", 0, timeout=0.05))
 
 
-def test_not_a_database_is_unavailable(tmp_path) -> None:
+def test_not_a_database_is_corrupt_not_transient(tmp_path) -> None:
     bad = tmp_path / "bad.db"
     bad.write_bytes(b"x" * 4096)
-    with pytest.raises(StoreUnavailable, match="integrity"):
+    with pytest.raises(StoreCorrupt, match=r"not a database.*move the file aside"):
         SQLiteStore(str(bad)).status()
+
+
+def test_malformed_image_is_corrupt(store, path) -> None:
+    for i in range(200):
+        store.put(f"/k/{i:03}", b"v" * 200)
+    store.close()  # checkpoints every page into the file
+    with open(path, "r+b") as f:  # keep page 1 (the header), ruin the others
+        f.seek(4096)
+        f.write(b"\xff" * (Path(path).stat().st_size - 4096))
+    with pytest.raises(StoreCorrupt, match="malformed"):
+        SQLiteStore(path).range("/k/", prefix=True)
+
+
+def test_emptied_file_is_let_go_of_without_writing_the_old_pages_into_it(store, path) -> None:
+    for i in range(50):
+        store.put(f"/k/{i:02}", b"v" * 200)
+    watch = store.watch("/k/", 0, timeout=0.05)
+    assert next(watch) == []
+    Path(path).write_bytes(b"")  # truncated under two open connections
+    other = SQLiteStore(path)  # another process, while this one holds the old journal
+    with pytest.raises(StoreReset, match=r"empty but its journal.*netplugctl recover"):
+        other.status()
+    with pytest.raises(StoreReset, match="was emptied while this process had it open"):
+        store.put("/k/new", b"x")
+    with pytest.raises(StoreReset):
+        next(watch)
+    assert not Path(path + "-wal").exists()
+    # The next call opens the emptied file as a new, empty store: none of the old
+    # pages came back (a checkpoint on close would have written them into it).
+    assert store.range("/k/", prefix=True).kvs == []
+    assert other.status() == 0
+    other.close()
+
+
+def test_replaced_file_is_let_go_of_and_the_new_one_used(store, path, tmp_path) -> None:
+    store.put("/k/old", b"1")
+    replacement = SQLiteStore(str(tmp_path / "other.db"))
+    replacement.put("/k/new", b"2")
+    replacement.close()
+    Path(tmp_path / "other.db").replace(path)
+    with pytest.raises(StoreReset, match="replaced by another file"):
+        store.get("/k/old")
+    assert [kv.key for kv in store.range("/k/", prefix=True).kvs] == ["/k/new"]
 
 
 def test_write_lock_held_too_long_is_unavailable(store, path, monkeypatch) -> None:

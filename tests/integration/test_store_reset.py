@@ -1,0 +1,189 @@
+"""A store emptied under running containers is refused (code 104) until
+`netplugctl recover` rebuilds the host's records; a corrupt store answers 105,
+not "try again later". With and without netplugd."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from netplug_env import BIN, NetplugHost, eventually, ping
+
+pytestmark = pytest.mark.netns
+
+RUNNING = 10  # containers that live through the reset (the issue saw it with 40)
+
+
+def addresses(result: dict) -> set[str]:
+    return {ip["address"] for ip in result["ips"]}
+
+
+def netplugctl(host: NetplugHost, *args: str) -> subprocess.CompletedProcess:
+    argv = ["ip", "netns", "exec", host.netns, str(BIN / "netplugctl")]
+    argv += ["--store", host.store, "--host-name", host.host_name, *args]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60)
+
+
+def test_emptied_store_is_refused_until_recover_rebuilds_it(netplug_host, containers) -> None:
+    host, conf = netplug_host, netplug_host.conf()
+    running = {f"old{i}": containers() for i in range(RUNNING)}
+    held = {cid: addresses(host.add(conf, cid, ns)) for cid, ns in running.items()}
+    veths = host.veths()
+
+    os.truncate(host.db, 0)
+    refused = host.call("ADD", conf, container_id="new0", netns=containers())
+    assert refused.code == 104, refused.stdout
+    assert "netplugctl" in refused.out["msg"] and "recover" in refused.out["msg"]
+    assert host.veths() == veths  # nothing leaked on the host...
+    assert host.records("/netplug/attachments/") == {}  # ...nor in the store
+
+    done = netplugctl(host, "--json", "recover", "--run-dir", str(host.run_dir))
+    assert done.returncode == 0, done.stderr
+    rows = {row["container"]: row for row in json.loads(done.stdout)}
+    assert rows.pop("-")["state"] == "restored"  # the network's record
+    assert {cid: row["state"] for cid, row in rows.items()} == dict.fromkeys(held, "restored")
+    again = netplugctl(host, "--json", "recover", "--run-dir", str(host.run_dir))
+    assert {row["state"] for row in json.loads(again.stdout)} == {"present"}  # idempotent
+
+    fresh = [addresses(host.add(conf, f"new{i}", containers())) for i in range(RUNNING)]
+    taken = [a for found in (*held.values(), *fresh) for a in found]
+    assert len(taken) == len(set(taken)) == 2 * RUNNING  # no address handed out twice
+
+    host.delete(conf, "old0", running["old0"])  # a pre-reset container leaves cleanly
+    assert not any("/old0/" in key for key in host.records("/netplug/attachments/"))
+
+
+def test_an_address_a_live_container_holds_is_refused_when_the_store_lost_it(
+    netplug_host, containers
+) -> None:
+    host, conf = netplug_host, netplug_host.conf()
+    held = host.add(conf, "c1", containers())["ips"][0]["address"].split("/")[0]
+    # The store loses c1's records but keeps its identity (restored from an older copy).
+    from netplug.ipam.store.sqlite import SQLiteStore
+
+    store = SQLiteStore(str(host.db))
+    for prefix in ("/netplug/attachments/", "/netplug/ips/"):
+        store.delete(prefix, prefix=True)
+    store.close()
+    veths = host.veths()
+    refused = host.call(
+        "ADD", conf, container_id="c2", netns=containers(), env={"CNI_ARGS": f"IP={held}"}
+    )
+    assert refused.code == 104, refused.stdout
+    assert f"handed out {held}, which a running container" in refused.out["msg"]
+    assert "recover" in refused.out["msg"]
+    assert host.veths() == veths
+    assert host.records("/netplug/ips/") == {}  # the refused claim was undone
+
+
+def resolves(host: NetplugHost, client: str, server: str, name: str) -> str:
+    cmd = ["ip", "netns", "exec", client, "dig", f"@{server}", "+short", "+tries=1", "+time=1"]
+    return subprocess.run([*cmd, name], capture_output=True, text=True, timeout=10).stdout.strip()
+
+
+def test_agent_keeps_dns_and_peers_of_a_store_emptied_under_it(plain_host, containers) -> None:
+    host, conf = plain_host, plain_host.conf()
+    with host.agent():
+        web = host.add(conf, "web", containers(), env={"CNI_ARGS": "K8S_POD_NAME=web"})
+        address = web["ips"][0]["address"].split("/")[0]
+        gateway = web["ips"][0]["gateway"]
+        client = containers()
+        host.add(conf, "client", client)
+        name = "web.blue.netplug.internal"
+        assert eventually(lambda: resolves(host, client, gateway, name) == address)
+
+        os.truncate(host.db, 0)
+        assert host.call("ADD", conf, container_id="c3", netns=containers()).code == 104
+        # An agent that followed the emptied store would drop the name (and the
+        # gateway's listener) within its first retry, 0.2 s: it must hold on.
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            assert resolves(host, client, gateway, name) == address
+
+
+def test_agent_refuses_to_start_on_an_emptied_store(plain_host, containers) -> None:
+    conf = plain_host.conf()
+    plain_host.add(conf, "c1", containers())
+    os.truncate(plain_host.db, 0)
+    with pytest.raises(RuntimeError, match="exited with 1"), plain_host.agent():
+        pass
+    assert "netplugctl" in plain_host.agent_log() and "recover" in plain_host.agent_log()
+
+
+def malformed_image(path: Path) -> None:
+    """A store whose header is valid and whose other pages are ruined."""
+    from netplug.ipam.store.sqlite import SQLiteStore
+
+    store = SQLiteStore(str(path))
+    for i in range(200):
+        store.put(f"/netplug/filler/{i:03}", b"v" * 200)
+    store.close()
+    with open(path, "r+b") as f:
+        f.seek(4096)
+        f.write(b"\xff" * (path.stat().st_size - 4096))
+
+
+def garbage(path: Path) -> None:
+    path.write_bytes(os.urandom(8192))
+
+
+@pytest.mark.parametrize("damage", [garbage, malformed_image])
+def test_corrupt_store_is_its_own_error_not_try_again(netplug_host, containers, damage) -> None:
+    host, conf = netplug_host, netplug_host.conf()
+    bad = host.workdir / "bad.db"
+    damage(bad)
+    bad.replace(host.db)  # a running agent sees its file replaced
+    veths = host.veths()
+    # The first call may be the agent letting go of the file it had open (104).
+    outcomes = [host.call("ADD", conf, container_id=f"c{i}", netns=containers()) for i in (1, 2)]
+    assert outcomes[-1].code == 105, outcomes[-1].stdout
+    assert {o.code for o in outcomes} <= {104, 105}
+    assert "retrying will not help" in outcomes[-1].out["msg"]
+    assert host.veths() == veths
+
+
+def test_recover_reports_a_conflicting_block_and_keeps_refusing(plain_host, containers) -> None:
+    host, conf = plain_host, plain_host.conf()
+    first = host.add(conf, "c1", containers())
+    block = first["ips"][0]["address"].rsplit(".", 1)[0] + ".0/24"
+    os.truncate(host.db, 0)
+    from netplug.ipam.store.sqlite import SQLiteStore
+
+    store = SQLiteStore(str(host.db))
+    store.put(f"/netplug/blocks/blue/{block}", b'{"host":"node-2"}')
+    store.close()
+    done = netplugctl(host, "recover", "--run-dir", str(host.run_dir))
+    assert done.returncode == 1
+    assert "held by host node-2" in done.stdout
+    assert host.call("ADD", conf, container_id="c2", netns=containers()).code == 104
+
+
+@pytest.mark.parametrize("lab", ["sqlite"], indirect=True)
+def test_recover_on_every_host_brings_the_overlay_back_whole(lab) -> None:
+    lab.up(2, lab.store_kind)
+    lab.run_container("host1", "a")
+    b = lab.run_container("host2", "b").split("/")[0]
+    assert eventually(lambda: ping(lab.container_netns("a"), b))
+
+    os.truncate(lab.dir / "netplug.db", 0)
+
+    def recovered(host: str) -> bool:
+        state = lab.state.load()
+        argv = ["ip", "netns", "exec", state["hosts"][host]["netns"], str(BIN / "netplugctl")]
+        argv += ["--store", state["store"], "--host-name", host, "recover"]
+        argv += ["--run-dir", str(lab.dir / host / "run")]
+        return subprocess.run(argv, capture_output=True, timeout=60).returncode == 0
+
+    # Each agent lets go of the emptied file at its next look (10 ms) first.
+    assert all(eventually(lambda h=h: recovered(h)) for h in ("host1", "host2"))
+    # A new ADD republishes host1's VTEP; host1's overlay then rebuilds its peers
+    # from the store, which must hold host2's VTEP again for b to stay reachable.
+    c = lab.run_container("host1", "c").split("/")[0]
+    assert eventually(lambda: ping(lab.container_netns("c"), b))
+    assert eventually(lambda: ping(lab.container_netns("b"), c))
+    assert ping(lab.container_netns("a"), b)
