@@ -2,7 +2,8 @@
 
 - ``Gateway.call``: one unary request over this thread's keep-alive
   connection, failing over to the next endpoint when one cannot be reached,
-  within ``ATTEMPT_TIMEOUT`` per attempt and ``TOTAL_TIMEOUT`` in all.
+  within ``ATTEMPT_TIMEOUT`` per attempt and ``TOTAL_TIMEOUT`` in all; for
+  ``DOWN_HOLD`` after a call found every endpoint down, a call tries each once.
 - ``WatchStream``: one streamed ``/v3/watch`` on a connection of its own,
   read message by message with a timeout that leaves the stream usable.
 
@@ -33,6 +34,10 @@ if TYPE_CHECKING:
 ATTEMPT_TIMEOUT = 2.0  # seconds: one connection attempt, or one request and its answer
 TOTAL_TIMEOUT = 4.5  # seconds: a call gives up after this, whatever it tried
 RETRY_WINDOW = 1.0  # seconds: how long quick failures (refused) are tried again
+# Seconds after a call found every endpoint down during which a call tries each endpoint
+# once, without RETRY_WINDOW's rounds: one CNI call often makes several store calls (the
+# identity check, then the command), and each would otherwise wait out the same outage.
+DOWN_HOLD = 0.5
 # gRPC codes that etcd answers while it elects a leader or restarts: worth another try.
 _TRANSIENT = {14}  # UNAVAILABLE (no leader, leader changed, stopping)
 
@@ -75,6 +80,7 @@ class Gateway:
         self._local = threading.local()
         self._conns: weakref.WeakSet[Connection] = weakref.WeakSet()
         self._lock = threading.Lock()
+        self._down: float | None = None  # when a call last found every endpoint down
         scheme = "https" if tls else "http"
         self.names = ",".join(f"{scheme}://{hostport(h, p)}" for h, p in self.endpoints)
 
@@ -83,6 +89,7 @@ class Gateway:
         refused it, ``StoreUnavailable`` if no endpoint answered in time."""
         payload = json.dumps(body, separators=(",", ":")).encode()
         started = time.monotonic()
+        retry_window = 0.0 if self._just_down(started) else RETRY_WINDOW
         deadline = started + self.total_timeout
         failures: list[str] = []
         backoff = 0.05
@@ -102,6 +109,7 @@ class Gateway:
                 reply = _decode(data, status)
                 error = error_of(reply)
                 if error is None:
+                    self._down = None
                     return reply
                 if error.code not in _TRANSIENT:
                     raise error
@@ -124,11 +132,11 @@ class Gateway:
                     raise self.unavailable(failures, unknown=True) from e
             now = time.monotonic()
             if now >= deadline:
-                raise self.unavailable(failures)
+                raise self._all_down(failures)
             # A full round of failures: pause, then try them all again (for a while).
             if len(failures) % len(self.endpoints) == 0:
-                if refused_tls or now - started > RETRY_WINDOW or now + backoff >= deadline:
-                    raise self.unavailable(failures)
+                if refused_tls or now - started > retry_window or now + backoff >= deadline:
+                    raise self._all_down(failures)
                 time.sleep(backoff)
                 backoff *= 2
 
@@ -171,6 +179,15 @@ class Gateway:
             f"etcd at {self.names} cannot be reached ({seen}): start etcd or fix the "
             "store URL (etcd://HOST:PORT[,HOST:PORT]), then try again later"
         )
+
+    def _all_down(self, failures: list[str]) -> StoreUnavailable:
+        """The error for a call that no endpoint answered, remembered for DOWN_HOLD."""
+        self._down = time.monotonic()
+        return self.unavailable(failures)
+
+    def _just_down(self, now: float) -> bool:
+        down = self._down
+        return down is not None and now - down < DOWN_HOLD
 
     def close(self) -> None:
         """Close this process's connections; the next call opens new ones."""

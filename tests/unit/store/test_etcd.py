@@ -17,6 +17,7 @@ from store_testing import KEYS, claim_all, collect, results_of_children, summary
 
 from netplug.ipam.store.base import Compacted, Compare, Delete, Put, StoreUnavailable
 from netplug.ipam.store.etcd import EtcdStore
+from netplug.ipam.store.etcd_gateway import DOWN_HOLD, RETRY_WINDOW
 from netplug.ipam.store.url import open_store
 
 from etcd_server import EtcdProcess, start_etcd
@@ -215,6 +216,24 @@ def test_unreachable_etcd_is_unavailable_quickly_and_says_what_to_do() -> None:
     assert f"{LOOPBACK}:{port}" in str(error)
     assert "connection refused" in str(error)
     assert "try again later" in str(error)
+
+
+def test_calls_right_after_an_outage_was_found_try_once() -> None:
+    """A CNI call makes several store calls (identity check, then the command): only
+    the first waits the outage out; the next, within DOWN_HOLD, tries each endpoint
+    once (so it would still see etcd come back) and gives up at once."""
+    with socket.socket() as s:
+        s.bind((LOOPBACK, 0))
+        port = s.getsockname()[1]
+    store = open_store(f"etcd://{LOOPBACK}:{port}")
+    took, error = elapsed(store.get, "a")
+    assert isinstance(error, StoreUnavailable) and took >= RETRY_WINDOW, (took, error)
+    took, error = elapsed(store.put, "a", b"1")
+    assert isinstance(error, StoreUnavailable) and took < 0.1, (took, error)
+    assert "connection refused" in str(error)
+    time.sleep(DOWN_HOLD)
+    took, error = elapsed(store.get, "a")  # tried again, in full
+    assert isinstance(error, StoreUnavailable) and took >= RETRY_WINDOW, (took, error)
 
 
 def test_silent_endpoints_time_out_within_five_seconds() -> None:
