@@ -15,7 +15,7 @@ import json
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address, ip_address
 
-from netplug.cni.netconf import is_dns_label
+from netplug.names import is_dns_label
 
 Address = IPv4Address | IPv6Address
 

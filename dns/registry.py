@@ -25,12 +25,12 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_net
 from types import MappingProxyType
 from typing import TypeVar
 
-from netplug.cni.netconf import is_dns_label
 from netplug.dns import keys
 from netplug.dns.records import InvalidRegistration, Registration, decode_registration
 from netplug.ipam.allocations import Attachment
 from netplug.ipam.keys import decode
 from netplug.ipam.store.base import Event, KeyValue
+from netplug.names import is_dns_label
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Rules for the names netplug writes into store keys and paths.
+"""Rules for the names netplug writes into store keys and paths, and for DNS labels.
 
 A container ID, a network name or a host name becomes one component of a key
 (``/netplug/attachments/<network>/<host>/<container>/<ifname>``) and, for the
@@ -6,7 +6,9 @@ network and the host, of a path under ``runDir``. A "/" in one would nest its
 records under another name's ("h1/evil" would list as host h1's and show a
 phantom host "evil"), and "." or ".." would climb out of ``runDir``: so every
 such name is checked against these rules where it enters netplug (the CNI
-config and variables, netplugd's and netplugctl's options).
+config and variables, netplugd's and netplugctl's options). DNS labels have
+rules of their own (``is_dns_label``), shared by the CNI config and the DNS
+server, neither of which imports the other.
 
 Standard library only, nothing imported: the CNI request parser loads it.
 """
@@ -33,6 +35,18 @@ def is_id(s: str) -> bool:
 def is_host_name(s: str) -> bool:
     """True when `s` can name a host in the store (see HOST_NAME_RULE)."""
     return len(s) <= HOST_NAME_MAX and is_id(s)
+
+
+def is_dns_label(s: str) -> bool:
+    """True when `s` is a DNS label (RFC 1123): 1-63 ASCII letters, digits or hyphens,
+    neither starting nor ending with a hyphen. Case-insensitive."""
+    return (
+        0 < len(s) <= 63
+        and s.isascii()
+        and s.replace("-", "a").isalnum()
+        and not s.startswith("-")
+        and not s.endswith("-")
+    )
 
 
 def cli_type(is_valid: Callable[[str], bool], what: str, rule: str) -> Callable[[str], str]:

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import logging
 
-from netplug.cni.netconf import NetConf, is_dns_label
+from netplug.cni.netconf import NetConf
 from netplug.cni.request import Request
 from netplug.host import Host
 from netplug.ipam.allocations import Attachment, Pool
 from netplug.ipam.blocks import Address
 from netplug.ipam.networks import NetworkRecord, ensure_network
+from netplug.names import is_dns_label
 
 log = logging.getLogger(__name__)
 

@@ -42,7 +42,7 @@ from netplug.cni.errors import (
     required_field,
     show,
 )
-from netplug.names import HOST_NAME_RULE, ID_RULE, is_host_name, is_id
+from netplug.names import HOST_NAME_RULE, ID_RULE, is_dns_label, is_host_name, is_id
 
 SUPPORTED_VERSIONS = ("0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
 # Spec: "assume 0.2.0 when cniVersion is missing".
@@ -106,18 +106,6 @@ class NetConf:
     def __post_init__(self) -> None:
         if not self.bridge:
             object.__setattr__(self, "bridge", default_bridge(self.name))
-
-
-def is_dns_label(s: str) -> bool:
-    """True when `s` is a DNS label (RFC 1123): 1-63 ASCII letters, digits or hyphens,
-    neither starting nor ending with a hyphen. Case-insensitive."""
-    return (
-        0 < len(s) <= 63
-        and s.isascii()
-        and s.replace("-", "a").isalnum()
-        and not s.startswith("-")
-        and not s.endswith("-")
-    )
 
 
 def default_bridge(name: str) -> str:

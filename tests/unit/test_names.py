@@ -4,7 +4,14 @@ import argparse
 
 import pytest
 
-from netplug.names import HOST_NAME, HOST_NAME_MAX, NETWORK_NAME, is_host_name, is_id
+from netplug.names import (
+    HOST_NAME,
+    HOST_NAME_MAX,
+    NETWORK_NAME,
+    is_dns_label,
+    is_host_name,
+    is_id,
+)
 
 
 @pytest.mark.parametrize(
@@ -41,3 +48,24 @@ def test_cli_types_answer_the_name_or_say_the_rule() -> None:
         HOST_NAME("h1/evil")
     with pytest.raises(argparse.ArgumentTypeError, match="network name: expected letters"):
         NETWORK_NAME("a/b")
+
+
+@pytest.mark.parametrize(
+    ("label", "ok"),
+    [
+        ("web", True),
+        ("Web-1", True),
+        ("1", True),
+        ("a" * 63, True),
+        ("a" * 64, False),
+        ("", False),
+        ("-web", False),
+        ("web-", False),
+        ("under_score", False),
+        ("dot.ted", False),
+        ("café", False),
+        ("sp ace", False),
+    ],
+)
+def test_is_dns_label(label: str, ok: bool) -> None:
+    assert is_dns_label(label) is ok

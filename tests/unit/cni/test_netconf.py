@@ -10,7 +10,6 @@ from netplug.cni.errors import CNIError
 from netplug.cni.netconf import (
     NetConf,
     VxlanConf,
-    is_dns_label,
     parse_cni_args,
     parse_ipam_conf,
     parse_netconf,
@@ -271,27 +270,6 @@ def test_ipam_section_is_error_2_naming_key_and_value() -> None:
 def test_aliases(runtime: dict, cni_args: str, expected: tuple) -> None:
     conf = conf_of({"runtimeConfig": runtime}, {"CNI_ARGS": cni_args})
     assert conf.aliases == expected
-
-
-@pytest.mark.parametrize(
-    ("label", "ok"),
-    [
-        ("web", True),
-        ("Web-1", True),
-        ("1", True),
-        ("a" * 63, True),
-        ("a" * 64, False),
-        ("", False),
-        ("-web", False),
-        ("web-", False),
-        ("under_score", False),
-        ("dot.ted", False),
-        ("café", False),
-        ("sp ace", False),
-    ],
-)
-def test_is_dns_label(label: str, ok: bool) -> None:
-    assert is_dns_label(label) is ok
 
 
 # --- static IPs ------------------------------------------------------------------------
