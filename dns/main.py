@@ -21,39 +21,21 @@ from ipaddress import ip_address
 
 from prometheus_client import disable_created_metrics
 
-from netplug.cni.netconf import is_dns_label
+from netplug.cli_args import arg_type, domain, host_port
 from netplug.dns.api import make_app, serve
 from netplug.dns.follow import Follower
 from netplug.dns.metrics import Metrics
 from netplug.dns.resolve import Zone
 from netplug.dns.server import DNSServer, Listener
-from netplug.dns.upstream import DEFAULT_BUDGET, Upstream, resolv_conf_servers
+from netplug.dns.upstream import DEFAULT_BUDGET, RESOLV_CONF, Upstream, default_upstreams
 from netplug.dns.writer import RegistryWriter
+from netplug.event_loop import event_loop_runner
 from netplug.ipam.store.base import StoreError
 from netplug.ipam.store.url import DEFAULT_STORE_URL, open_store
 
 log = logging.getLogger("netplug.dns")
 
-RESOLV_CONF = "/etc/resolv.conf"
 READY_WAIT = 5.0  # seconds to wait for the first registry read before serving anyway
-
-
-def host_port(text: str, default_port: int | None = None) -> tuple[str, int]:
-    """``ADDR:PORT``, ``[V6]:PORT`` (or just the address with ``default_port``)."""
-    if text.startswith("["):
-        host, bracket, rest = text[1:].partition("]")
-        if not bracket or (rest and not rest.startswith(":")):
-            raise ValueError(f"{text!r}: write an IPv6 address as [ADDRESS]:PORT")
-        port = rest[1:]
-    elif text.count(":") == 1:
-        host, _, port = text.partition(":")
-    else:
-        host, port = text, ""
-    if not port and default_port is not None:
-        port = str(default_port)
-    if not host or not port.isdigit() or not 0 <= int(port) < 65536:
-        raise ValueError(f"{text!r}: write ADDR:PORT with a port from 0 to 65535")
-    return host, int(port)
 
 
 def listener(text: str) -> Listener:
@@ -66,24 +48,6 @@ def listener(text: str) -> Listener:
     except ValueError:
         raise ValueError(f"{text!r}: listen on an IP address, e.g. 127.0.0.1:53") from None
     return Listener(host, port, network or None)
-
-
-def arg_type(parse):  # argparse shows ValueError's message this way
-    def wrapped(text: str):
-        try:
-            return parse(text)
-        except ValueError as e:
-            raise argparse.ArgumentTypeError(str(e)) from None
-
-    wrapped.__name__ = parse.__name__
-    return wrapped
-
-
-def domain(text: str) -> str:
-    name = text.lower().strip(".")
-    if not name or not all(is_dns_label(label) for label in name.split(".")):
-        raise ValueError(f"{text!r} is not a domain name: e.g. netplug.internal")
-    return name
 
 
 def parser() -> argparse.ArgumentParser:
@@ -136,22 +100,14 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def default_upstreams(listens: list[Listener]) -> list[tuple[str, int]]:
-    """resolv.conf's nameservers, minus ourselves (forwarding to ourselves would loop)."""
-    try:
-        with open(RESOLV_CONF) as f:
-            servers = resolv_conf_servers(f.read())
-    except OSError as e:
-        log.warning("cannot read %s: %s", RESOLV_CONF, e)
-        return []
-    ours = {(lst.host, lst.port) for lst in listens}
-    return [s for s in servers if s not in ours]
-
-
 async def run(args: argparse.Namespace) -> int:
     store = open_store(args.store)
     metrics = Metrics()
-    upstreams = args.upstream if args.upstream is not None else default_upstreams(args.listen)
+    upstreams = (
+        args.upstream
+        if args.upstream is not None
+        else default_upstreams((lst.host, lst.port) for lst in args.listen)
+    )
     if not upstreams:
         log.warning("no upstream resolver: names outside %s get SERVFAIL", args.domain)
     server = DNSServer(
@@ -200,16 +156,6 @@ async def _until_signalled() -> None:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("netplug-dns stopping")
-
-
-def event_loop_runner():
-    """uvloop's run when installed (about 4x the queries per second), else asyncio's."""
-    try:
-        import uvloop
-
-        return uvloop.run
-    except (ImportError, AttributeError):
-        return asyncio.run
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,13 +13,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from netplug.dns.resolve import Forward
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BUDGET = 2.0
+RESOLV_CONF = "/etc/resolv.conf"
 _SERVFAIL, _REFUSED = 2, 5
 
 
@@ -111,6 +112,19 @@ class Upstream:
         if not _answers(reply, qid, question.lower()):
             raise ValueError("the TCP reply does not answer the query")
         return reply
+
+
+def default_upstreams(ours: Iterable[tuple[str, int]]) -> list[tuple[str, int]]:
+    """resolv.conf's nameservers, minus `ours`, the addresses this process answers on
+    (forwarding to ourselves would loop)."""
+    try:
+        with open(RESOLV_CONF) as f:
+            servers = resolv_conf_servers(f.read())
+    except OSError as e:
+        log.warning("cannot read %s: %s", RESOLV_CONF, e)
+        return []
+    ours = set(ours)
+    return [s for s in servers if s not in ours]
 
 
 def resolv_conf_servers(text: str) -> list[tuple[str, int]]:

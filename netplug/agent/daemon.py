@@ -29,10 +29,11 @@ from netplug.agent.overlay import Overlay, View
 from netplug.agent.plugin_server import PluginServer
 from netplug.agent.registration import DEFAULT_TTL, HostNameTaken, HostRegistration
 from netplug.agent.supervisor import Supervisor, overall
+from netplug.cli_args import arg_type, domain, host_port
 from netplug.dns.api import make_app, serve
-from netplug.dns.main import arg_type, domain, event_loop_runner, host_port
 from netplug.dns.metrics import Metrics
 from netplug.dns.writer import RegistryWriter
+from netplug.event_loop import event_loop_runner
 from netplug.host import Host
 from netplug.ipam import identity
 from netplug.ipam.store.base import StoreError, StoreReset

@@ -15,11 +15,10 @@ from collections.abc import Callable
 from ipaddress import IPv4Address, IPv6Address, ip_address
 
 from netplug.dns.follow import Follower, Spawn
-from netplug.dns.main import default_upstreams
 from netplug.dns.metrics import Metrics
 from netplug.dns.resolve import Zone
 from netplug.dns.server import DNSServer, Listener
-from netplug.dns.upstream import Upstream
+from netplug.dns.upstream import Upstream, default_upstreams
 from netplug.ipam.blocks import Network, gateway
 from netplug.ipam.store.base import Event
 
@@ -91,7 +90,9 @@ class AgentDNS:
     def _apply(self, wanted: list[Listener]) -> None:
         self._wanted = wanted
         if self.upstreams is None:  # default: resolv.conf's, never our own listeners
-            self.server.upstream = Upstream(default_upstreams(wanted))
+            self.server.upstream = Upstream(
+                default_upstreams((lst.host, lst.port) for lst in wanted)
+            )
         if self._syncing is None or self._syncing.done():
             self._syncing = asyncio.ensure_future(self._bind())
 

@@ -1,0 +1,44 @@
+"""Command-line values the programs share: addresses, domains, and the
+argparse wrapper that shows a parser's own error message (netplug-dns, netplugd)."""
+
+from __future__ import annotations
+
+import argparse
+
+from netplug.names import is_dns_label
+
+
+def host_port(text: str, default_port: int | None = None) -> tuple[str, int]:
+    """``ADDR:PORT``, ``[V6]:PORT`` (or just the address with ``default_port``)."""
+    if text.startswith("["):
+        host, bracket, rest = text[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            raise ValueError(f"{text!r}: write an IPv6 address as [ADDRESS]:PORT")
+        port = rest[1:]
+    elif text.count(":") == 1:
+        host, _, port = text.partition(":")
+    else:
+        host, port = text, ""
+    if not port and default_port is not None:
+        port = str(default_port)
+    if not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ValueError(f"{text!r}: write ADDR:PORT with a port from 0 to 65535")
+    return host, int(port)
+
+
+def arg_type(parse):  # argparse shows ValueError's message this way
+    def wrapped(text: str):
+        try:
+            return parse(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    wrapped.__name__ = parse.__name__
+    return wrapped
+
+
+def domain(text: str) -> str:
+    name = text.lower().strip(".")
+    if not name or not all(is_dns_label(label) for label in name.split(".")):
+        raise ValueError(f"{text!r} is not a domain name: e.g. netplug.internal")
+    return name
