@@ -27,12 +27,12 @@ from netplug.cni.host_paths import container_netns, require_run_dir
 from netplug.cni.netconf import NetConf
 from netplug.cni.request import Request
 from netplug.cni.result import DNS, Interface, IPConfig, Result, Route, from_json
+from netplug.cni.status import cmd_status
 from netplug.host import Host
 from netplug.ipam import identity, vteps
 from netplug.ipam.allocations import Allocation, Attachment
 from netplug.ipam.networks import NetworkRecord
 from netplug.ipam.pending import PendingReleases
-from netplug.ipam.plugin import cmd_status
 from netplug.ipam.store.base import StoreUnavailable
 from netplug.locks import network_lock
 from netplug.net import addresses, bridge, links, masq, netns, sysctl, veth, vxlan

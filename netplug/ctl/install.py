@@ -20,7 +20,7 @@ import netplug
 import netplug.ipam
 from netplug.ipam.networks import MAX_VNI
 
-PLUGINS = {"netplug": "netplug.cni.main", "netplug-ipam": "netplug.ipam.plugin"}
+PLUGINS = {"netplug": "netplug.cni.main", "netplug-ipam": "netplug.cni.ipam_plugin"}
 # What podman's own default network chains after its main plugin to publish ports
 # (``-p``): the reference portmap, fed the container's address from netplug's result.
 PORTMAP = {"type": "portmap", "capabilities": {"portMappings": True}}

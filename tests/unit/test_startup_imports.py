@@ -38,7 +38,7 @@ def test_the_netplug_entry_point_loads_nothing_heavy():
     }
 
 
-@pytest.mark.parametrize("module", ["netplug.ipam.plugin", "netplug.cni.dispatch"])
+@pytest.mark.parametrize("module", ["netplug.cni.ipam_plugin", "netplug.cni.dispatch"])
 def test_netplug_ipam_never_needs_netlink(module):
     loaded = loaded_by(module)
     assert not {m for m in loaded if m.split(".")[0] in ("pyroute2", "aiohttp", "dnslib")}

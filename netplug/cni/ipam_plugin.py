@@ -14,11 +14,12 @@ import sys
 from ipaddress import ip_address, ip_network
 
 from netplug.cni import MAX_STDIN, dispatch, errors, logfile
-from netplug.cni.attachment import allocate, pools, record_network
+from netplug.cni.attachment import allocate, record_network
 from netplug.cni.errors import CNIError
 from netplug.cni.netconf import NetConf, parse_ipam_conf
 from netplug.cni.request import Request
 from netplug.cni.result import IPConfig, Result, Route, from_json
+from netplug.cni.status import cmd_status
 from netplug.host import Host
 
 USAGE = """\
@@ -83,18 +84,6 @@ def cmd_gc(req: Request, host: Host) -> None:
     for attachment in host.ipam.attachments(conf.name):
         if (attachment.container_id, attachment.ifname) not in valid:
             host.ipam.release(conf.name, attachment.container_id, attachment.ifname)
-
-
-def cmd_status(req: Request, host: Host) -> None:
-    """Ready to serve ADD: the store answers and the pools have room (else code 50)."""
-    conf = req.conf
-    try:
-        host.store.status()
-    except Exception as e:
-        raise CNIError(errors.NOT_AVAILABLE, f"store {conf.store} is unusable: {e}") from e
-    for pool in pools(conf):
-        if not host.ipam.has_room(conf.name, pool):
-            raise CNIError(errors.NOT_AVAILABLE, f"no free address left in {pool.subnet}")
 
 
 NETPLUG_IPAM = dispatch.Plugin(
