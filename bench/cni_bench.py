@@ -724,7 +724,7 @@ def _populate(b: Bench, side: Side) -> None:
     """Attach SCALE_ATTACHED containers to ``side`` (untimed set-up, bounded in time).
 
     The reference runs its plugin in parallel waves. netplug's calls go straight to
-    its agent's socket from a thread pool (``netplug.agent.client.call``, the
+    its agent's socket from a thread pool (``netplug.cni.agent_client.call``, the
     plugin's own client): the same handler, store and kernel state, without a
     Python start-up per container, so set-up stays within its time budget.
     """
@@ -734,7 +734,7 @@ def _populate(b: Bench, side: Side) -> None:
     client = None
     if side.kind == "netplug":
         with contextlib.suppress(ImportError):
-            from netplug.agent import client
+            from netplug.cni import agent_client as client
     if client is not None:
         via = "agent socket, 16 threads"
 

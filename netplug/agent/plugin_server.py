@@ -20,9 +20,9 @@ import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 
-from netplug.agent import wire
-from netplug.agent.client import DEADLINE, HEALTH, QUERY, SOCKET_NAME
 from netplug.agent.metrics import AgentMetrics
+from netplug.cni import agent_wire as wire
+from netplug.cni.agent_client import DEADLINE, HEALTH, QUERY, SOCKET_NAME
 from netplug.cni.dispatch import Reply
 from netplug.cni.handler import handle
 from netplug.cni.netconf import NetConf

@@ -1,4 +1,5 @@
-"""netplug's CNI plugins: request parsing, the commands, results and errors."""
+"""netplug's CNI plugins (netplug, netplug-ipam): request parsing, the commands, results,
+errors, and the plugin's side of the agent socket."""
 
 # The largest stdin a CNI call may carry; the plugins read no more than one byte
 # past it, and the request parser refuses more (code 6). A config with its

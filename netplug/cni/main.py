@@ -14,8 +14,8 @@ from __future__ import annotations
 import posix
 import sys
 
-from netplug.agent import client
 from netplug.cni import MAX_STDIN, logfile
+from netplug.cni import agent_client as client
 
 USAGE = """\
 netplug: CNI plugin for netplug networks (CNI spec 0.1.0-1.1.0).

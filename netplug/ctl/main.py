@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from netplug.agent import client
+from netplug.cni import agent_client as client
 from netplug.ctl import install, recover
 from netplug.ctl.tables import render
 from netplug.dns import keys as dns_keys

@@ -29,10 +29,9 @@ def test_the_netplug_entry_point_loads_nothing_heavy():
     assert {m for m in third_party if not m.startswith(SITE)} == {"netplug"}
     assert {m for m in loaded if m.startswith("netplug")} == {
         "netplug",
-        "netplug.agent",
-        "netplug.agent.client",
-        "netplug.agent.wire",
         "netplug.cni",
+        "netplug.cni.agent_client",
+        "netplug.cni.agent_wire",
         "netplug.cni.logfile",
         "netplug.cni.main",
     }

@@ -13,9 +13,11 @@ import uuid
 import pytest
 from prometheus_client import CollectorRegistry
 
-from netplug.agent import client, plugin_server, wire
+from netplug.agent import plugin_server
 from netplug.agent.metrics import AgentMetrics
 from netplug.agent.plugin_server import PluginServer
+from netplug.cni import agent_client as client
+from netplug.cni import agent_wire as wire
 from netplug.locks import KeyedLocks
 
 VERSION = {"CNI_COMMAND": "VERSION"}

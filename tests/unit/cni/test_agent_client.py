@@ -12,7 +12,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from netplug.agent import client, wire
+from netplug.cni import agent_client as client
+from netplug.cni import agent_wire as wire
 from netplug.cni import main
 
 ADD = {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "c1", "CNI_IFNAME": "eth0", "PATH": "/bin"}

@@ -1,6 +1,6 @@
 import pytest
 
-from netplug.agent import wire
+from netplug.cni import agent_wire as wire
 
 
 def test_call_round_trip_keeps_env_and_raw_stdin():

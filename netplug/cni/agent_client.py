@@ -6,7 +6,7 @@ from __future__ import annotations
 import _socket
 import time  # built in, and loaded before any code runs: free on the start-up path
 
-from netplug.agent import wire
+from netplug.cni import agent_wire as wire
 
 # Abstract unix sockets are per network namespace: each lab host's agent has
 # its own without any path on disk, and a stale one vanishes with its process.
