@@ -81,12 +81,16 @@ def conflist(
     version: str,
     vni: int | None = None,
     portmap: bool = True,
+    ip_masq: bool = True,
 ) -> dict:
     """A network list: netplug, then portmap unless ``portmap`` is false (Debian's
-    runtimes speak up to 1.0.0). Without ``vni`` the store assigns the network one."""
+    runtimes speak up to 1.0.0). Without ``vni`` the store assigns the network one.
+    ``ip_masq``: containers reach the outside from the host's address, as on
+    podman's own default network."""
     plugin: dict = {
         "type": "netplug",
         "subnet": subnet,
+        "ipMasq": ip_masq,
         "store": store,
         "capabilities": {"aliases": True, "ips": True},
     }

@@ -247,6 +247,7 @@ def cmd_install(args: argparse.Namespace) -> int:
             args.cni_version,
             vni=args.vni,
             portmap=not args.no_portmap,
+            ip_masq=not args.no_ip_masq,
         )
         written.append(install.install_conflist(Path(args.conf_dir), document))
         for plugin in install.chained_elsewhere(document, bin_dir):
@@ -353,6 +354,11 @@ def parser() -> argparse.ArgumentParser:
     ins.add_argument("--cni-version", default="1.0.0", help="conflist cniVersion (%(default)s)")
     ins.add_argument(
         "--no-portmap", action="store_true", help="leave portmap out of the chain (no -p ports)"
+    )
+    ins.add_argument(
+        "--no-ip-masq",
+        action="store_true",
+        help="write ipMasq false: containers reach no address outside the subnet",
     )
     ins.add_argument("--no-conflist", action="store_true", help="install the plugins only")
     for sp in command_parsers(p).values():

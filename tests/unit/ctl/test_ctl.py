@@ -149,6 +149,7 @@ def test_install_writes_launchers_and_a_conflist(tmp_path):
         {  # no vxlan.vni: the store assigns the network one
             "type": "netplug",
             "subnet": "10.9.0.0/16",
+            "ipMasq": True,  # outside access, as on podman's default network
             "store": "sqlite:///var/lib/netplug/netplug.db",
             "capabilities": {"aliases": True, "ips": True},
         },
@@ -232,11 +233,13 @@ def test_global_options_work_before_and_after_every_command(command):
     assert defaults.json is False and defaults.store and defaults.host_name
 
 
-def test_install_takes_a_vni_or_leaves_portmap_out(tmp_path, capsys):
+def test_install_takes_a_vni_or_leaves_portmap_and_masquerading_out(tmp_path, capsys):
     dirs = ["--bin-dir", str(tmp_path / "bin"), "--conf-dir", str(tmp_path / "conf")]
-    assert main(["install", *dirs, "--network", "red", "--vni", "7", "--no-portmap"]) == 0
+    args = ["--network", "red", "--vni", "7", "--no-portmap", "--no-ip-masq"]
+    assert main(["install", *dirs, *args]) == 0
     (plugin,) = json.loads((tmp_path / "conf" / "50-red.conflist").read_text())["plugins"]
     assert plugin["vxlan"] == {"vni": 7}
+    assert plugin["ipMasq"] is False
     for bad in ("0", "16777216", "x"):
         with pytest.raises(SystemExit):
             main(["install", *dirs, "--network", "green", "--vni", bad])
