@@ -67,8 +67,8 @@ from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
-from netplug.dns import keys
 from netplug.dns.records import Registration
+from netplug.ipam.schema import Attachments, Names
 from netplug.ipam.store.base import Put
 from netplug.ipam.store.sqlite import SQLiteStore
 from netplug.lab import namespaces
@@ -166,7 +166,7 @@ def fill_store(url_path: Path, names: int) -> None:
     without TTL (key ``/netplug/dns/NAME``, the registration's JSON), 500 a txn."""
     store = SQLiteStore(str(url_path))
     try:
-        ops = [Put(keys.name_key(name_of(i)), registration(i).encode()) for i in range(names)]
+        ops = [Put(Names.key(name_of(i)), registration(i).encode()) for i in range(names)]
         for start in range(0, len(ops), 500):
             store.txn([], ops[start : start + 500])
         store.status()
@@ -644,7 +644,7 @@ class Committed(threading.Thread):
 
 
 def store_watch(lab: Lab, kind: str) -> Callable[[], contextlib.AbstractContextManager]:
-    prefix = keys.ATTACHMENTS
+    prefix = Attachments.PREFIX
 
     @contextlib.contextmanager
     def sqlite_watch() -> Iterator[Iterator]:

@@ -19,9 +19,9 @@ import logging
 import threading
 from collections.abc import Callable
 
-from netplug.dns import keys
 from netplug.dns.registry import Snapshot
 from netplug.dns.writer import read_snapshot
+from netplug.ipam.schema import ROOT
 from netplug.ipam.store.base import Compacted, Event, Store, StoreError
 
 log = logging.getLogger(__name__)
@@ -126,7 +126,7 @@ class Follower:
                 raise
 
     def _follow(self, snap: Snapshot, stop: threading.Event) -> None:
-        watch = self.store.watch(keys.ROOT, snap.revision + 1, WATCH_TIMEOUT)
+        watch = self.store.watch(ROOT, snap.revision + 1, WATCH_TIMEOUT)
         with contextlib.closing(watch):  # type: ignore[type-var]
             for batch in watch:
                 if stop.is_set():

@@ -15,6 +15,7 @@ import json
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address, ip_address
 
+from netplug.ipam.schema import Names
 from netplug.names import is_dns_label
 
 Address = IPv4Address | IPv6Address
@@ -60,7 +61,7 @@ class Registration:
         return out
 
     def encode(self) -> bytes:
-        return json.dumps(self.record(), separators=(",", ":"), sort_keys=True).encode()
+        return Names.encode(self.record())
 
 
 def parse_name(name: str, domain: str) -> str:
@@ -151,8 +152,8 @@ def parse_registration(name: str, body: object, domain: str) -> Registration:
 
 def decode_registration(name: str, value: bytes) -> Registration:
     """The registration stored under the registry name ``name``; raises
-    InvalidRegistration, or ValueError for a value that is not JSON."""
-    return _registration(name, json.loads(value))
+    InvalidRegistration, or MalformedRecord for a value that is not a JSON object."""
+    return _registration(name, Names.decode(value))
 
 
 def _registration(rel: str, body: object) -> Registration:

@@ -1,6 +1,6 @@
 """The name registry: store records in, one immutable ``Snapshot`` out (pure).
 
-Sources, by store key (see ``keys``):
+Sources, by store key (see ``netplug.ipam.schema``):
 
 - attachments written by the CNI plugin: each name of the record answers as
   ``NAME.NETWORK`` with the attachment's addresses;
@@ -21,14 +21,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from types import MappingProxyType
 from typing import TypeVar
 
-from netplug.dns import keys
-from netplug.dns.records import InvalidRegistration, Registration, decode_registration
-from netplug.ipam.allocations import Attachment
-from netplug.ipam.keys import decode
+from netplug.dns.records import Registration, decode_registration
+from netplug.ipam.schema import Attachments, Blocks, Names
 from netplug.ipam.store.base import Event, KeyValue
 from netplug.names import is_dns_label
 
@@ -36,6 +34,9 @@ log = logging.getLogger(__name__)
 
 Address = IPv4Address | IPv6Address
 Network = IPv4Network | IPv6Network
+
+# What the registry follows, in one read: everything else in the store is ignored.
+FOLLOWED = (Attachments.PREFIX, Blocks.PREFIX, Names.PREFIX)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +105,7 @@ class Snapshot:
 
     @classmethod
     def build(cls, kvs: Iterable[KeyValue], revision: int) -> Snapshot:
-        """The snapshot of ``kvs`` (any keys; those outside ``keys.PREFIXES`` are ignored)."""
+        """The snapshot of ``kvs`` (any keys; those outside ``FOLLOWED`` are ignored)."""
         sources = {}
         for kv in kvs:
             source = parse_source(kv.key, kv.value)
@@ -121,7 +122,7 @@ class Snapshot:
         revision = self.revision
         for event in events:
             key = event.kv.key
-            if not key.startswith(keys.PREFIXES):
+            if not key.startswith(FOLLOWED):
                 continue
             revision = max(revision, event.kv.mod_revision)
             source = parse_source(key, event.kv.value) if event.type == "put" else None
@@ -148,24 +149,20 @@ def parse_source(key: str, value: bytes) -> Source | None:
     """The source stored under ``key``, or None for a key the registry does not
     use or a record it cannot read (logged)."""
     try:
-        if key.startswith(keys.ATTACHMENTS):
-            return _container(key[len(keys.ATTACHMENTS) :], value)
-        if key.startswith(keys.BLOCKS):
-            network, _, cidr = key[len(keys.BLOCKS) :].partition("/")
-            return Block(network, ip_network(cidr))
-        if key.startswith(keys.NAMES):
-            return decode_registration(key[len(keys.NAMES) :], value)
-    except (ValueError, KeyError, TypeError, InvalidRegistration) as e:
+        if key.startswith(Attachments.PREFIX):
+            return _container(key, value)
+        if key.startswith(Blocks.PREFIX):
+            return Block(*Blocks.parse(key))
+        if key.startswith(Names.PREFIX):
+            return decode_registration(Names.parse(key), value)
+    except ValueError as e:  # the schema's SchemaError and InvalidRegistration
         log.warning("registry: ignoring unreadable record %s: %s", key, e)
     return None
 
 
-def _container(rest: str, value: bytes) -> Container | None:
-    network, host, *_ = rest.split("/")
-    record = decode(value)
-    if not isinstance(record, dict):
-        raise ValueError("not a JSON object")
-    att = Attachment.from_record(network, host, record)
+def _container(key: str, value: bytes) -> Container | None:
+    network, host, *_ = Attachments.parse(key)
+    att = Attachments.decode(value, network, host)
     names = tuple(n.lower() for n in att.names if isinstance(n, str) and is_dns_label(n))
     if not names:
         return None
@@ -223,7 +220,7 @@ def _blocks(
     base: Snapshot, sources: Mapping[str, Source], changed: Collection[str]
 ) -> tuple[tuple[str, ...], tuple[Network, ...]]:
     """The Block sources' keys, and their networks in key order without repeats."""
-    moves = {k: isinstance(sources.get(k), Block) for k in changed if k.startswith(keys.BLOCKS)}
+    moves = {k: isinstance(sources.get(k), Block) for k in changed if k.startswith(Blocks.PREFIX)}
     if not moves:
         return base.block_keys, base.blocks
     block_keys = _merged(base.block_keys, moves)

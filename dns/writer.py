@@ -13,15 +13,15 @@ from __future__ import annotations
 
 from itertools import chain
 
-from netplug.dns import keys
 from netplug.dns.records import Registration
-from netplug.dns.registry import Snapshot
+from netplug.dns.registry import FOLLOWED, Snapshot
+from netplug.ipam.schema import Names
 from netplug.ipam.store.base import Get, KeyValue, Store
 
 
 def read_snapshot(store: Store) -> Snapshot:
     """The registry as of now: every prefix read at one revision (one transaction)."""
-    result = store.txn((), [Get(prefix, prefix=True) for prefix in keys.PREFIXES])
+    result = store.txn((), [Get(prefix, prefix=True) for prefix in FOLLOWED])
     kvs: list[list[KeyValue]] = result.responses  # type: ignore[assignment]
     return Snapshot.build(chain.from_iterable(kvs), result.revision)
 
@@ -34,7 +34,7 @@ class RegistryWriter:
 
     def put(self, registration: Registration) -> None:
         """Register (or replace) a name; idempotent."""
-        key = keys.name_key(registration.name)
+        key = Names.key(registration.name)
         old = self.store.get(key)
         lease = self.store.grant(registration.ttl) if registration.ttl else 0
         self.store.put(key, registration.encode(), lease)
@@ -43,7 +43,7 @@ class RegistryWriter:
 
     def delete(self, name: str) -> bool:
         """Remove a registered name; False when there was none."""
-        key = keys.name_key(name)
+        key = Names.key(name)
         old = self.store.get(key)
         if old is None:
             return False

@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from ipaddress import IPv4Interface, IPv6Interface, ip_address, ip_interface, ip_network
+from dataclasses import dataclass
+from ipaddress import ip_interface
 
-from netplug.ipam import keys
 from netplug.ipam.allocator import candidates, is_usable
 from netplug.ipam.blocks import Address, Network, block_of, choose_free_block, gateway
-from netplug.ipam.store.base import Compare, Delete, Put, Store
 
-Interface = IPv4Interface | IPv6Interface
+# Allocation and Attachment are the store's records; importers know them from here too.
+from netplug.ipam.schema import AddressOwner, Allocation, Attachment, Attachments, Blocks, Ips
+from netplug.ipam.store.base import Compare, Delete, Put, Store
 
 # Each attempt re-reads the store; contention that outlasts this many is
 # reported as "try again later" rather than spinning.
@@ -49,58 +49,6 @@ class Contention(IPAMError):
 class Pool:
     subnet: Network
     block_prefix: int
-
-
-@dataclass(frozen=True, slots=True)
-class Allocation:
-    address: Interface  # carries the block's prefix
-    gateway: Address
-    block: Network
-
-
-@dataclass(frozen=True, slots=True)
-class Attachment:
-    network: str
-    host: str
-    container_id: str
-    ifname: str
-    allocations: tuple[Allocation, ...]
-    names: tuple[str, ...] = field(default=())
-    netns: str = ""  # the container's namespace path at ADD: lets GC tell live from gone
-
-    @property
-    def key(self) -> str:
-        return keys.attachment_key(self.network, self.host, self.container_id, self.ifname)
-
-    def record(self) -> dict:
-        return {
-            "containerID": self.container_id,
-            "ifname": self.ifname,
-            "ips": [
-                {"address": str(a.address), "gateway": str(a.gateway), "block": str(a.block)}
-                for a in self.allocations
-            ],
-            "names": list(self.names),
-            "netns": self.netns,
-        }
-
-    @classmethod
-    def from_record(cls, network: str, host: str, record: dict) -> Attachment:
-        allocations = tuple(
-            Allocation(
-                ip_interface(ip["address"]), ip_address(ip["gateway"]), ip_network(ip["block"])
-            )
-            for ip in record["ips"]
-        )
-        return cls(
-            network,
-            host,
-            record["containerID"],
-            record["ifname"],
-            allocations,
-            tuple(record.get("names", ())),
-            record.get("netns", ""),
-        )
 
 
 class IPAM:
@@ -154,25 +102,21 @@ class IPAM:
         raise Contention(f"could not claim an address in {network} after {MAX_ATTEMPTS} attempts")
 
     def _claim(self, attachment: Attachment) -> bool:
-        owner = {
-            "host": self.host,
-            "containerID": attachment.container_id,
-            "ifname": attachment.ifname,
-        }
+        owner = AddressOwner(self.host, attachment.container_id, attachment.ifname)
         ip_keys = [self._ip_key(attachment.network, a) for a in attachment.allocations]
         # Each block must still be this host's: a remembered block may have been taken away.
-        mine = keys.encode({"host": self.host})
+        mine = Blocks.encode(self.host)
         compares = [
             Compare.absent(attachment.key),
             *(Compare.absent(k) for k in ip_keys),
             *(
-                Compare(keys.block_key(attachment.network, a.block), "value", "=", mine)
+                Compare(Blocks.key(attachment.network, a.block), "value", "=", mine)
                 for a in attachment.allocations
             ),
         ]
         puts = [
-            Put(attachment.key, keys.encode(attachment.record())),
-            *(Put(k, keys.encode(owner)) for k in ip_keys),
+            Put(attachment.key, Attachments.encode(attachment)),
+            *(Put(k, Ips.encode(owner)) for k in ip_keys),
         ]
         return self.store.txn(compares, puts).succeeded
 
@@ -221,11 +165,11 @@ class IPAM:
                 f"requested address {address} lies in block {block}, which host {owner} holds: "
                 f"request it on {owner} or pick an address in this host's blocks"
             )
-        taken = self.store.get(keys.ip_key(network, block, address))
+        taken = self.store.get(Ips.key(network, block, address))
         if taken is not None:
-            holder = keys.decode(taken.value)
+            holder = Ips.decode(taken.value)
             raise AddressUnavailable(
-                f"requested address {address} is in use by container {holder['containerID']}"
+                f"requested address {address} is in use by container {holder.container_id}"
             )
         return _allocation(address, block)
 
@@ -237,22 +181,20 @@ class IPAM:
 
     def _blocks(self, network: str, pool: Pool) -> dict[Network, str]:
         found = {}
-        for kv in self.store.range(keys.blocks_prefix(network), prefix=True).kvs:
-            block = ip_network(kv.key[len(keys.blocks_prefix(network)) :])
+        for kv in self.store.range(Blocks.prefix(network), prefix=True).kvs:
+            block = Blocks.parse(kv.key).block
             if block.version == pool.subnet.version and block.subnet_of(pool.subnet):
-                found[block] = keys.decode(kv.value)["host"]
+                found[block] = Blocks.decode(kv.value)
         return dict(sorted(found.items(), key=lambda item: int(item[0].network_address)))
 
     def _block_owner(self, network: str, block: Network) -> str | None:
-        kv = self.store.get(keys.block_key(network, block))
-        return None if kv is None else keys.decode(kv.value)["host"]
+        kv = self.store.get(Blocks.key(network, block))
+        return None if kv is None else Blocks.decode(kv.value)
 
     def _claim_block(self, network: str, block: Network) -> str | None:
         """Lease ``block`` to this host unless someone else got it first; its owner."""
-        key = keys.block_key(network, block)
-        if self.store.txn(
-            [Compare.absent(key)], [Put(key, keys.encode({"host": self.host}))]
-        ).succeeded:
+        key = Blocks.key(network, block)
+        if self.store.txn([Compare.absent(key)], [Put(key, Blocks.encode(self.host))]).succeeded:
             return self.host
         return self._block_owner(network, block)
 
@@ -293,9 +235,8 @@ class IPAM:
         return seen
 
     def _read_used(self, network: str, block: Network) -> frozenset[Address]:
-        prefix = keys.block_ips_prefix(network, block)
-        kvs = self.store.range(prefix, prefix=True).kvs
-        return frozenset(ip_address(kv.key[len(prefix) :]) for kv in kvs)
+        prefix = Ips.block_prefix(network, block)
+        return Ips.addresses((kv.key for kv in self.store.range(prefix, prefix=True).kvs), prefix)
 
     def _note_used(self, network: str, allocations: Sequence[Allocation], used: bool) -> None:
         """Keep what this IPAM has seen of the blocks in step with its own claims
@@ -314,17 +255,13 @@ class IPAM:
 
     @staticmethod
     def _ip_key(network: str, allocation: Allocation) -> str:
-        return keys.ip_key(network, allocation.block, allocation.address.ip)
+        return Ips.key(network, allocation.block, allocation.address.ip)
 
     # -- lookup and release ------------------------------------------------------
 
     def lookup(self, network: str, container_id: str, ifname: str) -> Attachment | None:
-        kv = self.store.get(keys.attachment_key(network, self.host, container_id, ifname))
-        return (
-            None
-            if kv is None
-            else Attachment.from_record(network, self.host, keys.decode(kv.value))
-        )
+        kv = self.store.get(Attachments.key(network, self.host, container_id, ifname))
+        return None if kv is None else Attachments.decode(kv.value, network, self.host)
 
     def release(
         self, network: str, container_id: str, ifname: str, netns: str = ""
@@ -335,12 +272,12 @@ class IPAM:
         without one) is released: a deferred release must spare the same
         container ID attached again elsewhere, decided on the record it deletes.
         """
-        key = keys.attachment_key(network, self.host, container_id, ifname)
+        key = Attachments.key(network, self.host, container_id, ifname)
         for _ in range(MAX_ATTEMPTS):
             kv = self.store.get(key)
             if kv is None:
                 return None
-            attachment = Attachment.from_record(network, self.host, keys.decode(kv.value))
+            attachment = Attachments.decode(kv.value, network, self.host)
             if netns and attachment.netns not in ("", netns):
                 return None
             deletes = [
@@ -354,8 +291,8 @@ class IPAM:
 
     def attachments(self, network: str) -> list[Attachment]:
         """This host's attachments in ``network``."""
-        kvs = self.store.range(keys.host_attachments_prefix(network, self.host), prefix=True).kvs
-        return [Attachment.from_record(network, self.host, keys.decode(kv.value)) for kv in kvs]
+        kvs = self.store.range(Attachments.host_prefix(network, self.host), prefix=True).kvs
+        return [Attachments.decode(kv.value, network, self.host) for kv in kvs]
 
     def has_room(self, network: str, pool: Pool) -> bool:
         """Whether an ADD could get an address of ``pool`` now (STATUS)."""
@@ -368,7 +305,7 @@ class IPAM:
         return choose_free_block(pool.subnet, pool.block_prefix, set(blocks), self.host) is not None
 
     def has_attachments(self, network: str) -> bool:
-        prefix = keys.host_attachments_prefix(network, self.host)
+        prefix = Attachments.host_prefix(network, self.host)
         return bool(self.store.range(prefix, prefix=True, limit=1).kvs)
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from netplug.ipam import inventory, keys
+from netplug.ipam import inventory
+from netplug.ipam.schema import Attachments, Blocks, HostRecord, Hosts, Ips, Vteps
 from netplug.ipam.store.base import Delete, Store
 
 
@@ -21,20 +22,21 @@ class HostInfo:
 def hosts(store: Store) -> list[HostInfo]:
     """Every host with a record, a block or a VTEP, live or not."""
     records = {
-        kv.key[len(keys.hosts_prefix()) :]: keys.decode(kv.value)
-        for kv in store.range(keys.hosts_prefix(), prefix=True).kvs
+        Hosts.parse(kv.key): Hosts.decode(kv.value)
+        for kv in store.range(Hosts.PREFIX, prefix=True).kvs
     }
     vteps = {}
-    for kv in store.range(f"{keys.ROOT}vteps/", prefix=True).kvs:
-        vteps.setdefault(kv.key.rsplit("/", 1)[1], keys.decode(kv.value)["vtep"])
+    for kv in store.range(Vteps.PREFIX, prefix=True).kvs:
+        vteps.setdefault(Vteps.parse(kv.key).host, Vteps.decode(kv.value).vtep)
     blocks = inventory.blocks(store)
     names = sorted(set(records) | set(vteps) | {b.host for b in blocks})
+    none = HostRecord()
     return [
         HostInfo(
             name,
-            records.get(name, {}).get("vtep") or vteps.get(name, ""),
+            records.get(name, none).vtep or vteps.get(name, ""),
             name in records,
-            records.get(name, {}).get("since", 0),
+            records.get(name, none).since,
             tuple(f"{b.network}:{b.block}" for b in blocks if b.host == name),
             sum(b.used for b in blocks if b.host == name),
         )
@@ -45,20 +47,20 @@ def hosts(store: Store) -> list[HostInfo]:
 def remove_host(store: Store, host: str) -> int:
     """Release everything ``host`` holds: its record, VTEPs, blocks with their
     addresses, attachments and so their DNS names. Returns how many keys went."""
-    deletes: list[Delete] = [Delete(keys.host_key(host))]
+    deletes: list[Delete] = [Delete(Hosts.key(host))]
     networks = set()
     for block in inventory.blocks(store):
         if block.host == host:
             networks.add(block.network)
-            deletes.append(Delete(keys.block_key(block.network, block.block)))
-            deletes.append(Delete(keys.block_ips_prefix(block.network, block.block), prefix=True))
-    for kv in store.range(f"{keys.ROOT}vteps/", prefix=True).kvs:
-        network, owner = kv.key[len(f"{keys.ROOT}vteps/") :].split("/", 1)
+            deletes.append(Delete(Blocks.key(block.network, block.block)))
+            deletes.append(Delete(Ips.block_prefix(block.network, block.block), prefix=True))
+    for kv in store.range(Vteps.PREFIX, prefix=True).kvs:
+        network, owner = Vteps.parse(kv.key)
         if owner == host:
             networks.add(network)
             deletes.append(Delete(kv.key))
     for attachment in inventory.attachments(store, host):
         networks.add(attachment.network)
-    deletes += [Delete(keys.host_attachments_prefix(n, host), prefix=True) for n in networks]
+    deletes += [Delete(Attachments.host_prefix(n, host), prefix=True) for n in networks]
     done = store.txn([], deletes)
     return sum(n for n in done.responses if isinstance(n, int))

@@ -3,7 +3,7 @@
 A store that was emptied (a truncated SQLite file, a wiped etcd) or replaced
 by another looks like a fresh one to the IPAM, which would then hand out the
 addresses of containers that still run. So every store carries a random ID,
-written once under ``keys.identity_key()``, and each host remembers the ID it
+written once under ``schema.Identity.key()``, and each host remembers the ID it
 used, in a small file under its runDir (one per store URL and host name). A
 call against a store whose ID is missing, or differs from the remembered one,
 is refused with ``StoreReset`` before anything changes; ``netplugctl recover``
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
-from netplug.ipam import keys
+from netplug.ipam.schema import Identity
 from netplug.ipam.store.base import Compare, Put, Store, StoreReset, StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -88,14 +88,14 @@ class HostMemory:
 
 
 def store_id(store: Store) -> str | None:
-    kv = store.get(keys.identity_key())
-    return None if kv is None else str(keys.decode(kv.value)["id"])
+    kv = store.get(Identity.key())
+    return None if kv is None else Identity.decode(kv.value)
 
 
 def ensure_store_id(store: Store) -> str:
     """The store's ID, written first when it has none (the first writer's wins)."""
-    key = keys.identity_key()
-    fresh = keys.encode({"id": os.urandom(16).hex()})
+    key = Identity.key()
+    fresh = Identity.encode(os.urandom(16).hex())
     store.txn([Compare.absent(key)], [Put(key, fresh)])
     found = store_id(store)
     assert found is not None, "the identity key vanished right after it was written"

@@ -15,11 +15,10 @@ same VNI, and two first ADDs of one network agree on the one that won.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
-from ipaddress import ip_network
+from dataclasses import replace
 
-from netplug.ipam import keys
 from netplug.ipam.allocations import MAX_ATTEMPTS, Contention, IPAMError
+from netplug.ipam.schema import NetworkRecord, NetworkRegistry, Networks
 from netplug.ipam.store.base import Compare, Put, Store
 
 # The first VNI handed out: the config's default before VNIs were assigned, so a
@@ -30,19 +29,6 @@ MAX_VNI = 2**24 - 1
 
 class NetworkConflict(IPAMError):
     code = 7
-
-
-@dataclass(frozen=True, slots=True)
-class NetworkRecord:
-    subnet: str
-    subnet6: str  # "" without IPv6
-    vni: int | None  # 0: no VXLAN device (netplug-ipam); None, when wanted: any free one
-    domain: str
-    block_prefix: int = 0  # hostBlockPrefix(6); 0 in records written before they were kept
-    block_prefix6: int = 0
-
-    def subnets(self) -> list:
-        return [ip_network(s) for s in (self.subnet, self.subnet6) if s]
 
 
 def disagreement(name: str, recorded: NetworkRecord, wanted: NetworkRecord) -> str:
@@ -72,10 +58,9 @@ def _shown(value: object) -> str:
 
 
 def networks(store: Store) -> dict[str, NetworkRecord]:
-    prefix = f"{keys.ROOT}networks/"
     return {
-        kv.key[len(prefix) :]: NetworkRecord(**keys.decode(kv.value))
-        for kv in store.range(prefix, prefix=True).kvs
+        Networks.parse(kv.key): Networks.decode(kv.value)
+        for kv in store.range(Networks.PREFIX, prefix=True).kvs
     }
 
 
@@ -121,12 +106,12 @@ def ensure_network(store: Store, name: str, record: NetworkRecord) -> NetworkRec
     the other records were read: two networks recorded at once cannot both
     miss each other's overlap, nor take the same free VNI.
     """
-    key, registry_key = keys.network_key(name), keys.network_registry_key()
+    key, registry_key = Networks.key(name), NetworkRegistry.key()
     for _ in range(MAX_ATTEMPTS):
         wanted = record
         current = store.get(key)
         if current is not None:
-            recorded = NetworkRecord(**keys.decode(current.value))
+            recorded = Networks.decode(current.value)
             if record.vni is None and recorded.vni:  # the VNI assigned at its first ADD
                 wanted = replace(record, vni=recorded.vni)
             if problem := disagreement(name, recorded, wanted):
@@ -145,8 +130,8 @@ def ensure_network(store: Store, name: str, record: NetworkRecord) -> NetworkRec
             Compare.absent(registry_key) if registry is None else Compare.unchanged(registry),
         ]
         puts = [
-            Put(key, keys.encode(asdict(wanted))),
-            Put(registry_key, keys.encode({"network": name})),
+            Put(key, Networks.encode(wanted)),
+            Put(registry_key, NetworkRegistry.encode(name)),
         ]
         if store.txn(compares, puts).succeeded:
             return wanted

@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
-from netplug.ipam import keys
+from netplug.ipam.schema import MalformedRecord, VtepRecord, Vteps
 from netplug.ipam.store.base import Store
 
 
 def publish(store: Store, network: str, host: str, vtep: str, mac: str, vni: int) -> bool:
-    """Record ``host``'s VTEP for ``network``; writes only on a change (returns whether)."""
-    key = keys.vtep_key(network, host)
-    record = {"vtep": vtep, "mac": mac, "vni": vni}
+    """Record ``host``'s VTEP for ``network``; writes only on a change (returns whether).
+    An unreadable record there is replaced."""
+    key = Vteps.key(network, host)
+    record = VtepRecord(vtep, mac, vni)
     current = store.get(key)
-    if current is not None and keys.decode(current.value) == record:
+    if current is not None and _readable(current.value) == record:
         return False
-    store.put(key, keys.encode(record))
+    store.put(key, Vteps.encode(record))
     return True
+
+
+def _readable(value: bytes) -> VtepRecord | None:
+    try:
+        return Vteps.decode(value)
+    except MalformedRecord:
+        return None

@@ -18,11 +18,10 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from ipaddress import ip_network
 
 from netplug.agent.overlay_plan import Vtep, desired, diff
-from netplug.ipam import keys
 from netplug.ipam.blocks import Network
+from netplug.ipam.schema import Blocks, Hosts, Vteps
 from netplug.ipam.store.base import Event, Store, StoreError
 from netplug.net import netns, peers
 from netplug.net.links import find
@@ -33,7 +32,7 @@ log = logging.getLogger(__name__)
 RESYNC = 10.0
 STOP_CHECK = 1.0  # seconds between checks for stop while nothing changes
 RETRY = 1.0
-WATCHED = (f"{keys.ROOT}hosts/", f"{keys.ROOT}vteps/", f"{keys.ROOT}blocks/")
+WATCHED = (Hosts.PREFIX, Vteps.PREFIX, Blocks.PREFIX)
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,18 +43,17 @@ class View:
 
 
 def read_view(store: Store) -> View:
-    """Hosts, VTEPs and blocks of every network, from the store."""
-    hosts = store.range(keys.hosts_prefix(), prefix=True)
-    live = {kv.key[len(keys.hosts_prefix()) :] for kv in hosts.kvs}
+    """Hosts, VTEPs and blocks of every network, from the store. Raises the
+    schema's SchemaError on a key or record it cannot read."""
+    live = {Hosts.parse(kv.key) for kv in store.range(Hosts.PREFIX, prefix=True).kvs}
     vteps: dict[str, list[Vtep]] = defaultdict(list)
-    for kv in store.range(f"{keys.ROOT}vteps/", prefix=True).kvs:
-        network, host = kv.key[len(f"{keys.ROOT}vteps/") :].split("/", 1)
-        record = keys.decode(kv.value)
-        vteps[network].append(Vtep(network, host, record["vtep"], record["mac"], record["vni"]))
+    for kv in store.range(Vteps.PREFIX, prefix=True).kvs:
+        network, host = Vteps.parse(kv.key)
+        vteps[network].append(Vtep(network, host, *Vteps.decode(kv.value)))
     blocks: dict[str, dict[Network, str]] = defaultdict(dict)
-    for kv in store.range(keys.networks_prefix(), prefix=True).kvs:
-        network, cidr = kv.key[len(keys.networks_prefix()) :].split("/", 1)
-        blocks[network][ip_network(cidr)] = keys.decode(kv.value)["host"]
+    for kv in store.range(Blocks.PREFIX, prefix=True).kvs:
+        network, block = Blocks.parse(kv.key)
+        blocks[network][block] = Blocks.decode(kv.value)
     return View(live, dict(vteps), dict(blocks))
 
 

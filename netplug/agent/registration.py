@@ -18,7 +18,7 @@ import threading
 import time
 from pathlib import Path
 
-from netplug.ipam import keys
+from netplug.ipam.schema import HostRecord, Hosts
 from netplug.ipam.store.base import Compare, Get, LeaseNotFound, Put, Store, StoreError
 
 log = logging.getLogger(__name__)
@@ -44,10 +44,8 @@ class HostRegistration:
 
     def acquire(self) -> None:
         """Write the host record under a new lease; raises HostNameTaken."""
-        key = keys.host_key(self.host)
-        record = keys.encode(
-            {"vtep": self.vtep, "instance": self.instance, "since": int(time.time())}
-        )
+        key = Hosts.key(self.host)
+        record = Hosts.encode(HostRecord(self.vtep, self.instance, int(time.time())))
         for _ in range(3):
             lease = self.store.grant(self.ttl)
             done = self.store.txn([Compare.absent(key)], [Put(key, record, lease)], [Get(key)])
@@ -58,10 +56,11 @@ class HostRegistration:
             (held,) = done.responses[0] or [None]
             if held is None:
                 continue  # expired meanwhile: try again
-            if keys.decode(held.value).get("instance") != self.instance:
+            holder = Hosts.decode(held.value).instance
+            if holder != self.instance:
                 raise HostNameTaken(
                     f"host name {self.host} is held by another live netplugd "
-                    f"({keys.decode(held.value).get('instance')}); stop it, or wait "
+                    f"({holder or None}); stop it, or wait "
                     f"{self.ttl:.0f} s after it died, or use another --host-name"
                 )
             log.info("taking over the host record of this host's previous agent")

@@ -26,7 +26,7 @@ import threading
 from contextlib import suppress
 from pathlib import Path
 
-from netplug.ipam.allocations import Attachment
+from netplug.ipam.schema import Attachment, Attachments
 
 log = logging.getLogger(__name__)
 
@@ -56,9 +56,9 @@ def holder(run_dir: str, host: str, network: str, address: object) -> str | None
 
 
 def write(run_dir: str, host: str, attachment: Attachment, host_veth: str) -> None:
-    """Keep ``attachment``'s record and its address links (each made aside, then
-    renamed over: a reader never sees half of one)."""
-    record = json.dumps(attachment.record()).encode()
+    """Keep ``attachment``'s record (the store's very bytes) and its address links
+    (each made aside, then renamed over: a reader never sees half of one)."""
+    record = Attachments.encode(attachment)
     _place(path(run_dir, host, attachment.network, host_veth), record)
     for a in attachment.allocations:
         _place(_address_link(run_dir, host, attachment.network, a.address.ip), None, host_veth)
@@ -93,10 +93,10 @@ def remove(run_dir: str, host: str, network: str, host_veth: str) -> None:
     target = path(run_dir, host, network, host_veth)
     try:
         with open(target, "rb") as f:
-            attachment = Attachment.from_record(network, host, json.loads(f.read()))
+            attachment = Attachments.decode(f.read(), network, host)
     except FileNotFoundError:
         return
-    except (OSError, ValueError, KeyError, TypeError) as e:
+    except (OSError, ValueError) as e:  # the schema's MalformedRecord is a ValueError
         log.warning("removing unreadable attachment record %s: %s", target, e)
     else:
         for a in attachment.allocations:
@@ -130,8 +130,7 @@ def read_all(run_dir: str, host: str) -> dict[str, Attachment]:
     found = {}
     for file in sorted(Path(_dir(run_dir, host)).glob("*/*.json")):
         try:
-            record = json.loads(file.read_text())
-            found[file.stem] = Attachment.from_record(file.parent.name, host, record)
-        except (OSError, ValueError, KeyError, TypeError) as e:
+            found[file.stem] = Attachments.decode(file.read_bytes(), file.parent.name, host)
+        except (OSError, ValueError) as e:  # the schema's MalformedRecord is a ValueError
             log.warning("skipping unreadable attachment record %s: %s", file, e)
     return found

@@ -17,9 +17,10 @@ from pathlib import Path
 from netplug.cni import agent_client as client
 from netplug.ctl import install, recover
 from netplug.ctl.tables import render
-from netplug.dns import keys as dns_keys
+from netplug.dns.records import decode_registration
 from netplug.ipam import hosts, inventory
 from netplug.ipam.allocations import IPAM, Attachment
+from netplug.ipam.schema import Names
 from netplug.ipam.store.base import Store, StoreError
 from netplug.ipam.store.url import DEFAULT_STORE_URL, open_store
 from netplug.names import HOST_NAME, NETWORK_NAME
@@ -130,13 +131,17 @@ def cmd_names(store: Store, args: argparse.Namespace) -> int:
         for name in row["names"].split()
     ]
     if args.network is None:
-        for kv in store.range(dns_keys.NAMES, prefix=True).kvs:
-            record = json.loads(kv.value)
+        for kv in store.range(Names.PREFIX, prefix=True).kvs:
+            try:
+                registration = decode_registration(Names.parse(kv.key), kv.value)
+            except ValueError as e:  # the schema's SchemaError and InvalidRegistration
+                print(f"netplugctl: skipping unreadable {kv.key}: {e}", file=sys.stderr)
+                continue
             rows.append(
                 {
-                    "name": kv.key[len(dns_keys.NAMES) :],
+                    "name": registration.name,
                     "network": "-",
-                    "addresses": " ".join(record.get("addresses", ())),
+                    "addresses": " ".join(map(str, registration.addresses)),
                     "host": "-",
                     "source": "api" + (" (lease)" if kv.lease else ""),
                 }

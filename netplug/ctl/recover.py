@@ -20,9 +20,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from netplug.cni import local_records
-from netplug.ipam import identity, keys, vteps
+from netplug.ipam import identity, vteps
 from netplug.ipam.allocations import MAX_ATTEMPTS, Attachment, Contention
 from netplug.ipam.networks import NetworkConflict, NetworkRecord, ensure_network
+from netplug.ipam.schema import (
+    AddressOwner,
+    Attachments,
+    Blocks,
+    Ips,
+    MalformedRecord,
+    Networks,
+)
 from netplug.ipam.store.base import Compare, KeyValue, Put, Store
 
 RESTORED, PRESENT = "restored", "present"
@@ -45,34 +53,44 @@ class Row:
 def wanted_records(attachment: Attachment) -> dict[str, bytes]:
     """The store keys and values an attachment of ``attachment.host`` consists of."""
     host = attachment.host
-    owner = keys.encode(
-        {"host": host, "containerID": attachment.container_id, "ifname": attachment.ifname}
-    )
-    wanted = {attachment.key: keys.encode(attachment.record())}
+    owner = Ips.encode(AddressOwner(host, attachment.container_id, attachment.ifname))
+    wanted = {attachment.key: Attachments.encode(attachment)}
     for a in attachment.allocations:
-        wanted[keys.block_key(attachment.network, a.block)] = keys.encode({"host": host})
-        wanted[keys.ip_key(attachment.network, a.block, a.address.ip)] = owner
+        wanted[Blocks.key(attachment.network, a.block)] = Blocks.encode(host)
+        wanted[Ips.key(attachment.network, a.block, a.address.ip)] = owner
     return wanted
 
 
 def disagreement(attachment: Attachment, current: dict[str, KeyValue | None]) -> str:
     """Why the records in the store keep ``attachment`` from being restored (pure);
     "" when every record there is this attachment's own."""
-    ips = attachment.record()["ips"]
     for key, kv in current.items():
-        if kv is None:
-            continue
-        found = keys.decode(kv.value)
+        if kv is not None and (problem := _held(attachment, key, kv.value)):
+            return problem
+    return ""
+
+
+def _held(attachment: Attachment, key: str, value: bytes) -> str:
+    """Why the record ``value`` under one of ``attachment``'s keys is not its own; ""."""
+    try:
         if key == attachment.key:
-            if found.get("ips") != ips:
-                return f"the store records other addresses for it: {found.get('ips')}"
-        elif found.get("host") != attachment.host:
-            return f"{key} is held by host {found.get('host')}"
-        elif "containerID" in found and (found["containerID"], found.get("ifname")) != (
-            attachment.container_id,
-            attachment.ifname,
-        ):
-            return f"{key} is held by container {found['containerID']}/{found.get('ifname')}"
+            found = Attachments.decode(value, attachment.network, attachment.host)
+            if found.allocations != attachment.allocations:
+                return f"the store records other addresses for it: {found.record()['ips']}"
+            return ""
+        if key.startswith(Blocks.PREFIX):
+            owner = AddressOwner(Blocks.decode(value), "", "")
+        else:
+            owner = Ips.decode(value)
+    except MalformedRecord as e:
+        return f"{key} holds a record that cannot be read ({e})"
+    if owner.host != attachment.host:
+        return f"{key} is held by host {owner.host}"
+    if owner.container_id and (owner.container_id, owner.ifname) != (
+        attachment.container_id,
+        attachment.ifname,
+    ):
+        return f"{key} is held by container {owner.container_id}/{owner.ifname}"
     return ""
 
 
@@ -99,7 +117,7 @@ def restore(store: Store, attachment: Attachment) -> str:
 def restore_network(store: Store, host: str, name: str, kept: dict) -> str:
     """Write the network's record and this host's VTEP record back where missing
     (the other hosts' overlays need the VTEP); its state for the table."""
-    existed = store.get(keys.network_key(name)) is not None
+    existed = store.get(Networks.key(name)) is not None
     try:
         ensure_network(store, name, NetworkRecord(**kept["network"]))
     except NetworkConflict as e:

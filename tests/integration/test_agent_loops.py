@@ -147,7 +147,7 @@ def test_a_failing_loop_is_restarted_counted_and_reported_until_it_recovers(plai
             assert eventually(degraded, timeout=15)
             overlay = agent()["agentHealth"]["loops"]["overlay"]
             assert overlay["state"] == "failing"
-            assert overlay["lastError"].startswith("JSONDecodeError: ")
+            assert overlay["lastError"].startswith("MalformedRecord: ")
             code, body = http_get(ns, "/healthz")
             assert code == 503 and json.loads(body)["status"] == "degraded"
             metrics = http_get(ns, "/metrics")[1]
@@ -156,7 +156,7 @@ def test_a_failing_loop_is_restarted_counted_and_reported_until_it_recovers(plai
             assert sample(metrics, 'netplug_agent_loop_up{loop="registration"}') == 1
             text = netplugctl(ns, plain_host.store, plain_host.host_name, "status")
             assert "agent:        degraded" in text
-            assert "loop overlay failing for" in text and "JSONDecodeError" in text
+            assert "loop overlay failing for" in text and "MalformedRecord" in text
             store.delete(bad_key)
         finally:
             store.close()

@@ -11,7 +11,7 @@ import pytest
 
 from netplug.agent.overlay import Overlay, View, read_view
 from netplug.dns.follow import Follower
-from netplug.ipam import keys
+from netplug.ipam.schema import Hosts
 from netplug.ipam.store.sqlite import SQLiteStore
 
 
@@ -73,7 +73,7 @@ async def test_overlay_changes_reconcile_and_container_events_do_not(overlay) ->
     before = await overlay.settled()
     overlay.store.put("/netplug/ips/blue/10.244.1.0/24/10.244.1.7", b'{"host": "h1"}')
     assert await overlay.settled() == before
-    overlay.store.put(keys.host_key("h2"), b'{"vtep": "192.0.2.2"}')
+    overlay.store.put(Hosts.key("h2"), b'{"vtep": "192.0.2.2"}')
     assert await eventually(lambda: len(overlay.views) > before)
     assert overlay.views[-1].live_hosts == {"h2"}
 
@@ -81,6 +81,6 @@ async def test_overlay_changes_reconcile_and_container_events_do_not(overlay) ->
 async def test_a_change_before_the_watch_began_is_reconciled(overlay) -> None:
     """The overlay read the store, then a host joined, then the follower read it:
     no batch will ever carry that join, so the follower's read must count."""
-    overlay.store.put(keys.host_key("h2"), b'{"vtep": "192.0.2.2"}')
+    overlay.store.put(Hosts.key("h2"), b'{"vtep": "192.0.2.2"}')
     await overlay.follower.start()
     assert await eventually(lambda: overlay.views[-1].live_hosts == {"h2"})

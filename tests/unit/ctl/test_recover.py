@@ -9,8 +9,9 @@ import pytest
 
 from netplug.cni import local_records
 from netplug.ctl import recover
-from netplug.ipam import identity, keys, networks
+from netplug.ipam import identity, networks
 from netplug.ipam.allocations import IPAM, Allocation, Attachment, Pool
+from netplug.ipam.schema import Attachments, Blocks, Vteps
 
 NETWORK = {
     "subnet": "10.244.0.0/16",
@@ -61,10 +62,10 @@ def test_recover_writes_back_what_is_missing_and_adopts_the_store(store, run_dir
 
 
 def test_a_block_another_host_holds_is_a_conflict_and_nothing_is_adopted(store, run_dir) -> None:
-    store.put(keys.block_key("blue", ip_network("10.244.7.0/24")), keys.encode({"host": "node-2"}))
+    store.put(Blocks.key("blue", ip_network("10.244.7.0/24")), Blocks.encode("node-2"))
     rows = recover.recover(store, "node-1", run_dir, ["np0000000000001"])
     assert rows[0].conflict and "held by host node-2" in rows[0].state
-    assert store.get(keys.attachment_key("blue", "node-1", "c1", "eth0")) is None
+    assert store.get(Attachments.key("blue", "node-1", "c1", "eth0")) is None
     assert identity.HostMemory(run_dir, "node-1", store.url).read() is None
 
 
@@ -83,7 +84,7 @@ def test_the_kept_network_and_vtep_records_come_back_first(store, run_dir) -> No
         ("blue", "10.244.0.0/16", recover.RESTORED)
     ]
     assert networks.networks(store)["blue"] == networks.NetworkRecord(**NETWORK)
-    assert keys.decode(store.get(keys.vtep_key("blue", "node-1")).value) == VTEP
+    assert Vteps.decode(store.get(Vteps.key("blue", "node-1")).value)._asdict() == VTEP
     assert [r.state for r in recover.recover(store, "node-1", run_dir, [])] == [recover.PRESENT]
 
 

@@ -184,16 +184,3 @@ def test_listing() -> None:
         "srv": [{"service": "_http._tcp", "port": 80, "priority": 0, "weight": 0}],
     }
     assert rows[1]["network"] == "Blue" and rows[1]["containerID"] == "c1"
-
-
-def test_prefixes_match_the_ipam_layout() -> None:
-    from netplug.dns import keys
-    from netplug.ipam import keys as ipam_keys
-
-    att = ipam_keys.attachment_key("blue", "h1", "c1", "eth0")
-    assert att == f"{keys.ATTACHMENTS}blue/h1/c1/eth0"
-    assert (
-        ipam_keys.block_key("blue", ip_network("10.244.1.0/24"))
-        == f"{keys.BLOCKS}blue/10.244.1.0/24"
-    )
-    assert not any(keys.NAMES.startswith(p) or p.startswith(keys.NAMES) for p in keys.PREFIXES[:2])

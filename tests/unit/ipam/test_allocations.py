@@ -7,7 +7,6 @@ from ipaddress import ip_address, ip_network
 import pytest
 from meddling import BehindTheBack
 
-from netplug.ipam import keys
 from netplug.ipam.allocations import (
     IPAM,
     AddressUnavailable,
@@ -15,6 +14,7 @@ from netplug.ipam.allocations import (
     Pool,
     PoolExhausted,
 )
+from netplug.ipam.schema import Blocks
 
 V4 = Pool(ip_network("10.244.0.0/16"), 24)
 V6 = Pool(ip_network("fd00:244::/48"), 64)
@@ -131,17 +131,23 @@ def test_attachments_lists_only_this_hosts(store):
 def test_records_use_the_documented_layout(store):
     att = IPAM(store, "node-1").allocate("blue", [V4], "c1", "eth0", names=("web",))
     a = att.allocations[0]
-    record = keys.decode(store.get(keys.attachment_key("blue", "node-1", "c1", "eth0")).value)
-    assert record["names"] == ["web"]
-    owner = keys.decode(store.get(keys.ip_key("blue", a.block, a.address.ip)).value)
-    assert owner == {"host": "node-1", "containerID": "c1", "ifname": "eth0"}
+    # Literal keys and bytes: the layout existing stores hold (see ipam/schema.py).
+    record = store.get("/netplug/attachments/blue/node-1/c1/eth0").value
+    assert record == (
+        b'{"containerID":"c1","ifname":"eth0","ips":[{"address":"%s","block":"%s",'
+        b'"gateway":"%s"}],"names":["web"],"netns":""}'
+        % (str(a.address).encode(), str(a.block).encode(), str(a.gateway).encode())
+    )
+    owner = store.get(f"/netplug/ips/blue/{a.block}/{a.address.ip}").value
+    assert owner == b'{"containerID":"c1","host":"node-1","ifname":"eth0"}'
+    assert store.get(f"/netplug/blocks/blue/{a.block}").value == b'{"host":"node-1"}'
 
 
 def test_a_remembered_block_taken_away_is_not_used(store):
     ipam = IPAM(store, "node-1")
     first = ipam.allocate("blue", [V4], "c1", "eth0").allocations[0]
-    store.delete(keys.block_key("blue", first.block))  # as 'hosts remove' would
-    store.put(keys.block_key("blue", first.block), keys.encode({"host": "node-2"}))
+    store.delete(Blocks.key("blue", first.block))  # as 'hosts remove' would
+    store.put(Blocks.key("blue", first.block), Blocks.encode("node-2"))
     second = ipam.allocate("blue", [V4], "c2", "eth0").allocations[0]
     assert second.block != first.block
     assert ipam.host_blocks("blue", V4) == [second.block]
@@ -178,7 +184,7 @@ def test_a_freed_address_is_used_before_a_new_block(store, released_by):
 def test_a_block_leased_by_a_parallel_add_is_shared_not_doubled(store):
     """The race CI caught on etcd: no room seen, another ADD leases, then this one reads."""
     other = IPAM(store, "node-1")
-    blocks = keys.blocks_prefix("blue")
+    blocks = Blocks.prefix("blue")
     meddling = BehindTheBack(store, blocks, lambda: other.allocate("blue", [V4], "o", "eth0"))
     ipam = IPAM(meddling, "node-1")
     mine = ipam.allocate("blue", [V4], "c1", "eth0").allocations[0]
@@ -196,7 +202,7 @@ def test_an_address_freed_just_before_leasing_is_taken_not_a_new_block(store):
     freed = []
     meddling = BehindTheBack(
         store,
-        keys.blocks_prefix("tiny"),
+        Blocks.prefix("tiny"),
         lambda: freed.append(other.release("tiny", "c2", "eth0")),
         after=3,
     )

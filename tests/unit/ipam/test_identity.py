@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from netplug.ipam import identity, keys
+from netplug.ipam import identity
 from netplug.ipam.identity import HostMemory, Verdict, judge
+from netplug.ipam.schema import ROOT, Identity
 from netplug.ipam.store.base import StoreReset
 
 
@@ -41,16 +42,16 @@ def test_first_use_gives_the_store_an_identity_and_remembers_it(store, memory) -
 
 def test_an_emptied_store_is_refused_and_left_empty(store, memory) -> None:
     identity.verify(store, memory)
-    store.delete(keys.ROOT, prefix=True)
+    store.delete(ROOT, prefix=True)
     with pytest.raises(StoreReset, match=r"was emptied.*netplugctl .*recover --run-dir"):
         identity.verify(store, memory)
-    assert store.range(keys.ROOT, prefix=True).kvs == []
+    assert store.range(ROOT, prefix=True).kvs == []
 
 
 def test_a_replaced_store_is_refused(store, memory) -> None:
     identity.verify(store, memory)
     remembered = memory.read()
-    store.put(keys.identity_key(), keys.encode({"id": "another"}))
+    store.put(Identity.key(), Identity.encode("another"))
     with pytest.raises(StoreReset, match=rf"has ID another.*last used store ID {remembered}"):
         identity.verify(store, memory)
     assert memory.read() == remembered

@@ -1,0 +1,495 @@
+"""The store schema: every key netplug keeps in the store and every record's bytes.
+
+The one place that maps names to keys (as CoreDNS's ``plugin/etcd/msg/path.go``):
+nothing else formats or splits a key (``tests/unit/ipam/test_schema.py`` scans
+the package for it). Each kind below has ``key(...)``, ``parse(key)``,
+``encode(record)`` and ``decode(bytes)``:
+
+    kind             key under /netplug/                      value: a JSON object of
+    ---------------  ---------------------------------------  ------------------------------------
+    Blocks           blocks/<network>/<block CIDR>            host
+    Ips              ips/<network>/<block CIDR>/<address>     host, containerID, ifname
+    Attachments      attachments/<network>/<host>/            containerID, ifname, netns, names,
+                         <container>/<ifname>                 ips: [{address, gateway, block}]
+    Networks         networks/<network>                       subnet, subnet6, vni, domain,
+                                                              block_prefix, block_prefix6
+    NetworkRegistry  network-registry                         network: the last one recorded
+    Vteps            vteps/<network>/<host>                   vtep, mac, vni
+    Hosts            hosts/<host>                             vtep, instance, since; leased
+    Identity         identity                                 id: the store's identity
+    Names            dns/<name>                               addresses, ttl, srv; leased with ttl
+    POLICIES         policies/...                             reserved: no records yet
+
+Addresses sit under their block, so a block's used addresses are one prefix
+range; attachments sit under their host, so "this host's containers" is too.
+A host record lives under its agent's TTL lease: it vanishes when the agent
+stops renewing it. Pending releases are not in the store: they wait on the
+host (``ipam.pending``) for the store to answer.
+
+A DNS name's value is decoded by ``dns.records.decode_registration``: its checks
+are the API's own (one gate for request bodies and stored records), and IPAM,
+which sits below DNS, must not import it. Every value here is JSON with sorted
+keys and no spaces: byte-stable, because a block claim compares its value
+byte for byte.
+
+A key that is not of its kind's form raises ``MalformedKey``; a value that is
+not a record of its kind raises ``MalformedRecord``. Both are ``SchemaError``
+(a ``ValueError``): a reader of many records skips one it cannot read and
+counts it, rather than stopping at it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from ipaddress import IPv4Interface, IPv6Interface, ip_address, ip_interface, ip_network
+from typing import NamedTuple
+
+from netplug.ipam.blocks import Address, Network
+
+Interface = IPv4Interface | IPv6Interface
+
+ROOT = "/netplug/"
+POLICIES = f"{ROOT}policies/"  # reserved for the policy records to come
+
+
+class SchemaError(ValueError):
+    """A key or a value that is not what the schema says; the message says which."""
+
+
+class MalformedKey(SchemaError):
+    pass
+
+
+class MalformedRecord(SchemaError):
+    pass
+
+
+# -- the codec every record shares ----------------------------------------------
+
+
+def encode_json(record: object) -> bytes:
+    return json.dumps(record, separators=(",", ":"), sort_keys=True).encode()
+
+
+def decode_object(value: bytes, kind: str) -> dict:
+    """The JSON object in ``value``; raises MalformedRecord naming ``kind``."""
+    try:
+        record = json.loads(value)
+    except (ValueError, RecursionError) as e:  # UnicodeDecodeError too
+        raise MalformedRecord(f"{kind} record: expected JSON, got {_shown(value)} ({e})") from None
+    if not isinstance(record, dict):
+        raise MalformedRecord(f"{kind} record: expected a JSON object, got {_shown(value)}")
+    return record
+
+
+def _field(record: dict, name: str, kind: str, want: type = str) -> object:
+    value = record.get(name)
+    # bool is an int to Python, never a number to netplug.
+    if not isinstance(value, want) or (want is int and isinstance(value, bool)):
+        raise MalformedRecord(f"{kind} record: expected {name!r} as {want.__name__}, got {value!r}")
+    return value
+
+
+def _shown(value: bytes) -> str:
+    return repr(value) if len(value) <= 64 else f"{value[:64]!r}... ({len(value)} bytes)"
+
+
+def _parts(key: str, prefix: str, count: int, form: str) -> list[str]:
+    """The ``count`` non-empty "/"-separated segments after ``prefix``; raises MalformedKey."""
+    if key.startswith(prefix):
+        parts = key[len(prefix) :].split("/")
+        if len(parts) == count and all(parts):
+            return parts
+    raise MalformedKey(f"{key!r}: expected a key of the form {prefix}{form}")
+
+
+def _network(text: str, key: str) -> Network:
+    try:
+        return ip_network(text)
+    except ValueError as e:
+        raise MalformedKey(f"{key!r}: {e}") from None
+
+
+# -- blocks: which host holds which block -----------------------------------------
+
+
+class BlockKey(NamedTuple):
+    network: str
+    block: Network
+
+
+class Blocks:
+    PREFIX = f"{ROOT}blocks/"
+
+    @staticmethod
+    def prefix(network: str) -> str:
+        return f"{Blocks.PREFIX}{network}/"
+
+    @staticmethod
+    def key(network: str, block: Network) -> str:
+        return f"{Blocks.PREFIX}{network}/{block}"
+
+    @staticmethod
+    def parse(key: str) -> BlockKey:
+        network, address, length = _parts(key, Blocks.PREFIX, 3, "<network>/<block CIDR>")
+        return BlockKey(network, _network(f"{address}/{length}", key))
+
+    @staticmethod
+    def encode(host: str) -> bytes:
+        return encode_json({"host": host})
+
+    @staticmethod
+    def decode(value: bytes) -> str:
+        """The host that holds the block."""
+        return _field(decode_object(value, "block"), "host", "block")  # type: ignore[return-value]
+
+
+# -- ips: each used address, under its block --------------------------------------
+
+
+class IpKey(NamedTuple):
+    network: str
+    block: Network
+    address: Address
+
+
+class AddressOwner(NamedTuple):
+    host: str
+    container_id: str
+    ifname: str
+
+
+class Ips:
+    PREFIX = f"{ROOT}ips/"
+
+    @staticmethod
+    def block_prefix(network: str, block: Network) -> str:
+        return f"{Ips.PREFIX}{network}/{block}/"
+
+    @staticmethod
+    def key(network: str, block: Network, address: Address) -> str:
+        return f"{Ips.PREFIX}{network}/{block}/{address}"
+
+    @staticmethod
+    def parse(key: str) -> IpKey:
+        form = "<network>/<block CIDR>/<address>"
+        network, base, length, address = _parts(key, Ips.PREFIX, 4, form)
+        try:
+            return IpKey(network, _network(f"{base}/{length}", key), ip_address(address))
+        except ValueError as e:
+            raise MalformedKey(f"{key!r}: {e}") from None
+
+    @staticmethod
+    def addresses(keys: Iterable[str], prefix: str) -> frozenset[Address]:
+        """The addresses of ``keys``, all under the one block prefix ``prefix``
+        (``block_prefix``): the used-address read of every ADD, so only the last
+        segment is parsed. Raises MalformedKey."""
+        try:
+            return frozenset(ip_address(key[len(prefix) :]) for key in keys)
+        except ValueError as e:
+            raise MalformedKey(f"under {prefix!r}: {e}") from None
+
+    @staticmethod
+    def encode(owner: AddressOwner) -> bytes:
+        return encode_json(
+            {"host": owner.host, "containerID": owner.container_id, "ifname": owner.ifname}
+        )
+
+    @staticmethod
+    def decode(value: bytes) -> AddressOwner:
+        record = decode_object(value, "address")
+        return AddressOwner(
+            _field(record, "host", "address"),  # type: ignore[arg-type]
+            _field(record, "containerID", "address"),  # type: ignore[arg-type]
+            _field(record, "ifname", "address"),  # type: ignore[arg-type]
+        )
+
+
+# -- attachments: one container interface's addresses and names -------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Allocation:
+    address: Interface  # carries the block's prefix
+    gateway: Address
+    block: Network
+
+
+@dataclass(frozen=True, slots=True)
+class Attachment:
+    network: str
+    host: str
+    container_id: str
+    ifname: str
+    allocations: tuple[Allocation, ...]
+    names: tuple[str, ...] = field(default=())
+    netns: str = ""  # the container's namespace path at ADD: lets GC tell live from gone
+
+    @property
+    def key(self) -> str:
+        return Attachments.key(self.network, self.host, self.container_id, self.ifname)
+
+    def record(self) -> dict:
+        return {
+            "containerID": self.container_id,
+            "ifname": self.ifname,
+            "ips": [
+                {"address": str(a.address), "gateway": str(a.gateway), "block": str(a.block)}
+                for a in self.allocations
+            ],
+            "names": list(self.names),
+            "netns": self.netns,
+        }
+
+    @classmethod
+    def from_record(cls, network: str, host: str, record: dict) -> Attachment:
+        """Raises KeyError, TypeError or ValueError for a record that is not one;
+        ``Attachments.decode`` turns them into MalformedRecord."""
+        allocations = tuple(
+            Allocation(
+                ip_interface(ip["address"]), ip_address(ip["gateway"]), ip_network(ip["block"])
+            )
+            for ip in record["ips"]
+        )
+        return cls(
+            network,
+            host,
+            record["containerID"],
+            record["ifname"],
+            allocations,
+            tuple(record.get("names", ())),
+            record.get("netns", ""),
+        )
+
+
+class AttachmentKey(NamedTuple):
+    network: str
+    host: str
+    container_id: str
+    ifname: str
+
+
+class Attachments:
+    PREFIX = f"{ROOT}attachments/"
+
+    @staticmethod
+    def prefix(network: str) -> str:
+        return f"{Attachments.PREFIX}{network}/"
+
+    @staticmethod
+    def host_prefix(network: str, host: str) -> str:
+        return f"{Attachments.PREFIX}{network}/{host}/"
+
+    @staticmethod
+    def key(network: str, host: str, container_id: str, ifname: str) -> str:
+        return f"{Attachments.PREFIX}{network}/{host}/{container_id}/{ifname}"
+
+    @staticmethod
+    def parse(key: str) -> AttachmentKey:
+        form = "<network>/<host>/<container>/<ifname>"
+        return AttachmentKey(*_parts(key, Attachments.PREFIX, 4, form))
+
+    @staticmethod
+    def encode(attachment: Attachment) -> bytes:
+        return encode_json(attachment.record())
+
+    @staticmethod
+    def decode(value: bytes, network: str, host: str) -> Attachment:
+        """The attachment of ``host`` in ``network`` (the key's) that ``value`` records."""
+        record = decode_object(value, "attachment")
+        try:
+            return Attachment.from_record(network, host, record)
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise MalformedRecord(f"attachment record: {type(e).__name__}: {e}") from None
+
+
+# -- networks: each network's layout, and the key that serializes their writes ----
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkRecord:
+    subnet: str
+    subnet6: str  # "" without IPv6
+    vni: int | None  # 0: no VXLAN device (netplug-ipam); None, when wanted: any free one
+    domain: str
+    block_prefix: int = 0  # hostBlockPrefix(6); 0 in records written before they were kept
+    block_prefix6: int = 0
+
+    def subnets(self) -> list:
+        return [ip_network(s) for s in (self.subnet, self.subnet6) if s]
+
+
+class Networks:
+    PREFIX = f"{ROOT}networks/"
+
+    @staticmethod
+    def key(network: str) -> str:
+        return f"{Networks.PREFIX}{network}"
+
+    @staticmethod
+    def parse(key: str) -> str:
+        return _parts(key, Networks.PREFIX, 1, "<network>")[0]
+
+    @staticmethod
+    def encode(record: NetworkRecord) -> bytes:
+        return encode_json(asdict(record))
+
+    @staticmethod
+    def decode(value: bytes) -> NetworkRecord:
+        try:
+            return NetworkRecord(**decode_object(value, "network"))
+        except TypeError as e:  # a missing or unknown field
+            raise MalformedRecord(f"network record: {e}") from None
+
+
+class NetworkRegistry:
+    """Bumped with every network record written: the compare that serializes them."""
+
+    KEY = f"{ROOT}network-registry"
+
+    @staticmethod
+    def key() -> str:
+        return NetworkRegistry.KEY
+
+    @staticmethod
+    def parse(key: str) -> None:
+        if key != NetworkRegistry.KEY:
+            raise MalformedKey(f"{key!r}: expected {NetworkRegistry.KEY}")
+
+    @staticmethod
+    def encode(network: str) -> bytes:
+        return encode_json({"network": network})
+
+    @staticmethod
+    def decode(value: bytes) -> str:
+        """The network recorded last."""
+        record = decode_object(value, "network registry")
+        return _field(record, "network", "network registry")  # type: ignore[return-value]
+
+
+# -- VTEPs and hosts: what the overlay programs ------------------------------------
+
+
+class VtepKey(NamedTuple):
+    network: str
+    host: str
+
+
+class VtepRecord(NamedTuple):
+    vtep: str
+    mac: str
+    vni: int
+
+
+class Vteps:
+    PREFIX = f"{ROOT}vteps/"
+
+    @staticmethod
+    def key(network: str, host: str) -> str:
+        return f"{Vteps.PREFIX}{network}/{host}"
+
+    @staticmethod
+    def parse(key: str) -> VtepKey:
+        return VtepKey(*_parts(key, Vteps.PREFIX, 2, "<network>/<host>"))
+
+    @staticmethod
+    def encode(record: VtepRecord) -> bytes:
+        return encode_json(record._asdict())
+
+    @staticmethod
+    def decode(value: bytes) -> VtepRecord:
+        record = decode_object(value, "VTEP")
+        return VtepRecord(
+            _field(record, "vtep", "VTEP"),  # type: ignore[arg-type]
+            _field(record, "mac", "VTEP"),  # type: ignore[arg-type]
+            _field(record, "vni", "VTEP", int),  # type: ignore[arg-type]
+        )
+
+
+class HostRecord(NamedTuple):
+    vtep: str = ""
+    instance: str = ""  # the agent's boot id and namespace: tells its successor from a rival
+    since: int = 0  # when its agent registered (epoch seconds); 0 if unknown
+
+
+class Hosts:
+    PREFIX = f"{ROOT}hosts/"
+
+    @staticmethod
+    def key(host: str) -> str:
+        return f"{Hosts.PREFIX}{host}"
+
+    @staticmethod
+    def parse(key: str) -> str:
+        return _parts(key, Hosts.PREFIX, 1, "<host>")[0]
+
+    @staticmethod
+    def encode(record: HostRecord) -> bytes:
+        return encode_json(record._asdict())
+
+    @staticmethod
+    def decode(value: bytes) -> HostRecord:
+        """Fields a record lacks take their defaults (hand-written records have only a VTEP)."""
+        record = decode_object(value, "host")
+        found = HostRecord(**{f: record[f] for f in HostRecord._fields if f in record})
+        if not (isinstance(found.vtep, str) and isinstance(found.instance, str)):
+            raise MalformedRecord(f"host record: expected strings, got {found}")
+        if not isinstance(found.since, int) or isinstance(found.since, bool):
+            raise MalformedRecord(f"host record: expected 'since' as int, got {found.since!r}")
+        return found
+
+
+# -- the store's identity ------------------------------------------------------------
+
+
+class Identity:
+    """Written once per store: hosts remember it and refuse a store without it."""
+
+    KEY = f"{ROOT}identity"
+
+    @staticmethod
+    def key() -> str:
+        return Identity.KEY
+
+    @staticmethod
+    def parse(key: str) -> None:
+        if key != Identity.KEY:
+            raise MalformedKey(f"{key!r}: expected {Identity.KEY}")
+
+    @staticmethod
+    def encode(store_id: str) -> bytes:
+        return encode_json({"id": store_id})
+
+    @staticmethod
+    def decode(value: bytes) -> str:
+        record = decode_object(value, "identity")
+        if "id" not in record:
+            raise MalformedRecord("identity record: expected 'id'")
+        return str(record["id"])
+
+
+# -- DNS names registered through the API ---------------------------------------------
+
+
+class Names:
+    """The value is a ``dns.records.Registration``'s JSON (see the module's docstring)."""
+
+    PREFIX = f"{ROOT}dns/"
+
+    @staticmethod
+    def key(name: str) -> str:
+        """``name`` relative to the DNS domain, lower-case: ``api``, ``db.prod``."""
+        return f"{Names.PREFIX}{name}"
+
+    @staticmethod
+    def parse(key: str) -> str:
+        return _parts(key, Names.PREFIX, 1, "<name>")[0]
+
+    encode = staticmethod(encode_json)
+
+    @staticmethod
+    def decode(value: bytes) -> dict:
+        """The JSON object; ``dns.records.decode_registration`` checks its fields."""
+        return decode_object(value, "DNS name")
