@@ -100,7 +100,7 @@ def _parts(key: str, prefix: str, count: int, form: str) -> list[str]:
     """The ``count`` non-empty "/"-separated segments after ``prefix``; raises MalformedKey."""
     if key.startswith(prefix):
         parts = key[len(prefix) :].split("/")
-        if len(parts) == count and all(parts):
+        if len(parts) == count and "" not in parts:
             return parts
     raise MalformedKey(f"{key!r}: expected a key of the form {prefix}{form}")
 
@@ -170,7 +170,7 @@ class Ips:
 
     @staticmethod
     def key(network: str, block: Network, address: Address) -> str:
-        return f"{Ips.PREFIX}{network}/{block}/{address}"
+        return f"{Ips.block_prefix(network, block)}{address}"
 
     @staticmethod
     def parse(key: str) -> IpKey:
@@ -275,16 +275,12 @@ class Attachments:
     PREFIX = f"{ROOT}attachments/"
 
     @staticmethod
-    def prefix(network: str) -> str:
-        return f"{Attachments.PREFIX}{network}/"
-
-    @staticmethod
     def host_prefix(network: str, host: str) -> str:
         return f"{Attachments.PREFIX}{network}/{host}/"
 
     @staticmethod
     def key(network: str, host: str, container_id: str, ifname: str) -> str:
-        return f"{Attachments.PREFIX}{network}/{host}/{container_id}/{ifname}"
+        return f"{Attachments.host_prefix(network, host)}{container_id}/{ifname}"
 
     @staticmethod
     def parse(key: str) -> AttachmentKey:
@@ -321,16 +317,23 @@ class NetworkRecord:
         return [ip_network(s) for s in (self.subnet, self.subnet6) if s]
 
 
-class Networks:
-    PREFIX = f"{ROOT}networks/"
+class _OneName:
+    """A kind whose keys are ``PREFIX<name>``: one name each."""
 
-    @staticmethod
-    def key(network: str) -> str:
-        return f"{Networks.PREFIX}{network}"
+    PREFIX: str
+    FORM: str
 
-    @staticmethod
-    def parse(key: str) -> str:
-        return _parts(key, Networks.PREFIX, 1, "<network>")[0]
+    @classmethod
+    def key(cls, name: str) -> str:
+        return f"{cls.PREFIX}{name}"
+
+    @classmethod
+    def parse(cls, key: str) -> str:
+        return _parts(key, cls.PREFIX, 1, cls.FORM)[0]
+
+
+class Networks(_OneName):
+    PREFIX, FORM = f"{ROOT}networks/", "<network>"
 
     @staticmethod
     def encode(record: NetworkRecord) -> bytes:
@@ -344,29 +347,36 @@ class Networks:
             raise MalformedRecord(f"network record: {e}") from None
 
 
-class NetworkRegistry:
-    """Bumped with every network record written: the compare that serializes them."""
+class _OneKey:
+    """A kind with one key, whose record holds one string ``FIELD``."""
 
-    KEY = f"{ROOT}network-registry"
+    KEY: str
+    FIELD: str
+    KIND: str
 
-    @staticmethod
-    def key() -> str:
-        return NetworkRegistry.KEY
+    @classmethod
+    def key(cls) -> str:
+        return cls.KEY
 
-    @staticmethod
-    def parse(key: str) -> None:
-        if key != NetworkRegistry.KEY:
-            raise MalformedKey(f"{key!r}: expected {NetworkRegistry.KEY}")
+    @classmethod
+    def parse(cls, key: str) -> None:
+        if key != cls.KEY:
+            raise MalformedKey(f"{key!r}: expected {cls.KEY}")
 
-    @staticmethod
-    def encode(network: str) -> bytes:
-        return encode_json({"network": network})
+    @classmethod
+    def encode(cls, value: str) -> bytes:
+        return encode_json({cls.FIELD: value})
 
-    @staticmethod
-    def decode(value: bytes) -> str:
-        """The network recorded last."""
-        record = decode_object(value, "network registry")
-        return _field(record, "network", "network registry")  # type: ignore[return-value]
+    @classmethod
+    def decode(cls, value: bytes) -> str:
+        return _field(decode_object(value, cls.KIND), cls.FIELD, cls.KIND)  # type: ignore[return-value]
+
+
+class NetworkRegistry(_OneKey):
+    """Bumped with every network record written: the compare that serializes them.
+    Its record names the network recorded last."""
+
+    KEY, FIELD, KIND = f"{ROOT}network-registry", "network", "network registry"
 
 
 # -- VTEPs and hosts: what the overlay programs ------------------------------------
@@ -414,16 +424,8 @@ class HostRecord(NamedTuple):
     since: int = 0  # when its agent registered (epoch seconds); 0 if unknown
 
 
-class Hosts:
-    PREFIX = f"{ROOT}hosts/"
-
-    @staticmethod
-    def key(host: str) -> str:
-        return f"{Hosts.PREFIX}{host}"
-
-    @staticmethod
-    def parse(key: str) -> str:
-        return _parts(key, Hosts.PREFIX, 1, "<host>")[0]
+class Hosts(_OneName):
+    PREFIX, FORM = f"{ROOT}hosts/", "<host>"
 
     @staticmethod
     def encode(record: HostRecord) -> bytes:
@@ -444,48 +446,20 @@ class Hosts:
 # -- the store's identity ------------------------------------------------------------
 
 
-class Identity:
+class Identity(_OneKey):
     """Written once per store: hosts remember it and refuse a store without it."""
 
-    KEY = f"{ROOT}identity"
-
-    @staticmethod
-    def key() -> str:
-        return Identity.KEY
-
-    @staticmethod
-    def parse(key: str) -> None:
-        if key != Identity.KEY:
-            raise MalformedKey(f"{key!r}: expected {Identity.KEY}")
-
-    @staticmethod
-    def encode(store_id: str) -> bytes:
-        return encode_json({"id": store_id})
-
-    @staticmethod
-    def decode(value: bytes) -> str:
-        record = decode_object(value, "identity")
-        if "id" not in record:
-            raise MalformedRecord("identity record: expected 'id'")
-        return str(record["id"])
+    KEY, FIELD, KIND = f"{ROOT}identity", "id", "identity"
 
 
 # -- DNS names registered through the API ---------------------------------------------
 
 
-class Names:
-    """The value is a ``dns.records.Registration``'s JSON (see the module's docstring)."""
+class Names(_OneName):
+    """A name relative to the DNS domain, lower-case (``api``, ``db.prod``); the value
+    is a ``dns.records.Registration``'s JSON (see the module's docstring)."""
 
-    PREFIX = f"{ROOT}dns/"
-
-    @staticmethod
-    def key(name: str) -> str:
-        """``name`` relative to the DNS domain, lower-case: ``api``, ``db.prod``."""
-        return f"{Names.PREFIX}{name}"
-
-    @staticmethod
-    def parse(key: str) -> str:
-        return _parts(key, Names.PREFIX, 1, "<name>")[0]
+    PREFIX, FORM = f"{ROOT}dns/", "<name>"
 
     encode = staticmethod(encode_json)
 

@@ -86,7 +86,6 @@ def test_keys_round_trip(kind, parts, key, parsed) -> None:
 def test_the_prefixes_that_list_a_network_or_host_lie_under_its_kind() -> None:
     assert Blocks.prefix("blue") == "/netplug/blocks/blue/"
     assert Ips.block_prefix("blue", V4) == "/netplug/ips/blue/10.244.1.0/24/"
-    assert Attachments.prefix("blue") == "/netplug/attachments/blue/"
     assert Attachments.host_prefix("blue", "h1") == "/netplug/attachments/blue/h1/"
     under = Ips.block_prefix("blue", V4)
     assert Ips.addresses([f"{under}10.244.1.7"], under) == {ip_address("10.244.1.7")}
