@@ -206,6 +206,23 @@ def test_names_include_api_registrations(store_url, tmp_path, capsys):
     assert rows["web"]["source"] == "container"
 
 
+def test_names_skip_an_unreadable_registration_with_a_warning(store_url, tmp_path, capsys):
+    """Read with the DNS record codec, as the DNS server does: one broken record is
+    named on stderr and skipped, not a traceback that hides every other name."""
+    store = SQLiteStore(f"{tmp_path}/netplug.db")
+    try:
+        store.put("/netplug/dns/api", b'{"addresses": ["10.1.2.3"]}')
+        store.put("/netplug/dns/broken", b"not json")
+        store.put("/netplug/dns/odd", b'{"addresses": ["10.1.2.4"], "color": "red"}')
+    finally:
+        store.close()
+    assert main(["--store", store_url, "--json", "names"]) == 0
+    out, err = capsys.readouterr()
+    assert {r["name"] for r in json.loads(out) if r["source"] == "api"} == {"api"}
+    assert "skipping unreadable /netplug/dns/broken" in err
+    assert "skipping unreadable /netplug/dns/odd: unknown field 'color'" in err
+
+
 def test_allocations_json_after_the_command(store_url, capsys):
     assert main(["allocations", "--json", "--store", store_url, "--host", "node-2"]) == 0
     (row,) = json.loads(capsys.readouterr().out)

@@ -69,6 +69,13 @@ def test_a_block_another_host_holds_is_a_conflict_and_nothing_is_adopted(store, 
     assert identity.HostMemory(run_dir, "node-1", store.url).read() is None
 
 
+def test_an_unreadable_record_in_the_way_is_a_conflict_not_a_crash(store, run_dir) -> None:
+    store.put(Blocks.key("blue", ip_network("10.244.7.0/24")), b"not json")
+    [row] = recover.recover(store, "node-1", run_dir, ["np0000000000001"])
+    assert row.conflict and "cannot be read (block record: expected JSON" in row.state
+    assert store.get(Attachments.key("blue", "node-1", "c1", "eth0")) is None
+
+
 def test_an_address_another_container_holds_is_a_conflict(store, run_dir) -> None:
     IPAM(store, "node-1").allocate(
         "blue", [Pool(ip_network("10.244.0.0/16"), 24)], "c9", "eth0", [ip_address("10.244.7.9")]
