@@ -44,7 +44,7 @@ import json
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from ipaddress import IPv4Interface, IPv6Interface, ip_address, ip_interface, ip_network
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from netplug.ipam.blocks import Address, Network
 
@@ -84,7 +84,7 @@ def decode_object(value: bytes, kind: str) -> dict:
     return record
 
 
-def _field(record: dict, name: str, kind: str, want: type = str) -> object:
+def _field(record: dict, name: str, kind: str, want: type = str) -> Any:
     value = record.get(name)
     # bool is an int to Python, never a number to netplug.
     if not isinstance(value, want) or (want is int and isinstance(value, bool)):
@@ -143,7 +143,7 @@ class Blocks:
     @staticmethod
     def decode(value: bytes) -> str:
         """The host that holds the block."""
-        return _field(decode_object(value, "block"), "host", "block")  # type: ignore[return-value]
+        return _field(decode_object(value, "block"), "host", "block")
 
 
 # -- ips: each used address, under its block --------------------------------------
@@ -201,9 +201,9 @@ class Ips:
     def decode(value: bytes) -> AddressOwner:
         record = decode_object(value, "address")
         return AddressOwner(
-            _field(record, "host", "address"),  # type: ignore[arg-type]
-            _field(record, "containerID", "address"),  # type: ignore[arg-type]
-            _field(record, "ifname", "address"),  # type: ignore[arg-type]
+            _field(record, "host", "address"),
+            _field(record, "containerID", "address"),
+            _field(record, "ifname", "address"),
         )
 
 
@@ -369,7 +369,7 @@ class _OneKey:
 
     @classmethod
     def decode(cls, value: bytes) -> str:
-        return _field(decode_object(value, cls.KIND), cls.FIELD, cls.KIND)  # type: ignore[return-value]
+        return _field(decode_object(value, cls.KIND), cls.FIELD, cls.KIND)
 
 
 class NetworkRegistry(_OneKey):
@@ -412,9 +412,9 @@ class Vteps:
     def decode(value: bytes) -> VtepRecord:
         record = decode_object(value, "VTEP")
         return VtepRecord(
-            _field(record, "vtep", "VTEP"),  # type: ignore[arg-type]
-            _field(record, "mac", "VTEP"),  # type: ignore[arg-type]
-            _field(record, "vni", "VTEP", int),  # type: ignore[arg-type]
+            _field(record, "vtep", "VTEP"),
+            _field(record, "mac", "VTEP"),
+            _field(record, "vni", "VTEP", int),
         )
 
 
