@@ -10,12 +10,12 @@ functions of ``blocks`` and ``allocator``; this module only reads and writes.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from ipaddress import ip_interface
 
 from netplug.ipam.allocator import candidates, is_usable
+from netplug.ipam.block_view import BlockView
 from netplug.ipam.blocks import Address, Network, block_of, choose_free_block, gateway
 
 # Allocation and Attachment are the store's records; importers know them from here too.
@@ -57,13 +57,7 @@ class IPAM:
     def __init__(self, store: Store, host: str) -> None:
         self.store = store
         self.host = host
-        self._hint: dict[tuple[str, int], Network] = {}
-        # The addresses in use in each block as this IPAM last saw them, so that
-        # a long-lived agent does not read a block's every address (up to 253
-        # keys) on each ADD. Stale is safe: a claim compares each address
-        # absent, and a failed claim or a block that looks full reads afresh.
-        self._used_seen: dict[tuple[str, Network], frozenset[Address]] = {}
-        self._used_lock = threading.Lock()
+        self.view = BlockView()  # the hint and the used addresses, as last seen
 
     # -- allocation ---------------------------------------------------------
 
@@ -95,7 +89,7 @@ class IPAM:
             if self._claim(attachment):
                 self._note_used(network, attachment.allocations, True)
                 return attachment
-            self._forget_seen()  # read the blocks afresh on the next attempt
+            self.view.forget()  # read the blocks afresh on the next attempt
             existing = self.lookup(network, container_id, ifname)
             if existing is not None:
                 return existing
@@ -125,16 +119,16 @@ class IPAM:
         if wanted:
             return self._pick_static(network, pool, wanted[0])
         found = self._pick_in_held_blocks(network, pool, ident)
-        if found is None and self._used_seen:
-            self._forget_seen()  # full as last seen; before leasing a block, look again
+        if found is None and self.view.knows_any():
+            self.view.forget()  # full as last seen; before leasing a block, look again
             found = self._pick_in_held_blocks(network, pool, ident)
         if found is None:
             found = self._lease_new_block(network, pool, ident)
-        self._hint[network, found.block.version] = found.block
+        self.view.set_hint(network, found.block)
         return found
 
     def _pick_in_held_blocks(self, network: str, pool: Pool, ident: str) -> Allocation | None:
-        hint = self._hint.get((network, pool.subnet.version))
+        hint = self.view.hint(network, pool.subnet.version)
         if hint is not None:  # the block that last had room: no need to list the others
             found = next(candidates(hint, self._used(network, hint), ident), None)
             if found is not None:
@@ -144,7 +138,7 @@ class IPAM:
                 continue
             found = next(candidates(block, self._used(network, block), ident), None)
             if found is not None:
-                self._hint[network, block.version] = block
+                self.view.set_hint(network, block)
                 return _allocation(found, block)
         return None
 
@@ -209,8 +203,8 @@ class IPAM:
             blocks = self._blocks(network, pool)
             for block, host in blocks.items():
                 if host == self.host:
-                    used = self._read_used(network, block)
-                    self._used_seen[network, block] = used
+                    stamp = self.view.stamp(network, block)
+                    used = self.view.keep(network, block, self._read_used(network, block), stamp)
                     address = next(candidates(block, used, ident), None)
                     if address is not None:
                         return _allocation(address, block)
@@ -228,30 +222,16 @@ class IPAM:
         raise Contention(f"could not lease a block of {pool.subnet} after {MAX_ATTEMPTS} attempts")
 
     def _used(self, network: str, block: Network) -> frozenset[Address]:
-        seen = self._used_seen.get((network, block))
-        if seen is None:
-            seen = self._read_used(network, block)
-            self._used_seen[network, block] = seen
-        return seen
+        return self.view.used(network, block, lambda: self._read_used(network, block))
 
     def _read_used(self, network: str, block: Network) -> frozenset[Address]:
         prefix = Ips.block_prefix(network, block)
         return Ips.addresses((kv.key for kv in self.store.range(prefix, prefix=True).kvs), prefix)
 
     def _note_used(self, network: str, allocations: Sequence[Allocation], used: bool) -> None:
-        """Keep what this IPAM has seen of the blocks in step with its own claims
-        and releases (the agent's worker threads share it, hence the lock)."""
-        with self._used_lock:
-            for a in allocations:
-                seen = self._used_seen.get((network, a.block))
-                if seen is not None:
-                    change = frozenset((a.address.ip,))
-                    self._used_seen[network, a.block] = seen | change if used else seen - change
-
-    def _forget_seen(self) -> None:
-        with self._used_lock:
-            self._hint.clear()
-            self._used_seen.clear()
+        """Keep what this IPAM has seen of the blocks in step with its own claims and releases."""
+        for a in allocations:
+            self.view.note(network, a.block, a.address.ip, used)
 
     @staticmethod
     def _ip_key(network: str, allocation: Allocation) -> str:
