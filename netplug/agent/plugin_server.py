@@ -29,7 +29,6 @@ from netplug.cni.netconf import NetConf
 from netplug.host import Host
 from netplug.ipam.pending import PendingReleases
 from netplug.locks import KeyedLocks
-from netplug.net import netns
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +72,8 @@ class PluginServer:
         return self.host
 
     def _handle(self, env: dict[str, str], stdin: bytes, pid: int) -> Reply:
-        with netns.paths_seen_by(pid):
-            return handle(env, stdin, self.host_for)
+        # The plugin's namespace paths are opened as the plugin sees them.
+        return handle(env, stdin, self.host_for, pid)
 
     def settle_pending(self, stop: threading.Event) -> None:
         """Replay releases deferred by a store outage, in every runDir calls named

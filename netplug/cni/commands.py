@@ -66,7 +66,7 @@ def cmd_add(req: Request, host: Host) -> Result:
     conf = req.conf
     require_run_dir(conf, host)
     with (
-        netns.opened(req.netns) as container,
+        netns.opened(req.netns, req.seen_by) as container,
         netns.channel(container) as crt,
         netns.channel() as rt,
         netns.handle() as ipr,
@@ -286,7 +286,7 @@ def _delete_container_end(req: Request) -> bool:
     if not req.netns:
         return False
     try:
-        with netns.channel(req.netns) as crt:
+        with netns.opened(req.netns, req.seen_by) as fd, netns.channel(fd) as crt:
             return links.delete(crt, req.ifname)
     except (netns.NetnsNotFound, OSError) as e:
         log.info("container namespace %s is gone (%s): nothing to delete there", req.netns, e)
@@ -327,7 +327,7 @@ def cmd_check(req: Request, host: Host) -> None:
     require_run_dir(req.conf, host)
     # Opened before anything is compared: a CNI_NETNS that holds no namespace is
     # code 4, whatever else is wrong.
-    with netns.opened(req.netns) as container:
+    with netns.opened(req.netns, req.seen_by) as container:
         _check(req, host, container)
 
 

@@ -9,6 +9,7 @@ Standard library only: netplug-ipam runs it on its start-up path.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -51,12 +52,18 @@ class Plugin:
     expected: tuple[type[Exception], ...] = ()
 
 
-def handle(plugin: Plugin, env: Mapping[str, str], stdin: bytes, host_for: HostFor) -> Reply:
-    """Run the call described by ``env`` and ``stdin`` on the host ``host_for`` picks."""
+def handle(
+    plugin: Plugin, env: Mapping[str, str], stdin: bytes, host_for: HostFor, seen_by: int = 0
+) -> Reply:
+    """Run the call described by ``env`` and ``stdin`` on the host ``host_for``
+    picks; ``seen_by`` is the pid of the process that named the call's paths
+    (``Request.seen_by``; 0: this one)."""
     started = time.monotonic()
     req: Request | None = None
     try:
         req = parse_request(env, stdin, conf_parser=plugin.conf_parser)
+        if seen_by:
+            req = dataclasses.replace(req, seen_by=seen_by)
         if req.command == "VERSION":
             return Reply(_dump(version_reply(req.cni_version)), 0)
         host = _translated(plugin, req, host_for, req.conf)

@@ -14,8 +14,10 @@ from netplug.net import NetError
 NETPLUG = dispatch.Plugin(COMMANDS, expected=(NetError, NetlinkError))
 
 
-def handle(env: Mapping[str, str], stdin: bytes, host_for: dispatch.HostFor) -> dispatch.Reply:
-    return dispatch.handle(NETPLUG, env, stdin, host_for)
+def handle(
+    env: Mapping[str, str], stdin: bytes, host_for: dispatch.HostFor, seen_by: int = 0
+) -> dispatch.Reply:
+    return dispatch.handle(NETPLUG, env, stdin, host_for, seen_by)
 
 
 def handle_in_process(env: Mapping[str, str], stdin: bytes) -> dispatch.Reply:

@@ -31,7 +31,7 @@ def container_netns(command: Callable[[Request, Host], T]) -> Callable[[Request,
 
     @functools.wraps(command)
     def checked(req: Request, host: Host) -> T:
-        if netns.is_current(req.netns):
+        if netns.is_current(req.netns, req.seen_by):
             raise CNIError(
                 errors.INVALID_NETNS,
                 f"CNI_NETNS {req.netns} is the plugin's own network namespace: "

@@ -75,6 +75,9 @@ class Request:
     cni_path: tuple[str, ...]
     conf: NetConf | None
     env: Mapping[str, str]
+    # The pid of the process whose view of the file system CNI_NETNS names a
+    # path in (the plugin's, when the agent runs the call); 0: this process.
+    seen_by: int = 0
 
 
 ConfParser = Callable[[dict, Mapping[str, str]], NetConf]

@@ -27,7 +27,6 @@ CLONE_NEWNET = 0x40000000
 NS_GET_NSTYPE = 0xB703  # ioctl _IO(0xb7, 0x3), Linux 4.11: the CLONE_NEW* type of an nsfs fd
 EXPECTED = "a network namespace such as /run/netns/NAME or /proc/PID/ns/net"
 _libc = ctypes.CDLL(None, use_errno=True)
-_seen_from = threading.local()
 _thread = threading.local()  # per thread: its own-namespace sockets, and how deep in entered()
 
 
@@ -54,34 +53,24 @@ def _setns(fd: int) -> None:
         raise OSError(errno, f"setns: {os.strerror(errno)}")
 
 
-@contextmanager
-def paths_seen_by(pid: int) -> Iterator[None]:
-    """In the body, resolve namespace paths as process ``pid`` sees them.
+def resolved(path: str, seen_by: int = 0) -> str:
+    """``path`` as process ``seen_by`` sees it (0: as this process does).
 
     A runtime may run in its own mount namespace (podman does) and bind-mount
     the container's namespace only there: the agent then reaches the path the
     plugin was given through the plugin process's root, /proc/PID/root.
-    Per thread, so that concurrent calls in the agent's pool do not mix.
     """
-    _seen_from.root = f"/proc/{pid}/root"
-    try:
-        yield
-    finally:
-        _seen_from.root = ""
+    return f"/proc/{seen_by}/root{path}" if seen_by and path.startswith("/") else path
 
 
-def _resolved(path: str) -> str:
-    root = getattr(_seen_from, "root", "")
-    return root + path if root and path.startswith("/") else path
-
-
-def open_netns(path: str) -> int:
-    """An fd of the network namespace at ``path``; raises NetnsNotFound when
-    nothing is there, NotANetns when something else is."""
-    resolved = _resolved(path)
+def open_netns(path: str, seen_by: int = 0) -> int:
+    """An fd of the network namespace at ``path`` (as process ``seen_by`` sees it,
+    see ``resolved``); raises NetnsNotFound when nothing is there, NotANetns
+    when something else is. Errors name ``path`` as given."""
+    real = resolved(path, seen_by)
     try:
         # Looked at before it is opened: opening a FIFO would block, a device act.
-        mode = os.stat(resolved).st_mode
+        mode = os.stat(real).st_mode
     except (FileNotFoundError, NotADirectoryError) as e:
         raise NetnsNotFound(f"network namespace {path} does not exist") from e
     except OSError as e:  # ENAMETOOLONG, ELOOP, EACCES
@@ -89,7 +78,7 @@ def open_netns(path: str) -> int:
     if not stat.S_ISREG(mode):  # an nsfs file stats as a regular file
         what = "a directory" if stat.S_ISDIR(mode) else "not a regular file"
         raise NotANetns(f"{path} is {what}")
-    fd = os.open(resolved, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    fd = os.open(real, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
     try:
         kind = fcntl.ioctl(fd, NS_GET_NSTYPE)
     except OSError:  # ENOTTY: not a namespace at all
@@ -101,10 +90,11 @@ def open_netns(path: str) -> int:
 
 
 @contextmanager
-def opened(path: str) -> Iterator[int]:
-    """An fd of the namespace at ``path`` for the body (NetnsNotFound when it is
-    gone): one open for the several steps of a call that work inside it."""
-    fd = open_netns(path)
+def opened(path: str, seen_by: int = 0) -> Iterator[int]:
+    """An fd of the namespace at ``path`` (as process ``seen_by`` sees it) for
+    the body (NetnsNotFound when it is gone): one open for the several steps
+    of a call that work inside it."""
+    fd = open_netns(path, seen_by)
     try:
         yield fd
     finally:
@@ -181,10 +171,11 @@ def link_index(path: str | int, name: str) -> int | None:
         return links.index(name)
 
 
-def is_current(path: str) -> bool:
-    """True when ``path`` is the namespace this thread is in (CNI code 8 guard)."""
+def is_current(path: str, seen_by: int = 0) -> bool:
+    """True when ``path`` (as process ``seen_by`` sees it) is the namespace this
+    thread is in (CNI code 8 guard)."""
     try:
-        there = os.stat(_resolved(path))
+        there = os.stat(resolved(path, seen_by))
     except OSError:  # opening it says what is wrong with it
         return False
     here = os.stat("/proc/thread-self/ns/net")
