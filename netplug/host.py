@@ -14,6 +14,7 @@ from netplug.ipam import identity
 from netplug.ipam.allocations import IPAM
 from netplug.ipam.store.base import Store
 from netplug.ipam.store.url import open_store
+from netplug.net.seen import Seen
 
 T = TypeVar("T")
 
@@ -24,12 +25,10 @@ class Host:
         self.store = store
         self.ipam = IPAM(store, name)
 
-        # Networks whose NAT table this process installed, with their subnets.
-        self.masq_ensured: dict[str, list] = {}
-        # Addresses this process put on links, by (link index, address): a
-        # long-lived agent skips re-adding them (CHECK notices one removed).
-        self.addresses_ensured: set[tuple[int, object]] = set()
-        self.links_seen: dict[str, object] = {}  # shared links by name, as last read
+        # The shared devices (bridges, their gateways, VXLAN addresses, NAT
+        # tables) as this process last made or saw them: a long-lived agent
+        # skips redoing that work, and re-checks a fact found wrong.
+        self.seen = Seen()
         self._memo: dict[object, tuple[float, object]] = {}
 
     def remembered(self, key: object, ttl: float, compute: Callable[[], T]) -> T:

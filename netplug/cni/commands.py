@@ -86,25 +86,22 @@ def cmd_add(req: Request, host: Host) -> Result:
         )
         undo.callback(_quietly, "forget the local record", forget)
         under, mtu = _underlay_and_mtu(ipr, conf, host)
-        br = bridge.ensure_bridge(
-            ipr,
-            conf.bridge,
-            mtu,
-            [_gateway_on_bridge(a) for a in attachment.allocations],
-            known=host.addresses_ensured,
-            known_links=host.links_seen,
-        )
+        gateways = tuple(_gateway_on_bridge(a) for a in attachment.allocations)
+        bridge_spec = bridge.BridgeSpec(conf.bridge, mtu, gateways)
+        br = bridge.ensure_bridge(ipr, bridge_spec, host.seen)
         ipv6 = conf.subnet6 is not None
         # Reading a sysctl costs more as a namespace's interfaces grow (the kernel
         # compares names along the way): an agent looks once per SEEN_TTL.
         host.remembered(("forwarding", ipv6), SEEN_TTL, lambda: sysctl.enable_forwarding(ipv6))
         vtep = None
         if under is not None:  # else a single host: no overlay
-            vtep = _ensure_overlay(ipr, conf, host, under, network.vni, mtu, attachment)
+            vxlan_spec = _vxlan_spec(conf, under, network.vni, mtu, attachment)
+            vtep = _ensure_overlay(ipr, conf, host, vxlan_spec)
         _keep_network(conf, host, network, vtep)
         # Undo registered first: create_pair can fail after the kernel made the pair.
         undo.callback(_quietly, "delete veth", links.delete, rt, host_end)
-        pair = veth.create_pair(rt, crt, container, host_end, req.ifname, mtu, br.index)
+        pair_spec = veth.PairSpec(host_end, req.ifname, mtu, br.index)
+        pair = veth.create_pair(rt, crt, container, pair_spec)
         _configure_container(crt, pair.container.index, attachment.allocations)
         if conf.ip_masq:
             _ensure_masq(conf, host)
@@ -127,21 +124,19 @@ def _underlay_and_mtu(ipr: IPRoute, conf: NetConf, host: Host) -> tuple[vxlan.Un
     )
 
 
-def _ensure_overlay(
-    ipr: IPRoute,
-    conf: NetConf,
-    host: Host,
-    under: vxlan.Underlay,
-    vni: int,
-    mtu: int,
-    attachment: Attachment,
-) -> dict:
-    """The network's VXLAN device (shared: never rolled back) on VNI ``vni``, and
-    this host's VTEP record, which it returns."""
-    block_addresses = [ip_interface(a.block.network_address) for a in attachment.allocations]
-    device = vxlan.ensure_vxlan(
-        ipr, vni, conf.vxlan.port, under, mtu, block_addresses, host.addresses_ensured
-    )
+def _vxlan_spec(
+    conf: NetConf, under: vxlan.Underlay, vni: int, mtu: int, attachment: Attachment
+) -> vxlan.VxlanSpec:
+    """The device holds each of this host's blocks' network address, as a /32."""
+    block_addresses = tuple(ip_interface(a.block.network_address) for a in attachment.allocations)
+    return vxlan.VxlanSpec(vni, conf.vxlan.port, under, mtu, block_addresses)
+
+
+def _ensure_overlay(ipr: IPRoute, conf: NetConf, host: Host, spec: vxlan.VxlanSpec) -> dict:
+    """The network's VXLAN device (shared: never rolled back), and this host's
+    VTEP record, which it returns."""
+    device = vxlan.ensure_vxlan(ipr, spec, host.seen)
+    under, vni = spec.under, spec.vni
     vtep = {"vtep": str(under.address), "mac": device.mac, "vni": vni}
     vteps.publish(host.store, conf.name, host.name, **vtep)
     return vtep
@@ -304,17 +299,17 @@ def _ensure_masq(conf: NetConf, host: Host) -> None:
     subnets = [p.subnet for p in pools(conf)]
     # Checked under the lock: a DEL removing the table holds it while it forgets.
     with network_lock(conf.run_dir, host.name, conf.name):
-        if host.masq_ensured.get(conf.name) != subnets:
+        if host.seen.masq_subnets(conf.name) != subnets:
             if not masq.present(conf.name):
                 masq.ensure(conf.name, subnets)
-            host.masq_ensured[conf.name] = subnets
+            host.seen.saw_masq(conf.name, subnets)
 
 
 def _drop_masq_when_unused(conf: NetConf, host: Host) -> None:
     with network_lock(conf.run_dir, host.name, conf.name):
         if not host.ipam.has_attachments(conf.name):
             masq.remove(conf.name)
-            host.masq_ensured.pop(conf.name, None)
+            host.seen.forget_masq(conf.name)
 
 
 # -- CHECK ----------------------------------------------------------------------

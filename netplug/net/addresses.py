@@ -10,6 +10,7 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from netplug.net.links import EEXIST
+from netplug.net.seen import Seen
 
 Interface = IPv4Interface | IPv6Interface
 
@@ -23,15 +24,14 @@ def flags_for(address: Interface) -> int:
     return IFA_F_NODAD if address.version == 6 else 0
 
 
-def ensure_addresses(
-    ipr: IPRoute, index: int, wanted: Iterable[Interface], known: set[tuple[int, object]]
-) -> None:
-    """Add each of ``wanted`` to link ``index`` unless ``known`` (a set the caller
-    keeps across calls) says it is there; records what it added."""
+def ensure_addresses(ipr: IPRoute, index: int, wanted: Iterable[Interface], seen: Seen) -> None:
+    """Add each of ``wanted`` to link ``index`` unless ``seen`` knows it is there
+    (and the host still has it: a deleted gateway is added again); records
+    what it added."""
     for address in wanted:
-        if (index, address) not in known:
+        if not seen.has_address(index, address):
             add_address(ipr, index, address)
-            known.add((index, address))
+            seen.saw_address(index, address)
 
 
 def add_address(ipr: IPRoute, index: int, address: Interface) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from dataclasses import dataclass
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
@@ -12,26 +12,30 @@ from netplug.net import NetError
 from netplug.net.addresses import Interface, ensure_addresses
 from netplug.net.links import EEXIST, Link, find, index, random_mac
 from netplug.net.links import mtu as link_mtu
+from netplug.net.seen import Seen
 
 
-def ensure_bridge(
-    ipr: IPRoute,
-    name: str,
-    mtu: int,
-    gateways: Iterable[Interface],
-    known: set[tuple[int, object]],
-    known_links: dict[str, Link],
-) -> Link:
-    """The bridge ``name``, up, with MTU ``mtu`` and every gateway address on it.
+@dataclass(frozen=True, slots=True)
+class BridgeSpec:
+    """What ADD wants of a network's bridge."""
+
+    name: str
+    mtu: int
+    gateways: tuple[Interface, ...]
+
+
+def ensure_bridge(ipr: IPRoute, spec: BridgeSpec, seen: Seen) -> Link:
+    """The bridge ``spec.name``, up, with its MTU and every gateway address on it.
 
     The MTU is checked on every call: the kernel puts a bridge whose MTU nobody
-    set back to 1500 when its last port leaves. Gateways in ``known`` (see
-    ``addresses.ensure_addresses``) are taken as present, and a bridge in
-    ``known_links`` with an unchanged index as it was, but for its MTU.
-    Idempotent and safe against a concurrent creator (EEXIST is success).
-    Raises NetError when ``name`` exists and is not a bridge.
+    set back to 1500 when its last port leaves. A bridge in ``seen`` with an
+    unchanged index is taken as it was, but for its MTU; its gateways as
+    ``addresses.ensure_addresses`` checks them. Idempotent and safe against a
+    concurrent creator (EEXIST is success). Raises NetError when the name
+    exists and is not a bridge.
     """
-    link = _known(ipr, name, known_links)
+    name, mtu = spec.name, spec.mtu
+    link = _known(ipr, name, seen)
     if link is None:
         link = _create(ipr, name, mtu)
     if link.kind != "bridge":
@@ -43,18 +47,21 @@ def ensure_bridge(
         # An MTU set here (not at creation) also stops the kernel from resetting it.
         ipr.link("set", index=link.index, mtu=mtu, state="up")
         link = find(ipr, name) or link
-    known_links[name] = link
-    ensure_addresses(ipr, link.index, gateways, known)
+    seen.saw_link(link)
+    ensure_addresses(ipr, link.index, spec.gateways, seen)
     return link
 
 
-def _known(ipr: IPRoute, name: str, known_links: dict[str, Link]) -> Link | None:
+def _known(ipr: IPRoute, name: str, seen: Seen) -> Link | None:
     """The bridge as last seen with its MTU now, if it still has that index (cheap
     ioctls), else as the kernel reports it: a decoded link message costs about a
-    millisecond."""
-    seen = known_links.get(name)
-    if seen is not None and index(name) == seen.index:
-        return dataclasses.replace(seen, mtu=link_mtu(name) or seen.mtu)
+    millisecond. A bridge replaced under another index is forgotten, and with
+    it the addresses put on the old one."""
+    last = seen.link(name)
+    if last is not None:
+        if index(name) == last.index:
+            return dataclasses.replace(last, mtu=link_mtu(name) or last.mtu)
+        seen.forget_link(name)
     return find(ipr, name)
 
 

@@ -31,23 +31,27 @@ class VethPair:
     container: Link
 
 
-def create_pair(
-    rt: Rtnl,
-    crt: Rtnl,
-    netns_fd: int,
-    host_name: str,
-    ifname: str,
-    mtu: int,
-    bridge_index: int,
-) -> VethPair:
-    """Create the pair with its peer born inside the container as ``ifname``, up.
+@dataclass(frozen=True, slots=True)
+class PairSpec:
+    """The pair ADD makes: host end ``host_name`` on the bridge ``bridge_index``,
+    container end ``ifname``, both with ``mtu``."""
+
+    host_name: str
+    ifname: str
+    mtu: int
+    bridge_index: int
+
+
+def create_pair(rt: Rtnl, crt: Rtnl, netns_fd: int, spec: PairSpec) -> VethPair:
+    """Create the pair with its peer born inside the container as ``spec.ifname``, up.
 
     ``rt`` and ``crt`` are channels in the host's and the container's
     namespace (open as ``netns_fd``). The host end is created up and on the bridge, both ends with
-    ``mtu`` and MACs chosen here, so that one request does most of the work.
+    the MTU and MACs chosen here, so that one request does most of the work.
     A stale host end of the same attachment (an ADD never DELeted) is
     replaced: its name is derived from this very attachment.
     """
+    host_name, ifname, mtu, bridge_index = spec.host_name, spec.ifname, spec.mtu, spec.bridge_index
     host_mac, peer_mac = random_mac(), random_mac()
     request = (host_name, mtu, host_mac, bridge_index, ifname, netns_fd, peer_mac)
     try:

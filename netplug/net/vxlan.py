@@ -20,6 +20,7 @@ from netplug.net import NetError
 from netplug.net.addresses import Interface, ensure_addresses
 from netplug.net.links import EEXIST, Link, find
 from netplug.net.mtu import default_route_device
+from netplug.net.seen import Seen
 
 
 def device_name(vni: int) -> str:
@@ -48,19 +49,24 @@ def underlay(ipr: IPRoute, device: str | None) -> Underlay | None:
     return None
 
 
-def ensure_vxlan(
-    ipr: IPRoute,
-    vni: int,
-    port: int,
-    under: Underlay,
-    mtu: int,
-    addresses: list[Interface],
-    known: set[tuple[int, object]],
-) -> Link:
-    """The network's VXLAN device, up, with ``addresses`` (idempotent, race-safe).
+@dataclass(frozen=True, slots=True)
+class VxlanSpec:
+    """What ADD wants of a network's VXLAN device."""
+
+    vni: int
+    port: int
+    under: Underlay
+    mtu: int
+    addresses: tuple[Interface, ...]  # this host's block network addresses
+
+
+def ensure_vxlan(ipr: IPRoute, spec: VxlanSpec, seen: Seen) -> Link:
+    """The network's VXLAN device, up, with ``spec.addresses`` (idempotent,
+    race-safe; addresses as ``addresses.ensure_addresses`` checks them).
 
     Raises NetError when a device of that name exists with another kind or VNI.
     """
+    vni, under = spec.vni, spec.under
     name = device_name(vni)
     link = find(ipr, name)
     if link is None:
@@ -72,9 +78,9 @@ def ensure_vxlan(
                 vxlan_id=vni,
                 vxlan_local=str(under.address),
                 vxlan_link=under.link.index,
-                vxlan_port=port,
+                vxlan_port=spec.port,
                 vxlan_learning=0,
-                mtu=mtu,
+                mtu=spec.mtu,
                 state="up",
             )
         except NetlinkError as e:
@@ -85,5 +91,5 @@ def ensure_vxlan(
         raise NetError(f"interface {name} exists and is not a VXLAN device: remove it")
     if not link.up:
         ipr.link("set", index=link.index, state="up")
-    ensure_addresses(ipr, link.index, addresses, known)
+    ensure_addresses(ipr, link.index, spec.addresses, seen)
     return link
