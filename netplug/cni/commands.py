@@ -13,13 +13,16 @@ import functools
 import json
 import logging
 import math
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import asdict
 from ipaddress import IPv4Network, IPv6Network, ip_interface, ip_network
+from typing import TypeVar
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
+from netplug import faults
 from netplug.cni import errors, local_records
 from netplug.cni.attachment import allocate, pools, record_network
 from netplug.cni.errors import CNIError
@@ -35,7 +38,7 @@ from netplug.ipam.networks import NetworkRecord
 from netplug.ipam.pending import PendingReleases
 from netplug.ipam.store.base import StoreUnavailable
 from netplug.locks import network_lock
-from netplug.net import addresses, bridge, links, masq, netns, sysctl, veth, vxlan
+from netplug.net import NetError, addresses, bridge, links, masq, netns, sysctl, veth, vxlan
 from netplug.net.mtu import VXLAN_OVERHEAD_V4, overlay_mtu
 from netplug.net.rtnl import Rtnl
 
@@ -47,6 +50,7 @@ INTERFACE_EXISTS = 102
 # and VTEP address) and the forwarding sysctls.
 SEEN_TTL = 30.0
 CHECK_FAILED = 103
+T = TypeVar("T")
 
 
 def _default_route(allocation: Allocation) -> IPv4Network | IPv6Network:
@@ -88,11 +92,15 @@ def cmd_add(req: Request, host: Host) -> Result:
         under, mtu = _underlay_and_mtu(ipr, conf, host)
         gateways = tuple(_gateway_on_bridge(a) for a in attachment.allocations)
         bridge_spec = bridge.BridgeSpec(conf.bridge, mtu, gateways)
-        br = bridge.ensure_bridge(ipr, bridge_spec, host.seen)
+        br = _step("ensure_bridge", bridge.ensure_bridge, ipr, bridge_spec, host.seen)
         ipv6 = conf.subnet6 is not None
         # Reading a sysctl costs more as a namespace's interfaces grow (the kernel
         # compares names along the way): an agent looks once per SEEN_TTL.
-        host.remembered(("forwarding", ipv6), SEEN_TTL, lambda: sysctl.enable_forwarding(ipv6))
+        host.remembered(
+            ("forwarding", ipv6),
+            SEEN_TTL,
+            lambda: _step("enable_forwarding", sysctl.enable_forwarding, ipv6),
+        )
         vtep = None
         if under is not None:  # else a single host: no overlay
             vxlan_spec = _vxlan_spec(conf, under, network.vni, mtu, attachment)
@@ -101,10 +109,11 @@ def cmd_add(req: Request, host: Host) -> Result:
         # Undo registered first: create_pair can fail after the kernel made the pair.
         undo.callback(_quietly, "delete veth", links.delete, rt, host_end)
         pair_spec = veth.PairSpec(host_end, req.ifname, mtu, br.index)
-        pair = veth.create_pair(rt, crt, container, pair_spec)
-        _configure_container(crt, pair.container.index, attachment.allocations)
+        pair = _step("create_pair", veth.create_pair, rt, crt, container, pair_spec)
+        ips = attachment.allocations
+        _step("configure_container", _configure_container, crt, pair.container.index, ips)
         if conf.ip_masq:
-            _ensure_masq(conf, host)
+            _step("masq", _ensure_masq, conf, host)
         undo.pop_all()
     return _result(req, br, pair, attachment, mtu)
 
@@ -122,6 +131,11 @@ def _underlay_and_mtu(ipr: IPRoute, conf: NetConf, host: Host) -> tuple[vxlan.Un
     return under, host.remembered(
         ("overlay mtu", device), SEEN_TTL, lambda: overlay_mtu(ipr, device)
     )
+
+
+def _step(point: str, func: Callable[..., T], *args: object) -> T:
+    """One of ADD's steps, where a test may inject a failure (``netplug.faults``)."""
+    return faults.step(point, NetError, func, *args)
 
 
 def _vxlan_spec(
@@ -218,6 +232,7 @@ def _result(
 def _quietly(what: str, func, *args) -> None:
     """Run an undo step; log instead of raising, so the original error is reported."""
     try:
+        faults.check(f"undo {what}", NetError)
         func(*args)
     except Exception:
         log.exception("undo step %r failed", what)
@@ -257,6 +272,7 @@ def _release_or_defer(req: Request, host: Host) -> bool:
     ADD's undo leaves an address taken for good."""
     conf = req.conf
     try:
+        faults.check("release", StoreUnavailable)
         host.ipam.release(conf.name, req.container_id, req.ifname)
     except StoreUnavailable:
         PendingReleases(conf.run_dir, host.name).record(

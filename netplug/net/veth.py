@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from pyroute2.netlink.exceptions import NetlinkError
 
+from netplug import faults
 from netplug.net import NetError, links, netns
 from netplug.net.links import EEXIST, Link, random_mac
 from netplug.net.rtnl import Rtnl
@@ -61,6 +62,7 @@ def create_pair(rt: Rtnl, crt: Rtnl, netns_fd: int, spec: PairSpec) -> VethPair:
             raise
         links.delete(rt, host_name)
         rt.add_veth(*request)
+    faults.check("create_pair.linked", NetError)
     peer_index = netns.link_index(netns_fd, ifname)
     if peer_index is None:
         raise NetError(f"interface {ifname} vanished from the container while being set up; retry")
