@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import socket
+from dataclasses import dataclass
 from ipaddress import IPv4Interface, IPv4Network, IPv6Interface, IPv6Network
 
 from pyroute2.netlink import NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST, nlmsgerr
@@ -36,6 +37,19 @@ Interface = IPv4Interface | IPv6Interface
 Network = IPv4Network | IPv6Network
 
 
+@dataclass(frozen=True, slots=True)
+class VethRequest:
+    """One RTM_NEWLINK for a veth pair: both ends' names, MACs and MTU."""
+
+    name: str
+    mtu: int
+    mac: str
+    master: int  # the bridge's index
+    peer: str
+    peer_netns: int  # an open fd of the peer's namespace
+    peer_mac: str
+
+
 class Rtnl:
     """A NETLINK_ROUTE socket, bound to the namespace it was created in."""
 
@@ -54,19 +68,17 @@ class Rtnl:
     def close(self) -> None:
         self.sock.close()
 
-    def add_veth(
-        self, name: str, mtu: int, mac: str, master: int, peer: str, peer_netns: int, peer_mac: str
-    ) -> None:
-        """A veth pair: ``name`` up on bridge ``master`` here, ``peer`` (down) in
-        the namespace open as fd ``peer_netns`` - born there, never seen here.
-        The peer cannot come up in this request: the kernel opens it before
-        pairing the two ends and refuses (ENOTCONN)."""
+    def add_veth(self, pair: VethRequest) -> None:
+        """A veth pair: ``pair.name`` up on bridge ``pair.master`` here, its peer
+        (down) in the namespace open as fd ``pair.peer_netns`` - born there,
+        never seen here. The peer cannot come up in this request: the kernel
+        opens it before pairing the two ends and refuses (ENOTCONN)."""
         peer_msg = {
             "attrs": [
-                ("IFLA_IFNAME", peer),
-                ("IFLA_NET_NS_FD", peer_netns),
-                ("IFLA_MTU", mtu),
-                ("IFLA_ADDRESS", peer_mac),
+                ("IFLA_IFNAME", pair.peer),
+                ("IFLA_NET_NS_FD", pair.peer_netns),
+                ("IFLA_MTU", pair.mtu),
+                ("IFLA_ADDRESS", pair.peer_mac),
             ],
         }
         linkinfo = {
@@ -78,10 +90,10 @@ class Rtnl:
         msg = ifinfmsg()
         msg["flags"] = msg["change"] = IFF_UP
         msg["attrs"] = [
-            ("IFLA_IFNAME", name),
-            ("IFLA_MTU", mtu),
-            ("IFLA_ADDRESS", mac),
-            ("IFLA_MASTER", master),
+            ("IFLA_IFNAME", pair.name),
+            ("IFLA_MTU", pair.mtu),
+            ("IFLA_ADDRESS", pair.mac),
+            ("IFLA_MASTER", pair.master),
             ("IFLA_LINKINFO", linkinfo),
         ]
         self._request(msg, RTM_NEWLINK, CREATE)

@@ -10,7 +10,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 from netplug import faults
 from netplug.net import NetError, links, netns
 from netplug.net.links import EEXIST, Link, random_mac
-from netplug.net.rtnl import Rtnl
+from netplug.net.rtnl import Rtnl, VethRequest
 
 HOST_VETH_PREFIX = "np"
 
@@ -54,14 +54,14 @@ def create_pair(rt: Rtnl, crt: Rtnl, netns_fd: int, spec: PairSpec) -> VethPair:
     """
     host_name, ifname, mtu, bridge_index = spec.host_name, spec.ifname, spec.mtu, spec.bridge_index
     host_mac, peer_mac = random_mac(), random_mac()
-    request = (host_name, mtu, host_mac, bridge_index, ifname, netns_fd, peer_mac)
+    request = VethRequest(host_name, mtu, host_mac, bridge_index, ifname, netns_fd, peer_mac)
     try:
-        rt.add_veth(*request)
+        rt.add_veth(request)
     except NetlinkError as e:
         if e.code != EEXIST:
             raise
         links.delete(rt, host_name)
-        rt.add_veth(*request)
+        rt.add_veth(request)
     faults.check("create_pair.linked", NetError)
     peer_index = netns.link_index(netns_fd, ifname)
     if peer_index is None:

@@ -10,7 +10,7 @@ from ipaddress import ip_interface, ip_network
 import pytest
 from pyroute2 import IPBatch
 
-from netplug.net.rtnl import Rtnl
+from netplug.net.rtnl import Rtnl, VethRequest
 
 HEADER_SEQUENCE_AND_PID = slice(8, 16)
 
@@ -53,7 +53,9 @@ def rt() -> Captured:
 
 
 def test_veth_pair_with_its_peer_in_another_namespace(rt):
-    rt.add_veth("np0123456789abc", 1450, "02:00:00:00:00:01", 7, "eth0", 5, "02:00:00:00:00:02")
+    rt.add_veth(
+        VethRequest("np0123456789abc", 1450, "02:00:00:00:00:01", 7, "eth0", 5, "02:00:00:00:00:02")
+    )
     theirs = compiled(
         lambda b: b.link(
             "add",
