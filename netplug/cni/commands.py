@@ -150,8 +150,7 @@ def _ensure_overlay(ipr: IPRoute, conf: NetConf, host: Host, spec: vxlan.VxlanSp
     """The network's VXLAN device (shared: never rolled back), and this host's
     VTEP record, which it returns."""
     device = vxlan.ensure_vxlan(ipr, spec, host.seen)
-    under, vni = spec.under, spec.vni
-    vtep = {"vtep": str(under.address), "mac": device.mac, "vni": vni}
+    vtep = {"vtep": str(spec.under.address), "mac": device.mac, "vni": spec.vni}
     vteps.publish(host.store, conf.name, host.name, **vtep)
     return vtep
 
