@@ -31,6 +31,7 @@ LAYERS: list[dict[str, tuple[str, ...]]] = [
             "netplug.locks",
             "netplug.cli_args",
             "netplug.event_loop",
+            "netplug.faults",
         )
     },
     {"kernel": ("netplug.net",), "store": ("netplug.ipam.store",)},
