@@ -10,9 +10,9 @@ from ipaddress import ip_address, ip_network
 import pytest
 from meddling import BehindTheBack
 
-from netplug.ipam import keys
 from netplug.ipam.allocations import IPAM, Pool
 from netplug.ipam.block_view import BlockView, Used
+from netplug.ipam.schema import Ips
 
 BLOCK = ip_network("10.244.1.0/24")
 A1, A2 = ip_address("10.244.1.2"), ip_address("10.244.1.3")
@@ -118,7 +118,7 @@ def test_a_claim_made_during_another_threads_read_stays_in_the_view(store):
     counting = CountingClaims(store)
     IPAM(store, "node-1").allocate("tiny", [pool], "c0", "eth0")
     ipam = IPAM(counting, "node-1")  # knows nothing yet: its next ADD reads the block
-    prefix = keys.block_ips_prefix("tiny", ipam.host_blocks("tiny", pool)[0])
+    prefix = Ips.block_prefix("tiny", ipam.host_blocks("tiny", pool)[0])
 
     def claim_meanwhile() -> None:
         ipam.allocate("tiny", [pool], "c1", "eth0")
