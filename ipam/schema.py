@@ -18,7 +18,8 @@ the package for it). Each kind below has ``key(...)``, ``parse(key)``,
     Hosts            hosts/<host>                             vtep, instance, since; leased
     Identity         identity                                 id: the store's identity
     Names            dns/<name>                               addresses, ttl, srv; leased with ttl
-    POLICIES         policies/...                             reserved: no records yet
+    Policies         policies/<name>                          a policy's normalized document
+                                                              (``netplug.policy.model``)
 
 Addresses sit under their block, so a block's used addresses are one prefix
 range; attachments sit under their host, so "this host's containers" is too.
@@ -47,11 +48,11 @@ from ipaddress import IPv4Interface, IPv6Interface, ip_address, ip_interface, ip
 from typing import Any, NamedTuple
 
 from netplug.ipam.blocks import Address, Network
+from netplug.policy.model import Policy, PolicyError, parse_document
 
 Interface = IPv4Interface | IPv6Interface
 
 ROOT = "/netplug/"
-POLICIES = f"{ROOT}policies/"  # reserved for the policy records to come
 
 
 class SchemaError(ValueError):
@@ -467,3 +468,26 @@ class Names(_OneName):
     def decode(value: bytes) -> dict:
         """The JSON object; ``dns.records.decode_registration`` checks its fields."""
         return decode_object(value, "DNS name")
+
+
+# -- network policies ----------------------------------------------------------------
+
+
+class Policies(_OneName):
+    """A policy by name; the value is its normalized document (``Policy.to_json``),
+    checked again on the way out with the same rules as ``netplugctl policy apply``
+    (but for the networks, which may have gone since)."""
+
+    PREFIX, FORM = f"{ROOT}policies/", "<name>"
+
+    @staticmethod
+    def encode(policy: Policy) -> bytes:
+        return encode_json(policy.to_json())
+
+    @staticmethod
+    def decode(value: bytes) -> Policy:
+        try:
+            (policy,) = parse_document(decode_object(value, "policy"), None)
+        except PolicyError as e:
+            raise MalformedRecord(f"policy record: {e}") from None
+        return policy

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from netplug.cni import agent_client as client
-from netplug.ctl import install, recover
+from netplug.ctl import install, policy, recover
 from netplug.ctl.tables import render
 from netplug.dns.records import decode_registration
 from netplug.ipam import hosts, inventory
@@ -274,6 +274,7 @@ STORE_COMMANDS = {
     "hosts": cmd_hosts,
     "gc": cmd_gc,
     "recover": cmd_recover,
+    "policy": policy.cmd_policy,
 }
 
 
@@ -338,6 +339,7 @@ def parser() -> argparse.ArgumentParser:
         "recover", help="rebuild this host's records in a store that was reset or replaced"
     )
     rec.add_argument("--run-dir", default="/run/netplug", help="the configs' runDir (%(default)s)")
+    policy.add_parser(sub)
     ins = sub.add_parser("install", help="install the plugins and a conflist for runtimes")
     ins.add_argument("--bin-dir", default="/opt/cni/bin", help="CNI plugin dir (%(default)s)")
     ins.add_argument("--conf-dir", default="/etc/cni/net.d", help="CNI config dir (%(default)s)")

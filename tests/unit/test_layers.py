@@ -34,7 +34,11 @@ LAYERS: list[dict[str, tuple[str, ...]]] = [
             "netplug.faults",
         )
     },
-    {"kernel": ("netplug.net",), "store": ("netplug.ipam.store",)},
+    {
+        "kernel": ("netplug.net",),
+        "store": ("netplug.ipam.store",),
+        "policy": ("netplug.policy",),  # pure: the model and the nftables plan
+    },
     {"ipam": ("netplug.ipam",)},
     {"host": ("netplug.host",), "dns": ("netplug.dns",)},
     {"cni": ("netplug.cni",)},

@@ -16,7 +16,6 @@ import netplug
 from netplug.agent.overlay import read_view
 from netplug.dns.registry import FOLLOWED
 from netplug.ipam.schema import (
-    POLICIES,
     ROOT,
     AddressOwner,
     Allocation,
@@ -36,11 +35,13 @@ from netplug.ipam.schema import (
     NetworkRecord,
     NetworkRegistry,
     Networks,
+    Policies,
     SchemaError,
     VtepKey,
     VtepRecord,
     Vteps,
 )
+from netplug.policy.model import Policy
 
 V4, V6 = ip_network("10.244.1.0/24"), ip_network("fd00:0:0:1::/64")
 
@@ -72,6 +73,7 @@ KEYS = [
     (Hosts, ("node-1",), "/netplug/hosts/node-1", "node-1"),
     (Identity, (), "/netplug/identity", None),
     (Names, ("db.prod",), "/netplug/dns/db.prod", "db.prod"),
+    (Policies, ("db-in",), "/netplug/policies/db-in", "db-in"),
 ]
 
 
@@ -104,7 +106,7 @@ def test_no_kind_nests_under_another() -> None:
         Hosts.PREFIX,
         Identity.KEY,
         Names.PREFIX,
-        POLICIES,
+        Policies.PREFIX,
     ]
     assert all(space.startswith(ROOT) for space in spaces)
     assert not [(a, b) for a in spaces for b in spaces if a != b and b.startswith(a)]
@@ -164,6 +166,12 @@ RECORDS = [
     ),
     (Identity, "5f2c", b'{"id":"5f2c"}', ()),
     (Names, {"addresses": ["10.1.2.3"], "ttl": 30}, b'{"addresses":["10.1.2.3"],"ttl":30}', ()),
+    (
+        Policies,
+        Policy("db-in", "blue", ("db",), ingress=()),
+        b'{"ingress":[],"name":"db-in","network":"blue","select":{"names":["db"]}}',
+        (),
+    ),
 ]
 
 
@@ -201,6 +209,7 @@ def test_hand_written_records_keep_working() -> None:
         (Identity, "/netplug/identities"),
         (Names, "/netplug/dns/a/b"),
         (Names, "/other/dns/a"),
+        (Policies, "/netplug/policies/a/b"),
     ],
 )
 def test_a_malformed_key_raises_malformed_key(kind, key) -> None:
@@ -231,6 +240,8 @@ def test_a_malformed_key_raises_malformed_key(kind, key) -> None:
         (Identity, b"{}", ()),
         (Names, b"[]", ()),
         (Names, b"[" * 100_000, ()),  # deeper than the interpreter recurses
+        (Policies, b'{"name": "a"}', ()),
+        (Policies, b'[{"name": "a", "network": "b", "select": {}}]', ()),
     ],
 )
 def test_a_malformed_record_raises_malformed_record(kind, value, where) -> None:

@@ -1,0 +1,340 @@
+"""The enforcement plan: policies, networks and containers in, nftables text out.
+
+Pure: ``desired`` computes the ``Dataplane`` a host should have; ``render`` turns it
+into one ``nft -f`` batch that replaces netplug's table atomically, and ``delta``
+into the smallest batch that turns one ``Dataplane`` into the next (set elements
+only, when the rules are unchanged).
+
+How packets flow (``netplug/net/``): each network has a bridge on each host
+(its containers' veths, the block's gateway address) and a VXLAN device; a
+container's traffic to another block - another network on this host, or any
+block of another host (an onlink route via that network's VXLAN device) - is
+routed by the host, so it crosses the ``forward`` hook. Traffic between two
+containers of one bridge is bridged: it reaches the ``inet`` forward hook only
+through br_netfilter, so netplug sets ``nf_call_iptables``/``nf_call_ip6tables``
+on its bridges (and on nobody else's). Traffic to or from the host itself
+(DNS on the gateway, health checks, portmap's DNAT from the host) crosses the
+input/output hooks, which netplug never filters.
+
+Everything lives in one table, ``inet netplug`` (never another program's):
+
+    chain forward  (hook forward, policy accept; netplug only ever drops)
+      ct state related accept; ct state established ct direction reply accept
+      ICMPv6 neighbour discovery accept
+      jump isolation                  cross-network drops, holes for policies
+      ip saddr vmap @out4 ...         local containers with egress policies
+      ip daddr vmap @in4 ...          local containers with ingress policies
+    chain isolation   ct status dnat return (published ports); ip saddr vmap @isolated-src4
+    chain iso/NET     own subnets return; isolated destinations jump cross
+    chain cross       policy holes (peers naming another network) return; drop
+    chain in/NET, out/NET   per network: each policy's allow rules (return),
+                      each selecting policy's dropped counter, drop
+
+A network is "isolated" unless its config says ``"isolate": false``; traffic
+between two isolated networks is dropped (netavark's ``isolate`` semantics),
+classified by the source and destination subnets, so it holds the same on a
+container's host, over the overlay, and on the receiving host. Original-
+direction packets of established connections are judged again on every
+packet, so a tightened policy cuts connections it no longer allows; replies
+always pass.
+
+Sets, as Calico's Felix keeps ipsets: each policy's selected containers
+(``pol/NAME/sel4``) and each rule's named peers (``pol/NAME/in0/names4``) hold
+addresses of every host's containers; the dispatch maps (``in4``, ``out4``)
+hold this host's governed containers only, so each host judges its own
+containers' traffic once. A container coming or going changes set elements
+only: ``delta`` yields ``add element``/``delete element`` and no rule.
+Counters ``pol/NAME/allowed`` and ``pol/NAME/dropped`` are named objects the
+agent can read (``nft -j list counters table inet netplug``).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv6Address, collapse_addresses
+
+from netplug.policy.model import PORTED, Network, Peer, Policy, Port, Rule, matches
+
+TABLE = "inet netplug"
+FAMILIES = {4: ("ip", "ipv4_addr"), 6: ("ip6", "ipv6_addr")}
+ICMP = {4: "icmp", 6: "ipv6-icmp"}
+DIRECTIONS = {"ingress": ("in", "daddr", "saddr"), "egress": ("out", "saddr", "daddr")}
+ISOLATION_DROPPED = "isolation/dropped"
+ND_TYPES = "nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit, nd-router-advert"
+
+Address = IPv4Address | IPv6Address
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkInfo:
+    name: str
+    subnets: tuple[Network, ...]
+    isolate: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """A container's attachment to a network, on any host."""
+
+    network: str
+    host: str
+    addresses: tuple[Address, ...]
+    names: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class Dataplane:
+    skeleton: str  # the table's body: static sets, empty dynamic sets, chains, rules
+    members: Mapping[str, frozenset[str]]  # every dynamic set or map: its elements
+
+
+def counter_names(policy: str) -> tuple[str, str]:
+    """The (allowed, dropped) named counters of a policy."""
+    return f"pol/{policy}/allowed", f"pol/{policy}/dropped"
+
+
+def desired(
+    policies: Iterable[Policy],
+    networks: Iterable[NetworkInfo],
+    endpoints: Iterable[Endpoint],
+    me: str,
+) -> Dataplane:
+    """What host ``me`` should program. Policies of unknown networks, and peers
+    naming one, are left out (a network deleted after its policies)."""
+    nets = {n.name: n for n in networks}
+    eps = sorted(endpoints, key=lambda e: (e.network, e.host, e.addresses))
+    known = sorted((p for p in policies if p.network in nets), key=lambda p: p.name)
+    b = _Builder(nets, eps, me)
+    b.isolation()
+    for p in known:
+        b.policy(p)
+    b.forward()
+    return b.dataplane()
+
+
+class _Builder:
+    def __init__(self, nets: dict[str, NetworkInfo], eps: list[Endpoint], me: str) -> None:
+        self.nets, self.eps, self.me = nets, eps, me
+        self.decls: list[str] = []
+        self.chains: dict[str, list[str]] = {}
+        self.members: dict[str, set[str]] = {}
+        self.cross: list[str] = []  # isolation holes
+        self.tails: dict[str, list[str]] = defaultdict(list)  # chain -> dropped counters
+
+    # -- isolation -------------------------------------------------------------------
+
+    def isolation(self) -> None:
+        isolated = [n for _, n in sorted(self.nets.items()) if n.isolate]
+        self.chains["isolation"] = ["ct status dnat return"]
+        for fam, (ip, kind) in FAMILIES.items():
+            subnets = [s for n in isolated for s in n.subnets if s.version == fam]
+            self._static_set(f"isolated{fam}", kind, subnets)
+            srcs = [
+                f"{s} : jump iso/{n.name}" for n in isolated for s in n.subnets if s.version == fam
+            ]
+            elements = f" elements = {{ {', '.join(srcs)} }}" if srcs else ""
+            self.decls.append(
+                f"map isolated-src{fam} {{ type {kind} : verdict; flags interval;{elements} }}"
+            )
+            self.chains["isolation"].append(f"{ip} saddr vmap @isolated-src{fam}")
+        for n in isolated:
+            chain = self.chains[f"iso/{n.name}"] = []
+            for fam, (ip, _) in FAMILIES.items():
+                own = [s for s in n.subnets if s.version == fam]
+                if own:
+                    chain.append(f"{ip} daddr {_anon(own)} return")
+                    chain.append(f"{ip} daddr @isolated{fam} jump cross")
+
+    def _static_set(self, name: str, kind: str, nets: list[Network]) -> None:
+        elements = f" elements = {{ {', '.join(map(str, nets))} }}" if nets else ""
+        self.decls.append(f"set {name} {{ type {kind}; flags interval;{elements} }}")
+
+    def _dynamic(
+        self, name: str, kind: str, elements: Iterable[str], verdict: bool = False
+    ) -> None:
+        data = " : verdict" if verdict else ""
+        self.decls.append(f"{'map' if verdict else 'set'} {name} {{ type {kind}{data}; }}")
+        self.members[name] = set(elements)
+
+    # -- policies --------------------------------------------------------------------
+
+    def policy(self, p: Policy) -> None:
+        allowed, dropped = counter_names(p.name)
+        self.decls += [f"counter {allowed} {{ }}", f"counter {dropped} {{ }}"]
+        selected = [e for e in self.eps if e.network == p.network and _selects(p, e)]
+        for fam, (_, kind) in FAMILIES.items():
+            self._dynamic(f"pol/{p.name}/sel{fam}", kind, _addresses(selected, fam))
+        for direction, rules in (("ingress", p.ingress), ("egress", p.egress)):
+            if rules is not None:
+                self.direction(p, direction, rules, selected)
+
+    def direction(self, p: Policy, direction: str, rules: tuple[Rule, ...], selected) -> None:
+        short, own, peer = DIRECTIONS[direction]
+        chain = self.chains.setdefault(f"{short}/{p.network}", [])
+        allowed, dropped = counter_names(p.name)
+        for i, rule in enumerate(rules):
+            names_set = f"pol/{p.name}/{short}{i}/names"
+            named = [
+                e for e in self.eps if any(_peer_selects(pe, p.network, e) for pe in rule.peers)
+            ]
+            if any(pe.names for pe in rule.peers):
+                for fam, (_, kind) in FAMILIES.items():
+                    self._dynamic(f"{names_set}{fam}", kind, _addresses(named, fam))
+            for fam, (ip, _) in FAMILIES.items():
+                head = f"{ip} {own} @pol/{p.name}/sel{fam}"
+                for match in self._peer_matches(p, rule, fam, f"{ip} {peer}", names_set):
+                    for ports in _port_clauses(rule.ports, fam):
+                        chain.append(_join(head, match, ports, f'counter name "{allowed}" return'))
+                for match in self._peer_matches(p, rule, fam, f"{ip} {peer}", names_set, True):
+                    for ports in _port_clauses(rule.ports, fam):
+                        self.cross.append(_join(head, match, ports, "return"))
+        for fam, (ip, _) in FAMILIES.items():
+            self.tails[f"{short}/{p.network}"].append(
+                f'{ip} {own} @pol/{p.name}/sel{fam} counter name "{dropped}"'
+            )
+        for fam in FAMILIES:
+            self.members.setdefault(f"{short}{fam}", set()).update(
+                f"{a} : jump {short}/{p.network}"
+                for a in _addresses([e for e in selected if e.host == self.me], fam)
+            )
+
+    def _peer_matches(
+        self, p: Policy, rule: Rule, fam: int, field: str, names_set: str, foreign: bool = False
+    ) -> list[str]:
+        """The peer matches of one rule in one family: "" for every peer; with
+        ``foreign``, only peers naming another network (the isolation holes)."""
+        peers = [pe for pe in rule.peers if not foreign or pe.network not in (None, p.network)]
+        if not rule.peers:
+            return [] if foreign else [""]
+        found = []
+        if any(pe.names for pe in peers):
+            found.append(f"{field} @{names_set}{fam}")
+        nets = [
+            s
+            for pe in peers
+            if pe.network in self.nets and not pe.names and pe.cidr is None
+            for s in self.nets[pe.network].subnets
+            if s.version == fam
+        ]
+        cidrs = [pe.cidr for pe in peers if pe.cidr is not None and pe.cidr.version == fam]
+        for group in (nets, [] if foreign else cidrs):
+            if group:
+                found.append(f"{field} {_anon(group)}")
+        return found
+
+    # -- the table -------------------------------------------------------------------
+
+    def forward(self) -> None:
+        rules = [
+            "type filter hook forward priority filter; policy accept;",
+            "ct state related accept",
+            "ct state established ct direction reply accept",
+            f"icmpv6 type {{ {ND_TYPES} }} accept",
+            "jump isolation",
+        ]
+        for short, field in (("out", "saddr"), ("in", "daddr")):
+            for fam, (ip, kind) in FAMILIES.items():
+                self.decls.append(f"map {short}{fam} {{ type {kind} : verdict; }}")
+                self.members.setdefault(f"{short}{fam}", set())
+                rules.append(f"{ip} {field} vmap @{short}{fam}")
+        self.chains["cross"] = [*self.cross, f'counter name "{ISOLATION_DROPPED}" drop']
+        self.decls.append(f"counter {ISOLATION_DROPPED} {{ }}")
+        for chain, tail in self.tails.items():
+            self.chains[chain] += [*tail, "drop"]
+        self.chains["forward"] = rules
+
+    def dataplane(self) -> Dataplane:
+        lines = [f"\t{d}" for d in self.decls]
+        for name, rules in self.chains.items():
+            lines.append(f"\tchain {name} {{")
+            lines += [f"\t\t{r}" for r in rules]
+            lines.append("\t}")
+        members = {k: frozenset(v) for k, v in sorted(self.members.items())}
+        return Dataplane("\n".join(lines) + "\n", members)
+
+
+def _selects(p: Policy, e: Endpoint) -> bool:
+    return p.select is None or matches(p.select, e.names)
+
+
+def _peer_selects(peer: Peer, own: str, e: Endpoint) -> bool:
+    """Whether a names peer covers ``e`` (network and cidr peers are static sets)."""
+    return bool(peer.names) and e.network == (peer.network or own) and matches(peer.names, e.names)
+
+
+def _addresses(eps: Iterable[Endpoint], fam: int) -> list[str]:
+    return [str(a) for e in eps for a in e.addresses if a.version == fam]
+
+
+def _anon(nets: Iterable[Network]) -> str:
+    """An anonymous interval set; overlapping ranges merged first (nft refuses them)."""
+    return "{ " + ", ".join(map(str, collapse_addresses(sorted(set(nets))))) + " }"
+
+
+def _port_clauses(ports: tuple[Port, ...], fam: int) -> list[str]:
+    """One match per protocol (all its ranges in one anonymous set); [""]: any."""
+    if not ports:
+        return [""]
+    by_protocol: dict[str, list[str] | None] = {}
+    for port in ports:
+        if port.protocol not in PORTED or port.port is None:
+            by_protocol[port.protocol] = None  # the whole protocol
+        elif by_protocol.get(port.protocol, []) is not None:
+            span = (
+                str(port.port)
+                if port.end_port in (None, port.port)
+                else f"{port.port}-{port.end_port}"
+            )
+            by_protocol.setdefault(port.protocol, []).append(span)
+    clauses = []
+    for protocol, spans in sorted(by_protocol.items()):
+        if protocol == "icmp":
+            clauses.append(f"meta l4proto {ICMP[fam]}")
+        elif spans is None:
+            clauses.append(f"meta l4proto {protocol}")
+        else:
+            clauses.append(f"{protocol} dport {{ {', '.join(sorted(set(spans), key=_span_key))} }}")
+    return clauses
+
+
+def _span_key(span: str) -> int:
+    return int(span.split("-")[0])
+
+
+def _join(*parts: str) -> str:
+    return " ".join(p for p in parts if p)
+
+
+# -- batches ---------------------------------------------------------------------------
+
+
+def render(dp: Dataplane) -> str:
+    """One ``nft -f`` batch that replaces netplug's table whole, atomically (the
+    kernel applies a batch as one transaction: no moment without rules)."""
+    lines = [f"add table {TABLE}", f"delete table {TABLE}", f"table {TABLE} {{", dp.skeleton + "}"]
+    lines += [_elements("add", name, items) for name, items in dp.members.items() if items]
+    return "\n".join(lines) + "\n"
+
+
+def delta(old: Dataplane | None, new: Dataplane) -> str:
+    """The batch that turns ``old`` (what is programmed) into ``new``: element adds
+    and deletes when the rules are the same, else ``render(new)``; "" when equal."""
+    if old is None or old.skeleton != new.skeleton:
+        return render(new)
+    lines = []
+    for name, items in new.members.items():
+        gone = old.members.get(name, frozenset()) - items
+        if gone:
+            # A map's element is deleted by its key alone.
+            lines.append(_elements("delete", name, {e.split(" : ")[0] for e in gone}))
+    for name, items in new.members.items():
+        added = items - old.members.get(name, frozenset())
+        if added:
+            lines.append(_elements("add", name, added))
+    return "".join(f"{line}\n" for line in lines)
+
+
+def _elements(verb: str, name: str, items: Iterable[str]) -> str:
+    return f"{verb} element {TABLE} {name} {{ {', '.join(sorted(items))} }}"

@@ -1,0 +1,158 @@
+"""``netplugctl policy`` against SQLite and a real etcd: every error class changes nothing."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+
+from netplug.ctl.main import main
+from netplug.ipam import networks, policies
+from netplug.ipam.schema import NetworkRecord, Policies
+
+GOOD = {"name": "db-in", "network": "blue", "select": {"names": ["db"]}, "ingress": []}
+
+
+@pytest.fixture
+def url(store):
+    for name, subnet, vni in (("blue", "10.1.0.0/16", 4242), ("green", "10.2.0.0/16", 4243)):
+        networks.ensure_network(store, name, NetworkRecord(subnet, "", vni, "netplug.internal"))
+    return store.url
+
+
+def apply(url, tmp_path, document, *extra: str) -> int:
+    path = tmp_path / "policy.json"
+    path.write_bytes(document if isinstance(document, bytes) else json.dumps(document).encode())
+    return main(["--store", url, "policy", "apply", str(path), *extra])
+
+
+def test_apply_list_show_delete(url, store, tmp_path, capsys):
+    other = {"name": "web-out", "network": "green", "select": {}, "egress": [{}]}
+    assert apply(url, tmp_path, [GOOD, other], "--json") == 0
+    applied = json.loads(capsys.readouterr().out)
+    assert [(r["policy"], r["network"]) for r in applied] == [
+        ("db-in", "blue"),
+        ("web-out", "green"),
+    ]
+
+    assert main(["--store", url, "policy", "list", "--network", "blue", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == [
+        {
+            "name": "db-in",
+            "network": "blue",
+            "select": "db",
+            "ingress": "0 rule(s)",
+            "egress": "untouched",
+            "allowed": "-",  # until an agent reports counters
+            "dropped": "-",
+        }
+    ]
+    assert main(["--store", url, "policy", "list"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split() == [
+        "NAME",
+        "NETWORK",
+        "SELECT",
+        "INGRESS",
+        "EGRESS",
+        "ALLOWED",
+        "DROPPED",
+    ]
+    assert len(table) == 3
+
+    assert main(["--store", url, "policy", "show", "web-out", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == other
+
+    assert main(["--store", url, "policy", "delete", "db-in"]) == 0
+    assert [p.name for p in policies.read(store)] == ["web-out"]
+    assert main(["--store", url, "policy", "delete", "db-in"]) == 1
+    assert "no policy db-in" in capsys.readouterr().err
+    assert main(["--store", url, "policy", "show", "db-in"]) == 1
+
+
+def test_apply_reads_stdin(url, store, monkeypatch, capsys):
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(json.dumps(GOOD).encode())))
+    assert main(["--store", url, "policy", "apply", "-"]) == 0
+    assert policies.get(store, "db-in") is not None
+
+
+def test_a_huge_stdin_is_refused_unread(url, store, monkeypatch, capsys):
+    huge = io.BytesIO(b" " * (5 * 1024 * 1024))
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(huge))
+    assert main(["--store", url, "policy", "apply", "-"]) == 1
+    assert "policy apply stdin: document: expected at most 1048576 bytes (1 MiB), got more" in (
+        capsys.readouterr().err
+    )
+    assert huge.tell() < 2 * 1024 * 1024  # read no further than the limit (and a buffer)
+
+
+@pytest.mark.parametrize(
+    "document, message",
+    [
+        (
+            b"[" + b" " * (5 * 1024 * 1024) + b"]",
+            "document: expected at most 1048576 bytes (1 MiB), got 5242882 bytes",
+        ),
+        (b"{not json", "document: expected JSON"),
+        (
+            {**GOOD, "network": "purple"},
+            '[1].network: expected a known network (known: blue, green), got "purple"',
+        ),
+        (
+            {**GOOD, "ingress": [{"ports": [{"protocol": "gre"}]}]},
+            "[1].ingress[0].ports[0].protocol: expected one of tcp",
+        ),
+        (
+            {**GOOD, "ingress": [{"ports": [{"port": 70000}]}]},
+            "[1].ingress[0].ports[0].port: expected a port number",
+        ),
+        (
+            {**GOOD, "ingress": [{"from": [{"cidr": "10.1.2.3/8"}]}]},
+            "[1].ingress[0].from[0].cidr: expected a CIDR",
+        ),
+        (GOOD, '[1].name: expected a name not used before (also [0]), got "db-in"'),
+        ({**GOOD, "name": "db*"}, "[1].name: expected a policy name"),
+        ({**GOOD, "priority": 1}, "[1].priority: unknown field"),
+        ({**GOOD, "select": []}, "[1].select: expected a selector object"),
+    ],
+)
+def test_each_error_class_is_reported_and_nothing_is_stored(
+    url, store, tmp_path, capsys, document, message
+):
+    whole = document if isinstance(document, bytes) else [GOOD, document]
+    revision = store.status()
+    assert apply(url, tmp_path, whole) == 1
+    err = capsys.readouterr().err
+    assert f"policy apply {tmp_path / 'policy.json'}: {message}" in err
+    assert err.rstrip().endswith("netplugctl: nothing was applied")
+    assert store.range(Policies.PREFIX, prefix=True).kvs == []
+    assert store.status() == revision
+
+
+def test_an_unreadable_file_is_an_error(url, tmp_path, capsys):
+    assert main(["--store", url, "policy", "apply", str(tmp_path / "missing.json")]) == 1
+    assert "cannot read" in capsys.readouterr().err
+
+
+def test_global_options_go_before_or_after_the_command_and_policy_alone_lists(url, capsys):
+    assert main(["policy", "list", "--store", url, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == []
+    assert main(["--store", url, "policy"]) == 0
+    assert capsys.readouterr().out.split() == [
+        "NAME",
+        "NETWORK",
+        "SELECT",
+        "INGRESS",
+        "EGRESS",
+        "ALLOWED",
+        "DROPPED",
+    ]
+
+
+def test_a_record_that_does_not_read_is_named_not_a_traceback(url, store, capsys):
+    store.put(Policies.key("hand"), b'{"name": "hand"}')
+    assert main(["--store", url, "policy", "show", "hand"]) == 1
+    assert "policy show: policy record: " in capsys.readouterr().err
+    assert main(["--store", url, "policy", "list", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == []  # skipped, logged

@@ -1,0 +1,282 @@
+"""The enforcement plan: (policies, networks, containers) -> nftables text and set deltas."""
+
+from __future__ import annotations
+
+import json
+import random
+from ipaddress import ip_address, ip_network
+
+import pytest
+
+from netplug.policy.model import parse
+from netplug.policy.plan import (
+    Dataplane,
+    Endpoint,
+    NetworkInfo,
+    counter_names,
+    delta,
+    desired,
+    render,
+)
+
+BLUE = NetworkInfo("blue", (ip_network("10.1.0.0/16"), ip_network("fd01::/48")))
+GREEN = NetworkInfo("green", (ip_network("10.2.0.0/16"),))
+OPEN = NetworkInfo("open", (ip_network("10.3.0.0/16"),), isolate=False)
+NETWORKS = [BLUE, GREEN, OPEN]
+
+
+def ep(network: str, host: str, *addresses: str, names=()) -> Endpoint:
+    return Endpoint(network, host, tuple(map(ip_address, addresses)), frozenset(names))
+
+
+DB = ep("blue", "h1", "10.1.0.2", "fd01::2", names=["db"])
+WEB = ep("blue", "h2", "10.1.1.2", names=["web"])
+API = ep("green", "h1", "10.2.0.2", names=["api"])
+ENDPOINTS = [DB, WEB, API]
+
+
+def policies(*docs: dict):
+    return parse(json.dumps(list(docs)), {"blue", "green", "open"})
+
+
+def plan(*docs: dict, endpoints=ENDPOINTS, networks=NETWORKS, me="h1") -> Dataplane:
+    return desired(policies(*docs) if docs else (), networks, endpoints, me)
+
+
+def chain(dp: Dataplane, name: str) -> list[str]:
+    """The rules of chain ``name`` in the skeleton (absent: None)."""
+    lines = dp.skeleton.splitlines()
+    try:
+        start = lines.index(f"\tchain {name} {{")
+    except ValueError:
+        return None
+    end = lines.index("\t}", start)
+    return [line.strip() for line in lines[start + 1 : end]]
+
+
+def test_isolated_networks_are_classified_by_subnet_and_open_ones_left_out():
+    dp = plan()
+    assert (
+        "set isolated4 { type ipv4_addr; flags interval; elements = { 10.1.0.0/16, 10.2.0.0/16 } }"
+        in dp.skeleton
+    )
+    assert (
+        "set isolated6 { type ipv6_addr; flags interval; elements = { fd01::/48 } }" in dp.skeleton
+    )
+    assert "10.1.0.0/16 : jump iso/blue, 10.2.0.0/16 : jump iso/green" in dp.skeleton
+    assert chain(dp, "iso/blue") == [
+        "ip daddr { 10.1.0.0/16 } return",
+        "ip daddr @isolated4 jump cross",
+        "ip6 daddr { fd01::/48 } return",
+        "ip6 daddr @isolated6 jump cross",
+    ]
+    assert chain(dp, "iso/open") is None
+    assert chain(dp, "cross") == ['counter name "isolation/dropped" drop']
+    assert chain(dp, "isolation")[0] == "ct status dnat return"  # published ports
+
+
+def test_no_isolated_network_means_no_isolation_rules():
+    dp = plan(networks=[OPEN])
+    assert "isolated-src4 { type ipv4_addr : verdict; flags interval; }" in dp.skeleton
+    assert not [line for line in dp.skeleton.splitlines() if "chain iso/" in line]
+
+
+def test_forward_passes_replies_and_neighbour_discovery_before_judging():
+    rules = chain(plan(), "forward")
+    assert rules[:5] == [
+        "type filter hook forward priority filter; policy accept;",
+        "ct state related accept",
+        "ct state established ct direction reply accept",
+        "icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit, "
+        "nd-router-advert } accept",
+        "jump isolation",
+    ]
+
+
+def test_selected_sets_span_hosts_and_dispatch_holds_local_containers_only():
+    doc = {"name": "p", "network": "blue", "select": {}, "ingress": []}
+    on_h1, on_h2 = plan(doc, me="h1"), plan(doc, me="h2")
+    for dp in (on_h1, on_h2):
+        assert dp.members["pol/p/sel4"] == {"10.1.0.2", "10.1.1.2"}
+        assert dp.members["pol/p/sel6"] == {"fd01::2"}
+    assert on_h1.members["in4"] == {"10.1.0.2 : jump in/blue"}
+    assert on_h1.members["in6"] == {"fd01::2 : jump in/blue"}
+    assert on_h2.members["in4"] == {"10.1.1.2 : jump in/blue"}
+    assert on_h1.members["out4"] == set()  # no egress key: outgoing untouched
+
+
+def test_empty_ingress_denies_everything_new_and_counts_it():
+    dp = plan({"name": "p", "network": "blue", "select": {"names": ["db"]}, "ingress": []})
+    assert chain(dp, "in/blue") == [
+        'ip daddr @pol/p/sel4 counter name "pol/p/dropped"',
+        'ip6 daddr @pol/p/sel6 counter name "pol/p/dropped"',
+        "drop",
+    ]
+    assert chain(dp, "out/blue") is None
+    assert dp.members["pol/p/sel4"] == {"10.1.0.2"}  # web is not selected
+    assert "counter pol/p/allowed { }" in dp.skeleton
+    assert counter_names("p") == ("pol/p/allowed", "pol/p/dropped")
+
+
+@pytest.mark.parametrize(
+    "rule, expected",
+    [
+        # every peer, every port
+        (
+            {},
+            [
+                'ip daddr @pol/p/sel4 counter name "pol/p/allowed" return',
+                'ip6 daddr @pol/p/sel6 counter name "pol/p/allowed" return',
+            ],
+        ),
+        # names: a set of the matching containers' addresses, one rule per family
+        (
+            {
+                "from": [{"names": ["web"]}],
+                "ports": [{"port": 80}, {"port": 8000, "endPort": 8080}],
+            },
+            [
+                "ip daddr @pol/p/sel4 ip saddr @pol/p/in0/names4 tcp dport { 80, 8000-8080 } "
+                'counter name "pol/p/allowed" return',
+                "ip6 daddr @pol/p/sel6 ip6 saddr @pol/p/in0/names6 tcp dport { 80, 8000-8080 } "
+                'counter name "pol/p/allowed" return',
+            ],
+        ),
+        # cidr (v4 only: no v6 rule); overlapping ranges merged; protocols
+        (
+            {
+                "from": [{"cidr": "192.0.2.0/24"}, {"cidr": "192.0.2.128/25"}],
+                "ports": [
+                    {"protocol": "udp", "port": 53},
+                    {"protocol": "icmp"},
+                    {"protocol": "sctp"},
+                ],
+            },
+            [
+                "ip daddr @pol/p/sel4 ip saddr { 192.0.2.0/24 } meta l4proto icmp "
+                'counter name "pol/p/allowed" return',
+                "ip daddr @pol/p/sel4 ip saddr { 192.0.2.0/24 } meta l4proto sctp "
+                'counter name "pol/p/allowed" return',
+                "ip daddr @pol/p/sel4 ip saddr { 192.0.2.0/24 } udp dport { 53 } "
+                'counter name "pol/p/allowed" return',
+            ],
+        ),
+        # a network: its subnets
+        (
+            {"from": [{"network": "green"}], "ports": [{"protocol": "icmp"}]},
+            [
+                "ip daddr @pol/p/sel4 ip saddr { 10.2.0.0/16 } meta l4proto icmp counter name "
+                '"pol/p/allowed" return',
+            ],
+        ),
+    ],
+)
+def test_ingress_rule_forms(rule, expected):
+    dp = plan({"name": "p", "network": "blue", "select": {}, "ingress": [rule]})
+    assert chain(dp, "in/blue")[: len(expected)] == expected
+    assert chain(dp, "in/blue")[len(expected)].endswith('counter name "pol/p/dropped"')
+
+
+def test_named_peers_follow_containers_of_the_named_network_on_every_host():
+    dp = plan(
+        {
+            "name": "p",
+            "network": "blue",
+            "select": {"names": ["db"]},
+            "ingress": [{"from": [{"names": ["web"]}, {"network": "green", "names": ["a*"]}]}],
+        }
+    )
+    assert dp.members["pol/p/in0/names4"] == {"10.1.1.2", "10.2.0.2"}
+    assert dp.members["pol/p/in0/names6"] == set()
+
+
+def test_egress_judges_the_source_and_names_the_destination():
+    dp = plan(
+        {"name": "p", "network": "blue", "select": {}, "egress": [{"to": [{"cidr": "fd09::/64"}]}]}
+    )
+    assert chain(dp, "out/blue")[0] == (
+        'ip6 saddr @pol/p/sel6 ip6 daddr { fd09::/64 } counter name "pol/p/allowed" return'
+    )
+    assert dp.members["out4"] == {"10.1.0.2 : jump out/blue"}
+
+
+def test_only_peers_naming_another_network_open_holes_in_the_isolation():
+    dp = plan(
+        {
+            "name": "p",
+            "network": "blue",
+            "select": {},
+            "ingress": [
+                {"from": [{"network": "green"}, {"cidr": "10.0.0.0/8"}, {"names": ["web"]}]},
+                {"from": [{"network": "green", "names": ["api"]}], "ports": [{"port": 443}]},
+            ],
+        }
+    )
+    assert chain(dp, "cross") == [
+        "ip daddr @pol/p/sel4 ip saddr { 10.2.0.0/16 } return",
+        "ip daddr @pol/p/sel4 ip saddr @pol/p/in1/names4 tcp dport { 443 } return",
+        "ip6 daddr @pol/p/sel6 ip6 saddr @pol/p/in1/names6 tcp dport { 443 } return",
+        'counter name "isolation/dropped" drop',
+    ]
+
+
+def test_policies_of_unknown_networks_are_left_out():
+    dp = plan({"name": "p", "network": "blue", "select": {}, "ingress": []}, networks=[GREEN])
+    assert "pol/p" not in dp.skeleton and "pol/p/sel4" not in dp.members
+
+
+def test_the_plan_does_not_depend_on_input_order():
+    docs = [
+        {"name": n, "network": "blue", "select": {}, "ingress": [{"from": [{"names": ["w*"]}]}]}
+        for n in ("b", "a", "c")
+    ]
+    shuffled = ENDPOINTS[:]
+    random.Random(4).shuffle(shuffled)
+    assert plan(*docs) == plan(*reversed(docs), endpoints=shuffled)
+
+
+# -- batches ---------------------------------------------------------------------------
+
+POLICY = {"name": "p", "network": "blue", "select": {"names": ["db*"]}, "ingress": []}
+
+
+def test_render_replaces_the_table_atomically_then_fills_the_sets():
+    text = render(plan(POLICY))
+    lines = text.splitlines()
+    assert lines[:3] == [
+        "add table inet netplug",
+        "delete table inet netplug",
+        "table inet netplug {",
+    ]
+    assert "add element inet netplug pol/p/sel4 { 10.1.0.2 }" in lines
+    assert "add element inet netplug in4 { 10.1.0.2 : jump in/blue }" in lines
+    assert not [
+        line for line in lines if line.startswith(("table ip ", "table bridge", "flush ruleset"))
+    ]
+
+
+def test_a_new_container_is_set_elements_only():
+    before = plan(POLICY)
+    db2 = ep("blue", "h1", "10.1.0.3", names=["db-2"])
+    after = plan(POLICY, endpoints=[*ENDPOINTS, db2])
+    assert delta(before, after) == (
+        "add element inet netplug in4 { 10.1.0.3 : jump in/blue }\n"
+        "add element inet netplug pol/p/sel4 { 10.1.0.3 }\n"
+    )
+    # and back: a map's element goes by its key
+    assert delta(after, before) == (
+        "delete element inet netplug in4 { 10.1.0.3 }\n"
+        "delete element inet netplug pol/p/sel4 { 10.1.0.3 }\n"
+    )
+
+
+def test_a_remote_container_touches_no_dispatch_map():
+    after = plan(POLICY, endpoints=[*ENDPOINTS, ep("blue", "h2", "10.1.1.9", names=["db-9"])])
+    assert delta(plan(POLICY), after) == "add element inet netplug pol/p/sel4 { 10.1.1.9 }\n"
+
+
+def test_unchanged_is_empty_and_changed_rules_are_a_full_replace():
+    assert delta(plan(POLICY), plan(POLICY)) == ""
+    changed = plan({**POLICY, "ingress": [{}]})
+    assert delta(plan(POLICY), changed) == render(changed)
+    assert delta(None, changed) == render(changed)
