@@ -1,9 +1,12 @@
 """The enforcement plan: policies, networks and containers in, nftables text out.
 
-Pure: ``desired`` computes the ``Dataplane`` a host should have; ``render`` turns it
-into one ``nft -f`` batch that replaces netplug's table atomically, and ``delta``
-into the smallest batch that turns one ``Dataplane`` into the next (set elements
-only, when the rules are unchanged).
+Pure: ``desired`` computes the ``Dataplane`` a host should have (sets, counters,
+chains and their rules, set elements); ``render`` turns it into one ``nft -f``
+batch that replaces netplug's table; ``delta`` into the batch that turns one
+``Dataplane`` into the next: set elements only while the rules stay, else every
+chain rewritten in place with counters kept; ``from_listing`` reads what is
+programmed back from ``nft -j`` (an agent's start). Every batch is one kernel
+transaction: no moment without rules.
 
 How packets flow (``netplug/net/``): each network has a bridge on each host
 (its containers' veths, the block's gateway address) and a VXLAN device; a
@@ -24,8 +27,8 @@ Everything lives in one table, ``inet netplug`` (never another program's):
       jump isolation                  cross-network drops, holes for policies
       ip saddr vmap @out4 ...         local containers with egress policies
       ip daddr vmap @in4 ...          local containers with ingress policies
-    chain isolation   ct status dnat return (published ports); ip saddr vmap @isolated-src4
-    chain iso/NET     own subnets return; isolated destinations jump cross
+    chain isolation   ct status dnat return (published ports); per isolated network:
+                      from its subnets to another isolated subnet: jump cross
     chain cross       policy holes (peers naming another network) return; drop
     chain in/NET, out/NET   per network: each policy's allow rules (return),
                       each selecting policy's dropped counter, drop
@@ -62,6 +65,8 @@ FAMILIES = {4: ("ip", "ipv4_addr"), 6: ("ip6", "ipv6_addr")}
 ICMP = {4: "icmp", 6: "ipv6-icmp"}
 DIRECTIONS = {"ingress": ("in", "daddr", "saddr"), "egress": ("out", "saddr", "daddr")}
 ISOLATION_DROPPED = "isolation/dropped"
+BASE_CHAIN = "forward"
+BASE_SPEC = "type filter hook forward priority filter; policy accept;"
 ND_TYPES = "nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit, nd-router-advert"
 
 Address = IPv4Address | IPv6Address
@@ -85,9 +90,25 @@ class Endpoint:
 
 
 @dataclass(frozen=True, slots=True)
+class SetSpec:
+    kind: str  # "set", or "map" (to verdicts)
+    type: str  # ipv4_addr | ipv6_addr
+    interval: bool = False
+
+    def declaration(self) -> str:
+        data = " : verdict" if self.kind == "map" else ""
+        flags = " flags interval;" if self.interval else ""
+        return f"{{ type {self.type}{data};{flags} }}"
+
+
+@dataclass(frozen=True, slots=True)
 class Dataplane:
-    skeleton: str  # the table's body: static sets, empty dynamic sets, chains, rules
-    members: Mapping[str, frozenset[str]]  # every dynamic set or map: its elements
+    """netplug's table as data: what ``render`` writes and ``delta`` compares."""
+
+    sets: Mapping[str, SetSpec]  # every set and map, by name
+    counters: frozenset[str]  # named counters
+    chains: Mapping[str, tuple[str, ...] | None]  # rules in order; None: not known
+    members: Mapping[str, frozenset[str]]  # every set's or map's elements, as nft text
 
 
 def counter_names(policy: str) -> tuple[str, str]:
@@ -117,7 +138,8 @@ def desired(
 class _Builder:
     def __init__(self, nets: dict[str, NetworkInfo], eps: list[Endpoint], me: str) -> None:
         self.nets, self.eps, self.me = nets, eps, me
-        self.decls: list[str] = []
+        self.sets: dict[str, SetSpec] = {}
+        self.counters: set[str] = set()
         self.chains: dict[str, list[str]] = {}
         self.members: dict[str, set[str]] = {}
         self.cross: list[str] = []  # isolation holes
@@ -126,46 +148,34 @@ class _Builder:
     # -- isolation -------------------------------------------------------------------
 
     def isolation(self) -> None:
+        """Drop traffic from an isolated network to another isolated one, unless a
+        policy hole in ``cross`` returns it. One rule per network and family: rules,
+        not an interval verdict map, which nft 1.0.6 cannot fill in the batch that
+        creates the chains it jumps to."""
         isolated = [n for _, n in sorted(self.nets.items()) if n.isolate]
-        self.chains["isolation"] = ["ct status dnat return"]
+        chain = self.chains["isolation"] = ["ct status dnat return"]  # published ports
         for fam, (ip, kind) in FAMILIES.items():
-            subnets = [s for n in isolated for s in n.subnets if s.version == fam]
-            self._static_set(f"isolated{fam}", kind, subnets)
-            srcs = [
-                f"{s} : jump iso/{n.name}" for n in isolated for s in n.subnets if s.version == fam
-            ]
-            elements = f" elements = {{ {', '.join(srcs)} }}" if srcs else ""
-            self.decls.append(
-                f"map isolated-src{fam} {{ type {kind} : verdict; flags interval;{elements} }}"
-            )
-            self.chains["isolation"].append(f"{ip} saddr vmap @isolated-src{fam}")
-        for n in isolated:
-            chain = self.chains[f"iso/{n.name}"] = []
-            for fam, (ip, _) in FAMILIES.items():
-                own = [s for s in n.subnets if s.version == fam]
+            mine = [(n, s) for n in isolated for s in n.subnets if s.version == fam]
+            self._set(f"isolated{fam}", SetSpec("set", kind, True), (str(s) for _, s in mine))
+            for n in isolated:
+                own = _anon(s for s in n.subnets if s.version == fam)
                 if own:
-                    chain.append(f"{ip} daddr {_anon(own)} return")
-                    chain.append(f"{ip} daddr @isolated{fam} jump cross")
+                    chain.append(
+                        f"{ip} saddr {own} {ip} daddr @isolated{fam} {ip} daddr != {own} jump cross"
+                    )
 
-    def _static_set(self, name: str, kind: str, nets: list[Network]) -> None:
-        elements = f" elements = {{ {', '.join(map(str, nets))} }}" if nets else ""
-        self.decls.append(f"set {name} {{ type {kind}; flags interval;{elements} }}")
-
-    def _dynamic(
-        self, name: str, kind: str, elements: Iterable[str], verdict: bool = False
-    ) -> None:
-        data = " : verdict" if verdict else ""
-        self.decls.append(f"{'map' if verdict else 'set'} {name} {{ type {kind}{data}; }}")
-        self.members[name] = set(elements)
+    def _set(self, name: str, spec: SetSpec, elements: Iterable[str]) -> None:
+        self.sets[name] = spec
+        self.members.setdefault(name, set()).update(elements)
 
     # -- policies --------------------------------------------------------------------
 
     def policy(self, p: Policy) -> None:
         allowed, dropped = counter_names(p.name)
-        self.decls += [f"counter {allowed} {{ }}", f"counter {dropped} {{ }}"]
+        self.counters.update((allowed, dropped))
         selected = [e for e in self.eps if e.network == p.network and _selects(p, e)]
         for fam, (_, kind) in FAMILIES.items():
-            self._dynamic(f"pol/{p.name}/sel{fam}", kind, _addresses(selected, fam))
+            self._set(f"pol/{p.name}/sel{fam}", SetSpec("set", kind), _addresses(selected, fam))
         for direction, rules in (("ingress", p.ingress), ("egress", p.egress)):
             if rules is not None:
                 self.direction(p, direction, rules, selected)
@@ -181,7 +191,7 @@ class _Builder:
             ]
             if any(pe.names for pe in rule.peers):
                 for fam, (_, kind) in FAMILIES.items():
-                    self._dynamic(f"{names_set}{fam}", kind, _addresses(named, fam))
+                    self._set(f"{names_set}{fam}", SetSpec("set", kind), _addresses(named, fam))
             for fam, (ip, _) in FAMILIES.items():
                 head = f"{ip} {own} @pol/{p.name}/sel{fam}"
                 for match in self._peer_matches(p, rule, fam, f"{ip} {peer}", names_set):
@@ -194,11 +204,10 @@ class _Builder:
             self.tails[f"{short}/{p.network}"].append(
                 f'{ip} {own} @pol/{p.name}/sel{fam} counter name "{dropped}"'
             )
-        for fam in FAMILIES:
-            self.members.setdefault(f"{short}{fam}", set()).update(
-                f"{a} : jump {short}/{p.network}"
-                for a in _addresses([e for e in selected if e.host == self.me], fam)
-            )
+        local = [e for e in selected if e.host == self.me]
+        for fam, (_, kind) in FAMILIES.items():
+            jumps = (f"{a} : jump {short}/{p.network}" for a in _addresses(local, fam))
+            self._set(f"{short}{fam}", SetSpec("map", kind), jumps)
 
     def _peer_matches(
         self, p: Policy, rule: Rule, fam: int, field: str, names_set: str, foreign: bool = False
@@ -228,7 +237,6 @@ class _Builder:
 
     def forward(self) -> None:
         rules = [
-            "type filter hook forward priority filter; policy accept;",
             "ct state related accept",
             "ct state established ct direction reply accept",
             f"icmpv6 type {{ {ND_TYPES} }} accept",
@@ -236,23 +244,21 @@ class _Builder:
         ]
         for short, field in (("out", "saddr"), ("in", "daddr")):
             for fam, (ip, kind) in FAMILIES.items():
-                self.decls.append(f"map {short}{fam} {{ type {kind} : verdict; }}")
-                self.members.setdefault(f"{short}{fam}", set())
+                self._set(f"{short}{fam}", SetSpec("map", kind), ())
                 rules.append(f"{ip} {field} vmap @{short}{fam}")
         self.chains["cross"] = [*self.cross, f'counter name "{ISOLATION_DROPPED}" drop']
-        self.decls.append(f"counter {ISOLATION_DROPPED} {{ }}")
+        self.counters.add(ISOLATION_DROPPED)
         for chain, tail in self.tails.items():
             self.chains[chain] += [*tail, "drop"]
-        self.chains["forward"] = rules
+        self.chains[BASE_CHAIN] = rules
 
     def dataplane(self) -> Dataplane:
-        lines = [f"\t{d}" for d in self.decls]
-        for name, rules in self.chains.items():
-            lines.append(f"\tchain {name} {{")
-            lines += [f"\t\t{r}" for r in rules]
-            lines.append("\t}")
-        members = {k: frozenset(v) for k, v in sorted(self.members.items())}
-        return Dataplane("\n".join(lines) + "\n", members)
+        return Dataplane(
+            sets=dict(sorted(self.sets.items())),
+            counters=frozenset(self.counters),
+            chains={name: tuple(rules) for name, rules in self.chains.items()},
+            members={k: frozenset(v) for k, v in sorted(self.members.items())},
+        )
 
 
 def _selects(p: Policy, e: Endpoint) -> bool:
@@ -269,8 +275,10 @@ def _addresses(eps: Iterable[Endpoint], fam: int) -> list[str]:
 
 
 def _anon(nets: Iterable[Network]) -> str:
-    """An anonymous interval set; overlapping ranges merged first (nft refuses them)."""
-    return "{ " + ", ".join(map(str, collapse_addresses(sorted(set(nets))))) + " }"
+    """An anonymous interval set, overlapping ranges merged first (nft refuses
+    them); "" for no ranges."""
+    merged = [str(n) for n in collapse_addresses(sorted(set(nets)))]
+    return "{ " + ", ".join(merged) + " }" if merged else ""
 
 
 def _port_clauses(ports: tuple[Port, ...], fam: int) -> list[str]:
@@ -311,30 +319,107 @@ def _join(*parts: str) -> str:
 
 
 def render(dp: Dataplane) -> str:
-    """One ``nft -f`` batch that replaces netplug's table whole, atomically (the
-    kernel applies a batch as one transaction: no moment without rules)."""
-    lines = [f"add table {TABLE}", f"delete table {TABLE}", f"table {TABLE} {{", dp.skeleton + "}"]
-    lines += [_elements("add", name, items) for name, items in dp.members.items() if items]
-    return "\n".join(lines) + "\n"
+    """One ``nft -f`` batch that replaces netplug's table whole. The kernel applies a
+    batch as one transaction: there is no moment without rules. Counters restart."""
+    head = [f"add table {TABLE}", f"delete table {TABLE}", f"add table {TABLE}"]
+    fill = [_elements("add", n, items) for n, items in dp.members.items() if items]
+    return _batch(head + _declare(dp.sets, dp.counters, dp.chains) + _rules(dp) + fill)
 
 
 def delta(old: Dataplane | None, new: Dataplane) -> str:
-    """The batch that turns ``old`` (what is programmed) into ``new``: element adds
-    and deletes when the rules are the same, else ``render(new)``; "" when equal."""
-    if old is None or old.skeleton != new.skeleton:
+    """The batch that turns ``old`` (what is programmed; None: unknown) into ``new``;
+    "" when they are equal.
+
+    Set elements are added and deleted one by one. When any chain's rules differ,
+    every chain is flushed and written again in the same batch (atomic: no gap),
+    and what ``new`` no longer has is deleted; named counters that stay keep their
+    values. With ``old`` None, the table is replaced whole (``render``)."""
+    if old is None:
         return render(new)
-    lines = []
-    for name, items in new.members.items():
-        gone = old.members.get(name, frozenset()) - items
-        if gone:
-            # A map's element is deleted by its key alone.
+    changed = {n for n in old.sets.keys() & new.sets.keys() if old.sets[n] != new.sets[n]}
+    gone_sets = sorted((old.sets.keys() - new.sets.keys()) | changed)
+    rewrite = old.chains != new.chains or bool(gone_sets)
+    lines = [f"flush chain {TABLE} {c}" for c in old.chains] if rewrite else []
+    kept = {n: old.members.get(n, frozenset()) for n in new.sets if n in old.sets}
+    for n in changed:
+        kept[n] = frozenset()
+    for name in sorted(kept.keys() - changed):
+        gone = kept[name] - new.members[name]
+        if gone:  # a map's element is deleted by its key alone
             lines.append(_elements("delete", name, {e.split(" : ")[0] for e in gone}))
+    lines += [f"delete {old.sets[n].kind} {TABLE} {n}" for n in gone_sets]
+    lines += [f"delete chain {TABLE} {c}" for c in sorted(old.chains.keys() - new.chains.keys())]
+    lines += [f"delete counter {TABLE} {c}" for c in sorted(old.counters - new.counters)]
+    lines += _declare(
+        {n: spec for n, spec in new.sets.items() if n not in kept or n in changed},
+        new.counters - old.counters,
+        [c for c in new.chains if c not in old.chains],
+    )
+    if rewrite:
+        lines += _rules(new)
     for name, items in new.members.items():
-        added = items - old.members.get(name, frozenset())
+        added = items - kept.get(name, frozenset())
         if added:
             lines.append(_elements("add", name, added))
-    return "".join(f"{line}\n" for line in lines)
+    return _batch(lines)
+
+
+def _declare(
+    sets: Mapping[str, SetSpec], counters: Iterable[str], chains: Iterable[str]
+) -> list[str]:
+    lines = [f"add {spec.kind} {TABLE} {n} {spec.declaration()}" for n, spec in sets.items()]
+    lines += [f"add counter {TABLE} {c}" for c in sorted(counters)]
+    for chain in chains:
+        spec = f" {{ {BASE_SPEC} }}" if chain == BASE_CHAIN else ""
+        lines.append(f"add chain {TABLE} {chain}{spec}")
+    return lines
+
+
+def _rules(dp: Dataplane) -> list[str]:
+    return [
+        f"add rule {TABLE} {c} {rule}" for c, rules in dp.chains.items() for rule in rules or ()
+    ]
 
 
 def _elements(verb: str, name: str, items: Iterable[str]) -> str:
     return f"{verb} element {TABLE} {name} {{ {', '.join(sorted(items))} }}"
+
+
+def _batch(lines: list[str]) -> str:
+    return "".join(f"{line}\n" for line in lines)
+
+
+# -- reading back ----------------------------------------------------------------------
+
+
+def from_listing(listing: Mapping) -> Dataplane:
+    """What is programmed, from ``nft -j list table inet netplug`` (decoded): sets,
+    counters, chain names and set elements, with every chain's rules unknown (None),
+    so that ``delta`` from it writes the rules again and keeps every element and
+    counter that is right: an agent's start after a restart (Felix's mark and sweep)."""
+    sets, counters, chains, members = {}, set(), {}, {}
+    for item in listing.get("nftables", []):
+        for kind in ("set", "map"):
+            if kind in item:
+                body = item[kind]
+                sets[body["name"]] = SetSpec(
+                    kind, body["type"], "interval" in body.get("flags", [])
+                )
+                members[body["name"]] = frozenset(_element(e) for e in body.get("elem", []))
+        if "counter" in item:
+            counters.add(item["counter"]["name"])
+        if "chain" in item:
+            chains[item["chain"]["name"]] = None
+    return Dataplane(sets, frozenset(counters), chains, members)
+
+
+def _element(e: object) -> str:
+    """One element as the plan writes it: an address, a prefix, or "KEY : jump CHAIN"."""
+    if isinstance(e, list):
+        key, verdict = e
+        return f"{_element(key)} : jump {verdict['jump']['target']}"
+    if isinstance(e, dict) and "prefix" in e:
+        return f"{e['prefix']['addr']}/{e['prefix']['len']}"
+    if isinstance(e, dict) and "elem" in e:
+        return _element(e["elem"]["val"])
+    return str(e)

@@ -6,6 +6,7 @@ import json
 from ipaddress import ip_network
 
 import pytest
+from policy_examples import DESIGN_EXAMPLE
 
 from netplug.policy.model import (
     MAX_DOCUMENT,
@@ -19,21 +20,6 @@ from netplug.policy.model import (
 )
 
 NETWORKS = {"blue", "green"}
-DB = {
-    "name": "db-from-web",
-    "network": "blue",
-    "select": {"names": ["db", "db-*"]},
-    "ingress": [
-        {
-            "from": [
-                {"names": ["web*"]},
-                {"network": "green", "names": ["api"]},
-                {"cidr": "192.0.2.0/24"},
-            ],
-            "ports": [{"protocol": "tcp", "port": 5432}],
-        }
-    ],
-}
 
 
 def errors_of(doc: object) -> list[str]:
@@ -43,7 +29,7 @@ def errors_of(doc: object) -> list[str]:
 
 
 def test_the_design_example_parses():
-    (p,) = parse(json.dumps(DB), NETWORKS)
+    (p,) = parse(json.dumps(DESIGN_EXAMPLE), NETWORKS)
     assert p == Policy(
         "db-from-web",
         "blue",
@@ -191,7 +177,7 @@ def test_each_bad_field_is_named_with_what_was_expected(doc, expected):
 
 def test_paths_in_a_list_start_with_the_index_and_every_error_is_reported():
     doc = [
-        DB,
+        DESIGN_EXAMPLE,
         ok(name="q"),
         ok(
             name="r",

@@ -13,6 +13,7 @@ from netplug.policy.plan import (
     Dataplane,
     Endpoint,
     NetworkInfo,
+    SetSpec,
     counter_names,
     delta,
     desired,
@@ -43,48 +44,35 @@ def plan(*docs: dict, endpoints=ENDPOINTS, networks=NETWORKS, me="h1") -> Datapl
     return desired(policies(*docs) if docs else (), networks, endpoints, me)
 
 
-def chain(dp: Dataplane, name: str) -> list[str]:
-    """The rules of chain ``name`` in the skeleton (absent: None)."""
-    lines = dp.skeleton.splitlines()
-    try:
-        start = lines.index(f"\tchain {name} {{")
-    except ValueError:
-        return None
-    end = lines.index("\t}", start)
-    return [line.strip() for line in lines[start + 1 : end]]
+def chain(dp: Dataplane, name: str) -> list[str] | None:
+    """The rules of chain ``name`` (absent: None)."""
+    rules = dp.chains.get(name)
+    return None if rules is None else list(rules)
 
 
 def test_isolated_networks_are_classified_by_subnet_and_open_ones_left_out():
     dp = plan()
-    assert (
-        "set isolated4 { type ipv4_addr; flags interval; elements = { 10.1.0.0/16, 10.2.0.0/16 } }"
-        in dp.skeleton
-    )
-    assert (
-        "set isolated6 { type ipv6_addr; flags interval; elements = { fd01::/48 } }" in dp.skeleton
-    )
-    assert "10.1.0.0/16 : jump iso/blue, 10.2.0.0/16 : jump iso/green" in dp.skeleton
-    assert chain(dp, "iso/blue") == [
-        "ip daddr { 10.1.0.0/16 } return",
-        "ip daddr @isolated4 jump cross",
-        "ip6 daddr { fd01::/48 } return",
-        "ip6 daddr @isolated6 jump cross",
+    assert dp.sets["isolated4"] == SetSpec("set", "ipv4_addr", interval=True)
+    assert dp.members["isolated4"] == {"10.1.0.0/16", "10.2.0.0/16"}
+    assert dp.members["isolated6"] == {"fd01::/48"}
+    assert chain(dp, "isolation") == [
+        "ct status dnat return",  # published ports
+        "ip saddr { 10.1.0.0/16 } ip daddr @isolated4 ip daddr != { 10.1.0.0/16 } jump cross",
+        "ip saddr { 10.2.0.0/16 } ip daddr @isolated4 ip daddr != { 10.2.0.0/16 } jump cross",
+        "ip6 saddr { fd01::/48 } ip6 daddr @isolated6 ip6 daddr != { fd01::/48 } jump cross",
     ]
-    assert chain(dp, "iso/open") is None
     assert chain(dp, "cross") == ['counter name "isolation/dropped" drop']
-    assert chain(dp, "isolation")[0] == "ct status dnat return"  # published ports
 
 
 def test_no_isolated_network_means_no_isolation_rules():
     dp = plan(networks=[OPEN])
-    assert "isolated-src4 { type ipv4_addr : verdict; flags interval; }" in dp.skeleton
-    assert not [line for line in dp.skeleton.splitlines() if "chain iso/" in line]
+    assert dp.members["isolated4"] == set()
+    assert chain(dp, "isolation") == ["ct status dnat return"]
 
 
 def test_forward_passes_replies_and_neighbour_discovery_before_judging():
     rules = chain(plan(), "forward")
-    assert rules[:5] == [
-        "type filter hook forward priority filter; policy accept;",
+    assert rules[:4] == [
         "ct state related accept",
         "ct state established ct direction reply accept",
         "icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit, "
@@ -114,7 +102,7 @@ def test_empty_ingress_denies_everything_new_and_counts_it():
     ]
     assert chain(dp, "out/blue") is None
     assert dp.members["pol/p/sel4"] == {"10.1.0.2"}  # web is not selected
-    assert "counter pol/p/allowed { }" in dp.skeleton
+    assert {"pol/p/allowed", "pol/p/dropped"} <= dp.counters
     assert counter_names("p") == ("pol/p/allowed", "pol/p/dropped")
 
 
@@ -222,7 +210,7 @@ def test_only_peers_naming_another_network_open_holes_in_the_isolation():
 
 def test_policies_of_unknown_networks_are_left_out():
     dp = plan({"name": "p", "network": "blue", "select": {}, "ingress": []}, networks=[GREEN])
-    assert "pol/p" not in dp.skeleton and "pol/p/sel4" not in dp.members
+    assert "pol/p/allowed" not in dp.counters and "pol/p/sel4" not in dp.members
 
 
 def test_the_plan_does_not_depend_on_input_order():
@@ -241,18 +229,35 @@ POLICY = {"name": "p", "network": "blue", "select": {"names": ["db*"]}, "ingress
 
 
 def test_render_replaces_the_table_atomically_then_fills_the_sets():
-    text = render(plan(POLICY))
-    lines = text.splitlines()
+    lines = render(plan(POLICY)).splitlines()
     assert lines[:3] == [
         "add table inet netplug",
         "delete table inet netplug",
-        "table inet netplug {",
+        "add table inet netplug",
     ]
+    assert "add set inet netplug pol/p/sel4 { type ipv4_addr; }" in lines
+    assert "add set inet netplug isolated4 { type ipv4_addr; flags interval; }" in lines
+    assert "add map inet netplug in4 { type ipv4_addr : verdict; }" in lines
+    assert "add counter inet netplug pol/p/dropped" in lines
+    hook = "type filter hook forward priority filter; policy accept;"
+    assert f"add chain inet netplug forward {{ {hook} }}" in lines
+    assert "add rule inet netplug forward jump isolation" in lines
     assert "add element inet netplug pol/p/sel4 { 10.1.0.2 }" in lines
     assert "add element inet netplug in4 { 10.1.0.2 : jump in/blue }" in lines
-    assert not [
-        line for line in lines if line.startswith(("table ip ", "table bridge", "flush ruleset"))
-    ]
+    # netplug's table only: never another program's, never the whole ruleset
+    assert all(" inet netplug" in line for line in lines)
+    assert not [line for line in lines if "ruleset" in line]
+    # declarations before the rules that use them, elements last
+    first_rule = next(i for i, line in enumerate(lines) if line.startswith("add rule"))
+    assert all(not line.startswith("add rule") for line in lines[first_rule:] if "element" in line)
+    assert (
+        max(
+            i
+            for i, line in enumerate(lines)
+            if line.startswith(("add set", "add map", "add chain"))
+        )
+        < first_rule
+    )
 
 
 def test_a_new_container_is_set_elements_only():
@@ -275,8 +280,34 @@ def test_a_remote_container_touches_no_dispatch_map():
     assert delta(plan(POLICY), after) == "add element inet netplug pol/p/sel4 { 10.1.1.9 }\n"
 
 
-def test_unchanged_is_empty_and_changed_rules_are_a_full_replace():
+def test_a_new_network_adds_its_subnets_and_rewrites_the_rules_in_place():
+    before = plan(networks=[BLUE, OPEN])
+    step = delta(before, plan(networks=[BLUE, GREEN, OPEN])).splitlines()
+    assert "add element inet netplug isolated4 { 10.2.0.0/16 }" in step
+    assert "flush chain inet netplug isolation" in step
+    assert not [line for line in step if line.startswith(("delete", "add set", "add counter"))]
+
+
+def test_unchanged_is_empty():
     assert delta(plan(POLICY), plan(POLICY)) == ""
-    changed = plan({**POLICY, "ingress": [{}]})
-    assert delta(plan(POLICY), changed) == render(changed)
-    assert delta(None, changed) == render(changed)
+
+
+def test_changed_rules_rewrite_every_chain_and_keep_counters_in_one_batch():
+    other = {"name": "q", "network": "green", "select": {}, "egress": []}
+    before, after = plan(POLICY, other), plan({**POLICY, "ingress": [{}]})
+    lines = delta(before, after).splitlines()
+    flushed = [line for line in lines if line.startswith("flush chain")]
+    assert set(flushed) == {f"flush chain inet netplug {c}" for c in before.chains}
+    assert lines[: len(flushed)] == flushed  # references go before anything is deleted
+    # what is gone is deleted: q's sets, counters and green's egress chain
+    assert "delete set inet netplug pol/q/sel4" in lines
+    assert "delete counter inet netplug pol/q/allowed" in lines
+    assert "delete chain inet netplug out/green" in lines
+    # p's counters stay (never deleted, never re-added: they keep counting)
+    assert not [line for line in lines if "counter inet netplug pol/p/" in line]
+    assert (
+        'add rule inet netplug in/blue ip daddr @pol/p/sel4 counter name "pol/p/allowed" return'
+        in lines
+    )
+    assert not [line for line in lines if "table" in line.split()[1:2]]  # the table stays
+    assert delta(None, after) == render(after)
