@@ -27,7 +27,7 @@ from netplug.policy.plan import (
     render,
 )
 
-from netplug_env import eventually, ping
+from netplug_env import NetplugHost, eventually, ping
 from runtimes import make_netns, require_commands, require_root, run
 
 pytestmark = pytest.mark.netns
@@ -313,3 +313,56 @@ def test_isolation_and_a_policy_on_real_traffic(plain_host, containers, servers)
     assert counter(host.netns, "pol/deny/dropped") == dropped
     assert blocked(red1, address("red2", 4))
     assert counter(host.netns, "pol/deny/dropped") > dropped
+
+
+def test_isolation_across_hosts_holds_on_either_host_alone(lab, containers, tmp_path):
+    """Over the routed VXLAN overlay: red on host1 to green on host2 and back, v4 and
+    v6. Each host's table drops it alone, as the sending or as the receiving host."""
+    require_commands("nft", packages="nftables")
+    lab.up(2, lab.store_kind)
+    state = lab.state.load()
+    hosts = {
+        h: NetplugHost(state["hosts"][h]["netns"], tmp_path / h, h, state["store"])
+        for h in ("host1", "host2")
+    }
+    subnets = {"red": ("10.71.0.0/16", "fd71::/48"), "green": ("10.72.0.0/16", "fd72::/48")}
+    made = {}  # container -> (namespace, [addresses])
+    # Each host holds both networks, so each routes to the other's blocks of both.
+    for name, network, host in (
+        ("r1", "red", "host1"),
+        ("g1", "green", "host1"),
+        ("r2", "red", "host2"),
+        ("g2", "green", "host2"),
+    ):
+        v4, v6 = subnets[network]
+        conf = hosts[host].conf(name=network, subnet=v4, subnet6=v6)
+        netns = containers()
+        result = hosts[host].add(conf, name, netns)
+        made[name] = (netns, [ip_interface(i["address"]).ip for i in result["ips"]])
+
+    def address(name: str, version: int) -> str:
+        return str(next(a for a in made[name][1] if a.version == version))
+
+    def table(host: str, isolate: bool = True) -> str:
+        info = [NetworkInfo(n, tuple(map(ip_network, s)), isolate) for n, s in subnets.items()]
+        return render(desired((), info, [], host))
+
+    r1, g2 = made["r1"][0], made["g2"][0]
+    for version in (4, 6):  # the overlay carries both networks both ways
+        assert eventually(lambda v=version: ping(r1, address("g2", v)))
+        assert eventually(lambda v=version: ping(g2, address("r1", v)))
+        assert eventually(lambda v=version: ping(r1, address("r2", v)))
+    for enforcing, idle in (("host2", "host1"), ("host1", "host2")):
+        nft(hosts[enforcing].netns, table(enforcing))
+        run(
+            ["ip", "netns", "exec", hosts[idle].netns, "nft", "delete", "table", "inet", "netplug"],
+            check=False,
+        )
+        for version in (4, 6):
+            assert not ping(r1, address("g2", version)), f"{enforcing} alone, v{version}"
+            assert not ping(g2, address("r1", version)), f"{enforcing} alone, v{version}"
+            assert ping(r1, address("r2", version))  # its own network, across hosts
+    for host in hosts:
+        nft(hosts[host].netns, table(host, isolate=False))
+    for version in (4, 6):
+        assert ping(r1, address("g2", version)) and ping(g2, address("r1", version))
