@@ -11,6 +11,7 @@ from netplug.ctl.main import main
 from netplug.ipam import networks, policies
 from netplug.ipam.schema import NetworkRecord, Policies
 
+HEADERS = ["NAME", "NETWORK", "SELECT", "INGRESS", "EGRESS", "ALLOWED", "DROPPED"]
 GOOD = {"name": "db-in", "network": "blue", "select": {"names": ["db"]}, "ingress": []}
 
 
@@ -50,15 +51,7 @@ def test_apply_list_show_delete(url, store, tmp_path, capsys):
     ]
     assert main(["--store", url, "policy", "list"]) == 0
     table = capsys.readouterr().out.splitlines()
-    assert table[0].split() == [
-        "NAME",
-        "NETWORK",
-        "SELECT",
-        "INGRESS",
-        "EGRESS",
-        "ALLOWED",
-        "DROPPED",
-    ]
+    assert table[0].split() == HEADERS
     assert len(table) == 3
 
     assert main(["--store", url, "policy", "show", "web-out", "--json"]) == 0
@@ -139,15 +132,7 @@ def test_global_options_go_before_or_after_the_command_and_policy_alone_lists(ur
     assert main(["policy", "list", "--store", url, "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == []
     assert main(["--store", url, "policy"]) == 0
-    assert capsys.readouterr().out.split() == [
-        "NAME",
-        "NETWORK",
-        "SELECT",
-        "INGRESS",
-        "EGRESS",
-        "ALLOWED",
-        "DROPPED",
-    ]
+    assert capsys.readouterr().out.split() == HEADERS
 
 
 def test_a_record_that_does_not_read_is_named_not_a_traceback(url, store, capsys):
