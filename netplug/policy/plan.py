@@ -125,7 +125,7 @@ def desired(
     """What host ``me`` should program. Policies of unknown networks, and peers
     naming one, are left out (a network deleted after its policies)."""
     nets = {n.name: n for n in networks}
-    eps = sorted(endpoints, key=lambda e: (e.network, e.host, e.addresses))
+    eps = list(endpoints)  # their order shows nowhere: members are sets
     known = sorted((p for p in policies if p.network in nets), key=lambda p: p.name)
     b = _Builder(nets, eps, me)
     b.isolation()

@@ -213,6 +213,13 @@ def test_policies_of_unknown_networks_are_left_out():
     assert "pol/p/allowed" not in dp.counters and "pol/p/sel4" not in dp.members
 
 
+def test_single_stack_containers_of_either_family_mix():
+    v6_only = ep("blue", "h1", "fd01::7", names=["db-7"])
+    dp = plan(POLICY, endpoints=[v6_only, *ENDPOINTS])
+    assert dp.members["pol/p/sel6"] == {"fd01::2", "fd01::7"}
+    assert dp.members["pol/p/sel4"] == {"10.1.0.2"}
+
+
 def test_the_plan_does_not_depend_on_input_order():
     docs = [
         {"name": n, "network": "blue", "select": {}, "ingress": [{"from": [{"names": ["w*"]}]}]}
