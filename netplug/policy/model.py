@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import re
 from collections.abc import Collection
 from dataclasses import dataclass
 from ipaddress import IPv4Network, IPv6Network, ip_network
@@ -118,9 +119,10 @@ def _port_json(port: Port) -> dict[str, Any]:
     return doc
 
 
-def matches(globs: Collection[str], names: Collection[str]) -> bool:
-    """Whether any of ``names`` matches any glob (case-insensitive, like DNS)."""
-    return any(fnmatch.fnmatchcase(n.lower(), g) for g in globs for n in names)
+def name_pattern(globs: Collection[str]) -> re.Pattern[str]:
+    """One pattern for any of ``globs`` (lower-case, as parsed); match it against a
+    lower-cased name: names match case-insensitively, like DNS."""
+    return re.compile("|".join(f"(?:{fnmatch.translate(g)})" for g in globs))
 
 
 # -- parsing ------------------------------------------------------------------------

@@ -1,12 +1,16 @@
 """The enforcement plan: policies, networks and containers in, nftables text out.
 
-Pure: ``desired`` computes the ``Dataplane`` a host should have (sets, counters,
-chains and their rules, set elements); ``render`` turns it into one ``nft -f``
-batch that replaces netplug's table; ``delta`` into the batch that turns one
-``Dataplane`` into the next: set elements only while the rules stay, else every
-chain rewritten in place with counters kept; ``from_listing`` reads what is
-programmed back from ``nft -j`` (an agent's start). Every batch is one kernel
-transaction: no moment without rules.
+Pure: ``compile_plan`` turns policies and networks into a ``Plan`` (the rules,
+and selectors that say which containers feed which sets); ``Plan.dataplane``
+adds the containers to give the ``Dataplane`` a host should have (``desired``
+does both), and ``Plan.elements`` one container's share, so that an ADD or DEL
+costs the selectors of its network, not a new plan (``add_elements``,
+``delete_elements``, ``Dataplane.plus``/``minus``). ``render`` turns a
+``Dataplane`` into one ``nft -f`` batch that replaces netplug's table; ``delta``
+into the batch that turns one ``Dataplane`` into the next: set elements only
+while the rules stay, else every chain rewritten in place with counters kept;
+``from_listing`` reads what is programmed back from ``nft -j`` (an agent's
+start). Every batch is one kernel transaction: no moment without rules.
 
 How packets flow (``netplug/net/``): each network has a bridge on each host
 (its containers' veths, the block's gateway address) and a VXLAN device; a
@@ -53,12 +57,13 @@ agent can read (``nft -j list counters table inet netplug``).
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from ipaddress import IPv4Address, IPv6Address, collapse_addresses
 
-from netplug.policy.model import PORTED, Network, Peer, Policy, Port, Rule, matches
+from netplug.policy.model import PORTED, Network, Policy, Port, Rule, name_pattern
 
 TABLE = "inet netplug"
 FAMILIES = {4: ("ip", "ipv4_addr"), 6: ("ip6", "ipv6_addr")}
@@ -110,6 +115,64 @@ class Dataplane:
     chains: Mapping[str, tuple[str, ...] | None]  # rules in order; None: not known
     members: Mapping[str, frozenset[str]]  # every set's or map's elements, as nft text
 
+    def plus(self, elements: Mapping[str, frozenset[str]]) -> Dataplane:
+        """With ``elements`` (a container's: ``Plan.elements``) added."""
+        merged = dict(self.members)
+        for name, items in elements.items():
+            merged[name] = merged[name] | items
+        return replace(self, members=merged)
+
+    def minus(self, elements: Mapping[str, frozenset[str]]) -> Dataplane:
+        """With ``elements`` removed (addresses are a container's own: no other
+        container contributes the same element)."""
+        merged = dict(self.members)
+        for name, items in elements.items():
+            merged[name] = merged[name] - items
+        return replace(self, members=merged)
+
+
+@dataclass(frozen=True, slots=True)
+class _Selector:
+    """Which containers feed a pair of dynamic sets (v4, v6) with their addresses."""
+
+    sets: tuple[str, str]
+    pattern: re.Pattern[str] | None  # over lower-cased names; None: every container
+    local: bool = False  # this host's containers only (the dispatch maps)
+    verdict: str = ""  # a map's data: " : jump CHAIN"
+
+    def covers(self, e: Endpoint, me: str) -> bool:
+        if self.local and e.host != me:
+            return False
+        return self.pattern is None or any(self.pattern.match(n.lower()) for n in e.names)
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """Policies and networks compiled once: the table without its containers.
+
+    ``dataplane`` adds every container; ``elements`` gives one container's
+    share, so that a container coming or going costs the selectors of its own
+    network (one regex match each), not a new plan."""
+
+    base: Dataplane  # every set declared, static ones filled, dynamic ones empty
+    selectors: Mapping[str, tuple[_Selector, ...]]  # by network
+
+    def elements(self, e: Endpoint, me: str) -> dict[str, frozenset[str]]:
+        """The set elements container ``e`` contributes on host ``me``."""
+        found: dict[str, set[str]] = {}
+        for sel in self.selectors.get(e.network, ()):
+            if sel.covers(e, me):
+                for a in e.addresses:
+                    found.setdefault(sel.sets[a.version == 6], set()).add(f"{a}{sel.verdict}")
+        return {name: frozenset(items) for name, items in found.items()}
+
+    def dataplane(self, endpoints: Iterable[Endpoint], me: str) -> Dataplane:
+        members = {name: set(items) for name, items in self.base.members.items()}
+        for e in endpoints:
+            for name, items in self.elements(e, me).items():
+                members[name] |= items
+        return replace(self.base, members={k: frozenset(v) for k, v in members.items()})
+
 
 def counter_names(policy: str) -> tuple[str, str]:
     """The (allowed, dropped) named counters of a policy."""
@@ -122,22 +185,27 @@ def desired(
     endpoints: Iterable[Endpoint],
     me: str,
 ) -> Dataplane:
-    """What host ``me`` should program. Policies of unknown networks, and peers
-    naming one, are left out (a network deleted after its policies)."""
+    """What host ``me`` should program (``compile`` then ``Plan.dataplane``)."""
+    return compile_plan(policies, networks).dataplane(endpoints, me)
+
+
+def compile_plan(policies: Iterable[Policy], networks: Iterable[NetworkInfo]) -> Plan:
+    """The table for these policies and networks, its sets not yet fed with
+    containers. Policies of unknown networks, and peers naming one, are left
+    out (a network deleted after its policies)."""
     nets = {n.name: n for n in networks}
-    eps = list(endpoints)  # their order shows nowhere: members are sets
-    known = sorted((p for p in policies if p.network in nets), key=lambda p: p.name)
-    b = _Builder(nets, eps, me)
+    b = _Builder(nets)
     b.isolation()
-    for p in known:
+    for p in sorted((p for p in policies if p.network in nets), key=lambda p: p.name):
         b.policy(p)
     b.forward()
-    return b.dataplane()
+    return b.plan()
 
 
 class _Builder:
-    def __init__(self, nets: dict[str, NetworkInfo], eps: list[Endpoint], me: str) -> None:
-        self.nets, self.eps, self.me = nets, eps, me
+    def __init__(self, nets: dict[str, NetworkInfo]) -> None:
+        self.nets = nets
+        self.selectors: dict[str, list[_Selector]] = defaultdict(list)
         self.sets: dict[str, SetSpec] = {}
         self.counters: set[str] = set()
         self.chains: dict[str, list[str]] = {}
@@ -164,34 +232,37 @@ class _Builder:
                         f"{ip} saddr {own} {ip} daddr @isolated{fam} {ip} daddr != {own} jump cross"
                     )
 
-    def _set(self, name: str, spec: SetSpec, elements: Iterable[str]) -> None:
+    def _set(self, name: str, spec: SetSpec, elements: Iterable[str] = ()) -> None:
         self.sets[name] = spec
         self.members.setdefault(name, set()).update(elements)
+
+    def _fed(self, name: str, kind: str, network: str, globs, **how) -> None:
+        """Sets ``name``4 and ``name``6, fed by ``network``'s containers matching
+        ``globs`` (None: all of them)."""
+        for fam, (_, addr_type) in FAMILIES.items():
+            self._set(f"{name}{fam}", SetSpec(kind, addr_type))
+        pattern = None if globs is None else name_pattern(globs)
+        self.selectors[network].append(_Selector((f"{name}4", f"{name}6"), pattern, **how))
 
     # -- policies --------------------------------------------------------------------
 
     def policy(self, p: Policy) -> None:
         allowed, dropped = counter_names(p.name)
         self.counters.update((allowed, dropped))
-        selected = [e for e in self.eps if e.network == p.network and _selects(p, e)]
-        for fam, (_, kind) in FAMILIES.items():
-            self._set(f"pol/{p.name}/sel{fam}", SetSpec("set", kind), _addresses(selected, fam))
+        self._fed(f"pol/{p.name}/sel", "set", p.network, p.select)
         for direction, rules in (("ingress", p.ingress), ("egress", p.egress)):
             if rules is not None:
-                self.direction(p, direction, rules, selected)
+                self.direction(p, direction, rules)
 
-    def direction(self, p: Policy, direction: str, rules: tuple[Rule, ...], selected) -> None:
+    def direction(self, p: Policy, direction: str, rules: tuple[Rule, ...]) -> None:
         short, own, peer = DIRECTIONS[direction]
         chain = self.chains.setdefault(f"{short}/{p.network}", [])
         allowed, dropped = counter_names(p.name)
         for i, rule in enumerate(rules):
             names_set = f"pol/{p.name}/{short}{i}/names"
-            named = [
-                e for e in self.eps if any(_peer_selects(pe, p.network, e) for pe in rule.peers)
-            ]
-            if any(pe.names for pe in rule.peers):
-                for fam, (_, kind) in FAMILIES.items():
-                    self._set(f"{names_set}{fam}", SetSpec("set", kind), _addresses(named, fam))
+            for pe in rule.peers:
+                if pe.names:
+                    self._fed(names_set, "set", pe.network or p.network, pe.names)
             for fam, (ip, _) in FAMILIES.items():
                 head = f"{ip} {own} @pol/{p.name}/sel{fam}"
                 for match in self._peer_matches(p, rule, fam, f"{ip} {peer}", names_set):
@@ -204,10 +275,8 @@ class _Builder:
             self.tails[f"{short}/{p.network}"].append(
                 f'{ip} {own} @pol/{p.name}/sel{fam} counter name "{dropped}"'
             )
-        local = [e for e in selected if e.host == self.me]
-        for fam, (_, kind) in FAMILIES.items():
-            jumps = (f"{a} : jump {short}/{p.network}" for a in _addresses(local, fam))
-            self._set(f"{short}{fam}", SetSpec("map", kind), jumps)
+        verdict = f" : jump {short}/{p.network}"
+        self._fed(short, "map", p.network, p.select, local=True, verdict=verdict)
 
     def _peer_matches(
         self, p: Policy, rule: Rule, fam: int, field: str, names_set: str, foreign: bool = False
@@ -252,26 +321,14 @@ class _Builder:
             self.chains[chain] += [*tail, "drop"]
         self.chains[BASE_CHAIN] = rules
 
-    def dataplane(self) -> Dataplane:
-        return Dataplane(
+    def plan(self) -> Plan:
+        base = Dataplane(
             sets=dict(sorted(self.sets.items())),
             counters=frozenset(self.counters),
             chains={name: tuple(rules) for name, rules in self.chains.items()},
             members={k: frozenset(v) for k, v in sorted(self.members.items())},
         )
-
-
-def _selects(p: Policy, e: Endpoint) -> bool:
-    return p.select is None or matches(p.select, e.names)
-
-
-def _peer_selects(peer: Peer, own: str, e: Endpoint) -> bool:
-    """Whether a names peer covers ``e`` (network and cidr peers are static sets)."""
-    return bool(peer.names) and e.network == (peer.network or own) and matches(peer.names, e.names)
-
-
-def _addresses(eps: Iterable[Endpoint], fam: int) -> list[str]:
-    return [str(a) for e in eps for a in e.addresses if a.version == fam]
+        return Plan(base, {n: tuple(sels) for n, sels in self.selectors.items()})
 
 
 def _anon(nets: Iterable[Network]) -> str:
@@ -346,7 +403,7 @@ def delta(old: Dataplane | None, new: Dataplane) -> str:
     for name in sorted(kept.keys() - changed):
         gone = kept[name] - new.members[name]
         if gone:  # a map's element is deleted by its key alone
-            lines.append(_elements("delete", name, {e.split(" : ")[0] for e in gone}))
+            lines.append(_elements("delete", name, _keys(gone)))
     lines += [f"delete {old.sets[n].kind} {TABLE} {n}" for n in gone_sets]
     lines += [f"delete chain {TABLE} {c}" for c in sorted(old.chains.keys() - new.chains.keys())]
     lines += [f"delete counter {TABLE} {c}" for c in sorted(old.counters - new.counters)]
@@ -362,6 +419,23 @@ def delta(old: Dataplane | None, new: Dataplane) -> str:
         if added:
             lines.append(_elements("add", name, added))
     return _batch(lines)
+
+
+def add_elements(elements: Mapping[str, frozenset[str]]) -> str:
+    """The batch that adds a container's ``elements`` (``Plan.elements``): the whole
+    kernel work of a container that arrives under unchanged policies."""
+    return _batch([_elements("add", n, items) for n, items in sorted(elements.items()) if items])
+
+
+def delete_elements(elements: Mapping[str, frozenset[str]]) -> str:
+    """The batch that deletes a container's ``elements`` (a map's by key)."""
+    return _batch(
+        [_elements("delete", n, _keys(items)) for n, items in sorted(elements.items()) if items]
+    )
+
+
+def _keys(items: Iterable[str]) -> set[str]:
+    return {e.split(" : ")[0] for e in items}
 
 
 def _declare(

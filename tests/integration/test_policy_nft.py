@@ -21,6 +21,9 @@ from netplug.policy.plan import (
     Dataplane,
     Endpoint,
     NetworkInfo,
+    add_elements,
+    compile_plan,
+    delete_elements,
     delta,
     desired,
     from_listing,
@@ -139,6 +142,12 @@ def test_generated_rulesets_load_and_deltas_apply(scenario):
             if step:
                 nft(netns, step)
             assert same_objects(programmed(netns), after)
+        # One container's share, as the agent adds it on ADD and removes it on DEL.
+        share = compile_plan(policies, networks).elements(NEW, "h1")
+        nft(netns, add_elements(share))
+        assert same_objects(programmed(netns), grown)
+        nft(netns, delete_elements(share))
+        assert same_objects(programmed(netns), first)
         # An agent that starts over reads what is there and rewrites the rules in
         # place (mark and sweep): the same objects as a fresh load.
         nft(netns, delta(programmed(netns), grown))

@@ -15,7 +15,7 @@ from netplug.policy.model import (
     PolicyError,
     Port,
     Rule,
-    matches,
+    name_pattern,
     parse,
 )
 
@@ -220,15 +220,21 @@ def test_stored_records_parse_without_knowing_the_networks():
 
 
 @pytest.mark.parametrize(
-    "globs, names, hit",
+    "globs, name, hit",
     [
-        (["db"], ["db"], True),
-        (["db"], ["DB"], True),
-        (["db-*"], ["db-1", "x"], True),
-        (["db-*"], ["db"], False),
-        (["web-?"], ["web-12"], False),
-        (["*"], [], False),
+        (["db"], "db", True),
+        (["db"], "dbx", False),
+        (["db-*"], "db-1", True),
+        (["db-*"], "db", False),
+        (["web-?"], "web-12", False),
+        (["a", "b*"], "bee", True),
+        (["*"], "", True),
     ],
 )
-def test_globs_match_names_case_insensitively(globs, names, hit):
-    assert matches(globs, names) is hit
+def test_globs_match_whole_names(globs, name, hit):
+    assert bool(name_pattern(globs).match(name)) is hit
+
+
+def test_globs_and_names_are_case_insensitive():
+    (p,) = parse(json.dumps(ok(select={"names": ["Web-*"]})), NETWORKS)
+    assert name_pattern(p.select).match("WEB-1".lower())

@@ -14,7 +14,10 @@ from netplug.policy.plan import (
     Endpoint,
     NetworkInfo,
     SetSpec,
+    add_elements,
+    compile_plan,
     counter_names,
+    delete_elements,
     delta,
     desired,
     render,
@@ -318,3 +321,46 @@ def test_changed_rules_rewrite_every_chain_and_keep_counters_in_one_batch():
     )
     assert not [line for line in lines if "table" in line.split()[1:2]]  # the table stays
     assert delta(None, after) == render(after)
+
+
+# -- one container at a time (the agent's path for ADD and DEL) ------------------------
+
+RICH = [
+    POLICY,
+    {
+        "name": "q",
+        "network": "blue",
+        "select": {},
+        "egress": [{"to": [{"names": ["web*"]}, {"network": "green", "names": ["a*"]}]}],
+    },
+]
+
+
+@pytest.mark.parametrize(
+    "new",
+    [
+        ep("blue", "h1", "10.1.0.7", "fd01::7", names=["db-7"]),  # selected, local
+        ep("blue", "h2", "10.1.1.7", names=["web-7"]),  # a named peer, remote
+        ep("green", "h1", "10.2.0.7", names=["api-2"]),  # a peer of another network
+        ep("open", "h1", "10.3.0.7", names=["x"]),  # nothing selects it
+    ],
+)
+def test_a_containers_share_is_exactly_what_it_adds_to_the_plan(new):
+    compiled = compile_plan(policies(*RICH), NETWORKS)
+    before = compiled.dataplane(ENDPOINTS, "h1")
+    after = compiled.dataplane([*ENDPOINTS, new], "h1")
+    share = compiled.elements(new, "h1")
+    assert before.plus(share) == after
+    assert after.minus(share) == before
+    assert add_elements(share) == delta(before, after)
+    assert delete_elements(share) == delta(after, before)
+
+
+def test_the_dispatch_share_is_only_for_this_hosts_containers():
+    compiled = compile_plan(policies(POLICY), NETWORKS)
+    db = ep("blue", "h2", "10.1.1.8", names=["db-8"])
+    assert compiled.elements(db, "h2") == {
+        "in4": {"10.1.1.8 : jump in/blue"},
+        "pol/p/sel4": {"10.1.1.8"},
+    }
+    assert compiled.elements(db, "h1") == {"pol/p/sel4": {"10.1.1.8"}}
