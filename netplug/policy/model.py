@@ -145,6 +145,8 @@ def parse(data: bytes | str, networks: Collection[str] | None) -> tuple[Policy, 
         doc = json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise PolicyError([f"document: expected JSON, got {e}"]) from None
+    except RecursionError:  # nested deeper than the interpreter recurses
+        raise PolicyError(["document: expected JSON nested less deeply"]) from None
     return parse_document(doc, networks)
 
 

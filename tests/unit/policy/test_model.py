@@ -215,6 +215,12 @@ def test_undecodable_input_is_one_error():
     assert caught.value.errors[0].startswith("document: expected JSON, got Expecting value")
 
 
+def test_deeply_nested_input_is_one_error_not_a_crash():
+    with pytest.raises(PolicyError) as caught:
+        parse(b"[" * 100_000, NETWORKS)
+    assert caught.value.errors == ["document: expected JSON nested less deeply"]
+
+
 def test_stored_records_parse_without_knowing_the_networks():
     assert parse(json.dumps(ok(network="gone")), None)[0].network == "gone"
 
