@@ -14,7 +14,6 @@ compacted away.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import threading
 from collections.abc import Callable
@@ -22,27 +21,18 @@ from collections.abc import Callable
 from netplug.dns.registry import Snapshot
 from netplug.dns.writer import read_snapshot
 from netplug.ipam.schema import ROOT
-from netplug.ipam.store.base import Compacted, Event, Store, StoreError
+from netplug.ipam.store.base import Event, Store
+from netplug.ipam.store.follow import RETRY_MAX, WATCH_TIMEOUT, Following
 
 log = logging.getLogger(__name__)
 
-WATCH_TIMEOUT = 0.5  # seconds between checks for stop while the store is idle
-RETRY_MIN, RETRY_MAX = 0.2, 5.0  # backoff after a store failure, seconds
 
-Spawn = Callable[[str, Callable[[threading.Event], None]], None]
-
-
-class Follower:
+class Follower(Following):
     """Calls ``publish(snapshot)`` on the event loop for each new snapshot.
 
     ``on_status(up)`` (also on the loop) tells whether the store answers.
-    ``on_batch(events)`` sees every batch the watch delivers, on the follower's
-    thread, and ``None`` after each full read of the store (at start, after
-    a failure or a compacted watch: anything may have changed since the
-    last batch). The agent's overlay rides this watch instead of keeping its own.
-    ``trust()``, before each full read, raises StoreError for a store that must
-    not be followed (the agent's, once reset): the last snapshot stays.
-    Start and stop from the loop that should receive them.
+    Start and stop from the loop that should receive them. (netplugd follows
+    the store through its own ``agent.store_view``, which feeds its DNS too.)
     """
 
     def __init__(
@@ -50,28 +40,21 @@ class Follower:
         store: Store,
         publish: Callable[[Snapshot], None],
         on_status: Callable[[bool], None] | None = None,
-        on_batch: Callable[[list[Event] | None], None] | None = None,
-        trust: Callable[[], object] | None = None,
     ) -> None:
-        self.store = store
-        self._trust = trust
+        self.store, self.prefix, self.name = store, ROOT, "registry"
+        self._snap = Snapshot()
         self._publish = publish
         self._on_status = on_status
-        self._on_batch = on_batch
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ready: asyncio.Event | None = None
         self.up = False
 
-    async def start(self, spawn: Spawn | None = None) -> None:
-        """Follow in a thread: one of its own, or the one ``spawn(name, run)`` runs
-        (netplugd's supervisor, which then sees what fails and stops it)."""
+    async def start(self) -> None:
+        """Follow in a thread of its own."""
         self._loop = asyncio.get_running_loop()
         self._ready = asyncio.Event()
-        if spawn is not None:
-            spawn("dns-follower", self.run)
-            return
         self._thread = threading.Thread(target=self._run, name="netplug-dns-follow", daemon=True)
         self._thread.start()
 
@@ -95,52 +78,21 @@ class Follower:
         """The follower's own thread: ``run``, again after anything it raises."""
         while not self._stop.is_set():
             try:
-                self.run(self._stop)
+                self.follow(self._stop)
             except Exception:  # a bug must not end following for good
                 log.exception("registry follower failed; retrying")
                 self._stop.wait(RETRY_MAX)
 
-    def run(self, stop: threading.Event) -> None:
-        """Follow until ``stop``. Store failures are retried here with backoff;
-        anything else is raised (the store then counts as down)."""
-        delay = RETRY_MIN
-        while not stop.is_set():
-            try:
-                if self._trust is not None:
-                    self._trust()
-                snap = read_snapshot(self.store)
-                self._batch(None)
-                self._send(snap, up=True)
-                delay = RETRY_MIN
-                self._follow(snap, stop)
-            except Compacted as e:
-                log.warning("registry watch fell behind (%s): reading it again", e)
-            except StoreError as e:
-                if self.up or delay == RETRY_MIN:
-                    log.warning("registry: store unreachable, answering from what we hold: %s", e)
-                self._status(False)
-                stop.wait(delay)
-                delay = min(delay * 2, RETRY_MAX)
-            except Exception:
-                self._status(False)
-                raise
+    def _read(self) -> int:
+        self._snap = read_snapshot(self.store)
+        self._send(self._snap, up=True)
+        return self._snap.revision
 
-    def _follow(self, snap: Snapshot, stop: threading.Event) -> None:
-        watch = self.store.watch(ROOT, snap.revision + 1, WATCH_TIMEOUT)
-        with contextlib.closing(watch):  # type: ignore[type-var]
-            for batch in watch:
-                if stop.is_set():
-                    return
-                if batch:
-                    self._batch(batch)
-                    new = snap.apply(batch)
-                    if new is not snap:
-                        snap = new
-                        self._send(snap)
-
-    def _batch(self, batch: list[Event] | None) -> None:
-        if self._on_batch is not None:
-            self._on_batch(batch)
+    def _apply(self, batch: list[Event]) -> None:
+        new = self._snap.apply(batch)
+        if new is not self._snap:
+            self._snap = new
+            self._send(new)
 
     def _send(self, snap: Snapshot, up: bool | None = None) -> None:
         def deliver() -> None:

@@ -4,10 +4,16 @@ It serves the CNI plugin (holding the store and netlink warm, its worker
 threads run the plugin's calls through the very ``handle`` the plugin would
 run itself), keeps this host's record alive in the store, programs the VXLAN
 peers toward every other live host, answers DNS on each local network's
-gateway, and optionally serves the registration API with /metrics. Its
-long-lived loops (store follower, overlay, host lease, deferred releases) run
-under a ``Supervisor``: one that fails is restarted with backoff, and the
-agent reports itself degraded meanwhile (/healthz, ``netplugctl status``).
+gateway, and optionally serves the registration API with /metrics.
+
+It is made of parts that know nothing of each other (README, "Design
+decisions", draws them): one ``StoreView`` owns the store watch and feeds
+each subscribing part (overlay, DNS registry, DNS listeners, release replay)
+on a feed of its own. Every long-lived loop (the view, each part, the host
+lease) runs under a ``Supervisor``: one that fails is restarted with backoff
+while the others go on, and the agent reports itself degraded meanwhile
+(/healthz, ``netplugctl status``, /metrics). ``run`` reads top to bottom:
+construct the parts, subscribe them, start them, serve, stop.
 """
 
 from __future__ import annotations
@@ -23,11 +29,17 @@ import sys
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from netplug.agent import dns as agent_dns
+from netplug.agent import overlay as agent_overlay
 from netplug.agent.dns import AgentDNS
+from netplug.agent.faults import Faults
 from netplug.agent.metrics import AgentMetrics
-from netplug.agent.overlay import Overlay, View
+from netplug.agent.overlay import Overlay
 from netplug.agent.plugin_server import PluginServer
+from netplug.agent.records import BadRecords
 from netplug.agent.registration import DEFAULT_TTL, HostNameTaken, HostRegistration
+from netplug.agent.releases import ReleaseReplay
+from netplug.agent.store_view import StoreView
 from netplug.agent.supervisor import Supervisor, overall
 from netplug.cli_args import arg_type, domain, host_port
 from netplug.dns.api import make_app, serve
@@ -106,7 +118,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"]
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    try:
+        args.faults = Faults.from_env(os.environ)  # the tests' failure points
+    except ValueError as e:
+        parser.error(str(e))
+    return args
 
 
 def _upstream(text: str) -> tuple[str, int] | None:
@@ -120,41 +137,63 @@ def _vtep(device: str | None) -> str:
 
 
 async def run(args: argparse.Namespace) -> None:
-    loop = asyncio.get_running_loop()
     host = Host.open(args.host_name, args.store)
+    memory = host.store_memory(args.run_dir)
     registry = CollectorRegistry()
     agent_metrics, dns_metrics = AgentMetrics(registry), Metrics(registry)
     supervisor = Supervisor()
     agent_metrics.follow_loops(supervisor.health)
+    bad_records = BadRecords(agent_metrics.count_bad_record)
     upstreams = None if args.upstream is None else [u for u in args.upstream if u]
-
-    def on_view(view: View) -> None:
-        agent_metrics.reconciles.inc()
-        dns.sync(view.blocks)
-
-    memory = host.store_memory(args.run_dir)
 
     def trust() -> None:
         """Follow only the store this host knows: a reset one keeps what is programmed."""
         identity.check(host.store, memory)
 
-    overlay = Overlay(host.store, host.name, on_view, trust)
-    # One store watch for both: the DNS follower's feeds the overlay too.
-    dns = AgentDNS(
+    # The parts. None knows another: the store view feeds each of them.
+    view = StoreView(
         host.store,
-        host.name,
-        args.domain,
-        upstreams,
-        dns_metrics,
-        on_batch=overlay.notice,
-        trust=trust,
+        trust,
+        on_status=lambda up: dns_metrics.store_up.set(int(up)),
+        faults=args.faults,
     )
+    overlay = Overlay(host.name, bad_records, agent_metrics.reconciles.inc)
+    dns = AgentDNS(host.name, args.domain, upstreams, dns_metrics, bad_records=bad_records)
+    releases = ReleaseReplay(host, [args.run_dir])
+
+    def health() -> dict:
+        """What /healthz and ``netplugctl status`` (over @netplugd) report: "degraded"
+        while a loop fails, with each loop's state and last error, and the records
+        the parts skip as unreadable (listed; they do not degrade the agent)."""
+        loops = supervisor.health()
+        return {
+            "status": overall(loops),
+            "host": host.name,
+            "store": "up" if view.up else "unreachable",
+            "dnsListeners": [str(lst) for lst in dns.server.listeners],
+            "loops": loops,
+            "badRecords": bad_records.health(),
+        }
+
     server = PluginServer(
-        host, agent_metrics, health=lambda: _health(host, dns, server, supervisor)
+        host,
+        agent_metrics,
+        health=health,  # with its count of calls: PluginServer.status
+        served=lambda conf: releases.learn(conf.run_dir),  # where releases may wait
     )
+
+    # Who follows which records of the store, each on a feed of its own.
+    parts = {
+        "overlay": (overlay.follow, agent_overlay.WATCHED),
+        "dns-registry": (dns.follow_registry, agent_dns.REGISTRY),
+        "dns-listeners": (dns.follow_listeners, agent_dns.LISTENERS),
+        "pending-releases": (releases.follow, ()),  # only the view's full reads
+    }
+    feeds = {name: view.subscribe(name, prefixes) for name, (_, prefixes) in parts.items()}
+
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        asyncio.get_running_loop().add_signal_handler(sig, stop.set)
     http = None
     try:
         host.store.status()
@@ -164,10 +203,13 @@ async def run(args: argparse.Namespace) -> None:
         vtep = await asyncio.to_thread(_vtep, args.underlay_device)
         registration = HostRegistration(host.store, host.name, vtep, args.lease_ttl)
         await asyncio.to_thread(registration.acquire)
-        await dns.start(supervisor.start)
+
+        # Start: the lease, every part (each waits for its first feed), then the view.
+        dns.bind_loop()
         supervisor.start("registration", registration.keep_alive)
-        supervisor.start("overlay", overlay.follow)
-        supervisor.start("pending-releases", server.settle_pending)
+        for name, (follow, _) in parts.items():
+            supervisor.start(name, feeds[name].runs(follow))
+        supervisor.start("store-view", view.run)
         if args.http:
             http = await _serve_http(args, host, dns_metrics, server)
         log.info(
@@ -178,27 +220,13 @@ async def run(args: argparse.Namespace) -> None:
         )
         await stop.wait()
         log.info("stopping after %d plugin calls", server.calls)
-    finally:
+    finally:  # in reverse: the loops, the HTTP API, DNS, the plugin socket, the store
         await asyncio.to_thread(supervisor.stop, LOOPS_STOP_TIMEOUT)
         if http is not None:
             await http.cleanup()
         await dns.close()
         await asyncio.to_thread(server.close)
         host.close()
-
-
-def _health(host: Host, dns: AgentDNS, server: PluginServer, supervisor: Supervisor) -> dict:
-    """What /healthz and ``netplugctl status`` (over @netplugd) report: "degraded"
-    while a loop fails, with each loop's state and last error."""
-    loops = supervisor.health()
-    return {
-        "status": overall(loops),
-        "host": host.name,
-        "store": "up" if dns.follower.up else "unreachable",
-        "pluginCalls": server.calls,
-        "dnsListeners": [str(lst) for lst in dns.server.listeners],
-        "loops": loops,
-    }
 
 
 async def _serve_http(
@@ -210,7 +238,7 @@ async def _serve_http(
         domain=args.domain,
         token=args.token,
         metrics=metrics,
-        health=server.health,
+        health=server.status,
     )
     runner = await serve(app, *args.http)
     log.info("http API on %s:%d", *args.http)

@@ -3,28 +3,38 @@
 One ``DNSServer`` serves every network with a block on this host, on port 53
 of each block's gateway address; a query's listener tells the server which
 network the client is on, so bare names resolve per network (as aardvark-dns
-does). The listeners follow the store: the overlay's reconcile hands every
-fresh view of the blocks to ``sync`` (from its thread).
+does). Two parts follow the agent's store view, each on its own feed:
+``follow_registry`` keeps the server's snapshot of names in step, and
+``follow_listeners`` keeps the listeners on this host's gateways.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import threading
 from collections.abc import Callable
 from ipaddress import IPv4Address, IPv6Address, ip_address
 
-from netplug.dns.follow import Follower, Spawn
+from netplug.agent import records
+from netplug.agent.records import BadRecords
+from netplug.agent.store_view import Feed, Full, mirror
 from netplug.dns.metrics import Metrics
+from netplug.dns.registry import FOLLOWED, Snapshot
 from netplug.dns.resolve import Zone
 from netplug.dns.server import DNSServer, Listener
 from netplug.dns.upstream import Upstream, default_upstreams
 from netplug.ipam.blocks import Network, gateway
-from netplug.ipam.store.base import Event
+from netplug.ipam.store.base import KeyValue
 
 log = logging.getLogger(__name__)
 
 DNS_PORT = 53
+REGISTRY = FOLLOWED  # what the registry's feed follows
+LISTENERS = (records.BLOCKS,)  # and the listeners'
+PART = "dns-listeners"
+IDLE = 3600.0  # seconds a part waits on its feed before it looks again (stop wakes it)
 
 
 def wanted_listeners(
@@ -53,39 +63,64 @@ def _listener_order(listener: Listener) -> tuple[str, int, IPv4Address | IPv6Add
 class AgentDNS:
     def __init__(
         self,
-        store,
         host: str,
         domain: str,
         upstreams: list[tuple[str, int]] | None,
         metrics: Metrics,
         port: int = DNS_PORT,
-        on_batch: Callable[[list[Event] | None], None] | None = None,
-        trust: Callable[[], object] | None = None,
+        bad_records: BadRecords | None = None,
     ) -> None:
         self.host, self.port = host, port
         self.upstreams = upstreams
         self.server = DNSServer(Zone(domain), Upstream(upstreams or []), metrics=metrics)
-        self.follower = Follower(
-            store,
-            self.server.update,
-            on_status=lambda up: metrics.store_up.set(int(up)),
-            on_batch=on_batch,
-            trust=trust,
-        )
+        self.bad_records = bad_records or BadRecords()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wanted: list[Listener] = []
         self._syncing: asyncio.Task | None = None
 
-    async def start(self, spawn: Spawn | None = None) -> None:
-        """Follow the store (in the thread ``spawn`` runs, if given; see Follower)."""
+    def bind_loop(self) -> None:
+        """Serve from the running loop: the parts' threads hand their work to it."""
         self._loop = asyncio.get_running_loop()
-        await self.follower.start(spawn)
+
+    def follow_registry(self, feed: Feed, stop: threading.Event) -> None:
+        """Keep the server's snapshot equal to the feed's records (a store view part)."""
+        snap = Snapshot()
+        while not stop.is_set():
+            new = snap
+            for update in feed.take(stop, IDLE):
+                if isinstance(update, Full):
+                    new = Snapshot.build(update.kvs, update.revision)
+                else:
+                    new = new.apply(update.events)
+            if new is not snap:
+                snap = new
+                self._call(self.server.update, snap)
+
+    def follow_listeners(self, feed: Feed, stop: threading.Event) -> None:
+        """Listen on the gateway of every block this host holds (a store view part)."""
+        blocks: dict[str, KeyValue] = {}  # key -> the block's record
+        while not stop.is_set():
+            updates = feed.take(stop, IDLE)
+            for update in updates:
+                mirror(blocks, update)
+            if updates:
+                bad: records.Bad = {}
+                held: dict[str, dict[Network, str]] = {}
+                for network, block, owner in records.readable(blocks.values(), records.block, bad):
+                    held.setdefault(network, {})[block] = owner
+                self.bad_records.report(PART, bad)
+                self.sync(held)
 
     def sync(self, blocks: dict[str, dict[Network, str]]) -> None:
         """Listen on exactly this host's gateways (thread-safe; applied on the loop)."""
         wanted = wanted_listeners(self.host, blocks, self.port)
-        if self._loop is not None and wanted != self._wanted:
-            self._loop.call_soon_threadsafe(self._apply, wanted)
+        if wanted != self._wanted:
+            self._call(self._apply, wanted)
+
+    def _call(self, fn: Callable, *args: object) -> None:
+        assert self._loop is not None, "bind_loop() first"
+        with contextlib.suppress(RuntimeError):  # the loop is closed: the agent stops
+            self._loop.call_soon_threadsafe(fn, *args)
 
     def _apply(self, wanted: list[Listener]) -> None:
         self._wanted = wanted
@@ -105,4 +140,3 @@ class AgentDNS:
 
     async def close(self) -> None:
         await self.server.close()
-        await self.follower.stop()

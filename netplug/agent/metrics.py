@@ -31,6 +31,15 @@ class AgentMetrics:
             "Times the agent compared the VXLAN peers with the store",
             registry=registry,
         )
+        self.bad_records = Counter(
+            "netplug_agent_bad_records",
+            "Store records an agent part skipped as unreadable, each version once, by part",
+            ["part"],
+            registry=registry,
+        )
+
+    def count_bad_record(self, part: str) -> None:
+        self.bad_records.labels(part).inc()
 
     def follow_loops(self, health: Callable[[], dict[str, dict]]) -> None:
         """Export the supervised loops' ``health()`` (``Supervisor.health``)."""

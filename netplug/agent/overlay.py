@@ -3,26 +3,28 @@
 Any change to hosts, VTEPs or blocks triggers a reconcile (read the kernel,
 compute the plan, apply the diff), and a full reconcile also runs every
 ``RESYNC`` seconds and at start, so a restarted agent adds what is missing and
-removes what is stale without touching entries that are right. The changes
-arrive through ``notice``, fed by the agent's one store watch (the DNS
-follower's): a second watch would read and decode every container's events
-again only to drop them. When the store is unreachable, what is programmed
-stays programmed.
+removes what is stale without touching entries that are right. The records
+arrive on the overlay's feed from the agent's store view (``follow``), which
+also guards the store's identity; the overlay reads nothing itself. A record
+that cannot be read is skipped (and reported), not fatal to every network.
+When the store is unreachable, the feed is quiet and what is programmed stays
+programmed.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 
+from netplug.agent import records
 from netplug.agent.overlay_plan import Vtep, desired, diff
+from netplug.agent.records import BadRecords
+from netplug.agent.store_view import Feed, Full, mirror
 from netplug.ipam.blocks import Network
-from netplug.ipam.schema import Blocks, Hosts, Vteps
-from netplug.ipam.store.base import Event, Store, StoreError
+from netplug.ipam.store.base import KeyValue
 from netplug.net import netns, peers
 from netplug.net.links import find
 from netplug.net.vxlan import device_name
@@ -30,9 +32,9 @@ from netplug.net.vxlan import device_name
 log = logging.getLogger(__name__)
 
 RESYNC = 10.0
-STOP_CHECK = 1.0  # seconds between checks for stop while nothing changes
 RETRY = 1.0
-WATCHED = (Hosts.PREFIX, Vteps.PREFIX, Blocks.PREFIX)
+WATCHED = (records.HOSTS, records.VTEPS, records.BLOCKS)  # what the overlay's feed follows
+PART = "overlay"
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,43 +42,52 @@ class View:
     live_hosts: set[str]
     vteps: dict[str, list[Vtep]]  # by network
     blocks: dict[str, dict[Network, str]]  # by network: block -> host
+    bad: records.Bad = field(default_factory=dict)  # the records skipped
 
 
-def read_view(store: Store) -> View:
-    """Hosts, VTEPs and blocks of every network, from the store. Raises the
-    schema's SchemaError on a key or record it cannot read."""
-    live = {Hosts.parse(kv.key) for kv in store.range(Hosts.PREFIX, prefix=True).kvs}
+def view_of(kvs: Iterable[KeyValue]) -> View:
+    """Hosts, VTEPs and blocks of every network in ``kvs`` (pure; other keys are
+    ignored, and what cannot be read is skipped into ``bad``: one foreign record
+    must not stop the overlay everywhere)."""
+    by_kind: dict[str, list[KeyValue]] = {prefix: [] for prefix in WATCHED}
+    for kv in kvs:
+        prefix = next((p for p in WATCHED if kv.key.startswith(p)), None)
+        if prefix is not None:
+            by_kind[prefix].append(kv)
+    bad: records.Bad = {}
+    live = set(records.readable(by_kind[records.HOSTS], records.host, bad))
     vteps: dict[str, list[Vtep]] = defaultdict(list)
-    for kv in store.range(Vteps.PREFIX, prefix=True).kvs:
-        network, host = Vteps.parse(kv.key)
-        vteps[network].append(Vtep(network, host, *Vteps.decode(kv.value)))
+    for vtep in records.readable(by_kind[records.VTEPS], records.vtep, bad):
+        vteps[vtep.network].append(vtep)
     blocks: dict[str, dict[Network, str]] = defaultdict(dict)
-    for kv in store.range(Blocks.PREFIX, prefix=True).kvs:
-        network, block = Blocks.parse(kv.key)
-        blocks[network][block] = Blocks.decode(kv.value)
-    return View(live, dict(vteps), dict(blocks))
+    for network, block, owner in records.readable(by_kind[records.BLOCKS], records.block, bad):
+        blocks[network][block] = owner
+    return View(live, dict(vteps), dict(blocks), bad)
 
 
 class Overlay:
     def __init__(
         self,
-        store: Store,
         host: str,
-        on_view: Callable[[View], None] | None = None,
-        trust: Callable[[], object] | None = None,
+        bad_records: BadRecords | None = None,
+        on_reconcile: Callable[[], None] | None = None,
     ) -> None:
-        self.store, self.host = store, host
-        self.on_view = on_view  # told every view reconciled (the agent's DNS follows it)
-        # Raises StoreError when the store must not be followed (it was reset): an
-        # emptied store would otherwise remove every peer and DNS listener.
-        self.trust = trust
-        self._changed = threading.Event()
+        self.host = host
+        self.bad_records = bad_records or BadRecords()
+        self.on_reconcile = on_reconcile  # counts reconciles (/metrics)
 
-    def reconcile(self) -> View:
-        """Make every local VXLAN device's peers match the store; returns what was read."""
-        if self.trust is not None:
-            self.trust()
-        view = read_view(self.store)
+    def reconcile(self, kvs: Iterable[KeyValue]) -> View:
+        """Make every local VXLAN device's peers match the records ``kvs``; returns
+        the view they make."""
+        view = view_of(kvs)
+        self.bad_records.report(PART, view.bad)
+        self.program(view)
+        if self.on_reconcile is not None:
+            self.on_reconcile()
+        return view
+
+    def program(self, view: View) -> None:
+        """The kernel half of ``reconcile``: peers of each network with a local device."""
         with netns.handle() as ipr:
             for network, vteps in view.vteps.items():
                 mine = next((v for v in vteps if v.host == self.host), None)
@@ -93,36 +104,25 @@ class Overlay:
                         _describe("-", remove),
                     )
                     peers.apply(ipr, link.index, add, remove)
-        if self.on_view is not None:
-            self.on_view(view)
-        return view
 
-    def notice(self, batch: Sequence[Event] | None) -> None:
-        """A batch of store events (from any thread): reconcile if it touches the
-        overlay. None: the watcher read the store afresh, so reconcile too."""
-        if batch is None or any(event.kv.key.startswith(WATCHED) for event in batch):
-            self._changed.set()
-
-    def follow(self, stop: threading.Event) -> None:
-        """Reconcile at start, after every noticed change, and every RESYNC s."""
+    def follow(self, feed: Feed, stop: threading.Event) -> None:
+        """Reconcile after each change the feed brings and every RESYNC s, from the
+        view's first full read on (a part for the store view: ``feed.runs``)."""
+        held: dict[str, KeyValue] = {}
+        # Nothing before the first Full: an empty view would remove every peer.
+        read, wait = False, RESYNC
         while not stop.is_set():
-            # Cleared before the read: a change that lands during the
-            # reconcile triggers another one rather than being lost.
-            self._changed.clear()
-            try:
-                self.reconcile()
-            except (StoreError, OSError) as e:
-                log.warning("overlay: %s; keeping what is programmed, retrying", e)
-                stop.wait(RETRY)
+            for update in feed.take(stop, wait):
+                mirror(held, update)
+                read = read or isinstance(update, Full)
+            if not read or stop.is_set():
                 continue
-            self._wait_for_change(stop)
-
-    def _wait_for_change(self, stop: threading.Event) -> None:
-        """Return on a noticed change, at the next resync, or soon after ``stop``."""
-        resync_at = time.monotonic() + RESYNC
-        while not stop.is_set() and not self._changed.wait(STOP_CHECK):
-            if time.monotonic() >= resync_at:
-                return
+            try:
+                self.reconcile(held.values())
+                wait = RESYNC
+            except OSError as e:  # netlink
+                log.warning("overlay: %s; keeping what is programmed, retrying", e)
+                wait = RETRY
 
 
 def _describe(sign: str, state: peers.PeerState) -> str:

@@ -27,13 +27,11 @@ from netplug.cni.dispatch import Reply
 from netplug.cni.handler import handle
 from netplug.cni.netconf import NetConf
 from netplug.host import Host
-from netplug.ipam.pending import PendingReleases
 from netplug.locks import KeyedLocks
 
 log = logging.getLogger(__name__)
 
 READ_TIMEOUT = 5.0
-PENDING_INTERVAL = 5.0
 WORKERS = 8  # calls handled at once; more wait in the listen backlog
 BACKLOG = 512  # a burst of container starts must not be refused (ECONNREFUSED -> no agent)
 JOIN_TIMEOUT = 5.0  # half of the systemd unit's TimeoutStopSec: the loops' stop follows
@@ -50,13 +48,14 @@ class PluginServer:
         metrics: AgentMetrics,
         socket_name: str = SOCKET_NAME,
         health: Callable[[], dict] | None = None,
+        served: Callable[[NetConf], None] | None = None,
     ) -> None:
         self.host = host
         self.metrics = metrics
         self.socket_name = socket_name
         self.health = health  # answers netplugctl's health query (without the HTTP API)
+        self.served = served  # told each call's config it serves (the release replay)
         self.calls = 0
-        self.run_dirs: set[str] = set()
         self._sock: socket.socket | None = None
         self._workers: list[threading.Thread] = []
         self._closing = False
@@ -68,21 +67,13 @@ class PluginServer:
         # plugin runs any other call itself (DESIGN: same store and hostName).
         if not self.host.serves(conf.host_name, conf.store):
             return None
-        self.run_dirs.add(conf.run_dir)
+        if self.served is not None:
+            self.served(conf)
         return self.host
 
     def _handle(self, env: dict[str, str], stdin: bytes, pid: int) -> Reply:
         # The plugin's namespace paths are opened as the plugin sees them.
         return handle(env, stdin, self.host_for, pid)
-
-    def settle_pending(self, stop: threading.Event) -> None:
-        """Replay releases deferred by a store outage, in every runDir calls named
-        (a loop for the supervisor: what it raises ends the run, not the replays)."""
-        while not stop.wait(PENDING_INTERVAL):
-            for run_dir in list(self.run_dirs):
-                pending = PendingReleases(run_dir, self.host.name)
-                if pending:
-                    pending.replay(self.host.ipam)
 
     def start(self) -> None:
         """Listen, and start the workers; SystemExit when another agent listens here."""
@@ -160,7 +151,11 @@ class PluginServer:
         """The agent's health as JSON (exit status 0), or status 1 for anything else."""
         if query != HEALTH or self.health is None:
             return wire.encode_reply(1, "", "", f"unknown query {query!r}".encode())
-        return wire.encode_reply(0, "", "", json.dumps(self.health()).encode())
+        return wire.encode_reply(0, "", "", json.dumps(self.status()).encode())
+
+    def status(self) -> dict:
+        """The agent's ``health()`` with this server's count of calls."""
+        return {**(self.health() if self.health is not None else {}), "pluginCalls": self.calls}
 
     def _one_at_a_time(self, env: dict[str, str]) -> AbstractContextManager[None]:
         """The attachment's lock (ADD, DEL, CHECK); none for GC, STATUS, VERSION."""

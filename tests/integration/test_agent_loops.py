@@ -14,6 +14,7 @@ import subprocess
 
 import pytest
 
+from netplug.agent.faults import ENV
 from netplug.ipam.store.sqlite import SQLiteStore
 from netplug.lab.lab import BIN, Lab
 
@@ -124,9 +125,12 @@ def sample(metrics: str, name: str) -> float | None:
     return None
 
 
-def test_a_failing_loop_is_restarted_counted_and_reported_until_it_recovers(plain_host):
-    """The fault: a record in the store that is not JSON under the overlay's keys
-    (as a foreign or broken writer leaves it): the overlay's read raises on it."""
+NAMED_C1 = {"CNI_ARGS": "NETPLUG_NAME=c1"}
+
+
+def test_a_malformed_record_is_skipped_counted_and_reported_not_fatal(plain_host, containers):
+    """A record that is not JSON under the overlay's keys (as a foreign or broken
+    writer leaves it) used to fail the overlay's every read, for every network."""
     ns = plain_host.netns
     bad_key = "/netplug/vteps/blue/ghost"
     extra = ("--upstream", "none", "--http", "127.0.0.1:8053")
@@ -134,36 +138,80 @@ def test_a_failing_loop_is_restarted_counted_and_reported_until_it_recovers(plai
     def agent() -> dict:
         return status(ns, plain_host.store, plain_host.host_name)
 
-    def degraded() -> bool:
-        row = agent()
-        return row["agent"] == "degraded" and row["agentHealth"]["loops"]["overlay"]["restarts"]
+    def reported() -> list[dict]:
+        return agent()["agentHealth"]["badRecords"]
 
     with plain_host.agent(None, *extra):
         assert agent()["agent"] == "running"
-        assert http_get(ns, "/healthz")[0] == 200
         store = SQLiteStore(str(plain_host.db))
         try:
             store.put(bad_key, b"not json")
-            assert eventually(degraded, timeout=15)
-            overlay = agent()["agentHealth"]["loops"]["overlay"]
-            assert overlay["state"] == "failing"
-            assert overlay["lastError"].startswith("MalformedRecord: ")
-            code, body = http_get(ns, "/healthz")
-            assert code == 503 and json.loads(body)["status"] == "degraded"
+            assert eventually(lambda: [r["key"] for r in reported()] == [bad_key], timeout=15)
+            assert reported()[0]["part"] == "overlay"
+            assert reported()[0]["error"].startswith("MalformedRecord: ")
+            # The rest goes on: a container added now answers on its gateway.
+            client = containers()
+            c1 = plain_host.add(plain_host.conf(), "c1", client, env=NAMED_C1)
+            c1 = c1["ips"][0]["address"].split("/")[0]
+            assert eventually(lambda: resolve(client, gateway(c1), "c1") == c1)
+            row = agent()
+            assert row["agent"] == "running"
+            assert all(loop["restarts"] == 0 for loop in row["agentHealth"]["loops"].values())
+            assert http_get(ns, "/healthz")[0] == 200
             metrics = http_get(ns, "/metrics")[1]
-            assert sample(metrics, 'netplug_agent_loop_restarts_total{loop="overlay"}') >= 1
-            assert sample(metrics, 'netplug_agent_loop_up{loop="overlay"}') == 0
-            assert sample(metrics, 'netplug_agent_loop_up{loop="registration"}') == 1
-            text = netplugctl(ns, plain_host.store, plain_host.host_name, "status")
-            assert "agent:        degraded" in text
-            assert "loop overlay failing for" in text and "MalformedRecord" in text
+            assert sample(metrics, 'netplug_agent_bad_records_total{part="overlay"}') == 1
             store.delete(bad_key)
         finally:
             store.close()
-        # The next restart comes within the backoff's bound (10 s), then a stable run (5 s).
-        assert eventually(lambda: agent()["agent"] == "running", timeout=30)
-        assert http_get(ns, "/healthz")[0] == 200
-        metrics = http_get(ns, "/metrics")[1]
-        assert sample(metrics, 'netplug_agent_loop_up{loop="overlay"}') == 1
+        assert eventually(lambda: reported() == [], timeout=15)
     log = plain_host.agent_log()
-    assert "loop overlay failed; restarting in" in log and "Traceback" in log
+    assert log.count(f"skipping unreadable record {bad_key}") == 1  # once, not per reconcile
+    assert "Traceback" not in log
+
+
+# The agent's parts, each killed in turn through its named failure point (``faults``):
+# its loop fails FAILS times, restarted after 0.5 + 1 + 2 + 4 s of backoff, and counts
+# as failing until it has run 5 s more: long enough to see the other parts serve.
+FAILS = 4
+PARTS = ["store-view", "overlay", "dns-registry", "dns-listeners", "pending-releases"]
+FEEDS_DNS = {"store-view", "dns-registry", "dns-listeners"}  # DNS waits for these
+
+
+@pytest.mark.parametrize("part", PARTS)
+def test_a_killed_part_is_restarted_while_the_others_serve(
+    plain_host, containers, monkeypatch, part
+):
+    ns = plain_host.netns
+    extra = ("--upstream", "none", "--http", "127.0.0.1:8053")
+    monkeypatch.setenv(ENV, f"{part}={FAILS}")  # netplugd inherits the test's environment
+
+    def loops() -> dict:
+        return status(ns, plain_host.store, plain_host.host_name)["agentHealth"]["loops"]
+
+    def failing() -> bool:
+        return loops()[part]["state"] == "failing"
+
+    client = containers()
+    with plain_host.agent(None, *extra):
+        assert eventually(failing, timeout=15)
+        # While it fails: plugin calls are served by the agent, and DNS answers
+        # unless the part is one DNS needs.
+        c1 = plain_host.add(plain_host.conf(), "c1", client, env=NAMED_C1)
+        c1 = c1["ips"][0]["address"].split("/")[0]
+        if part not in FEEDS_DNS:
+            assert eventually(lambda: resolve(client, gateway(c1), "c1") == c1)
+        others = {name: loop for name, loop in loops().items() if name != part}
+        assert failing(), "the part recovered before the others were seen serving"
+        assert all(loop["state"] == "ok" and loop["restarts"] == 0 for loop in others.values())
+        metrics = http_get(ns, "/metrics")[1]
+        assert sample(metrics, f'netplug_agent_loop_up{{loop="{part}"}}') == 0
+        assert sample(metrics, 'netplug_cni_calls_total{command="ADD",result="ok"}') == 1
+
+        # Then it is restarted for good, and everything serves.
+        last = f"InjectedFault: injected into {part} (0 more to come)"
+        recovered = {"state": "ok", "restarts": FAILS, "lastError": last}
+        assert eventually(lambda: loops()[part] == recovered, timeout=40)
+        assert eventually(lambda: resolve(client, gateway(c1), "c1") == c1)
+    log = plain_host.agent_log()
+    assert log.count(f"loop {part} failed; restarting in") == FAILS
+    assert "InjectedFault: injected into" in log

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from netplug.agent.plugin_server import PENDING_INTERVAL
+from netplug.agent.releases import PENDING_INTERVAL
 
 from netplug_env import BIN, NetplugHost
 from runtimes import run

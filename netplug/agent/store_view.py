@@ -1,0 +1,214 @@
+"""The agent's one view of the store, fanned out to its parts.
+
+``StoreView.run`` (a supervised loop) reads every prefix a subscriber follows
+in one transaction, then watches ``schema.ROOT`` from that revision + 1, and
+keeps a mirror of those records. Each subscriber has a ``Feed``: the view
+puts a ``Full`` update (every record it follows, at one revision) after each
+full read, and a ``Delta`` (the events under its prefixes) after each batch.
+A part reads only its feed and knows no other part, so one that fails (its
+supervised loop is restarted) neither blocks nor starves the others: on each
+(re)start, ``Feed.runs`` hands it a fresh ``Full`` from the mirror.
+
+The store's identity is guarded: ``trust()`` before every full read and
+before any batch that touches the identity key; a store that must not be
+followed raises there, and every part keeps what it holds. Reading, watching,
+re-reading a compacted watch and retrying a failed store with backoff are
+``Following``'s (shared with netplug-dns's registry follower).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from netplug.agent.faults import Faults
+from netplug.ipam.schema import ROOT, Identity
+from netplug.ipam.store.base import Event, Get, KeyValue, Store
+from netplug.ipam.store.follow import Following
+
+log = logging.getLogger(__name__)
+
+FEED_BOUND = 1000  # deltas a slow part may fall behind by before it gets a Full instead
+STOP_CHECK = 1.0  # seconds a part waits on its feed between checks for stop
+
+Target = Callable[[threading.Event], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Full:
+    """Every record under the feed's prefixes, at ``revision``."""
+
+    revision: int
+    kvs: tuple[KeyValue, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Delta:
+    """The events of one watch batch under the feed's prefixes (never empty)."""
+
+    events: tuple[Event, ...]
+
+
+Update = Full | Delta
+
+
+class Feed:
+    """One subscriber's queue of updates: filled by the view, drained by the part."""
+
+    def __init__(self, view: StoreView, name: str, prefixes: tuple[str, ...]) -> None:
+        self.view, self.name, self.prefixes = view, name, prefixes
+        self._cond = threading.Condition()
+        self._queue: list[Update] = []
+
+    def take(self, stop: threading.Event, timeout: float) -> list[Update]:
+        """The updates queued, oldest first, waiting up to ``timeout`` seconds for
+        one (checking ``stop`` every STOP_CHECK); [] on timeout or stop. The
+        fault named after the feed's part fires here (see ``Faults``)."""
+        waited = 0.0
+        with self._cond:
+            while not self._queue and waited < timeout and not stop.is_set():
+                step = min(STOP_CHECK, timeout - waited)
+                self._cond.wait(step)
+                waited += step
+            updates, self._queue = self._queue, []
+        if updates:
+            self.view.faults.hit(self.name)
+        return updates
+
+    def runs(self, part: Callable[[Feed, threading.Event], None]) -> Target:
+        """The supervisor's target for ``part(feed, stop)``: each run starts from a
+        ``Full`` of what the view holds (a restarted part lost what it was fed)."""
+
+        def run(stop: threading.Event) -> None:
+            self.view.rejoin(self)
+            part(self, stop)
+
+        return run
+
+    def follows(self, key: str) -> bool:
+        return key.startswith(self.prefixes)
+
+    # -- the view's side (under the view's lock) ------------------------------------
+
+    def _reset(self, full: Full) -> None:
+        with self._cond:
+            self._queue = [full]
+            self._cond.notify()
+
+    def _add(self, delta: Delta) -> bool:
+        """Queue ``delta``; False when the part is too far behind (give it a Full)."""
+        with self._cond:
+            if len(self._queue) >= FEED_BOUND:
+                return False
+            self._queue.append(delta)
+            self._cond.notify()
+            return True
+
+
+class StoreView(Following):
+    """The agent's single store watch (``run``, from ``Following``); see the module."""
+
+    def __init__(
+        self,
+        store: Store,
+        trust: Callable[[], object] | None = None,
+        on_status: Callable[[bool], None] | None = None,
+        faults: Faults | None = None,
+    ) -> None:
+        self.store, self.prefix, self.name = store, ROOT, "store view"
+        # Raises StoreError when the store must not be followed (it was reset): an
+        # emptied store would otherwise remove every peer, name and DNS listener.
+        self._trust = trust
+        self._on_status = on_status
+        self.faults = faults or Faults()
+        self.up = False
+        self._feeds: list[Feed] = []
+        self._lock = threading.Lock()  # the mirror and the feeds' order of updates
+        self._mirror: dict[str, KeyValue] = {}
+        self._revision = 0
+        self._read_once = False  # whether the mirror holds a full read yet
+        self._followed: tuple[str, ...] = ()
+
+    def subscribe(self, name: str, prefixes: Iterable[str] = ()) -> Feed:
+        """A feed of the records under ``prefixes`` (none: only the Full after each
+        full read, i.e. "the store answers again"). Subscribe before ``run``."""
+        feed = Feed(self, name, tuple(prefixes))
+        self._feeds.append(feed)
+        return feed
+
+    def rejoin(self, feed: Feed) -> None:
+        """Queue a Full of the mirror for ``feed`` alone (before the first read:
+        nothing, the first read's Full is on its way)."""
+        with self._lock:
+            if self._read_once:
+                feed._reset(self._full_for(feed))
+
+    def run(self, stop: threading.Event) -> None:
+        """Follow until ``stop`` (a loop for the supervisor): see ``Following``."""
+        self.follow(stop)
+
+    def _prefixes(self) -> tuple[str, ...]:
+        return tuple(sorted({p for feed in self._feeds for p in feed.prefixes}))
+
+    def _read(self) -> int:
+        self.faults.hit("store-view")
+        if self._trust is not None:
+            self._trust()
+        self._followed = self._prefixes()  # fixed once the parts have subscribed
+        result = self.store.txn((), [Get(p, prefix=True) for p in self._followed])
+        mirror = {kv.key: kv for kvs in result.responses for kv in kvs}  # type: ignore[union-attr]
+        with self._lock:
+            self._mirror, self._revision, self._read_once = mirror, result.revision, True
+            for feed in self._feeds:
+                feed._reset(self._full_for(feed))
+        self._status(True)
+        return result.revision
+
+    def _apply(self, batch: list[Event]) -> None:
+        if self._trust is not None and any(_identity(e) for e in batch):
+            self._trust()
+        followed = [e for e in batch if e.kv.key.startswith(self._followed)]
+        if followed:
+            self._publish(followed)
+
+    def _publish(self, events: list[Event]) -> None:
+        with self._lock:
+            _apply(self._mirror, events)
+            self._revision = max(self._revision, events[-1].kv.mod_revision)
+            for feed in self._feeds:
+                mine = tuple(e for e in events if feed.follows(e.kv.key))
+                if mine and not feed._add(Delta(mine)):
+                    feed._reset(self._full_for(feed))
+
+    def _full_for(self, feed: Feed) -> Full:
+        kvs = tuple(kv for key, kv in self._mirror.items() if feed.follows(key))
+        return Full(self._revision, kvs)
+
+    def _status(self, up: bool) -> None:
+        if up != self.up:
+            self.up = up
+            if self._on_status is not None:
+                self._on_status(up)
+
+
+def mirror(records: dict[str, KeyValue], update: Update) -> None:
+    """Bring ``records`` (key -> record) to what ``update`` says."""
+    if isinstance(update, Full):
+        records.clear()
+        records.update((kv.key, kv) for kv in update.kvs)
+    else:
+        _apply(records, update.events)
+
+
+def _apply(records: dict[str, KeyValue], events: Iterable[Event]) -> None:
+    for event in events:
+        if event.type == "put":
+            records[event.kv.key] = event.kv
+        else:
+            records.pop(event.kv.key, None)
+
+
+def _identity(event: Event) -> bool:
+    return event.kv.key == Identity.key()

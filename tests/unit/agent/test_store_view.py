@@ -1,0 +1,210 @@
+"""The agent's store view: one watch on a real SQLite store, fanned out to parts
+that run under a real supervisor. A part is killed through the named seam
+(``Faults``) and comes back with a full view while the others keep being fed.
+The waits are on the parts' own records (a condition), bounded in time."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from netplug.agent import store_view
+from netplug.agent.faults import ENV, Faults, InjectedFault
+from netplug.agent.store_view import Delta, Feed, Full, StoreView, Update
+from netplug.agent.supervisor import Backoff, Supervisor
+from netplug.ipam.schema import ROOT, Blocks, Hosts, Identity, Names
+from netplug.ipam.store.base import Put, StoreReset
+from netplug.ipam.store.sqlite import SQLiteStore
+
+QUICK = Backoff(initial=0.02, maximum=0.1, stable_after=0.5)
+HOSTS, BLOCKS, NAMES = Hosts.PREFIX, Blocks.PREFIX, Names.PREFIX
+
+
+class Recorder:
+    """A part that keeps every update its feed brings, and each run's first one."""
+
+    def __init__(self) -> None:
+        self.updates: list[Update] = []
+        self.runs = 0
+        self._cond = threading.Condition()
+
+    def follow(self, feed: Feed, stop: threading.Event) -> None:
+        with self._cond:
+            self.runs += 1
+        while not stop.is_set():
+            got = feed.take(stop, 5.0)
+            with self._cond:
+                self.updates.extend(got)
+                self._cond.notify_all()
+
+    def held(self) -> set[str]:
+        """The keys the part holds now, replaying what it was fed."""
+        held: dict = {}
+        with self._cond:
+            for update in self.updates:
+                store_view.mirror(held, update)
+        return set(held)
+
+    def wait_for(self, check: Callable[[Recorder], bool], timeout: float = 5.0) -> None:
+        with self._cond:
+            assert self._cond.wait_for(lambda: check(self), timeout), self.updates
+
+
+@pytest.fixture
+def store(tmp_path) -> Iterator[SQLiteStore]:
+    s = SQLiteStore(str(tmp_path / "netplug.db"), poll_interval=0.002)
+    yield s
+    s.close()
+
+
+class Agent:
+    """A view and its parts under a supervisor, as netplugd wires them."""
+
+    def __init__(self, store: SQLiteStore, faults: Faults | None = None, trust=None) -> None:
+        self.statuses: list[bool] = []
+        self._status = threading.Condition()
+        self.view = StoreView(store, trust, on_status=self._on_status, faults=faults)
+        self.supervisor = Supervisor(QUICK)
+        self.parts: dict[str, Recorder] = {}
+        self.feeds: dict[str, Feed] = {}
+
+    def part(self, name: str, *prefixes: str) -> Recorder:
+        self.parts[name] = Recorder()
+        self.feeds[name] = self.view.subscribe(name, prefixes)
+        return self.parts[name]
+
+    def _on_status(self, up: bool) -> None:
+        with self._status:
+            self.statuses.append(up)
+            self._status.notify_all()
+
+    def wait_for_status(self, up: bool, timeout: float = 5.0) -> None:
+        with self._status:
+            assert self._status.wait_for(lambda: self.statuses[-1:] == [up], timeout)
+
+    def start(self) -> None:
+        for name, part in self.parts.items():
+            self.supervisor.start(name, self.feeds[name].runs(part.follow))
+        self.supervisor.start("store-view", self.view.run)
+
+
+@pytest.fixture
+def agent(store) -> Iterator[Callable[..., Agent]]:
+    made: list[Agent] = []
+
+    def make(**kwargs) -> Agent:
+        made.append(Agent(store, **kwargs))
+        return made[-1]
+
+    yield make
+    for a in made:
+        a.supervisor.stop(5)
+        loops = set(a.supervisor.health())
+        assert not [t for t in threading.enumerate() if t.name in loops], "a loop did not stop"
+
+
+def test_each_part_gets_a_full_read_then_only_its_own_records(store, agent) -> None:
+    store.put(Hosts.key("h1"), b"{}")
+    store.put(f"{NAMES}api", b"{}")
+    a = agent()
+    overlay, dns, replay = a.part("overlay", HOSTS, BLOCKS), a.part("dns", NAMES), a.part("replay")
+    a.start()
+    for part in (overlay, dns, replay):
+        part.wait_for(lambda p: len(p.updates) >= 1)
+    assert overlay.held() == {Hosts.key("h1")}
+    assert dns.held() == {f"{NAMES}api"}
+    assert replay.updates == [Full(overlay.updates[0].revision, ())]
+    assert a.statuses == [True]
+
+    store.put(f"{ROOT}ips/blue/10.0.0.0/24/10.0.0.7", b"{}")  # nobody follows it
+    store.put(f"{NAMES}db", b"{}")
+    store.put(Hosts.key("h2"), b"{}")
+    overlay.wait_for(lambda p: Hosts.key("h2") in p.held())
+    dns.wait_for(lambda p: f"{NAMES}db" in p.held())
+    assert overlay.held() == {Hosts.key("h1"), Hosts.key("h2")}
+    assert all(isinstance(u, Delta) for u in overlay.updates[1:])
+    store.delete(Hosts.key("h1"))
+    overlay.wait_for(lambda p: p.held() == {Hosts.key("h2")})
+    assert dns.held() == {f"{NAMES}api", f"{NAMES}db"}
+    assert len(replay.updates) == 1  # deltas are not its business
+
+
+def test_a_failing_part_is_restarted_with_a_full_view_while_the_others_are_fed(
+    store, agent
+) -> None:
+    a = agent(faults=Faults({"overlay": 3}))
+    overlay, dns = a.part("overlay", HOSTS), a.part("dns", NAMES)
+    a.start()
+    # Each restart takes a Full from the mirror, and fails on it again, 3 times.
+    overlay.wait_for(lambda p: p.runs == 4 and p.updates)
+    assert isinstance(overlay.updates[0], Full)
+    health = a.supervisor.health()["overlay"]
+    assert health["restarts"] == 3 and "InjectedFault" in health["lastError"]
+    # Meanwhile and since, the other part is fed, and the view never restarted.
+    store.put(f"{NAMES}api", b"{}")
+    dns.wait_for(lambda p: f"{NAMES}api" in p.held())
+    store.put(Hosts.key("h2"), b"{}")
+    overlay.wait_for(lambda p: Hosts.key("h2") in p.held())
+    assert dns.runs == 1 and a.supervisor.health()["store-view"]["restarts"] == 0
+
+
+def test_a_part_that_stops_taking_is_not_fed_past_the_bound(store, agent, monkeypatch) -> None:
+    """A stuck part costs one Full of memory, not every delta since it stuck."""
+    monkeypatch.setattr(store_view, "FEED_BOUND", 3)
+    a = agent()
+    dns = a.part("dns", HOSTS)
+    stuck = a.view.subscribe("stuck", (HOSTS,))  # nobody takes from it
+    a.start()
+    for i in range(6):
+        store.put(Hosts.key(f"h{i}"), b"{}")
+    dns.wait_for(lambda p: len(p.held()) == 6)
+    got = stuck.take(threading.Event(), 0)
+    assert isinstance(got[0], Full) and len(got) <= 3
+    held: dict = {}
+    for update in got:
+        store_view.mirror(held, update)
+    assert len(held) == 6
+
+
+def test_the_view_stops_at_a_store_it_must_not_trust(store, agent) -> None:
+    """A batch that changes the store's identity is checked before any part
+    sees it: a reset store would otherwise take every peer and name along."""
+    reset = threading.Event()
+
+    def trust() -> None:
+        if reset.is_set():
+            raise StoreReset("the test reset it")
+
+    a = agent(trust=trust)
+    overlay = a.part("overlay", HOSTS)
+    a.start()
+    overlay.wait_for(lambda p: len(p.updates) == 1)
+    reset.set()
+    store.txn((), [Put(Identity.key(), b'{"id": "other"}'), Put(Hosts.key("x"), b"{}")])
+    a.wait_for_status(False)
+    assert overlay.held() == set()
+    reset.clear()  # trusted again: the next full read brings the host
+    overlay.wait_for(lambda p: p.held() == {Hosts.key("x")})
+    a.wait_for_status(True)
+
+
+@pytest.mark.parametrize(
+    ("value", "armed"),
+    [("", {}), ("overlay=2", {"overlay": 2}), ("a=1, b=0", {"a": 1, "b": 0})],
+)
+def test_faults_from_the_environment(value, armed) -> None:
+    faults = Faults.from_env({ENV: value})
+    faults.hit("unarmed")
+    for name, count in armed.items():
+        for _ in range(count):
+            with pytest.raises(InjectedFault):
+                faults.hit(name)
+        faults.hit(name)  # used up
+
+
+@pytest.mark.parametrize("value", ["overlay", "overlay=x", "=3", "overlay=-1"])
+def test_malformed_faults_are_refused(value) -> None:
+    with pytest.raises(ValueError, match=ENV):
+        Faults.from_env({ENV: value})
