@@ -32,7 +32,6 @@ from prometheus_client import CollectorRegistry
 from netplug.agent import dns as agent_dns
 from netplug.agent import overlay as agent_overlay
 from netplug.agent.dns import AgentDNS
-from netplug.agent.faults import Faults
 from netplug.agent.metrics import AgentMetrics
 from netplug.agent.overlay import Overlay
 from netplug.agent.plugin_server import PluginServer
@@ -118,12 +117,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"]
     )
-    args = parser.parse_args(argv)
-    try:
-        args.faults = Faults.from_env(os.environ)  # the tests' failure points
-    except ValueError as e:
-        parser.error(str(e))
-    return args
+    return parser.parse_args(argv)
 
 
 def _upstream(text: str) -> tuple[str, int] | None:
@@ -155,7 +149,6 @@ async def run(args: argparse.Namespace) -> None:
         host.store,
         trust,
         on_status=lambda up: dns_metrics.store_up.set(int(up)),
-        faults=args.faults,
     )
     overlay = Overlay(host.name, bad_records, agent_metrics.reconciles.inc)
     dns = AgentDNS(host.name, args.domain, upstreams, dns_metrics, bad_records=bad_records)

@@ -23,7 +23,7 @@ import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from netplug.agent.faults import Faults
+from netplug import faults
 from netplug.ipam.schema import ROOT, Identity
 from netplug.ipam.store.base import Event, Get, KeyValue, Store
 from netplug.ipam.store.follow import Following
@@ -54,6 +54,10 @@ class Delta:
 Update = Full | Delta
 
 
+class InjectedFault(RuntimeError):
+    """What a part's failure point raises: as a bug in it would (``netplug.faults``)."""
+
+
 class Feed:
     """One subscriber's queue of updates: filled by the view, drained by the part."""
 
@@ -65,7 +69,7 @@ class Feed:
     def take(self, stop: threading.Event, timeout: float) -> list[Update]:
         """The updates queued, oldest first, waiting up to ``timeout`` seconds for
         one (checking ``stop`` every STOP_CHECK); [] on timeout or stop. The
-        fault named after the feed's part fires here (see ``Faults``)."""
+        failure point named after the feed's part is here (``netplug.faults``)."""
         waited = 0.0
         with self._cond:
             while not self._queue and waited < timeout and not stop.is_set():
@@ -74,7 +78,7 @@ class Feed:
                 waited += step
             updates, self._queue = self._queue, []
         if updates:
-            self.view.faults.hit(self.name)
+            faults.check(self.name, InjectedFault)
         return updates
 
     def runs(self, part: Callable[[Feed, threading.Event], None]) -> Target:
@@ -115,14 +119,12 @@ class StoreView(Following):
         store: Store,
         trust: Callable[[], object] | None = None,
         on_status: Callable[[bool], None] | None = None,
-        faults: Faults | None = None,
     ) -> None:
         self.store, self.prefix, self.name = store, ROOT, "store view"
         # Raises StoreError when the store must not be followed (it was reset): an
         # emptied store would otherwise remove every peer, name and DNS listener.
         self._trust = trust
         self._on_status = on_status
-        self.faults = faults or Faults()
         self.up = False
         self._feeds: list[Feed] = []
         self._lock = threading.Lock()  # the mirror and the feeds' order of updates
@@ -153,7 +155,7 @@ class StoreView(Following):
         return tuple(sorted({p for feed in self._feeds for p in feed.prefixes}))
 
     def _read(self) -> int:
-        self.faults.hit("store-view")
+        faults.check("store-view", InjectedFault)
         if self._trust is not None:
             self._trust()
         self._followed = self._prefixes()  # fixed once the parts have subscribed

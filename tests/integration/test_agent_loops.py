@@ -14,7 +14,7 @@ import subprocess
 
 import pytest
 
-from netplug.agent.faults import ENV
+from netplug.faults import ENV
 from netplug.ipam.store.sqlite import SQLiteStore
 from netplug.lab.lab import BIN, Lab
 
@@ -169,7 +169,7 @@ def test_a_malformed_record_is_skipped_counted_and_reported_not_fatal(plain_host
     assert "Traceback" not in log
 
 
-# The agent's parts, each killed in turn through its named failure point (``faults``):
+# The agent's parts, each killed in turn through its named failure point (netplug.faults):
 # its loop fails FAILS times, restarted after 0.5 + 1 + 2 + 4 s of backoff, and counts
 # as failing until it has run 5 s more: long enough to see the other parts serve.
 FAILS = 4
@@ -183,7 +183,7 @@ def test_a_killed_part_is_restarted_while_the_others_serve(
 ):
     ns = plain_host.netns
     extra = ("--upstream", "none", "--http", "127.0.0.1:8053")
-    monkeypatch.setenv(ENV, f"{part}={FAILS}")  # netplugd inherits the test's environment
+    monkeypatch.setenv(ENV, f"{part}*{FAILS}")  # netplugd inherits the test's environment
 
     def loops() -> dict:
         return status(ns, plain_host.store, plain_host.host_name)["agentHealth"]["loops"]
@@ -208,10 +208,10 @@ def test_a_killed_part_is_restarted_while_the_others_serve(
         assert sample(metrics, 'netplug_cni_calls_total{command="ADD",result="ok"}') == 1
 
         # Then it is restarted for good, and everything serves.
-        last = f"InjectedFault: injected into {part} (0 more to come)"
+        last = f"InjectedFault: injected failure in {part}"
         recovered = {"state": "ok", "restarts": FAILS, "lastError": last}
         assert eventually(lambda: loops()[part] == recovered, timeout=40)
         assert eventually(lambda: resolve(client, gateway(c1), "c1") == c1)
     log = plain_host.agent_log()
     assert log.count(f"loop {part} failed; restarting in") == FAILS
-    assert "InjectedFault: injected into" in log
+    assert f"InjectedFault: injected failure in {part}" in log

@@ -3,7 +3,6 @@
 import pytest
 
 from netplug.agent.daemon import parse_args
-from netplug.agent.faults import ENV
 
 
 @pytest.mark.parametrize("name", ["h1/evil", "..", "_x", "a b", "a" * 254])
@@ -24,9 +23,3 @@ def test_the_default_from_netplug_hostname_is_checked_too(monkeypatch, capsys):
 def test_a_fully_qualified_host_name_is_fine():
     assert parse_args(["--host-name", "node-1.example.com"]).host_name == "node-1.example.com"
 
-
-def test_malformed_failure_points_are_refused_with_their_variable(monkeypatch, capsys):
-    monkeypatch.setenv(ENV, "overlay")
-    with pytest.raises(SystemExit):
-        parse_args([])
-    assert f"{ENV}: expected NAME=COUNT" in capsys.readouterr().err

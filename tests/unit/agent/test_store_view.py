@@ -1,6 +1,6 @@
 """The agent's store view: one watch on a real SQLite store, fanned out to parts
 that run under a real supervisor. A part is killed through the named seam
-(``Faults``) and comes back with a full view while the others keep being fed.
+(``netplug.faults``) and comes back with a full view while the others keep being fed.
 The waits are on the parts' own records (a condition), bounded in time."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from netplug import faults
 from netplug.agent import store_view
-from netplug.agent.faults import ENV, Faults, InjectedFault
-from netplug.agent.store_view import Delta, Feed, Full, StoreView, Update
+from netplug.agent.store_view import Delta, Feed, Full, InjectedFault, StoreView, Update
 from netplug.agent.supervisor import Backoff, Supervisor
 from netplug.ipam.schema import ROOT, Blocks, Hosts, Identity, Names
 from netplug.ipam.store.base import Put, StoreReset
@@ -62,10 +62,10 @@ def store(tmp_path) -> Iterator[SQLiteStore]:
 class Agent:
     """A view and its parts under a supervisor, as netplugd wires them."""
 
-    def __init__(self, store: SQLiteStore, faults: Faults | None = None, trust=None) -> None:
+    def __init__(self, store: SQLiteStore, trust=None) -> None:
         self.statuses: list[bool] = []
         self._status = threading.Condition()
-        self.view = StoreView(store, trust, on_status=self._on_status, faults=faults)
+        self.view = StoreView(store, trust, on_status=self._on_status)
         self.supervisor = Supervisor(QUICK)
         self.parts: dict[str, Recorder] = {}
         self.feeds: dict[str, Feed] = {}
@@ -132,16 +132,18 @@ def test_each_part_gets_a_full_read_then_only_its_own_records(store, agent) -> N
 
 
 def test_a_failing_part_is_restarted_with_a_full_view_while_the_others_are_fed(
-    store, agent
+    store, agent, monkeypatch
 ) -> None:
-    a = agent(faults=Faults({"overlay": 3}))
+    faults.forget()
+    monkeypatch.setenv(faults.ENV, "overlay*3")
+    a = agent()
     overlay, dns = a.part("overlay", HOSTS), a.part("dns", NAMES)
     a.start()
     # Each restart takes a Full from the mirror, and fails on it again, 3 times.
     overlay.wait_for(lambda p: p.runs == 4 and p.updates)
     assert isinstance(overlay.updates[0], Full)
     health = a.supervisor.health()["overlay"]
-    assert health["restarts"] == 3 and "InjectedFault" in health["lastError"]
+    assert health["restarts"] == 3 and health["lastError"].startswith("InjectedFault: ")
     # Meanwhile and since, the other part is fed, and the view never restarted.
     store.put(f"{NAMES}api", b"{}")
     dns.wait_for(lambda p: f"{NAMES}api" in p.held())
@@ -191,20 +193,23 @@ def test_the_view_stops_at_a_store_it_must_not_trust(store, agent) -> None:
 
 
 @pytest.mark.parametrize(
-    ("value", "armed"),
-    [("", {}), ("overlay=2", {"overlay": 2}), ("a=1, b=0", {"a": 1, "b": 0})],
+    ("spec", "fails"),
+    [("overlay*2", 2), ("overlay*0", 0), ("overlay", 5), ("masq, overlay*1:bug", 1)],
 )
-def test_faults_from_the_environment(value, armed) -> None:
-    faults = Faults.from_env({ENV: value})
-    faults.hit("unarmed")
-    for name, count in armed.items():
-        for _ in range(count):
-            with pytest.raises(InjectedFault):
-                faults.hit(name)
-        faults.hit(name)  # used up
+def test_a_counted_point_fails_its_first_visits(monkeypatch, spec, fails) -> None:
+    faults.forget()
+    monkeypatch.setenv(faults.ENV, spec)
+    failed = 0
+    for _ in range(5):
+        try:
+            faults.check("overlay", InjectedFault)
+        except RuntimeError:  # InjectedFault, or RuntimeError for :bug
+            failed += 1
+    assert failed == fails
+    faults.check("dns-registry", InjectedFault)  # not named
 
 
-@pytest.mark.parametrize("value", ["overlay", "overlay=x", "=3", "overlay=-1"])
-def test_malformed_faults_are_refused(value) -> None:
-    with pytest.raises(ValueError, match=ENV):
-        Faults.from_env({ENV: value})
+def test_a_malformed_count_is_refused(monkeypatch) -> None:
+    monkeypatch.setenv(faults.ENV, "overlay*x")
+    with pytest.raises(ValueError, match=faults.ENV):
+        faults.check("overlay", InjectedFault)
