@@ -105,9 +105,7 @@ class AgentDNS:
                 mirror(blocks, update)
             if updates:
                 bad: records.Bad = {}
-                held: dict[str, dict[Network, str]] = {}
-                for network, block, owner in records.readable(blocks.values(), records.block, bad):
-                    held.setdefault(network, {})[block] = owner
+                held = records.blocks_by_network(blocks.values(), bad)
                 self.bad_records.report(PART, bad)
                 self.sync(held)
 

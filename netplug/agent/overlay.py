@@ -59,10 +59,8 @@ def view_of(kvs: Iterable[KeyValue]) -> View:
     vteps: dict[str, list[Vtep]] = defaultdict(list)
     for vtep in records.readable(by_kind[records.VTEPS], records.vtep, bad):
         vteps[vtep.network].append(vtep)
-    blocks: dict[str, dict[Network, str]] = defaultdict(dict)
-    for network, block, owner in records.readable(by_kind[records.BLOCKS], records.block, bad):
-        blocks[network][block] = owner
-    return View(live, dict(vteps), dict(blocks), bad)
+    blocks = records.blocks_by_network(by_kind[records.BLOCKS], bad)
+    return View(live, dict(vteps), blocks, bad)
 
 
 class Overlay:

@@ -47,6 +47,14 @@ def readable(kvs: Iterable[KeyValue], parse: Callable[[KeyValue], T], bad: Bad) 
             bad[kv.key] = (kv.mod_revision, f"{type(e).__name__}: {e}")
 
 
+def blocks_by_network(kvs: Iterable[KeyValue], bad: Bad) -> dict[str, dict[Network, str]]:
+    """network -> block -> the host that holds it, of the block records in ``kvs``."""
+    held: dict[str, dict[Network, str]] = {}
+    for network, cidr, owner in readable(kvs, block, bad):
+        held.setdefault(network, {})[cidr] = owner
+    return held
+
+
 class BadRecords:
     """The records each part skips: each version logged and counted once, the
     current ones reported in health (until they are fixed or deleted)."""
