@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from netplug.ipam import policies
 from netplug.ipam.schema import Policies
-from netplug.policy.model import parse
+from netplug.policy.model import PolicyError, parse, parse_document
 
 
 def docs(*names: str):
@@ -47,3 +49,50 @@ def test_a_record_that_does_not_parse_is_skipped(store):
     store.put(Policies.key("bad"), b'{"name": "bad"}')
     store.put(Policies.key("junk"), b"\xff")
     assert [p.name for p in policies.read(store)] == ["a"]
+
+
+def many(count: int, glob_bytes: int = 0):
+    """``count`` policies, each selecting one glob of about ``glob_bytes`` bytes in
+    names of 60 characters (the names' list makes the stored size)."""
+    globs = ["n" * 60] * (glob_bytes // 63)
+    select = {"names": globs} if globs else {}
+    # parse_document: past the 1 MiB a document may take, for apply's own limits.
+    return parse_document(
+        [{"name": f"p{i:04d}", "network": "blue", "select": select} for i in range(count)], {"blue"}
+    )
+
+
+def stored_size(found) -> int:
+    return sum(len(Policies.key(p.name)) + len(Policies.encode(p)) for p in found)
+
+
+def test_as_many_policies_as_one_etcd_transaction_holds_are_applied(store):
+    found = many(policies.MAX_PER_APPLY)
+    revision = policies.apply(store, found)
+    kvs = store.range(Policies.PREFIX, prefix=True).kvs
+    assert len(kvs) == policies.MAX_PER_APPLY and {kv.mod_revision for kv in kvs} == {revision}
+
+
+def test_a_near_limit_set_is_applied(store):
+    found = many(policies.MAX_PER_APPLY, glob_bytes=10_150)
+    assert policies.MAX_APPLY_BYTES - 10_000 < stored_size(found) <= policies.MAX_APPLY_BYTES
+    policies.apply(store, found)
+    assert len(policies.read(store)) == policies.MAX_PER_APPLY
+
+
+@pytest.mark.parametrize(
+    ("count", "glob_bytes", "message"),
+    [
+        (policies.MAX_PER_APPLY + 1, 0, "expected at most 128 policies (one store transaction"),
+        (100, 14_000, "expected policies of at most 1310720 bytes as stored"),
+    ],
+    ids=["too-many", "too-large"],
+)
+def test_a_set_larger_than_one_transaction_is_refused_whole(store, count, glob_bytes, message):
+    found = many(count, glob_bytes)
+    revision = store.status()
+    with pytest.raises(PolicyError, match="split the document into several") as refused:
+        policies.apply(store, found)
+    assert message in str(refused.value)
+    assert store.range(Policies.PREFIX, prefix=True).kvs == []
+    assert store.status() == revision
