@@ -22,6 +22,7 @@ from netplug.names import ID_RULE, NETWORK_NAME, cli_type, is_id
 from netplug.policy.model import MAX_DOCUMENT, Policy, PolicyError, parse, too_big
 
 NOT_REPORTED = "-"  # no agent reports counters yet
+NOT_ENFORCED = "stored; not enforced yet: netplugd enforces policies from a later version"
 POLICY_NAME = cli_type(is_id, "policy name", ID_RULE)
 
 
@@ -42,16 +43,19 @@ def read_document(source: str, stdin: BinaryIO) -> bytes:
 
 def cmd_apply(store: Store, args: argparse.Namespace) -> int:
     try:
-        found = parse(read_document(args.file, sys.stdin.buffer), networks.networks(store).keys())
-    except OSError as e:
-        return _fail(f"policy apply: cannot read {args.file}: {e.strerror or e}")
+        try:
+            data = read_document(args.file, sys.stdin.buffer)
+        except OSError as e:
+            return _fail(f"policy apply: cannot read {args.file}: {e.strerror or e}")
+        found = parse(data, networks.networks(store).keys())
+        revision = policies.apply(store, found)
     except PolicyError as e:
         where = "stdin" if args.file == "-" else args.file
         for problem in e.errors:
             print(f"netplugctl: policy apply {where}: {problem}", file=sys.stderr)
         print("netplugctl: nothing was applied", file=sys.stderr)
         return 1
-    revision = policies.apply(store, found)
+    print(f"netplugctl: warning: {NOT_ENFORCED}", file=sys.stderr)
     rows = [{"policy": p.name, "network": p.network, "revision": revision} for p in found]
     render(rows, ["policy", "network", "revision"], as_json=args.json)
     return 0

@@ -10,6 +10,7 @@ import pytest
 from netplug.ctl.main import main
 from netplug.ipam import networks, policies
 from netplug.ipam.schema import NetworkRecord, Policies
+from netplug.policy.model import MAX_DOCUMENT
 
 HEADERS = ["NAME", "NETWORK", "SELECT", "INGRESS", "EGRESS", "ALLOWED", "DROPPED"]
 GOOD = {"name": "db-in", "network": "blue", "select": {"names": ["db"]}, "ingress": []}
@@ -141,3 +142,42 @@ def test_a_record_that_does_not_read_is_named_not_a_traceback(url, store, capsys
     assert "policy show: policy record: " in capsys.readouterr().err
     assert main(["--store", url, "policy", "list", "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == []  # skipped, logged
+
+
+def test_apply_warns_that_policies_are_not_enforced_yet(url, tmp_path, capsys):
+    assert apply(url, tmp_path, GOOD) == 0
+    err = capsys.readouterr().err
+    assert (
+        "netplugctl: warning: stored; not enforced yet: netplugd enforces policies "
+        "from a later version"
+    ) in err
+
+
+def near_limit(count: int) -> list[dict]:
+    """``count`` policies whose document comes near the 1 MiB a document may take."""
+    globs = ["n" * 60] * 129  # about 8 KB a policy
+    return [
+        {"name": f"p{i:04d}", "network": "blue", "select": {"names": globs}} for i in range(count)
+    ]
+
+
+def test_a_document_of_as_many_policies_as_one_transaction_holds_is_applied(
+    url, store, tmp_path, capsys
+):
+    document = json.dumps(near_limit(policies.MAX_PER_APPLY), separators=(",", ":")).encode()
+    assert MAX_DOCUMENT - 5_000 < len(document) <= MAX_DOCUMENT
+    assert apply(url, tmp_path, document) == 0
+    assert len(policies.read(store)) == policies.MAX_PER_APPLY
+
+
+def test_a_document_of_more_policies_than_one_transaction_holds_is_refused(
+    url, store, tmp_path, capsys
+):
+    revision = store.status()
+    assert apply(url, tmp_path, [{**GOOD, "name": f"p{i}"} for i in range(129)]) == 1
+    err = capsys.readouterr().err
+    assert "document: expected at most 128 policies (one store transaction" in err
+    assert "split the document into several (each is applied whole), got 129" in err
+    assert err.rstrip().endswith("netplugctl: nothing was applied")
+    assert store.range(Policies.PREFIX, prefix=True).kvs == []
+    assert store.status() == revision
