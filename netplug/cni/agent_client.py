@@ -12,6 +12,7 @@ from netplug.cni import agent_wire as wire
 # its own without any path on disk, and a stale one vanishes with its process.
 SOCKET_NAME = "\0netplugd"
 REPLY_TIMEOUT = 10.0
+CONNECT_RETRY, MAX_CONNECT_RETRY = 0.002, 0.05  # seconds between tries on a full backlog
 FORWARDED_PREFIXES = ("CNI_", "NETPLUG_")
 # CLOCK_MONOTONIC (system-wide) instant after which this plugin no longer waits:
 # the agent does not start a call whose caller has already given up.
@@ -63,18 +64,19 @@ def query(
 def _exchange(
     frame: bytes, timeout: float, socket_name: str
 ) -> tuple[int | None, str, str, bytes] | None:
+    """One call, all of it (connect, send, the whole reply) within ``timeout``."""
+    deadline = time.monotonic() + timeout
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
     try:
-        try:
-            sock.connect(socket_name)
-        except (FileNotFoundError, ConnectionRefusedError):
+        sock.settimeout(timeout)  # before connect: a full backlog must not block for ever
+        if not _connect(sock, socket_name, deadline):
             return None
-        sock.settimeout(timeout)
         started = time.monotonic()
         try:
+            sock.settimeout(max(deadline - started, 0.001))
             sock.sendall(frame)
             sock.shutdown(_socket.SHUT_WR)
-            data = _read_all(sock)
+            data = _read_all(sock, deadline)
         except TimeoutError as e:
             raise AgentTimeout(
                 f"netplugd did not answer within {timeout:g} s: it is overloaded or stuck "
@@ -85,6 +87,29 @@ def _exchange(
         return _decoded(data, started)
     finally:
         sock.close()
+
+
+def _connect(sock: _socket.socket, socket_name: str, deadline: float) -> bool:
+    """Connect (True), or find that no agent listens (False). A unix socket with a
+    timeout gets EAGAIN at once while the agent's listen backlog is full (its
+    workers are all busy): that is retried, briefly apart, until ``deadline``."""
+    pause = CONNECT_RETRY
+    while True:
+        try:
+            sock.connect(socket_name)
+            return True
+        except (FileNotFoundError, ConnectionRefusedError):
+            return False
+        except BlockingIOError as e:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AgentTimeout(
+                    "netplugd took no call for the whole wait (its queue of calls stayed "
+                    "full: it is overloaded or stuck); nothing was done: try again later, "
+                    "and see netplugd's log"
+                ) from e
+            time.sleep(min(pause, left))
+            pause = min(2 * pause, MAX_CONNECT_RETRY)
 
 
 def _decoded(data: bytes, started: float) -> tuple[int | None, str, str, bytes]:
@@ -107,8 +132,16 @@ def _gone(what: str, started: float) -> AgentGone:
     )
 
 
-def _read_all(sock: _socket.socket) -> bytes:
+def _read_all(sock: _socket.socket, deadline: float) -> bytes:
+    """The whole reply, which must have arrived by ``deadline`` (a reply that
+    trickles in must not stretch the wait past it)."""
     chunks = []
-    while chunk := sock.recv(65536):
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the reply did not arrive in time")
+        sock.settimeout(left)
+        chunk = sock.recv(65536)
+        if not chunk:
+            return b"".join(chunks)
         chunks.append(chunk)
-    return b"".join(chunks)

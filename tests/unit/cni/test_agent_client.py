@@ -4,9 +4,11 @@ call and then answers, hangs up, resets or sends a torn reply."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 
@@ -33,6 +35,17 @@ def reply(data: bytes) -> Callable[[socket.socket], None]:
     return send
 
 
+def trickles(conn: socket.socket) -> None:
+    """Reads the call, then sends a byte of a reply every 0.1 s, never all of it."""
+    read_call(conn)
+    for _ in range(100):
+        try:
+            conn.send(b"0")
+        except OSError:  # the plugin gave up: good
+            return
+        time.sleep(0.1)
+
+
 AGENTS: dict[str, Callable[[socket.socket], None]] = {
     "answers": reply(wire.encode_reply(0, "/log", "ADD ok", b"{}")),
     "hangs-up": read_call,
@@ -41,6 +54,7 @@ AGENTS: dict[str, Callable[[socket.socket], None]] = {
     "resets": lambda conn: conn.recv(1),
     "tears-its-reply": reply(b"0\n/var/log/netpl"),
     "sends-garbage": reply(b"\x00\xffnot a reply at all"),
+    "trickles": trickles,
 }
 
 
@@ -107,6 +121,66 @@ def test_an_agent_that_never_answers_times_out():
         listener.listen(1)  # accepted by the kernel, never by anyone
         with pytest.raises(client.AgentTimeout, match=r"did not answer within 0\.5 s"):
             client.call(ADD, CONF, 0.5, name)
+
+
+@contextlib.contextmanager
+def full_backlog() -> Iterator[tuple[str, socket.socket]]:
+    """A listener that accepts nothing, its backlog filled (as when every worker
+    of the agent is stuck): a blocking connect would wait for room for ever."""
+    name = f"\0netplugd-test-{uuid.uuid4().hex}"
+    queued: list[socket.socket] = []
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+        listener.bind(name)
+        listener.listen(0)
+        try:
+            for _ in range(64):  # bounded: listen(0) holds one
+                waiting = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                queued.append(waiting)
+                waiting.setblocking(False)
+                try:
+                    waiting.connect(name)
+                except BlockingIOError:
+                    break
+            else:
+                pytest.fail("the listen backlog never filled")
+            yield name, listener
+        finally:
+            for waiting in queued:
+                waiting.close()
+
+
+def test_a_full_listen_backlog_is_code_11_within_the_deadline():
+    with full_backlog() as (name, _listener):
+        started = time.monotonic()
+        with pytest.raises(client.AgentTimeout, match=r"took no call .* nothing was done"):
+            client.call(ADD, CONF, 0.5, name)
+        assert 0.5 <= time.monotonic() - started < 2.5
+
+
+def test_a_call_waiting_on_a_full_backlog_goes_through_once_there_is_room():
+    replies: list = []
+    with full_backlog() as (name, listener):
+        caller = threading.Thread(target=lambda: replies.append(client.call(ADD, CONF, 10, name)))
+        caller.start()
+        listener.settimeout(10)
+        try:
+            listener.accept()[0].close()  # the connection queued first: room for the call
+            conn, _ = listener.accept()
+            with conn:
+                conn.settimeout(10)
+                read_call(conn)
+                conn.sendall(wire.encode_reply(0, "/log", "ADD ok", b"{}"))
+        finally:
+            caller.join(10)
+    assert replies == [(0, "/log", "ADD ok", b"{}")]
+
+
+def test_a_reply_that_trickles_in_does_not_stretch_the_wait(agent):
+    name = agent("trickles")
+    started = time.monotonic()
+    with pytest.raises(client.AgentTimeout, match=r"did not answer within 0\.5 s"):
+        client.call(ADD, CONF, 0.5, name)
+    assert time.monotonic() - started < 2.5  # one deadline, not one per recv
 
 
 def test_the_plugins_error_for_it_is_code_11_and_goes_to_the_log_file(tmp_path):
