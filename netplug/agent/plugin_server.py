@@ -21,9 +21,11 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 
 from netplug.agent.metrics import AgentMetrics
+from netplug.cni import MAX_STDIN
 from netplug.cni import agent_wire as wire
 from netplug.cni.agent_client import DEADLINE, HEALTH, QUERY, SOCKET_NAME
 from netplug.cni.dispatch import Reply
+from netplug.cni.errors import DECODE_FAILURE
 from netplug.cni.handler import handle
 from netplug.cni.netconf import NetConf
 from netplug.host import Host
@@ -129,7 +131,13 @@ class PluginServer:
             if uid != 0:  # only root can have run a plugin that configures the host
                 log.warning("refused a plugin call from pid %d (uid %d, not root)", pid, uid)
                 return
-            env, stdin = wire.decode_call(_read_within(conn, READ_TIMEOUT))
+            try:
+                call = _read_within(conn, READ_TIMEOUT, wire.MAX_CALL)
+            except CallTooLarge as e:
+                log.warning("refused a plugin call from pid %d: %s", pid, e)
+                conn.sendall(_refusal(str(e)))
+                return
+            env, stdin = wire.decode_call(call)
             if QUERY in env:
                 conn.sendall(self._answer_query(env[QUERY]))
                 return
@@ -198,11 +206,24 @@ def _peer(conn: socket.socket) -> tuple[int, int]:
     return pid, uid
 
 
-def _read_within(conn: socket.socket, seconds: float) -> bytes:
-    """The whole call, which must arrive within ``seconds``: a client that
-    trickles bytes must not hold a worker (the agent has WORKERS of them)."""
+class CallTooLarge(ValueError):
+    """A call longer than any plugin sends."""
+
+
+def _refusal(why: str) -> bytes:
+    """The reply to a call that is not read: a CNI error (exit status 1)."""
+    error = {"cniVersion": "1.1.0", "code": DECODE_FAILURE, "msg": f"call refused: {why}"}
+    return wire.encode_reply(1, "", f"invalid call: {why}", json.dumps(error).encode())
+
+
+def _read_within(conn: socket.socket, seconds: float, limit: int) -> bytes:
+    """The whole call, which must arrive within ``seconds`` and hold at most
+    ``limit`` bytes: a client that trickles bytes must not hold a worker (the
+    agent has WORKERS of them), nor one that sends without end its memory.
+    Raises CallTooLarge as soon as more has come."""
     deadline = time.monotonic() + seconds
     chunks = []
+    size = 0
     while True:
         left = deadline - time.monotonic()
         if left <= 0:
@@ -211,4 +232,7 @@ def _read_within(conn: socket.socket, seconds: float) -> bytes:
         chunk = conn.recv(RECV_SIZE)
         if not chunk:
             return b"".join(chunks)
+        size += len(chunk)
+        if size > limit:
+            raise CallTooLarge(f"more than {limit} bytes (stdin at most {MAX_STDIN})")
         chunks.append(chunk)

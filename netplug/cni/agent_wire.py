@@ -15,7 +15,13 @@ and summary are single lines by construction.
 
 from __future__ import annotations
 
+from netplug.cni import MAX_STDIN
+
 DECLINED = b"declined"
+MAX_ENV = 1 << 20  # the forwarded CNI_*/NETPLUG_* entries: a CNI_ARGS is a few KB
+# The longest call a plugin sends: the header line, the environment, and stdin
+# up to a byte past MAX_STDIN (which the parser then refuses, code 6).
+MAX_CALL = 24 + MAX_ENV + MAX_STDIN + 1
 
 
 def encode_call(env: dict[str, str], stdin: bytes) -> bytes:

@@ -4,6 +4,7 @@ On an abstract unix socket of the test's own name (no namespace, no root):
 VERSION needs neither store nor netlink.
 """
 
+import contextlib
 import json
 import socket
 import threading
@@ -16,6 +17,7 @@ from prometheus_client import CollectorRegistry
 from netplug.agent import plugin_server
 from netplug.agent.metrics import AgentMetrics
 from netplug.agent.plugin_server import PluginServer
+from netplug.cni import MAX_STDIN
 from netplug.cni import agent_client as client
 from netplug.cni import agent_wire as wire
 from netplug.locks import KeyedLocks
@@ -167,3 +169,38 @@ def test_keyed_locks_are_dropped_when_unused() -> None:
     with locks.held("a"), locks.held("b"):
         assert len(locks) == 2
     assert len(locks) == 0
+
+
+def test_a_call_longer_than_any_plugin_sends_is_refused_unread(serve, monkeypatch, caplog):
+    monkeypatch.setattr(wire, "MAX_CALL", 4096)
+    name = serve(workers=1)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.connect(name)
+        sock.settimeout(5)
+        sock.sendall(wire.encode_call(VERSION, b" " * 65536))  # and no end of it
+        status, _log, summary, stdout = wire.decode_reply(read_reply(sock))
+    assert status == 1 and summary == "invalid call: more than 4096 bytes (stdin at most 16777216)"
+    error = json.loads(stdout)
+    assert error["code"] == 6 and error["msg"].startswith("call refused: more than 4096 bytes")
+    assert "refused a plugin call from pid" in caplog.text
+    assert version(name)[0] == 0  # the worker serves on
+
+
+def read_reply(sock: socket.socket) -> bytes:
+    """Everything until the agent closes the connection (bounded by the socket's
+    timeout). Closed with the call's rest unread, its end resets ours after the reply."""
+    chunks = []
+    with contextlib.suppress(ConnectionResetError):
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def test_the_longest_call_a_plugin_sends_is_read_and_answered(serve):
+    """stdin a byte past MAX_STDIN: within the cap, refused by the parser (code 6)."""
+    name = serve(workers=1)
+    status, _log, _summary, stdout = client.call(
+        VERSION, b" " * (MAX_STDIN + 1), timeout=10, socket_name=name
+    )
+    assert status == 1
+    assert "stdin holds more than 16 MiB" in json.loads(stdout)["msg"]
