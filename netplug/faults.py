@@ -19,41 +19,88 @@ lookup in the environment. Point names:
 
 ``POINT*N`` fails only the first N times the process reaches ``POINT``: a
 part under netplugd's supervisor then fails N runs and recovers.
+
+The spec is parsed once per process (once per value, for tests that change
+it): netplugd checks it at start-up and refuses to start on a malformed one,
+the plugin answers a CNI error (code 4) before it changes anything; both log
+a WARNING when faults are armed.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TypeVar
 
 ENV = "NETPLUG_FAULTS"
 T = TypeVar("T")
+FORM = "POINT[*COUNT][:bug] items separated by commas"
+_ITEM = re.compile(r"(?P<point>[a-z][a-z0-9_. -]*?)(?:\*(?P<times>[0-9]+))?(?::(?P<bug>bug))?")
 
 _reached: dict[str, int] = {}  # how often this process reached each counted point
 _lock = threading.Lock()
+_parsed: tuple[str, tuple[Fault, ...]] | None = None  # (spec, its faults): parsed once
+
+
+class FaultSpecError(ValueError):
+    """``NETPLUG_FAULTS`` does not read; the message names the item and the form."""
+
+
+@dataclass(frozen=True, slots=True)
+class Fault:
+    point: str
+    times: int | None = None  # fail the first ``times`` visits; None: every one
+    bug: bool = False  # raise RuntimeError (a bug) instead of the point's own error
+
+
+def parse(spec: str) -> tuple[Fault, ...]:
+    """The faults of a spec (see the module). Raises FaultSpecError."""
+    faults = []
+    for item in spec.split(","):
+        found = _ITEM.fullmatch(item.strip())
+        if found is None:
+            raise FaultSpecError(f"{ENV}: expected {FORM}, got {item.strip()!r} in {spec!r}")
+        times = None if found["times"] is None else int(found["times"])
+        faults.append(Fault(found["point"], times, bool(found["bug"])))
+    return tuple(faults)
+
+
+def armed() -> tuple[Fault, ...]:
+    """The faults this process's environment arms (none when unset), parsed once
+    per value. Raises FaultSpecError for a malformed spec."""
+    global _parsed
+    spec = os.environ.get(ENV, "")
+    if not spec.strip():
+        return ()
+    parsed = _parsed
+    if parsed is None or parsed[0] != spec:
+        parsed = _parsed = (spec, parse(spec))
+    return parsed[1]
+
+
+def notice() -> str:
+    """The WARNING to log once when faults are armed ("": none are). Raises
+    FaultSpecError for a malformed spec: check it where a process starts."""
+    return f"fault injection armed: {ENV}={os.environ[ENV]}" if armed() else ""
 
 
 def check(point: str, error: type[Exception]) -> None:
     """Raise ``error`` (RuntimeError for ``POINT:bug``) when ``NETPLUG_FAULTS`` names ``point``."""
-    spec = os.environ.get(ENV)
-    if not spec:
+    if not os.environ.get(ENV):
         return
-    for item in spec.split(","):
-        name, _, kind = item.strip().partition(":")
-        name, counted, times = name.partition("*")
-        if name == point and (not counted or _count(point, times)):
-            raise (RuntimeError if kind == "bug" else error)(f"injected failure in {point}")
+    for fault in armed():
+        if fault.point == point and (fault.times is None or _count(point, fault.times)):
+            raise (RuntimeError if fault.bug else error)(f"injected failure in {point}")
 
 
-def _count(point: str, times: str) -> bool:
+def _count(point: str, times: int) -> bool:
     """Whether a ``POINT*times`` point fails this time (its first ``times`` visits)."""
-    if not times.isdigit():
-        raise ValueError(f"{ENV}: expected {point}*COUNT, got {point}*{times}")
     with _lock:
         _reached[point] = _reached.get(point, 0) + 1
-        return _reached[point] <= int(times)
+        return _reached[point] <= times
 
 
 def forget() -> None:

@@ -29,6 +29,7 @@ import sys
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from netplug import faults
 from netplug.agent import dns as agent_dns
 from netplug.agent import overlay as agent_overlay
 from netplug.agent.dns import AgentDNS
@@ -245,6 +246,12 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    try:
+        if armed := faults.notice():
+            log.warning("%s", armed)
+    except faults.FaultSpecError as e:
+        log.error("refusing to start: %s", e)
+        return 2
     try:
         event_loop_runner()(run(args))  # uvloop: the DNS containers use is served here
     except StoreReset as e:

@@ -27,7 +27,7 @@ logs go to the file named by "logFile" (default /var/log/netplug/netplug.log).
 When netplugd runs on the host, calls are handed to it; see README.md.
 """
 VERSIONS = "0.1.0, 0.2.0, 0.3.0, 0.3.1, 0.4.0, 1.0.0, 1.1.0"
-TRY_AGAIN_LATER = 11
+INVALID_ENV, TRY_AGAIN_LATER = 4, 11  # CNI error codes (errors.py is not imported: start-up)
 DEFAULT_LOG_FILE = "/var/log/netplug/netplug.log"  # NetConf.log_file (not imported: start-up)
 
 
@@ -63,10 +63,17 @@ def main() -> int:
 def _in_process(env: dict[str, str], stdin: bytes) -> tuple[int, str, str, bytes]:
     if env["CNI_COMMAND"] == "VERSION":
         return _version(env, stdin)
+    from netplug import faults
     from netplug.cni import dispatch
     from netplug.cni.handler import NETPLUG
 
+    try:
+        armed = faults.notice()
+    except faults.FaultSpecError as e:  # before anything changes, not at the first point
+        return _error_reply(env, stdin, INVALID_ENV, str(e))
     reply = dispatch.handle_in_process(NETPLUG, env, stdin)
+    if armed:
+        logfile.append(reply.log_file, f"WARNING {armed}")
     return reply.exit_code, reply.log_file, reply.summary, reply.stdout
 
 

@@ -120,3 +120,33 @@ def test_an_undo_that_cannot_reach_the_store_defers_the_release(plain_host, cont
     attachments = plain_host.records("/netplug/attachments/")
     assert [key.rsplit("/", 2)[1] for key in attachments] == ["c2"]
     assert not PendingReleases(conf["runDir"], conf["hostName"])
+
+
+def test_a_malformed_fault_spec_is_a_cni_error_before_anything_changes(plain_host, containers):
+    conf = plain_host.conf()
+    ctr = containers()
+    failed = add_failing(plain_host, ctr, conf, "create_pair*x")
+    error = assert_error_reply(failed, "NETPLUG_FAULTS: expected POINT[*COUNT][:bug]")
+    assert error["code"] == 4
+    assert_nothing_left(plain_host, ctr)
+
+
+def test_armed_faults_are_logged_in_the_plugin_log_file(plain_host, containers):
+    conf = plain_host.conf()
+    plain_host.call(
+        "ADD", conf, container_id="c1", netns=containers(), env={"NETPLUG_FAULTS": "release*0"}
+    )
+    log = plain_host.log_file.read_text()
+    assert "WARNING fault injection armed: NETPLUG_FAULTS=release*0" in log
+
+
+def test_netplugd_logs_armed_faults_and_refuses_a_malformed_spec(plain_host, monkeypatch):
+    monkeypatch.setenv("NETPLUG_FAULTS", "overlay*0")  # netplugd inherits the environment
+    with plain_host.agent():
+        assert "WARNING netplugd: fault injection armed: NETPLUG_FAULTS=overlay*0" in (
+            plain_host.agent_log()
+        )
+    monkeypatch.setenv("NETPLUG_FAULTS", "overlay*x")
+    refused = pytest.raises(RuntimeError, match=r"exited with 2.*NETPLUG_FAULTS: expected")
+    with refused, plain_host.agent():
+        pass
