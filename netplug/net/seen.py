@@ -5,17 +5,19 @@ gateway addresses, the VXLAN device's addresses, the NAT table) when it did
 that work before. One ``Seen`` per host, owned by ``netplug.host.Host``;
 ``net`` functions read and update it through its methods, never its
 insides. A fact is dropped explicitly when it turns out wrong: a link whose
-index changed takes its addresses with it, and an address the cheap check
-(``is_local``) no longer finds is forgotten and added again. Thread-safe:
-the agent's workers share one.
+index changed takes its addresses with it, and an address that the link no
+longer holds with its prefix (``link_addresses.holds``, a filtered netlink
+dump: tens of microseconds) is forgotten and added again. Thread-safe: the
+agent's workers share one.
 """
 
 from __future__ import annotations
 
-import socket
 import threading
 from ipaddress import IPv4Interface, IPv6Interface
 from typing import TYPE_CHECKING
+
+from netplug.net.link_addresses import holds
 
 if TYPE_CHECKING:  # links imports pyroute2; netplug-ipam's start-up path holds a Host
     from netplug.net.links import Link
@@ -56,13 +58,17 @@ class Seen:
     # -- addresses ----------------------------------------------------------------
 
     def has_address(self, index: int, address: Interface) -> bool:
-        """Whether this process put ``address`` on link ``index`` and it is still
-        on the host (``is_local``, microseconds); a fact found wrong is dropped."""
+        """Whether this process put ``address`` on link ``index`` and that link
+        still holds it with its prefix (asked of the kernel each time, as cheaply
+        as it answers); a fact found wrong is dropped."""
         with self._lock:
             if (index, address) not in self._addresses:
                 return False
-        if is_local(address):
-            return True
+        try:
+            if holds(index, address):
+                return True
+        except OSError:  # no answer: adding it again is harmless (EEXIST), missing it is not
+            pass
         self.forget_address(index, address)
         return False
 
@@ -94,18 +100,3 @@ class Seen:
             self._links.clear()
             self._addresses.clear()
             self._masq.clear()
-
-
-def is_local(address: Interface) -> bool:
-    """Whether ``address`` is assigned in this thread's network namespace: a UDP
-    bind(2), which the kernel refuses (EADDRNOTAVAIL) for an address no
-    interface holds. Microseconds, where reading the bridge's addresses back
-    costs about a millisecond in pyroute2. With ``ip_nonlocal_bind`` set in
-    the namespace every bind succeeds, and the check trusts the cache."""
-    family = socket.AF_INET if address.version == 4 else socket.AF_INET6
-    with socket.socket(family, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
-        try:
-            s.bind((str(address.ip), 0))
-        except OSError:
-            return False
-    return True
