@@ -6,6 +6,7 @@ VERSION needs neither store nor netlink.
 
 import contextlib
 import json
+import select
 import socket
 import threading
 import time
@@ -110,14 +111,20 @@ def test_a_client_that_trickles_its_call_does_not_hold_the_worker(serve, monkeyp
     try:
         slow.connect(name)
         started = time.monotonic()
-        for _ in range(10):  # a byte every 0.2 s, never the end of the call
+        hung_up = False
+        for _ in range(50):  # a byte every 0.1 s, never the end of the call
             try:
                 slow.send(b"1")
-            except OSError:  # the agent hung up on it: good
+                # The pace of the trickle, and the wait for the agent's hang-up.
+                if select.select([slow], [], [], 0.1)[0]:
+                    hung_up = slow.recv(1) == b""
+                    break
+            except OSError:  # reset: the agent hung up with bytes unread; good
+                hung_up = True
                 break
-            time.sleep(0.2)
-        assert version(name)[0] == 0
+        assert hung_up
         assert time.monotonic() - started < 4  # READ_TIMEOUT 0.5 s, plus a loaded machine
+        assert version(name)[0] == 0
     finally:
         slow.close()
 
@@ -137,31 +144,62 @@ def test_a_call_its_plugin_gave_up_on_is_not_started(serve, monkeypatch, caplog)
     assert "skipped a VERSION of c1/- its plugin stopped waiting for" in caplog.text
 
 
-def test_calls_for_one_attachment_run_one_at_a_time(serve, monkeypatch):
-    """A DEL sent after the runtime gave up on an ADD waits for that ADD."""
-    name = serve(workers=4)
-    spans: dict[str, list[tuple[float, float]]] = {}
-    real = plugin_server.handle
+def test_calls_for_one_attachment_run_one_at_a_time(monkeypatch):
+    """A DEL sent after the runtime gave up on an ADD waits for that ADD: the
+    second call of "a" arrives while the first is held, and starts only after
+    it; "b" runs beside them."""
+    monkeypatch.setattr(plugin_server, "WORKERS", 4)
+    name = f"\0netplugd-test-{uuid.uuid4().hex}"
+    server = PluginServer(None, AgentMetrics(CollectorRegistry()), socket_name=name)
+    arrived: list[str] = []  # calls at the attachment lock, in order
+    started: list[str] = []  # calls past it, in the handler
+    release = threading.Event()
+    real_lock, real_handle = server._one_at_a_time, plugin_server.handle
 
-    def slow(env, *rest):
-        begun = time.monotonic()
-        time.sleep(0.3)
-        spans.setdefault(env["CNI_CONTAINERID"], []).append((begun, time.monotonic()))
-        return real(env, *rest)
+    def at_the_lock(env):
+        arrived.append(env["CNI_CONTAINERID"])
+        return real_lock(env)
 
-    monkeypatch.setattr(plugin_server, "handle", slow)
-    calls = [{**VERSION, "CNI_CONTAINERID": c, "CNI_IFNAME": "eth0"} for c in ("a", "a", "b")]
-    threads = [
-        threading.Thread(target=client.call, args=(env, STDIN), kwargs={"socket_name": name})
-        for env in calls
-    ]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(10)
-    (first, second), (other,) = sorted(spans["a"]), spans["b"]
-    assert second[0] >= first[1]  # "a" twice: one after the other
-    assert other[0] < max(first[1], second[1])  # "b" ran beside them
+    def held(env, *rest):
+        started.append(env["CNI_CONTAINERID"])
+        release.wait(10)
+        return real_handle(env, *rest)
+
+    monkeypatch.setattr(server, "_one_at_a_time", at_the_lock)
+    monkeypatch.setattr(plugin_server, "handle", held)
+    server.start()
+    threads = []
+
+    def send(container: str) -> None:
+        env = {**VERSION, "CNI_CONTAINERID": container, "CNI_IFNAME": "eth0"}
+        threads.append(
+            threading.Thread(target=client.call, args=(env, STDIN), kwargs={"socket_name": name})
+        )
+        threads[-1].start()
+
+    try:
+        send("a")
+        assert wait_for(lambda: started == ["a"])
+        send("a")
+        send("b")
+        assert wait_for(lambda: sorted(arrived) == ["a", "a", "b"] and "b" in started)
+        assert sorted(started) == ["a", "b"]  # the second "a" waits at its lock
+        release.set()
+        assert wait_for(lambda: sorted(started) == ["a", "a", "b"])
+    finally:
+        release.set()
+        for t in threads:
+            t.join(10)
+        server.close()
+
+
+def wait_for(predicate, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
 
 
 def test_keyed_locks_are_dropped_when_unused() -> None:

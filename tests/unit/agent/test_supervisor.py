@@ -4,6 +4,7 @@ through /metrics' collector and the agent's health query on a real socket."""
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 import uuid
@@ -146,12 +147,32 @@ def test_a_loop_that_returns_early_is_restarted(supervisor):
     assert "LoopExited" in supervisor.health()["quits"]["lastError"]
 
 
+class Timed(Flaky):
+    """A Flaky that notes when each run starts (monotonic seconds)."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__(failures)
+        self.starts: list[float] = []
+
+    def __call__(self, stop: threading.Event) -> None:
+        self.starts.append(time.monotonic())
+        super().__call__(stop)
+
+
 def test_a_loop_failing_every_run_is_retried_at_the_bounded_pace(supervisor):
-    flaky = Flaky(failures=10**6)
-    supervisor.start("broken", flaky)
-    time.sleep(1.0)
-    # 0.05 + 0.1 + 0.2 + 0.2 ...: about 6 runs in a second, never a busy loop.
-    assert 3 <= flaky.runs <= 10
+    """Never a busy loop: each restart waits at least the backoff's delay (a
+    loaded machine only makes the waits longer, so lower bounds hold)."""
+    timed = Timed(failures=10**6)
+    supervisor.start("broken", timed)
+    assert wait_for(lambda: len(timed.starts) >= 5)
+    starts = timed.starts[:5]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(starts)]
+    delays, previous = [], None
+    for _ in gaps:  # the runs fail at once: ran_for is about 0
+        previous = QUICK.next_delay(previous, 0.0)
+        delays.append(previous)
+    assert delays == [0.05, 0.1, 0.2, 0.2]  # doubling, then bounded
+    assert all(gap >= delay for gap, delay in zip(gaps, delays, strict=True))
     assert supervisor.health()["broken"]["state"] == FAILING
 
 
