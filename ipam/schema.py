@@ -121,8 +121,26 @@ class BlockKey(NamedTuple):
     block: Network
 
 
-class Blocks:
+class _OneField:
+    """A kind whose record holds one string ``FIELD`` (``KIND`` names it in errors)."""
+
+    FIELD: str
+    KIND: str
+
+    @classmethod
+    def encode(cls, value: str) -> bytes:
+        return encode_json({cls.FIELD: value})
+
+    @classmethod
+    def decode(cls, value: bytes) -> str:
+        return _field(decode_object(value, cls.KIND), cls.FIELD, cls.KIND)
+
+
+class Blocks(_OneField):
+    """The value: the host that holds the block."""
+
     PREFIX = f"{ROOT}blocks/"
+    FIELD, KIND = "host", "block"
 
     @staticmethod
     def prefix(network: str) -> str:
@@ -136,15 +154,6 @@ class Blocks:
     def parse(key: str) -> BlockKey:
         network, address, length = _parts(key, Blocks.PREFIX, 3, "<network>/<block CIDR>")
         return BlockKey(network, _network(f"{address}/{length}", key))
-
-    @staticmethod
-    def encode(host: str) -> bytes:
-        return encode_json({"host": host})
-
-    @staticmethod
-    def decode(value: bytes) -> str:
-        """The host that holds the block."""
-        return _field(decode_object(value, "block"), "host", "block")
 
 
 # -- ips: each used address, under its block --------------------------------------
@@ -348,12 +357,10 @@ class Networks(_OneName):
             raise MalformedRecord(f"network record: {e}") from None
 
 
-class _OneKey:
+class _OneKey(_OneField):
     """A kind with one key, whose record holds one string ``FIELD``."""
 
     KEY: str
-    FIELD: str
-    KIND: str
 
     @classmethod
     def key(cls) -> str:
@@ -363,14 +370,6 @@ class _OneKey:
     def parse(cls, key: str) -> None:
         if key != cls.KEY:
             raise MalformedKey(f"{key!r}: expected {cls.KEY}")
-
-    @classmethod
-    def encode(cls, value: str) -> bytes:
-        return encode_json({cls.FIELD: value})
-
-    @classmethod
-    def decode(cls, value: bytes) -> str:
-        return _field(decode_object(value, cls.KIND), cls.FIELD, cls.KIND)
 
 
 class NetworkRegistry(_OneKey):
