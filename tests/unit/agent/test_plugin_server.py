@@ -14,6 +14,7 @@ import uuid
 
 import pytest
 from prometheus_client import CollectorRegistry
+from waiting import wait_for
 
 from netplug.agent import plugin_server
 from netplug.agent.metrics import AgentMetrics
@@ -191,15 +192,6 @@ def test_calls_for_one_attachment_run_one_at_a_time(monkeypatch):
         for t in threads:
             t.join(10)
         server.close()
-
-
-def wait_for(predicate, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 def test_keyed_locks_are_dropped_when_unused() -> None:

@@ -11,6 +11,7 @@ import uuid
 
 import pytest
 from prometheus_client import CollectorRegistry
+from waiting import wait_for
 
 from netplug.agent.metrics import AgentMetrics
 from netplug.agent.plugin_server import PluginServer
@@ -89,15 +90,6 @@ class Flaky:
             raise RuntimeError(f"injected failure {self.runs}")
         self.healthy_run.set()
         stop.wait()
-
-
-def wait_for(predicate, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 @pytest.fixture
