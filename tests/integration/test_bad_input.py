@@ -52,6 +52,12 @@ class Case:
     bug: str = ""  # a known product bug: the case is a strict xfail
 
 
+def bad_field(name: str, key: str, value: Any, *fixes: str, command: str = "ADD") -> Case:
+    """A config field set to a bad value (code 7): the message names the field,
+    shows the value as JSON, and says each of ``fixes``."""
+    return Case(name, 7, (key, json.dumps(value), *fixes), command=command, conf={key: value})
+
+
 CASES = [
     Case("stdin-not-json", 6, ("stdin", "not valid JSON"), stdin=b'{"cniVersion": "1.0.0",'),
     Case("stdin-a-list", 6, ("stdin", "expected an object"), stdin=b'[{"cniVersion": "1.0.0"}]'),
@@ -86,36 +92,19 @@ CASES = [
     ),
     Case("ipam-section", 2, ('"ipam"', "remove"), conf={"ipam": {"type": "host-local"}}),
     Case("subnet-missing", 7, ("subnet is missing", "10.244.0.0/16"), conf={"subnet": DROP}),
-    Case(
-        "subnet-prefix-33",
-        7,
-        ("subnet", '"10.244.0.0/33"', "a CIDR like"),
-        conf={"subnet": "10.244.0.0/33"},
+    bad_field("subnet-prefix-33", "subnet", "10.244.0.0/33", "a CIDR like"),
+    bad_field(
+        "subnet-host-bits", "subnet", "10.244.1.5/16", "host bits", "did you mean 10.244.0.0/16"
     ),
-    Case(
-        "subnet-host-bits",
-        7,
-        ("subnet", '"10.244.1.5/16"', "host bits", "did you mean 10.244.0.0/16"),
-        conf={"subnet": "10.244.1.5/16"},
-    ),
-    Case(
-        "subnet-ipv6",
-        7,
-        ("subnet", '"fd00:244::/48"', "an IPv4 CIDR", "subnet6"),
-        conf={"subnet": "fd00:244::/48"},
-    ),
+    bad_field("subnet-ipv6", "subnet", "fd00:244::/48", "an IPv4 CIDR", "subnet6"),
     Case(
         "host-block-prefix-below-subnet",
         7,
         ("hostBlockPrefix", "from 16 to 30", "10.244.0.0/16", "got 8"),
         conf={"hostBlockPrefix": 8},
     ),
-    Case(
-        "store-unknown-scheme",
-        7,
-        ("store", "foo://x", "sqlite:///"),
-        conf={"store": "foo://x"},
-    ),
+    # A store URL is shown as a URL, not as JSON.
+    Case("store-unknown-scheme", 7, ("store", "foo://x", "sqlite:///"), conf={"store": "foo://x"}),
     Case(
         "store-relative-sqlite",
         7,
@@ -133,7 +122,7 @@ CASES = [
         ("CNI_NETNS", "plugin's own network namespace", "container's namespace"),
         netns="host",
     ),
-    Case("ip-masq-string", 7, ("ipMasq", "true or false", '"yes"'), conf={"ipMasq": "yes"}),
+    bad_field("ip-masq-string", "ipMasq", "yes", "true or false"),
     # Hostile stdin (issue 9 item 11): always code 6, from either plugin, for any command.
     Case("stdin-nested-1000-deep", 6, ("stdin", "nested too deeply"), stdin=DEEP),
     Case("stdin-nested-1000-deep-del", 6, ("nested too deeply",), command="DEL", stdin=DEEP),
@@ -191,20 +180,9 @@ CASES = [
     Case("del-run-dir-regular-file", 7, ("runDir", FILE), command="DEL", conf={"runDir": FILE}),
     Case("check-run-dir-regular-file", 7, ("runDir", FILE), command="CHECK", conf={"runDir": FILE}),
     # Names that become store keys (item 13): "h1/evil" nested its records under h1.
-    Case(
-        "host-name-slash",
-        7,
-        ("hostName", '"h1/evil"', "letters, digits"),
-        conf={"hostName": "h1/evil"},
-    ),
-    Case(
-        "del-host-name-slash",
-        7,
-        ("hostName", '"h1/evil"'),
-        command="DEL",
-        conf={"hostName": "h1/evil"},
-    ),
-    Case("host-name-dot-dot", 7, ("hostName", '".."'), conf={"hostName": ".."}),
+    bad_field("host-name-slash", "hostName", "h1/evil", "letters, digits"),
+    bad_field("del-host-name-slash", "hostName", "h1/evil", command="DEL"),
+    bad_field("host-name-dot-dot", "hostName", ".."),
     Case("host-name-254-chars", 7, ("hostName", "1 to 253"), conf={"hostName": "h" * 254}),
     Case("log-file-nul", 7, ("logFile", "absolute path"), conf={"logFile": "/tmp/np\u0000.log"}),
 ]
