@@ -12,7 +12,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -21,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from dnslib import QTYPE, RR, A, DNSRecord
+from fake_upstream import FakeUpstream
 
 from netplug.ipam.store.sqlite import SQLiteStore
 
@@ -38,96 +37,6 @@ def wait_until(check: Callable[[], object], timeout: float, what: str) -> object
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(0.02)
-
-
-# -- a fake upstream resolver (UDP and TCP on one loopback port) -----------------
-
-
-class FakeUpstream:
-    """www.example. -> 192.0.2.10; big.example. -> 60 A (TC over plain UDP); else NXDOMAIN."""
-
-    def __init__(self) -> None:
-        self.tcp_queries = 0
-        self._stop = threading.Event()
-
-    def _reply(self, data: bytes, tcp: bool) -> bytes:
-        q = DNSRecord.parse(data)
-        name = str(q.q.qname).lower()
-        r = q.reply()
-        answers = {
-            "www.example.": ["192.0.2.10"],
-            "big.example.": [f"192.0.2.{i}" for i in range(1, 61)],
-        }
-        for a in answers.get(name, []):
-            r.add_answer(RR(q.q.qname, QTYPE.A, ttl=60, rdata=A(a)))
-        if name not in answers:
-            r.header.rcode = 3
-        wire = bytes(r.pack())
-        opt = [rr for rr in q.ar if rr.rtype == QTYPE.OPT]
-        if not tcp and len(wire) > (max(512, opt[0].rclass) if opt else 512):
-            r.rr, r.header.tc = [], 1
-            wire = bytes(r.pack())
-        return wire
-
-    def __enter__(self) -> FakeUpstream:
-        for _ in range(20):
-            self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            self.udp.bind(("127.0.0.1", 0))
-            self.tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            try:
-                self.tcp.bind(("127.0.0.1", self.udp.getsockname()[1]))
-                break
-            except OSError:
-                self.udp.close()
-                self.tcp.close()
-        self.port = self.udp.getsockname()[1]
-        self.tcp.listen(8)
-        self.udp.settimeout(0.05)
-        self.tcp.settimeout(0.05)
-        self.threads = [
-            threading.Thread(target=self._serve_udp, daemon=True),
-            threading.Thread(target=self._serve_tcp, daemon=True),
-        ]
-        for t in self.threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for t in self.threads:
-            t.join(2)
-        self.udp.close()
-        self.tcp.close()
-
-    def _serve_udp(self) -> None:
-        while not self._stop.is_set():
-            try:
-                data, addr = self.udp.recvfrom(65535)
-                self.udp.sendto(self._reply(data, tcp=False), addr)
-            except Exception:  # a fake: whatever it is sent, keep serving
-                continue
-
-    def _serve_tcp(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self.tcp.accept()
-            except TimeoutError:
-                continue
-            with conn:
-                conn.settimeout(2)
-                try:
-                    size = int.from_bytes(conn.recv(2), "big")
-                    data = b""
-                    while len(data) < size:
-                        chunk = conn.recv(size - len(data))
-                        if not chunk:
-                            break
-                        data += chunk
-                    self.tcp_queries += 1
-                    out = self._reply(data, tcp=True)
-                    conn.sendall(len(out).to_bytes(2, "big") + out)
-                except OSError:
-                    continue
 
 
 # -- the server ------------------------------------------------------------------

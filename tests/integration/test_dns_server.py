@@ -75,10 +75,10 @@ def test_truncation_then_tcp(server: Server) -> None:
     assert len(server.short("+bufsize=4096", "big.example")) == 60  # fits the client's EDNS size
     # Without EDNS the upstream truncates: we ask it again over TCP, and hand dig a TC reply
     # (60 records exceed its 512 bytes), after which dig asks us over TCP.
-    before = server.upstream.tcp_queries
+    before = server.upstream.tcp
     cut = server.dig("+noedns", "+ignore", "big.example")
     assert "flags: qr tc rd ra" in cut or re.search(r"flags: qr[a-z ]* tc", cut)
-    assert server.upstream.tcp_queries > before
+    assert server.upstream.tcp > before
     assert len(server.short("+noedns", "big.example")) == 60
 
 

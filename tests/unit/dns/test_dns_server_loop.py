@@ -11,7 +11,6 @@ import pytest
 from dns_testing import (
     ZONE,
     attachment,
-    fake_upstream,
     query,
     rdata,
     registration,
@@ -19,6 +18,7 @@ from dns_testing import (
     udp_ask,
 )
 from dnslib import DNSRecord
+from fake_upstream import fake_upstream
 
 from netplug.dns import server as server_module
 from netplug.dns.registry import Snapshot
