@@ -28,10 +28,9 @@ def ensure_addresses(ipr: IPRoute, index: int, wanted: Iterable[Interface], seen
     """Add each of ``wanted`` to link ``index`` unless ``seen`` knows it is there
     (and the host still has it: a deleted gateway is added again); records
     what it added."""
-    for address in wanted:
-        if not seen.has_address(index, address):
-            add_address(ipr, index, address)
-            seen.saw_address(index, address)
+    for address in seen.missing(index, wanted):
+        add_address(ipr, index, address)
+        seen.saw_address(index, address)
 
 
 def add_address(ipr: IPRoute, index: int, address: Interface) -> None:
