@@ -1,4 +1,4 @@
-"""The DNS server: UDP and TCP listeners on asyncio around the pure resolver.
+"""The DNS server: UDP listeners on threads, TCP on asyncio, around the pure resolver.
 
 A query's path:
 
@@ -14,9 +14,11 @@ A query's path:
 The server owns its listeners and its current snapshot, nothing else: the
 registry follower (``follow``) hands it new snapshots with ``update`` (on the
 event loop), and whoever embeds it (``netplug-dns``, ``netplugd``) adds and
-removes listeners at run time. A listener is ``(host, port, network)``:
-queries that arrive on it are from clients of ``network``, for whom bare
-container names resolve (as aardvark-dns does); ``None`` for none.
+removes listeners at run time. Each UDP listener is served by a thread of its
+own (``udp``); TCP, forwarding and everything else run on the event loop. A
+listener is ``(host, port, network)``: queries that arrive on it are from
+clients of ``network``, for whom bare container names resolve (as
+aardvark-dns does); ``None`` for none.
 
 Nothing a client sends can stop it: the resolver never raises, the handlers
 catch what sockets throw, and TCP connections are bounded per client and in
@@ -36,10 +38,11 @@ from time import perf_counter
 from typing import NamedTuple
 
 from netplug.dns.cache import AnswerCache
-from netplug.dns.metrics import Metrics
+from netplug.dns.metrics import Metrics, Tally, tag
 from netplug.dns.registry import Snapshot
 from netplug.dns.resolve import Forward, Zone, fit, resolve, servfail
 from netplug.dns.slots import Slots
+from netplug.dns.udp import UDPListener
 from netplug.dns.upstream import Upstream
 
 log = logging.getLogger(__name__)
@@ -52,7 +55,7 @@ TCP_IO = 3.0  # seconds for the rest of a message to arrive, or a reply to leave
 TCP_PER_CLIENT = 16  # connections one source address holds, all listeners together
 MAX_TCP = 256  # connections in all (each is a file descriptor; systemd's soft limit is 1024)
 MAX_FORWARDS = 1024  # forwarded queries in flight; past this the answer is SERVFAIL
-UDP_RCVBUF = 4 << 20  # room for bursts while the loop is busy
+UDP_RCVBUF = 4 << 20  # room for bursts while a listener's thread is busy
 PORT0_ATTEMPTS = 16  # fresh UDP ports tried when TCP has the first one in use
 IP_FREEBIND = 15  # linux/in.h
 IPV6_FREEBIND = 78  # linux/in6.h
@@ -78,9 +81,9 @@ class Scope(NamedTuple):
 
 
 class _Bound:
-    """One bound listener: its UDP transport, TCP server and open TCP connections."""
+    """One bound listener: its UDP thread, TCP server and open TCP connections."""
 
-    def __init__(self, udp: asyncio.DatagramTransport) -> None:
+    def __init__(self, udp: UDPListener) -> None:
         self.udp = udp
         self.tcp: asyncio.Server | None = None
         self.connections: set[asyncio.Task] = set()
@@ -121,7 +124,7 @@ class DNSServer:
         """Answer from ``snapshot`` from now on (call on the event loop)."""
         if snapshot is not self._snapshot:
             self._snapshot = snapshot
-            self.cache.clear()
+            self.cache.clear()  # after the swap: see ``cold``
 
     @property
     def listeners(self) -> list[Listener]:
@@ -138,8 +141,13 @@ class DNSServer:
         port = udp_sock.getsockname()[1]
         concrete = None if address.is_unspecified else address
         bound = Listener(listener.host, port, listener.network)
-        udp, _ = await loop.create_datagram_endpoint(
-            lambda: _UDP(self, Scope(bound.network, False, concrete)), sock=udp_sock
+        udp = UDPListener(
+            udp_sock,
+            Scope(bound.network, False, concrete),
+            self,
+            loop,
+            self.metrics.tally(),
+            str(bound),
         )
         state = _Bound(udp)
         tcp_scope = Scope(bound.network, True, concrete)
@@ -148,9 +156,11 @@ class DNSServer:
                 lambda r, w: self._serve_tcp(r, w, tcp_scope, state), sock=tcp
             )
         except OSError:
-            udp.close()
+            udp_sock.close()
             tcp.close()
+            self.metrics.retire(udp.tally)
             raise
+        udp.start()
         self._listeners[bound] = state
         log.info("dns listening on %s (udp, tcp)", bound)
         return bound
@@ -160,7 +170,8 @@ class DNSServer:
         bound = self._listeners.pop(listener, None)
         if bound is None:
             return
-        bound.udp.close()
+        await asyncio.to_thread(bound.udp.stop)
+        self.metrics.retire(bound.udp.tally)
         assert bound.tcp is not None
         bound.tcp.close()
         for task in list(bound.connections):
@@ -192,9 +203,13 @@ class DNSServer:
 
     # -- answering -------------------------------------------------------------
 
-    def cold(self, data: bytes, scope: Scope) -> bytes | Forward | None:
-        """Resolve a query the cache does not hold (and cache the reply)."""
+    def cold(self, data: bytes, scope: Scope, tally: Tally) -> bytes | Forward | None:
+        """Resolve a query the cache does not hold (and cache the reply); counted
+        in ``tally``, which belongs to the caller's thread."""
         m = self.metrics
+        # The generation before the snapshot: ``update`` swaps, then clears, so
+        # an answer from a snapshot that was swapped meanwhile is not cached.
+        generation = self.cache.generation
         try:
             result = resolve(
                 data,
@@ -212,23 +227,23 @@ class DNSServer:
             return None
         if isinstance(result, Forward):
             return result
-        m.cache_misses.inc()
-        tag = m.query(result.qtype, result.rcode)
-        tag.inc()
+        tally.misses += 1
+        tagged = tag(result.qtype, result.rcode)
+        tally.answers[tagged] += 1
         if result.cacheable:
-            self.cache.put(scope, data[2:], result.variants, tag)
+            self.cache.put(scope, data[2:], result.variants, tagged, generation)
         elif result.rcode == FORMERR:
             m.malformed.inc()
         return result.variants[0]
 
     async def answer(self, data: bytes, scope: Scope) -> bytes | None:
-        """The whole path for one query (cache, resolver, upstream); None: drop."""
+        """The whole path for one query (cache, resolver, upstream), on the event
+        loop (TCP); None: drop."""
         entry = self.cache.get(scope, data[2:])
         if entry is not None:
-            entry.tag.inc()
-            self.metrics.cache_hits.inc()
+            self.metrics.loop.hits[entry.tag] += 1
             return data[:2] + entry.next()
-        out = self.cold(data, scope)
+        out = self.cold(data, scope, self.metrics.loop)
         if isinstance(out, Forward):
             return await self.forward(out)
         return out
@@ -241,27 +256,23 @@ class DNSServer:
             reply, outcome = await self.upstream.forward(fwd)
         self.metrics.forwards.labels(outcome).inc()
         out = servfail(fwd) if reply is None else fit(reply, fwd)
-        self.metrics.query(fwd.qtype, out[3] & 0xF).inc()
+        self.metrics.loop.answers[tag(fwd.qtype, out[3] & 0xF)] += 1
         return out
 
-    def forward_udp(
-        self, fwd: Forward, transport: asyncio.DatagramTransport, addr: object, t0: float
-    ) -> None:
+    def forward_udp(self, fwd: Forward, udp: UDPListener, addr: object, t0: float) -> None:
+        """Forward a query a UDP listener's thread handed over (on the event loop)."""
         if len(self._forwards) >= MAX_FORWARDS:
             self.metrics.forwards.labels("overload").inc()
-            transport.sendto(servfail(fwd), addr)
+            udp.send(servfail(fwd), addr)
             return
-        task = asyncio.get_running_loop().create_task(self._forward_send(fwd, transport, addr, t0))
+        task = asyncio.get_running_loop().create_task(self._forward_send(fwd, udp, addr, t0))
         self._forwards.add(task)
         task.add_done_callback(self._forwards.discard)
 
-    async def _forward_send(
-        self, fwd: Forward, transport: asyncio.DatagramTransport, addr: object, t0: float
-    ) -> None:
+    async def _forward_send(self, fwd: Forward, udp: UDPListener, addr: object, t0: float) -> None:
         out = await self.forward(fwd)
-        if not transport.is_closing():
-            transport.sendto(out, addr)
-            self.metrics.udp.observe(perf_counter() - t0)
+        udp.send(out, addr)
+        self.metrics.loop.udp.observe(perf_counter() - t0)
 
     async def _serve_tcp(
         self,
@@ -289,7 +300,7 @@ class DNSServer:
                     break  # unreadable: RFC 7766 lets us close the connection
                 writer.write(len(out).to_bytes(2, "big") + out)
                 await asyncio.wait_for(writer.drain(), TCP_IO)
-                self.metrics.tcp.observe(perf_counter() - t0)
+                self.metrics.loop.tcp.observe(perf_counter() - t0)
                 self._tcp.idle(task)
         except TimeoutError:
             self.metrics.tcp_closed.labels("timeout").inc()
@@ -347,35 +358,3 @@ def _bound_socket(family: int, kind: int, host: str, port: int) -> socket.socket
         sock.close()
         raise
     return sock
-
-
-class _UDP(asyncio.DatagramProtocol):
-    def __init__(self, server: DNSServer, scope: Scope) -> None:
-        self.server, self.scope = server, scope
-        self.transport: asyncio.DatagramTransport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def datagram_received(self, data: bytes, addr: object) -> None:
-        t0 = perf_counter()
-        server, transport = self.server, self.transport
-        assert transport is not None
-        entry = server.cache.get(self.scope, data[2:])
-        if entry is not None:  # the hot path: keep it short
-            transport.sendto(data[:2] + entry.next(), addr)
-            entry.tag.inc()
-            server.metrics.cache_hits.inc()
-            server.metrics.udp.observe(perf_counter() - t0)
-            return
-        out = server.cold(data, self.scope)
-        if out is None:
-            return
-        if isinstance(out, Forward):
-            server.forward_udp(out, transport, addr, t0)
-            return
-        transport.sendto(out, addr)
-        server.metrics.udp.observe(perf_counter() - t0)
-
-    def error_received(self, exc: Exception) -> None:
-        log.debug("dns: UDP error: %s", exc)

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 from dns_testing import attachment
+from dnslib import QTYPE
 
 from netplug.dns import api
 from netplug.dns.api import make_app, serve
-from netplug.dns.metrics import Metrics
+from netplug.dns.metrics import Metrics, tag
 from netplug.dns.writer import RegistryWriter
 from netplug.ipam.store.base import LeaseNotFound, StoreUnavailable
 from netplug.ipam.store.sqlite import SQLiteStore
@@ -32,7 +33,7 @@ def store(tmp_path: Path) -> SQLiteStore:
 @pytest.fixture
 async def client(aiohttp_client, store: SQLiteStore):
     metrics = Metrics()
-    metrics.queries.labels("A", "NOERROR").inc()
+    metrics.loop.answers[tag(QTYPE.A, 0)] += 1
     app = make_app(RegistryWriter(store), metrics=metrics, health=lambda: {"store": "up"})
     return await aiohttp_client(app)
 
