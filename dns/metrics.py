@@ -9,10 +9,10 @@ objects (a locked update each, three per query, cost more than the rest of a
 cache hit): a ``Tally`` per writer (a UDP listener's thread, or the event
 loop) that only that writer changes, so no update is ever lost without a
 lock. ``Metrics`` adds the tallies up when ``/metrics`` is scraped: the counts
-are exact at that moment. Latency is measured for every query that misses the
-cache and for one cache hit in ``SAMPLE``, which stands for itself and the
-``SAMPLE - 1`` hits before it (see ``Latency``). What happens rarely (forwards,
-malformed packets, TCP closes) stays in ordinary, thread-safe counters.
+are exact at that moment. A UDP listener measures latency once per batch of
+datagrams and counts it once per reply in the batch (``Latency.observe``'s
+weight; see ``udp``). What happens rarely (forwards, malformed packets, TCP
+closes) stays in ordinary, thread-safe counters.
 """
 
 from __future__ import annotations
@@ -33,7 +33,6 @@ _OTHER, _NONE = len(QTYPES), len(QTYPES) + 1
 RCODES = 256  # rcode & 0xFF: a tag is type index * RCODES + rcode
 TAGS = len(TYPE_LABELS) * RCODES
 LATENCY_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25, 1, 2.5)
-SAMPLE = 64  # one cache hit in SAMPLE has its latency measured
 _DURATION = "netplug_dns_request_duration_seconds"
 
 
@@ -56,7 +55,7 @@ def _type_index(qtype: int | None) -> int:
 
 class Latency:
     """A histogram with one writer. A bucket counts queries: an observation of
-    ``weight`` n stands for n queries that took about as long (a sampled hit)."""
+    ``weight`` n is n queries that took that long (a batch of n replies)."""
 
     __slots__ = ("buckets", "sum")
 
@@ -195,8 +194,7 @@ def _families() -> tuple[Metric, Metric, Metric, Metric]:
         CounterMetricFamily("netplug_dns_cache_misses", "Queries resolved on the cold path"),
         HistogramMetricFamily(
             _DURATION,
-            "Time from a query's arrival to its reply, by transport; cache hits over UDP "
-            f"are sampled, one in {SAMPLE} standing for {SAMPLE}",
+            "Time from a query's arrival to its reply, by transport",
             labels=["transport"],
         ),
     )

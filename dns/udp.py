@@ -1,19 +1,22 @@
-"""One UDP listener: its socket served by a thread of its own, blocking.
+"""One UDP listener: its socket served by a thread of its own, in batches.
 
-Why a thread and not the event loop: per datagram, a blocking ``recvfrom``
-and ``sendto`` in a loop cost fewer instructions than the event loop's
-callback, transport and readiness polling around them, and the thread never
-waits for the loop (HTTP, TCP, the registry) or makes it wait, but for the
-GIL on a query that misses the cache (see dns/README.md for the profile).
+Why a thread and not the event loop: the thread blocks in ``recvmmsg`` for a
+batch of datagrams (``mmsg``) and answers the whole batch with one
+``sendmmsg``, with no readiness polling, callback or transport per datagram
+around it, and it never waits for the loop (HTTP, TCP, the registry) or makes
+it wait, but for the GIL while a query that missed the cache is resolved
+(dns/README.md has the profile).
 
-A cache hit is a lookup in the scope's table, one concatenation and one
-``sendto``, counted in the listener's own ``Tally`` (only this thread writes
-it). One hit in ``SAMPLE`` goes the measured way, as does every miss: the
-resolver runs here, in the thread; a name that is not ours is handed to the
-event loop, which forwards it and sends the reply (``send``).
+A cache hit is a lookup in the scope's table, the reply copied over the
+query in its slot, and one increment of the listener's own ``Tally`` (only
+this thread writes it). A miss is resolved here, in the thread; a name that
+is not ours is handed to the event loop, which forwards it and sends the
+reply (``send``). Latency is measured per batch: each reply in it left when
+the batch was sent, so the batch's time, counted once per reply, is each
+query's time from being read to being answered.
 
-``stop`` shuts the socket down, which wakes a blocked ``recvfrom`` on Linux
-(it then returns no address), and waits for the thread.
+``stop`` shuts the socket down, which wakes a blocked ``recvmmsg`` on Linux
+(it then returns a datagram with no sender), and waits for the thread.
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ from contextlib import suppress
 from time import perf_counter
 from typing import TYPE_CHECKING
 
-from netplug.dns.metrics import SAMPLE, Tally
+from netplug.dns.metrics import Tally
+from netplug.dns.mmsg import LEN, STRIDE, Batch
 from netplug.dns.resolve import Forward
 
 if TYPE_CHECKING:
@@ -34,7 +38,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-MAX_QUERY = 4096  # bytes read of a datagram: queries are far smaller; more is cut
 STOP_WAIT = 2.0  # seconds for the thread to finish the query it is on
 
 
@@ -51,6 +54,7 @@ class UDPListener:
         self.sock, self.scope, self.server, self.loop = sock, scope, server, loop
         self.tally = tally
         self.table = server.cache.table(scope)
+        self.batch = Batch(sock.family)
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name=f"dns-udp {name}", daemon=True)
 
@@ -87,39 +91,60 @@ class UDPListener:
                 log.exception("dns: UDP listener failed on a query")
 
     def _serve(self) -> None:
-        """The hot loop, until the socket is shut down: keep it short."""
-        get, hits = self.table.get, self.tally.hits
-        recvfrom, sendto = self.sock.recvfrom, self.sock.sendto
-        left = SAMPLE - 1  # cache hits to answer before the next measured one
-        while True:
-            data, addr = recvfrom(MAX_QUERY)
-            if left:
-                entry = get(data[2:])
+        """The hot loop, until the socket is shut down: keep it short. A cache hit
+        writes its reply over its query in the batch's slot; the rest go the
+        slow way, and those without a reply now leave a gap in the batch."""
+        batch, fd = self.batch, self.sock.fileno()
+        view, received, lengths, slot = batch.view, batch.received, batch.lengths, batch.slot
+        get, hits, udp = self.table.get, self.tally.hits, self.tally.udp
+        while not self._stopping:
+            n = batch.receive(fd)
+            t0 = perf_counter()
+            start = answered = 0  # start: the first reply not sent yet
+            for i in range(n):
+                at = i * slot
+                length = received[i * STRIDE + LEN]
+                entry = get(bytes(view[at + 2 : at + length]))
                 if entry is not None:
-                    sendto(data[:2] + (entry.single or entry.next()), addr)
-                    hits[entry.tag] += 1
-                    left -= 1
-                    continue
-            if addr is None:
-                return  # shut down
-            if self._measured(data, addr):
-                left = SAMPLE - 1
+                    reply = entry.single or entry.next()
+                    end = at + 2 + len(reply)
+                    if end <= at + slot:
+                        view[at + 2 : end] = reply
+                        lengths[2 * i + 1] = end - at
+                        hits[entry.tag] += 1
+                        continue
+                if not self._slow(i, length, t0):
+                    batch.send(fd, start, i)
+                    start = i + 1
+                    answered -= 1
+            batch.send(fd, start, n)
+            answered += n
+            if answered:
+                udp.observe(perf_counter() - t0, answered)
 
-    def _measured(self, data: bytes, addr: object) -> bool:
-        """Answer one query and time it; whether it was a cache hit (it then
-        stands for the SAMPLE - 1 hits answered unmeasured before it)."""
-        t0 = perf_counter()
-        tally = self.tally
+    def _slow(self, i: int, length: int, t0: float) -> bool:
+        """Datagram ``i`` of the batch, which the cache does not answer (or
+        whose answer does not fit its slot); whether its reply is in its slot."""
+        batch, at = self.batch, i * self.batch.slot
+        addr = batch.address(i)
+        if addr is None:
+            return False  # shut down: the batch's last "datagram"
+        data = bytes(batch.view[at : at + length])
         entry = self.table.get(data[2:])
-        if entry is not None:
-            self.sock.sendto(data[:2] + (entry.single or entry.next()), addr)
-            tally.hits[entry.tag] += 1
-            tally.udp.observe(perf_counter() - t0, SAMPLE)
-            return True
-        out = self.server.cold(data, self.scope, tally)
+        if entry is not None:  # too large for the slot
+            out: bytes | Forward | None = data[:2] + (entry.single or entry.next())
+            self.tally.hits[entry.tag] += 1
+        else:
+            out = self.server.cold(data, self.scope, self.tally)
         if isinstance(out, Forward):
             self.loop.call_soon_threadsafe(self.server.forward_udp, out, self, addr, t0)
-        elif out is not None:
-            self.sock.sendto(out, addr)
-            tally.udp.observe(perf_counter() - t0)
+            return False
+        if out is None:
+            return False
+        if len(out) <= batch.slot:
+            batch.view[at : at + len(out)] = out
+            batch.lengths[2 * i + 1] = len(out)
+            return True
+        self.sock.sendto(out, addr)
+        self.tally.udp.observe(perf_counter() - t0)
         return False
