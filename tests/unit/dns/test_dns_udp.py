@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import socket
 from collections.abc import AsyncIterator
@@ -28,16 +29,23 @@ SNAP = Snapshot.build(
 )
 
 
-@pytest.fixture
-async def server() -> AsyncIterator[DNSServer]:
-    s = DNSServer(ZONE, Upstream([]), snapshot=SNAP)
+@contextlib.asynccontextmanager
+async def listening(upstreams: list[tuple[str, int]], host: str = "127.0.0.1"):
+    """A server with SNAP, listening on ``host`` (a port the kernel picks)."""
+    server = DNSServer(ZONE, Upstream(upstreams, budget=1.0), snapshot=SNAP)
     try:
-        yield s
+        yield server, await server.add_listener(Listener(host, 0))
     finally:
-        await s.close()
+        await server.close()
 
 
-def _sample(server: DNSServer, name: str, **labels: str) -> float | None:
+@pytest.fixture
+async def served() -> AsyncIterator[tuple[DNSServer, Listener]]:
+    async with listening([]) as pair:
+        yield pair
+
+
+def _count(server: DNSServer, name: str, **labels: str) -> float | None:
     return server.metrics.registry.get_sample_value(name, labels)
 
 
@@ -71,11 +79,11 @@ def test_a_batch_reads_several_and_answers_each_sender(family: int, host: str) -
 
 
 async def test_cache_hits_pay_no_prometheus_update(
-    server: DNSServer, monkeypatch: pytest.MonkeyPatch
+    served: tuple[DNSServer, Listener], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The regression: each hit used to update a labelled counter, the hit counter
-    and a histogram (prometheus_client, a lock each), a third of its cost."""
-    bound = await server.add_listener(Listener("127.0.0.1", 0))
+    and a histogram (prometheus_client, a lock each), over half of its cost."""
+    server, bound = served
     wire = query("api.netplug.internal")
     await udp_ask(bound.port, wire)  # the miss that fills the cache
     updates = []
@@ -84,24 +92,26 @@ async def test_cache_hits_pay_no_prometheus_update(
     for _ in range(20):
         assert rdata(DNSRecord.parse(await udp_ask(bound.port, wire))) == ["10.1.2.3"]
     assert updates == []
-    assert _sample(server, "netplug_dns_cache_hits_total") == 20
-    assert _sample(server, "netplug_dns_queries_total", type="A", rcode="NOERROR") == 21
+    assert _count(server, "netplug_dns_cache_hits_total") == 20
+    assert _count(server, "netplug_dns_queries_total", type="A", rcode="NOERROR") == 21
 
 
-async def test_counts_outlive_the_listener(server: DNSServer) -> None:
-    bound = await server.add_listener(Listener("127.0.0.1", 0))
+async def test_counts_outlive_the_listener(served: tuple[DNSServer, Listener]) -> None:
+    server, bound = served
     for _ in range(3):
         await udp_ask(bound.port, query("nope.netplug.internal"))
     await server.remove_listener(bound)
-    assert _sample(server, "netplug_dns_queries_total", type="A", rcode="NXDOMAIN") == 3
-    assert _sample(server, "netplug_dns_request_duration_seconds_count", transport="udp") == 3
+    assert _count(server, "netplug_dns_queries_total", type="A", rcode="NXDOMAIN") == 3
+    assert _count(server, "netplug_dns_request_duration_seconds_count", transport="udp") == 3
 
 
-async def test_a_reply_larger_than_its_slot_goes_alone(
-    server: DNSServer, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_a_reply_larger_than_its_slot_goes_alone(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(udp_module, "Batch", functools.partial(Batch, slot=128))
-    bound = await server.add_listener(Listener("127.0.0.1", 0))
+    async with listening([]) as (server, bound):
+        await _large_then_small(server, bound)
+
+
+async def _large_then_small(server: DNSServer, bound: Listener) -> None:
     wire = query("many.netplug.internal", edns=4096)  # 40 addresses: over 128 bytes
     for qid in (1, 2):  # the miss, then the hit: both too large for the slot
         reply = DNSRecord.parse(await udp_ask(bound.port, bytes((0, qid)) + wire[2:]))
@@ -113,18 +123,14 @@ async def test_a_reply_larger_than_its_slot_goes_alone(
 
 async def test_ipv6_listener_forwards_and_answers() -> None:
     with fake_upstream() as up:
-        server = DNSServer(ZONE, Upstream([("127.0.0.1", up.port)], budget=1.0), snapshot=SNAP)
-        try:
-            bound = await server.add_listener(Listener("::1", 0))
+        async with listening([("127.0.0.1", up.port)], "::1") as (_, bound):
             ask = functools.partial(udp_ask, bound.port, host="::1")
             assert rdata(DNSRecord.parse(await ask(query("WWW.example")))) == ["192.0.2.10"]
             assert rdata(DNSRecord.parse(await ask(query("api.netplug.internal")))) == ["10.1.2.3"]
-        finally:
-            await server.close()
 
 
-async def test_stop_wakes_the_thread_at_once(server: DNSServer) -> None:
-    bound = await server.add_listener(Listener("127.0.0.1", 0))
+async def test_stop_wakes_the_thread_at_once(served: tuple[DNSServer, Listener]) -> None:
+    server, bound = served
     thread = server._listeners[bound].udp._thread
     loop = asyncio.get_running_loop()
     t0 = loop.time()
