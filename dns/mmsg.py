@@ -25,6 +25,7 @@ import socket
 import sys
 
 MSG_WAITFORONE = 0x10000  # linux/socket.h: block for the first datagram only
+MSG_TRUNC = 0x20  # in a message's flags: the datagram was longer than its slot
 NAME = 28  # sizeof(struct sockaddr_in6), room for either family
 _UINT = ctypes.sizeof(ctypes.c_uint)
 
@@ -59,6 +60,7 @@ _recvmmsg, _sendmmsg = _libc.recvmmsg, _libc.sendmmsg
 STRIDE = ctypes.sizeof(_MMsgHdr) // _UINT  # one mmsghdr, in unsigned ints
 LEN = _MMsgHdr.len.offset // _UINT  # the bytes the kernel read
 NAMELEN = _MsgHdr.namelen.offset // _UINT  # the address's length (0: the socket was shut down)
+FLAGS = _MsgHdr.flags.offset // _UINT
 
 
 class Batch:
@@ -119,6 +121,10 @@ class Batch:
                 raise OSError(err, os.strerror(err))
             if err != errno.EINTR:
                 start += 1  # that reply is dropped
+
+    def cut_short(self, i: int) -> bool:
+        """Whether datagram ``i`` was longer than its slot (the rest is lost)."""
+        return bool(self.received[i * STRIDE + FLAGS] & MSG_TRUNC)
 
     def address(self, i: int) -> tuple | None:
         """Datagram ``i``'s sender as the socket module writes it; None when the

@@ -327,6 +327,11 @@ def _header_only(wire: bytes, rcode: int) -> Reply:
     return Reply((wire[:2] + flags + bytes(8),), rcode, None, cacheable=False)
 
 
+def formerr(wire: bytes) -> bytes:
+    """FORMERR for a query that could not be read whole (at least a header)."""
+    return _header_only(wire, RCODE.FORMERR).wire
+
+
 def servfail(fwd: Forward) -> bytes:
     """SERVFAIL for a forwarded query whose upstreams all failed."""
     flags = bytes((0x80 | (fwd.wire[2] & 0x01), 0x80 | RCODE.SERVFAIL))

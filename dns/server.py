@@ -40,7 +40,7 @@ from typing import NamedTuple
 from netplug.dns.cache import AnswerCache
 from netplug.dns.metrics import Metrics, Tally, tag
 from netplug.dns.registry import Snapshot
-from netplug.dns.resolve import Forward, Zone, fit, resolve, servfail
+from netplug.dns.resolve import Forward, Zone, fit, formerr, resolve, servfail
 from netplug.dns.slots import Slots
 from netplug.dns.udp import UDPListener
 from netplug.dns.upstream import Upstream
@@ -235,6 +235,12 @@ class DNSServer:
         elif result.rcode == FORMERR:
             m.malformed.inc()
         return result.variants[0]
+
+    def cut_short(self, data: bytes, tally: Tally) -> bytes:
+        """FORMERR for a datagram larger than a UDP listener reads (its rest is lost)."""
+        self.metrics.malformed.inc()
+        tally.answers[tag(None, FORMERR)] += 1
+        return formerr(data)
 
     async def answer(self, data: bytes, scope: Scope) -> bytes | None:
         """The whole path for one query (cache, resolver, upstream), on the event

@@ -131,8 +131,10 @@ class UDPListener:
             return False  # shut down: the batch's last "datagram"
         data = bytes(batch.view[at : at + length])
         entry = self.table.get(data[2:])
-        if entry is not None:  # too large for the slot
-            out: bytes | Forward | None = data[:2] + (entry.single or entry.next())
+        if batch.cut_short(i):  # never cached, so never a hit above
+            out: bytes | Forward | None = self.server.cut_short(data, self.tally)
+        elif entry is not None:  # too large for the slot
+            out = data[:2] + (entry.single or entry.next())
             self.tally.hits[entry.tag] += 1
         else:
             out = self.server.cold(data, self.scope, self.tally)

@@ -136,3 +136,14 @@ async def test_stop_wakes_the_thread_at_once(served: tuple[DNSServer, Listener])
     t0 = loop.time()
     await server.remove_listener(bound)
     assert not thread.is_alive() and loop.time() - t0 < 1
+
+
+async def test_a_datagram_longer_than_its_slot_gets_formerr(
+    served: tuple[DNSServer, Listener],
+) -> None:
+    server, bound = served
+    wire = query("api.netplug.internal", qid=0x4242)
+    reply = DNSRecord.parse(await udp_ask(bound.port, wire + bytes(5000)))
+    assert reply.header.id == 0x4242 and reply.header.rcode == 1  # FORMERR
+    assert _count(server, "netplug_dns_malformed_requests_total") == 1
+    assert rdata(DNSRecord.parse(await udp_ask(bound.port, wire))) == ["10.1.2.3"]
