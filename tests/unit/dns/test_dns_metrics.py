@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 from dnslib import QTYPE
+from prometheus_client import CollectorRegistry, generate_latest
 
+from netplug.agent.metrics import AgentMetrics
 from netplug.dns.metrics import Metrics, qtype_label, tag
 
 
@@ -58,3 +60,14 @@ def test_the_exposition_names_every_family_once() -> None:
         "netplug_dns_request_duration_seconds histogram",
     ):
         assert text.count(f"# TYPE {family}") == 1
+
+
+def test_netplugd_shares_one_registry_with_its_own_metrics() -> None:
+    """netplugd puts the DNS server's metrics beside the agent's in one registry."""
+    registry = CollectorRegistry()
+    agent, dns = AgentMetrics(registry), Metrics(registry)
+    agent.reconciles.inc()
+    dns.tally().hits[tag(QTYPE.AAAA, 0)] += 3
+    text = generate_latest(registry).decode()
+    assert 'netplug_dns_queries_total{rcode="NOERROR",type="AAAA"} 3.0' in text
+    assert "netplug_overlay_reconciles_total 1.0" in text
