@@ -147,3 +147,17 @@ async def test_a_datagram_longer_than_its_slot_gets_formerr(
     assert reply.header.id == 0x4242 and reply.header.rcode == 1  # FORMERR
     assert _count(server, "netplug_dns_malformed_requests_total") == 1
     assert rdata(DNSRecord.parse(await udp_ask(bound.port, wire))) == ["10.1.2.3"]
+
+
+async def test_a_gateway_not_yet_on_any_interface_binds_and_stops() -> None:
+    """netplugd listens on a block's gateway before the bridge has the address
+    (FREEBIND); its thread must start and stop like any other. Nothing is sent."""
+    server = DNSServer(ZONE, Upstream([]), snapshot=SNAP)
+    try:
+        absent = Listener("192.0.2.77", 0, "blue")  # TEST-NET-1: on no interface here
+        [bound] = await server.set_listeners([absent])
+        thread = server._listeners[bound].udp._thread
+        assert thread.is_alive()
+        assert await server.set_listeners([]) == [] and not thread.is_alive()
+    finally:
+        await server.close()
