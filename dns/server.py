@@ -3,8 +3,8 @@
 A query's path:
 
 1. hot: the packed-answer cache (``cache``), keyed by the query's bytes
-   after the ID and its scope; a hit costs a dict lookup and one
-   concatenation, no parsing;
+   after the ID and its scope; a hit costs a dict lookup and one copy (over
+   UDP into the batch's slot, see ``udp``), no parsing;
 2. cold: ``resolve.resolve`` over the current snapshot; the reply is cached
    unless it is an error for unreadable input;
 3. forward: names that are not ours go to ``upstream``; the reply is cut
