@@ -25,6 +25,7 @@ import asyncio
 import logging
 import socket
 import threading
+import time
 from contextlib import suppress
 from time import perf_counter
 from typing import TYPE_CHECKING
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STOP_WAIT = 2.0  # seconds for the thread to finish the query it is on
+ERROR_PAUSE = 0.01  # seconds after an error before reading again
 
 
 class UDPListener:
@@ -89,6 +91,7 @@ class UDPListener:
                 log.debug("dns: UDP error: %s", e)
             except Exception:  # the resolver must not raise; if it does, never stop
                 log.exception("dns: UDP listener failed on a query")
+            time.sleep(ERROR_PAUSE)  # an error that repeats must not spin the thread
 
     def _serve(self) -> None:
         """The hot loop, until the socket is shut down: keep it short. A cache hit
