@@ -253,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
         log.error("refusing to start: %s", e)
         return 2
     try:
-        event_loop_runner()(run(args))  # uvloop: the DNS containers use is served here
+        event_loop_runner()(run(args))  # uvloop: DNS over TCP, forwarding and the API run here
     except StoreReset as e:
         log.error("refusing to start: %s", e)
         return 1
