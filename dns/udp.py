@@ -26,18 +26,30 @@ import logging
 import socket
 import threading
 import time
+from collections.abc import Hashable
 from contextlib import suppress
 from time import perf_counter
-from typing import TYPE_CHECKING
+from typing import Protocol
 
+from netplug.dns.cache import AnswerCache
 from netplug.dns.metrics import Tally
 from netplug.dns.mmsg import LEN, STRIDE, Batch
 from netplug.dns.resolve import Forward
 
-if TYPE_CHECKING:
-    from netplug.dns.server import DNSServer, Scope
-
 log = logging.getLogger(__name__)
+
+
+class Answerer(Protocol):
+    """What a UDP listener asks of its server (``DNSServer``): named here so
+    that the server may import this module, and not the other way round."""
+
+    cache: AnswerCache
+
+    def cut_short(self, data: bytes, tally: Tally) -> bytes: ...
+
+    def cold(self, data: bytes, scope: Hashable, tally: Tally) -> bytes | Forward | None: ...
+
+    def forward_udp(self, fwd: Forward, udp: UDPListener, addr: object, t0: float) -> None: ...
 
 STOP_WAIT = 2.0  # seconds for the thread to finish the query it is on
 ERROR_PAUSE = 0.01  # seconds after an error before reading again
@@ -47,8 +59,8 @@ class UDPListener:
     def __init__(
         self,
         sock: socket.socket,
-        scope: Scope,
-        server: DNSServer,
+        scope: Hashable,
+        server: Answerer,
         loop: asyncio.AbstractEventLoop,
         tally: Tally,
         name: str,

@@ -9,8 +9,9 @@ import socket
 from collections.abc import AsyncIterator
 
 import pytest
-from dns_testing import ZONE, fake_upstream, query, rdata, registration, udp_ask
+from dns_testing import ZONE, query, rdata, registration, udp_ask
 from dnslib import QTYPE, DNSRecord
+from fake_upstream import fake_upstream
 from prometheus_client.values import MutexValue
 
 from netplug.dns import udp as udp_module
