@@ -35,8 +35,14 @@ def disagreement(name: str, recorded: NetworkRecord, wanted: NetworkRecord) -> s
     """Why ``wanted`` cannot replace the network's ``recorded`` layout (pure); empty
     when it can. Hosts that cut one network into blocks of different sizes, or
     put it on another subnet or VNI, would hand out overlapping addresses or never
-    reach each other; the DNS domain alone may change."""
-    fields = [("subnet", "subnet"), ("subnet6", "subnet6"), ("vni", "vxlan.vni")]
+    reach each other, and hosts that disagree on ``isolate`` would each enforce a
+    different segment; the DNS domain alone may change."""
+    fields = [
+        ("subnet", "subnet"),
+        ("subnet6", "subnet6"),
+        ("vni", "vxlan.vni"),
+        ("isolate", "isolate"),
+    ]
     if recorded.block_prefix:
         fields += [("block_prefix", "hostBlockPrefix"), ("block_prefix6", "hostBlockPrefix6")]
     differs = [
@@ -49,11 +55,14 @@ def disagreement(name: str, recorded: NetworkRecord, wanted: NetworkRecord) -> s
         return ""
     return (
         f"network {name} is recorded with " + ", ".join(differs) + ": give every host the "
-        "same subnet, subnet6, hostBlockPrefix and vxlan.vni for a network, or use a new name"
+        "same subnet, subnet6, hostBlockPrefix, vxlan.vni and isolate for a network, "
+        "or use a new name"
     )
 
 
 def _shown(value: object) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()  # as JSON writes it
     return "unset" if value is None else str(value or "none")
 
 

@@ -322,6 +322,9 @@ class NetworkRecord:
     domain: str
     block_prefix: int = 0  # hostBlockPrefix(6); 0 in records written before they were kept
     block_prefix6: int = 0
+    # Segmentation (netplug's own networks; netplug-ipam's datapath is its main
+    # plugin's); True in records written before it was kept, as the config's default.
+    isolate: bool = True
 
     def subnets(self) -> list:
         return [ip_network(s) for s in (self.subnet, self.subnet6) if s]

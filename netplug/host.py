@@ -8,15 +8,25 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from netplug.ipam import identity
 from netplug.ipam.allocations import IPAM
 from netplug.ipam.store.base import Store
 from netplug.ipam.store.url import open_store
 from netplug.net.seen import Seen
+from netplug.policy.plan import Endpoint, NetworkInfo
 
 T = TypeVar("T")
+
+
+class Enforcement(Protocol):
+    """What ADD and DEL ask of the agent's enforcer (``netplug.agent.enforcer``):
+    a container's set elements programmed before ADD answers, removed at DEL."""
+
+    def cover(self, key: str, endpoint: Endpoint, network: NetworkInfo) -> None: ...
+
+    def uncover(self, key: str) -> None: ...
 
 
 class Host:
@@ -24,6 +34,9 @@ class Host:
         self.name = name
         self.store = store
         self.ipam = IPAM(store, name)
+        # The agent's enforcer; None in a plugin process, which programs the
+        # table itself (``netplug.cni.segmentation.refresh``).
+        self.enforcer: Enforcement | None = None
 
         # The shared devices (bridges, their gateways, VXLAN addresses, NAT
         # tables) as this process last made or saw them: a long-lived agent

@@ -8,11 +8,12 @@ gateway, and optionally serves the registration API with /metrics.
 
 It is made of parts that know nothing of each other (README, "Design
 decisions", draws them): one ``StoreView`` owns the store watch and feeds
-each subscribing part (overlay, DNS registry, DNS listeners, release replay)
-on a feed of its own. Every long-lived loop (the view, each part, the host
-lease) runs under a ``Supervisor``: one that fails is restarted with backoff
-while the others go on, and the agent reports itself degraded meanwhile
-(/healthz, ``netplugctl status``, /metrics). ``run`` reads top to bottom:
+each subscribing part (overlay, DNS registry, DNS listeners, enforcer of
+segmentation and policies, release replay) on a feed of its own. Every
+long-lived loop (the view, each part, the host lease) runs under a
+``Supervisor``: one that fails is restarted with backoff while the others go
+on, and the agent reports itself degraded meanwhile (/healthz, ``netplugctl status``,
+/metrics). ``run`` reads top to bottom:
 construct the parts, subscribe them, start them, serve, stop.
 """
 
@@ -31,8 +32,10 @@ from prometheus_client import CollectorRegistry
 
 from netplug import faults
 from netplug.agent import dns as agent_dns
+from netplug.agent import enforcer as agent_enforcer
 from netplug.agent import overlay as agent_overlay
 from netplug.agent.dns import AgentDNS
+from netplug.agent.enforcer import Enforcer
 from netplug.agent.metrics import AgentMetrics
 from netplug.agent.overlay import Overlay
 from netplug.agent.plugin_server import PluginServer
@@ -42,6 +45,7 @@ from netplug.agent.releases import ReleaseReplay
 from netplug.agent.store_view import StoreView
 from netplug.agent.supervisor import Supervisor, overall
 from netplug.cli_args import arg_type, domain, host_port
+from netplug.cni import segmentation
 from netplug.dns.api import make_app, serve
 from netplug.dns.metrics import Metrics
 from netplug.dns.writer import RegistryWriter
@@ -154,6 +158,8 @@ async def run(args: argparse.Namespace) -> None:
     overlay = Overlay(host.name, bad_records, agent_metrics.reconciles.inc)
     dns = AgentDNS(host.name, args.domain, upstreams, dns_metrics, bad_records=bad_records)
     releases = ReleaseReplay(host, [args.run_dir])
+    enforcer = Enforcer(host.name, lambda: segmentation.read_store(host)[0], bad_records)
+    host.enforcer = enforcer  # ADD and DEL cover their containers through it
 
     def health() -> dict:
         """What /healthz and ``netplugctl status`` (over @netplugd) report: "degraded"
@@ -181,6 +187,7 @@ async def run(args: argparse.Namespace) -> None:
         "overlay": (overlay.follow, agent_overlay.WATCHED),
         "dns-registry": (dns.follow_registry, agent_dns.REGISTRY),
         "dns-listeners": (dns.follow_listeners, agent_dns.LISTENERS),
+        "enforcer": (enforcer.follow, agent_enforcer.WATCHED),
         "pending-releases": (releases.follow, ()),  # only the view's full reads
     }
     feeds = {name: view.subscribe(name, prefixes) for name, (_, prefixes) in parts.items()}

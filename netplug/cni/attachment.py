@@ -37,6 +37,7 @@ def network_record(conf: NetConf) -> NetworkRecord:
         conf.domain,
         conf.host_block_prefix,
         conf.host_block_prefix6 if conf.subnet6 is not None else 0,
+        conf.isolate and conf.type == "netplug",
     )
 
 

@@ -23,7 +23,7 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from netplug import faults
-from netplug.cni import errors, local_records
+from netplug.cni import errors, local_records, segmentation
 from netplug.cni.attachment import allocate, pools, record_network
 from netplug.cni.errors import CNIError
 from netplug.cni.host_paths import container_netns, require_run_dir
@@ -36,6 +36,7 @@ from netplug.ipam import identity, vteps
 from netplug.ipam.allocations import Allocation, Attachment
 from netplug.ipam.networks import NetworkRecord
 from netplug.ipam.pending import PendingReleases
+from netplug.ipam.schema import Attachments
 from netplug.ipam.store.base import StoreUnavailable
 from netplug.locks import network_lock
 from netplug.net import NetError, addresses, bridge, links, masq, netns, sysctl, veth, vxlan
@@ -106,6 +107,9 @@ def cmd_add(req: Request, host: Host) -> Result:
             vxlan_spec = _vxlan_spec(conf, under, network.vni, mtu, attachment)
             vtep = _ensure_overlay(ipr, conf, host, vxlan_spec)
         _keep_network(conf, host, network, vtep)
+        # Covered by the policy table before the container has an interface.
+        _step("enforce", _cover, conf, host, network, attachment)
+        undo.callback(_quietly, "uncover", _uncover, conf, host, attachment.key, False)
         # Undo registered first: create_pair can fail after the kernel made the pair.
         undo.callback(_quietly, "delete veth", links.delete, rt, host_end)
         pair_spec = veth.PairSpec(host_end, req.ifname, mtu, br.index)
@@ -164,6 +168,25 @@ def _keep_network(conf: NetConf, host: Host, network: NetworkRecord, vtep: dict 
         math.inf,
         lambda: local_records.write_network(conf.run_dir, host.name, conf.name, kept),
     )
+
+
+def _cover(conf: NetConf, host: Host, network: NetworkRecord, attachment: Attachment) -> None:
+    """The container's share of the table (isolation, policy sets): through the
+    agent's enforcer, else programmed here from the store (no agent follows it)."""
+    if host.enforcer is not None:
+        info = segmentation.network_info(conf.name, network)
+        host.enforcer.cover(attachment.key, segmentation.endpoint(attachment), info)
+    else:
+        segmentation.refresh(host, conf.run_dir)
+
+
+def _uncover(conf: NetConf, host: Host, key: str, released: bool) -> None:
+    """The container's elements go (DEL, a failed ADD); without an agent the
+    table is programmed again once the store has released the addresses."""
+    if host.enforcer is not None:
+        host.enforcer.uncover(key)
+    elif released:
+        segmentation.refresh(host, conf.run_dir)
 
 
 def _settle_pending_releases(conf: NetConf, host: Host) -> None:
@@ -257,8 +280,11 @@ def cmd_del(req: Request, host: Host) -> None:
     # request only when the container end was already gone.
     if not _attempt(failures, _delete_container_end, req):
         _attempt(failures, _delete_host_end, req)
-    if _release_or_defer(req, host) and conf.ip_masq:
+    released = _release_or_defer(req, host)
+    if released and conf.ip_masq:
         _attempt(failures, _drop_masq_when_unused, conf, host)
+    key = Attachments.key(conf.name, host.name, req.container_id, req.ifname)
+    _attempt(failures, _uncover, conf, host, key, released)
     host_end = veth.host_veth_name(req.container_id, req.ifname)
     _attempt(failures, local_records.remove, conf.run_dir, host.name, conf.name, host_end)
     if failures:
@@ -417,6 +443,8 @@ def cmd_gc(req: Request, host: Host) -> None:
                     failures, local_records.remove, conf.run_dir, host.name, conf.name, host_end
                 )
     _attempt(failures, _delete_stale_veths, conf, valid)
+    if host.enforcer is None:  # an agent's enforcer follows the releases in the store
+        _attempt(failures, segmentation.refresh, host, conf.run_dir)
     if conf.ip_masq:
         _attempt(failures, _drop_masq_when_unused, conf, host)
     if failures:

@@ -91,6 +91,7 @@ class NetConf:
     vxlan: VxlanConf = VxlanConf()
     mtu: int = 0  # 0: underlay MTU minus the VXLAN overhead
     ip_masq: bool = False
+    isolate: bool = True  # a segment: no traffic to or from other isolated networks
     store: str = "sqlite:///var/lib/netplug/netplug.db"
     host_name: str
     domain: str = "netplug.internal"
@@ -198,7 +199,7 @@ def _netconf(
 ) -> NetConf:
     """Build a NetConf from the network fields in `section` (at JSON path `where`) and
     the per-container inputs at the top of `raw`; `datapath` holds the already-parsed
-    vxlan/mtu/ipMasq/bridge fields (empty: the defaults)."""
+    vxlan/mtu/ipMasq/isolate/bridge fields (empty: the defaults)."""
     name = required_field(raw, "name", str, "")
     if not is_id(name):
         raise invalid("name", name, ID_RULE)
@@ -240,6 +241,7 @@ def _datapath(section: dict) -> dict:
         ),
         "mtu": _mtu(section),
         "ip_masq": json_field(section, "ipMasq", bool, "", NetConf.ip_masq),
+        "isolate": json_field(section, "isolate", bool, "", NetConf.isolate),
         "bridge": _ifname_field(section, "bridge", "") or "",
     }
 

@@ -43,6 +43,8 @@ def ensure_bridge(ipr: IPRoute, spec: BridgeSpec, seen: Seen) -> Link:
             f"interface {name} exists and is a {link.kind or 'device'}, not a bridge: "
             f'set "bridge" in the network config to another name'
         )
+    if seen.link(name) is None:  # new to this process: made by an older version?
+        call_netfilter(ipr, link.index)
     if link.mtu != mtu or not link.up:
         # An MTU set here (not at creation) also stops the kernel from resetting it.
         ipr.link("set", index=link.index, mtu=mtu, state="up")
@@ -50,6 +52,13 @@ def ensure_bridge(ipr: IPRoute, spec: BridgeSpec, seen: Seen) -> Link:
     seen.saw_link(link)
     ensure_addresses(ipr, link.index, spec.gateways, seen)
     return link
+
+
+def call_netfilter(ipr: IPRoute, index: int) -> None:
+    """Pass the bridge's own traffic (container to container on it) through the
+    ``inet`` forward hook (br_netfilter), where netplug's policies judge it:
+    netplug's bridges only, never the root namespace's or another program's."""
+    ipr.link("set", index=index, kind="bridge", br_nf_call_iptables=1, br_nf_call_ip6tables=1)
 
 
 def _known(ipr: IPRoute, name: str, seen: Seen) -> Link | None:

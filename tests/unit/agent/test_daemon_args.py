@@ -22,4 +22,3 @@ def test_the_default_from_netplug_hostname_is_checked_too(monkeypatch, capsys):
 
 def test_a_fully_qualified_host_name_is_fine():
     assert parse_args(["--host-name", "node-1.example.com"]).host_name == "node-1.example.com"
-

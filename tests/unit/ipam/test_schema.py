@@ -147,7 +147,7 @@ RECORDS = [
     (
         Networks,
         NetworkRecord("10.244.0.0/16", "", 4242, "netplug.internal", 24, 0),
-        b'{"block_prefix":24,"block_prefix6":0,"domain":"netplug.internal",'
+        b'{"block_prefix":24,"block_prefix6":0,"domain":"netplug.internal","isolate":true,'
         b'"subnet":"10.244.0.0/16","subnet6":"","vni":4242}',
         (),
     ),

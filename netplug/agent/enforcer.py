@@ -1,0 +1,151 @@
+"""The agent's enforcer: netplug's nftables table kept equal to the store.
+
+A store view part (``follow``) fed the networks, attachments and policies.
+Its first full feed (and every later one: a restart of the part, the store
+back after an outage) reads what the kernel holds (``from_listing``) and
+applies only the difference, so an agent restart opens nothing and closes
+nothing (Felix's mark and sweep). Then each batch of events costs one ``nft``
+batch: set elements only when just containers came or went (``Plan.elements``
+against the plan compiled last), every chain rewritten in place when a policy
+or a network changed. A host with no local network that needs the table has
+none.
+
+ADD and DEL reach it through ``Host.enforcer`` (``cover``/``uncover``, from the
+plugin server's threads): the container's elements are programmed before ADD
+answers, whether or not the feed has brought its records yet; a container
+ADD covered stays covered until DEL or until the feed has its record.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+from netplug.agent.records import BadRecords
+from netplug.agent.store_view import Feed, Full, mirror
+from netplug.cni import segmentation
+from netplug.cni.segmentation import Inputs
+from netplug.ipam.store.base import KeyValue
+from netplug.net import NetError
+from netplug.policy.plan import Dataplane, Endpoint, NetworkInfo, Plan, compile_plan
+
+log = logging.getLogger(__name__)
+
+PART = "enforcer"
+WATCHED = segmentation.WATCHED
+IDLE = 3600.0  # seconds the part waits on its feed when nothing failed
+RETRY = 1.0  # after the kernel refused a batch: try again from what it holds
+
+
+class Enforcer:
+    def __init__(
+        self,
+        host: str,
+        read_store: Callable[[], Inputs],
+        bad_records: BadRecords | None = None,
+    ) -> None:
+        self.me = host
+        self._read_store = read_store  # before the first feed: ADD reads the store itself
+        self.bad_records = bad_records or BadRecords()
+        self._lock = threading.Lock()  # the state below and the kernel's table
+        self._fed: Inputs | None = None  # the feed's records, parsed (None: not fed yet)
+        self._added: dict[str, Endpoint] = {}  # covered by ADD, not yet in the feed
+        self._added_networks: dict[str, NetworkInfo] = {}
+        self._deleted: set[str] = set()  # uncovered by DEL, still in the feed
+        self._plan: Plan | None = None
+        self._plan_of: tuple | None = None  # the (policies, networks) it was compiled from
+        self._programmed: Dataplane | None = None  # what the table holds, None: no table
+        self._known = False  # whether _programmed is known (else the kernel is read)
+
+    # -- the feed --------------------------------------------------------------------
+
+    def follow(self, feed: Feed, stop: threading.Event) -> None:
+        """Keep the table equal to the feed's records (a store view part)."""
+        held: dict[str, KeyValue] = {}
+        read, pending, wait = False, False, IDLE
+        while not stop.is_set():
+            updates = feed.take(stop, wait)
+            for update in updates:
+                mirror(held, update)
+                if isinstance(update, Full):
+                    read = True
+                    with self._lock:
+                        self._known = False  # a full read: mark and sweep the kernel's
+            pending = pending or bool(updates)
+            if not read or not pending or stop.is_set():
+                continue
+            try:
+                self.sync(segmentation.inputs(held.values()))
+                pending, wait = False, IDLE
+            except NetError as e:
+                log.warning("enforcer: %s; retrying", e)
+                with self._lock:
+                    self._known = False
+                wait = RETRY
+
+    def sync(self, fed: Inputs) -> None:
+        """Program what ``fed`` (every followed record) and the ADDs not yet in it say."""
+        self.bad_records.report(PART, fed.bad)
+        with self._lock:
+            for key in list(self._added):
+                if key in fed.endpoints:
+                    del self._added[key]
+            self._added_networks = {
+                n: info for n, info in self._added_networks.items() if n not in fed.networks
+            }
+            self._deleted &= fed.endpoints.keys()
+            self._fed = fed
+            self._program()
+
+    # -- ADD and DEL -----------------------------------------------------------------
+
+    def cover(self, key: str, endpoint: Endpoint, network: NetworkInfo) -> None:
+        """Program ``endpoint``'s elements now (an ADD; from any thread). Raises
+        NetError when the kernel refuses: ADD fails and undoes itself."""
+        with self._lock:
+            self._deleted.discard(key)
+            self._added[key] = endpoint
+            if self._fed is None:
+                self._fed = self._read_store()  # before the first feed: from the store
+            if self._networks().get(network.name) != network:
+                self._added_networks[network.name] = network  # its first ADD: not fed yet
+            self._program()
+
+    def uncover(self, key: str) -> None:
+        """Remove a container's elements (a DEL; from any thread)."""
+        with self._lock:
+            self._added.pop(key, None)
+            if self._fed is not None and key in self._fed.endpoints:
+                self._deleted.add(key)
+            self._program()
+
+    # -- the table (under the lock) --------------------------------------------------
+
+    def _networks(self) -> dict[str, NetworkInfo]:
+        fed = self._fed.networks if self._fed is not None else {}
+        return {**fed, **self._added_networks}
+
+    def _endpoints(self) -> dict[str, Endpoint]:
+        fed = self._fed.endpoints if self._fed is not None else {}
+        mine = {k: e for k, e in fed.items() if k not in self._deleted}
+        return {**mine, **self._added}
+
+    def _program(self) -> None:
+        if self._fed is None:
+            return  # nothing read yet: the first feed programs
+        networks, endpoints = self._networks(), self._endpoints()
+        policies = sorted(self._fed.policies.values(), key=lambda p: p.name)
+        want = None
+        if segmentation.needed(networks, policies, endpoints.values(), self.me):
+            plan_of = (tuple(policies), tuple(sorted(networks.items())))
+            if plan_of != self._plan_of:
+                self._plan, self._plan_of = compile_plan(policies, networks.values()), plan_of
+            want = self._plan.dataplane(endpoints.values(), self.me)
+        if not self._known:
+            current, present = segmentation.programmed()
+        else:
+            current, present = self._programmed, self._programmed is not None
+        # Only elements, when only containers came or went: ``delta`` keeps the rules.
+        segmentation.converge(current, want, present)
+        self._programmed, self._known = want, True

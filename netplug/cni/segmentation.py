@@ -1,0 +1,150 @@
+"""Segmentation and policy on one host: the store's records in, netplug's table out.
+
+The pure half reads the records that decide the table (networks with their
+``isolate``, attachments with their addresses, names and host, policies) into
+``Inputs``, and decides what the host should hold (``wanted``: None when no
+local network needs the table, which is then removed). The kernel half
+(``converge``) turns what is programmed into that with one ``nft`` batch.
+
+Two callers: the agent's enforcer (``netplug.agent.enforcer``) follows the store
+and covers each ADD through ``Host.enforcer``; without an agent, ADD and DEL
+program the whole table themselves, from one read of the store (``refresh``),
+so that no container is ever attached unenforced. Without an agent a policy
+change reaches a host only at its next ADD or DEL there: run netplugd.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from netplug.host import Host
+from netplug.ipam.schema import (
+    Attachment,
+    Attachments,
+    NetworkRecord,
+    Networks,
+    Policies,
+    SchemaError,
+)
+from netplug.ipam.store.base import Get, KeyValue
+from netplug.locks import network_lock
+from netplug.net import policy_table
+from netplug.policy.model import Policy
+from netplug.policy.plan import (
+    TABLE,
+    Dataplane,
+    Endpoint,
+    NetworkInfo,
+    compile_plan,
+    delta,
+    from_listing,
+)
+
+log = logging.getLogger(__name__)
+
+WATCHED = (Networks.PREFIX, Attachments.PREFIX, Policies.PREFIX)
+LOCK = ".policy-table"  # the lock file (beside the networks' own) of in-process programming
+
+Bad = dict[str, tuple[int, str]]  # key -> (mod revision, why), as agent.records
+
+
+@dataclass(slots=True)
+class Inputs:
+    """What the table is made of, as the records say (each record parsed alone)."""
+
+    networks: dict[str, NetworkInfo] = field(default_factory=dict)
+    endpoints: dict[str, Endpoint] = field(default_factory=dict)  # by attachment key
+    policies: dict[str, Policy] = field(default_factory=dict)  # by record key
+    bad: Bad = field(default_factory=dict)
+
+
+def network_info(name: str, record: NetworkRecord) -> NetworkInfo:
+    return NetworkInfo(name, tuple(record.subnets()), record.isolate)
+
+
+def endpoint(attachment: Attachment) -> Endpoint:
+    return Endpoint(
+        attachment.network,
+        attachment.host,
+        tuple(a.address.ip for a in attachment.allocations),
+        frozenset(attachment.names),
+    )
+
+
+def inputs(kvs: Iterable[KeyValue]) -> Inputs:
+    """The networks, endpoints and policies of ``kvs`` (other keys ignored; a record
+    that does not read is skipped into ``bad``, as the agent's other parts do)."""
+    found = Inputs()
+    for kv in kvs:
+        try:
+            _read(found, kv)
+        except SchemaError as e:
+            found.bad[kv.key] = (kv.mod_revision, f"{type(e).__name__}: {e}")
+    return found
+
+
+def _read(found: Inputs, kv: KeyValue) -> None:
+    if kv.key.startswith(Networks.PREFIX):
+        name = Networks.parse(kv.key)
+        found.networks[name] = network_info(name, Networks.decode(kv.value))
+    elif kv.key.startswith(Attachments.PREFIX):
+        network, host, _, _ = Attachments.parse(kv.key)
+        found.endpoints[kv.key] = endpoint(Attachments.decode(kv.value, network, host))
+    elif kv.key.startswith(Policies.PREFIX):
+        found.policies[kv.key] = Policies.decode(kv.value)
+
+
+def needed(
+    networks: Mapping[str, NetworkInfo],
+    policies: Iterable[Policy],
+    endpoints: Iterable[Endpoint],
+    me: str,
+) -> bool:
+    """Whether host ``me`` needs the table: some network with a container here is
+    isolated or has a policy. (A host with none keeps no table: the others' tables
+    judge their own containers' traffic, sent and received.)"""
+    local = {e.network for e in endpoints if e.host == me}
+    governed = {p.network for p in policies}
+    return any(n in governed or (n in networks and networks[n].isolate) for n in local)
+
+
+def converge(programmed: Dataplane | None, want: Dataplane | None, present: bool) -> None:
+    """Make the kernel's table ``want`` (None: no table) from ``programmed`` (what it
+    holds; None with ``present``: unknown, so every rule is rewritten)."""
+    if want is None:
+        if present:
+            policy_table.remove(TABLE)
+        return
+    policy_table.apply(delta(programmed if present else None, want))
+
+
+def programmed() -> tuple[Dataplane | None, bool]:
+    """What the kernel holds now (rules unknown: ``from_listing``), and whether the
+    table exists."""
+    listing = policy_table.listing(TABLE)
+    return (None, False) if listing is None else (from_listing(listing), True)
+
+
+def read_store(host: Host) -> tuple[Inputs, int]:
+    """The records, from one transaction; and its revision."""
+    result = host.store.txn((), [Get(p, prefix=True) for p in WATCHED])
+    kvs = [kv for kvs in result.responses for kv in kvs]  # type: ignore[union-attr]
+    return inputs(kvs), result.revision
+
+
+def refresh(host: Host, run_dir: str) -> None:
+    """Without an agent: program this host's table from the store, now (ADD, DEL,
+    GC), under a host lock so that two plugin processes never interleave."""
+    with network_lock(run_dir, host.name, LOCK):
+        found, _ = read_store(host)
+        for key, (_, why) in found.bad.items():
+            log.warning("segmentation: skipping unreadable record %s: %s", key, why)
+        policies, endpoints = list(found.policies.values()), list(found.endpoints.values())
+        want = None
+        if needed(found.networks, policies, endpoints, host.name):
+            plan = compile_plan(policies, found.networks.values())
+            want = plan.dataplane(endpoints, host.name)
+        current, present = programmed()
+        converge(current, want, present)
