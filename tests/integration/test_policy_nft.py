@@ -3,7 +3,8 @@
 Each scenario loads ``render(desired(...))`` with ``nft -f``, applies a ``delta``
 and reads the sets back (``nft -j``); the smoke test builds two netplug networks
 with the real plugin and shows isolation on ping and TCP, both ways, v4 and v6,
-with the ruleset loaded by hand (the agent does not program it yet).
+with the ruleset loaded by hand (in place of the one ADD programs: the agent's
+own enforcement is tests/integration/test_enforcer.py's).
 """
 
 from __future__ import annotations
@@ -87,6 +88,10 @@ SCENARIOS = {
     "every form": EVERY_FORM,
     "sixty policies": MANY,
 }
+
+
+def drop_table(netns: str) -> None:
+    run(["ip", "netns", "exec", netns, "nft", "delete", "table", "inet", "netplug"])
 
 
 def nft(netns: str, script: str) -> None:
@@ -246,23 +251,11 @@ def test_isolation_and_a_policy_on_real_traffic(plain_host, containers, servers)
         ips = [ip_interface(i["address"]).ip for i in result["ips"]]
         made[name] = (network, netns, ips, result["ips"][0]["gateway"])
         servers(netns)
-    for network in nets:  # what ADD will do once the agent enforces (see README)
-        run(
-            [
-                "ip",
-                "-n",
-                host.netns,
-                "link",
-                "set",
-                f"np-{network}",
-                "type",
-                "bridge",
-                "nf_call_iptables",
-                "1",
-                "nf_call_ip6tables",
-                "1",
-            ]
-        )
+    links = host.links()
+    for network in nets:  # ADD lets the bridge's own traffic reach the forward hook
+        bridge = links[f"np-{network}"]["linkinfo"]["info_data"]
+        assert bridge["nf_call_iptables"] == 1 and bridge["nf_call_ip6tables"] == 1
+    drop_table(host.netns)  # ADD programmed it: these scenarios load their own
 
     def address(name: str, version: int) -> str:
         return str(next(a for a in made[name][2] if a.version == version))
@@ -348,6 +341,8 @@ def test_isolation_across_hosts_holds_on_either_host_alone(lab, containers, tmp_
         netns = containers()
         result = hosts[host].add(conf, name, netns)
         made[name] = (netns, [ip_interface(i["address"]).ip for i in result["ips"]])
+    for host in hosts.values():  # ADD programmed it: this scenario loads its own
+        drop_table(host.netns)
 
     def address(name: str, version: int) -> str:
         return str(next(a for a in made[name][1] if a.version == version))

@@ -68,6 +68,11 @@ def test_design_example_parses() -> None:
     assert (conf.bridge, conf.log_file, conf.run_dir) == ("br-blue", "/tmp/np.log", "/tmp/np-run")
 
 
+def test_isolate_defaults_to_true_and_can_be_turned_off() -> None:
+    assert conf_of({}).isolate is True
+    assert conf_of({"isolate": False}).isolate is False
+
+
 def test_null_fields_mean_default() -> None:
     conf = conf_of({"mtu": None, "vxlan": None, "subnet6": None, "store": None})
     assert (conf.mtu, conf.vxlan, conf.subnet6, conf.store) == (0, VxlanConf(), None, NetConf.store)
@@ -183,6 +188,8 @@ BAD_CONFIGS = [
     ({"mtu": 70000}, {}, ["mtu", "got 70000"]),
     ({"mtu": "1500"}, {}, ["mtu", "an integer"]),
     ({"ipMasq": "yes"}, {}, ["ipMasq", "true or false", '"yes"']),
+    ({"isolate": "no"}, {}, ["isolate", "true or false", '"no"']),
+    ({"isolate": 0}, {}, ["isolate", "true or false"]),
     ({"store": 5}, {}, ["store", "a string"]),
     ({"hostName": []}, {}, ["hostName", "a string"]),
     # hostName is a store key component: "/" would nest records under another host.

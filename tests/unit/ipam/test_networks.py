@@ -209,3 +209,11 @@ def test_processes_first_using_networks_at_once_agree_and_never_share_a_vni(stor
     assigned = {name: vnis.pop() for name, vnis in by_network.items()}
     assert sorted(assigned.values()) == list(range(FIRST_ASSIGNED_VNI, FIRST_ASSIGNED_VNI + 4))
     assert {n: r.vni for n, r in networks(store).items()} == assigned
+
+
+def test_a_host_that_disagrees_on_isolate_is_refused_naming_both(store):
+    ensure_network(store, "blue", BLUE)
+    with pytest.raises(NetworkConflict, match=r"isolate true \(this config: false\)") as e:
+        ensure_network(store, "blue", replace(BLUE, isolate=False))
+    assert e.value.code == 7
+    assert networks(store)["blue"].isolate is True
