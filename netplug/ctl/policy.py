@@ -2,8 +2,8 @@
 
 ``apply`` validates the whole document against the networks the store knows
 before it writes anything, and writes every policy in one transaction. The
-counters that ``list`` shows come from the agents; until netplugd enforces
-policies and reports them, they show as "-".
+counters that ``list`` shows will come from the agents, which enforce the
+policies but do not report counters yet: they show as "-".
 """
 
 from __future__ import annotations
