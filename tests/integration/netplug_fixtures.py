@@ -12,6 +12,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
+from traffic import server_starter
 
 from netplug.lab.lab import Lab
 
@@ -46,6 +47,13 @@ def containers() -> Iterator[Callable[[], str]]:
     require_root()
     with ExitStack() as stack:
         yield lambda: stack.enter_context(make_netns("npt-ctr-"))
+
+
+@pytest.fixture
+def servers() -> Iterator[Callable[[str], None]]:
+    """Start a TCP server (``traffic.SERVER``) in each given namespace; killed after."""
+    with server_starter() as start:
+        yield start
 
 
 @pytest.fixture(params=["sqlite", "etcd"])

@@ -14,87 +14,22 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from ipaddress import ip_interface
 
 import pytest
+from traffic import PORT, blocked, counted, hammer, reaches, tcp
 
 from netplug_env import BIN, NetplugHost, eventually, ping
 from runtimes import require_commands
 
 pytestmark = pytest.mark.netns
 
-PORT = 8080
-SERVER = (
-    "import socket, sys\n"
-    "s = socket.socket(socket.AF_INET6)\n"
-    "s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)\n"
-    "s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
-    "s.bind(('::', int(sys.argv[1]))); s.listen(64)\n"
-    "print('ready', flush=True)\n"
-    "while True:\n"
-    "    c, _ = s.accept(); c.sendall(b'hi'); c.close()\n"
-)
-CLIENT = (
-    "import socket, sys\n"
-    "try:\n"
-    "    c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=1)\n"
-    "    sys.exit(0 if c.recv(2) == b'hi' else 1)\n"
-    "except OSError:\n"
-    "    sys.exit(1)\n"
-)
-# Connects in a tight loop for argv[3] seconds; prints how many got through.
-HAMMER = (
-    "import socket, sys, time\n"
-    "end, n = time.monotonic() + float(sys.argv[3]), 0\n"
-    "while time.monotonic() < end:\n"
-    "    try:\n"
-    "        c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=0.05)\n"
-    "        n += c.recv(2) == b'hi'; c.close()\n"
-    "    except OSError:\n"
-    "        time.sleep(0.001)\n"
-    "print(n)\n"
-)
 SUBNETS = {
     "red": ("10.51.0.0/16", "fd51::/48"),
     "green": ("10.52.0.0/16", "fd52::/48"),
     "open": ("10.53.0.0/16", "fd53::/48"),
 }
-
-
-def tcp(netns: str, address: str) -> bool:
-    cmd = ["ip", "netns", "exec", netns, sys.executable, "-c", CLIENT, address, str(PORT)]
-    return subprocess.run(cmd, capture_output=True, timeout=15).returncode == 0
-
-
-def reaches(netns: str, address: str) -> bool:
-    return ping(netns, address) and tcp(netns, address)
-
-
-def blocked(netns: str, address: str) -> bool:
-    return not ping(netns, address) and not tcp(netns, address)
-
-
-@pytest.fixture
-def servers():
-    procs = []
-
-    def start(netns: str) -> None:
-        proc = subprocess.Popen(
-            ["ip", "netns", "exec", netns, sys.executable, "-c", SERVER, str(PORT)],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        procs.append(proc)
-        assert proc.stdout.readline().strip() == "ready"
-
-    try:
-        yield start
-    finally:
-        for proc in procs:
-            proc.kill()
-            proc.wait(timeout=10)
 
 
 class Site:
@@ -128,6 +63,19 @@ class Site:
         return subprocess.run(cmd, input=stdin, capture_output=True, text=True, timeout=30)
 
 
+def programmed_within(netns: str, policy: str, address: str, timeout: float = 5.0) -> float:
+    """Seconds until ``address`` is in ``policy``'s selected set on the host (polled
+    every 10 ms, bounded by ``timeout``)."""
+    started = time.monotonic()
+    cmd = ["ip", "netns", "exec", netns, "nft", "-j", "list", "set", "inet", "netplug"]
+    while time.monotonic() - started < timeout:
+        done = subprocess.run([*cmd, f"pol/{policy}/sel4"], capture_output=True, text=True)
+        if done.returncode == 0 and f'"{address}"' in done.stdout:
+            return time.monotonic() - started
+        time.sleep(0.01)
+    return timeout
+
+
 def test_the_agent_isolates_networks_and_enforces_policies(plain_host, containers, servers):
     require_commands("nft", packages="nftables")
     site = Site(plain_host, containers, servers)
@@ -155,9 +103,8 @@ def test_the_agent_isolates_networks_and_enforces_policies(plain_host, container
         }
         applied = site.ctl("policy", "apply", "-", stdin=json.dumps(policy))
         assert applied.returncode == 0, applied.stderr
-        started = time.monotonic()
-        assert eventually(lambda: not tcp(other, site.address("db", 4)), timeout=5)
-        assert time.monotonic() - started < 1 + 1.0  # in force within 1 s (one 1 s probe)
+        took = programmed_within(plain_host.netns, "db-from-web", site.address("db", 4))
+        assert took < 1.0, f"enforced {took:.2f} s after policy apply returned"
         for v in (4, 6):
             assert tcp(web, site.address("db", v))
             assert not tcp(other, site.address("db", v))
@@ -165,33 +112,21 @@ def test_the_agent_isolates_networks_and_enforces_policies(plain_host, container
             assert reaches(db, site.address("other", v))  # db's egress is unaffected
 
         # kill -9 and restart: nothing opens, nothing closes, throughout.
+        allowed = hammer(web, site.address("db", 4), 6, attempt=1.0)
+        denied = hammer(other, site.address("db", 4), 6)
+        time.sleep(0.5)
         os.kill(agent.pid, signal.SIGKILL)
         agent.wait(timeout=10)
-        assert tcp(web, site.address("db", 4)) and not tcp(other, site.address("db", 4))
     with plain_host.agent():
-        for _ in range(5):
-            assert tcp(web, site.address("db", 4)) and not tcp(other, site.address("db", 4))
+        ok, failed = counted(allowed)
+        assert ok > 0 and failed == 0, f"allowed: {ok} answered, {failed} not"
+        assert counted(denied)[0] == 0, "a denied connection got through the restart"
         assert blocked(web, site.address("g1", 4))
 
         # A denied client connecting in a tight loop while a selected db is ADDed.
         late = containers()
         servers(late)
-        hammer = subprocess.Popen(
-            [
-                "ip",
-                "netns",
-                "exec",
-                other,
-                sys.executable,
-                "-c",
-                HAMMER,
-                "10.51.0.200",
-                str(PORT),
-                "4",
-            ],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
+        loop = hammer(other, "10.51.0.200", 4)
         time.sleep(0.5)
         result = plain_host.add(
             site.conf("red"),
@@ -200,8 +135,7 @@ def test_the_agent_isolates_networks_and_enforces_policies(plain_host, container
             env={"CNI_ARGS": "NETPLUG_NAME=db;IP=10.51.0.200"},
         )
         assert result["ips"][0]["address"].startswith("10.51.0.200/")
-        out, _ = hammer.communicate(timeout=30)
-        assert out.strip() == "0", "a denied connection got through during ADD"
+        assert counted(loop)[0] == 0, "a denied connection got through during ADD"
         assert tcp(web, "10.51.0.200")
 
         deleted = site.ctl("policy", "delete", "db-from-web")
@@ -223,3 +157,59 @@ def test_without_an_agent_add_programs_the_table(plain_host, containers, servers
     for name, network in (("r1", "red"), ("g1", "green")):
         plain_host.delete(site.conf(network), name, site.ns(name))
     assert "inet netplug" not in plain_host.nft_tables()
+
+
+def test_agents_segment_networks_across_lab_hosts(lab, containers, servers, tmp_path):
+    """Two lab hosts, each with red and green containers, only their agents running:
+    isolated over the overlay both ways (v4, v6, ping and TCP); a policy applied
+    is in force on both hosts within a second, and its deletion reopens."""
+    require_commands("nft", packages="nftables")
+    lab.up(2, lab.store_kind)
+    state = lab.state.load()
+    sites = {
+        h: Site(
+            NetplugHost(state["hosts"][h]["netns"], tmp_path / h, h, state["store"]),
+            containers,
+            servers,
+        )
+        for h in ("host1", "host2")
+    }
+    made = {}  # container -> its site
+    for name, network, host in (
+        ("web", "red", "host1"),
+        ("g1", "green", "host1"),
+        ("db", "red", "host2"),
+        ("g2", "green", "host2"),
+        ("other", "red", "host2"),
+    ):
+        sites[host].add(name, network)
+        made[name] = sites[host]
+
+    def ns(name: str) -> str:
+        return made[name].ns(name)
+
+    def address(name: str, version: int) -> str:
+        return made[name].address(name, version)
+
+    for v in (4, 6):
+        assert eventually(lambda v=v: reaches(ns("web"), address("db", v)))  # red, across
+        assert blocked(ns("web"), address("g2", v)) and blocked(ns("g2"), address("web", v))
+        assert blocked(ns("g1"), address("db", v)) and blocked(ns("db"), address("g1", v))
+
+    policy = {
+        "name": "db-from-web",
+        "network": "red",
+        "select": {"names": ["db"]},
+        "ingress": [{"from": [{"names": ["web"]}], "ports": [{"protocol": "tcp", "port": PORT}]}],
+    }
+    applied = sites["host1"].ctl("policy", "apply", "-", stdin=json.dumps(policy))
+    assert applied.returncode == 0, applied.stderr
+    for site in sites.values():
+        took = programmed_within(site.host.netns, "db-from-web", address("db", 4))
+        assert took < 1.0, f"{site.host.host_name}: enforced after {took:.2f} s"
+    for v in (4, 6):
+        assert tcp(ns("web"), address("db", v))  # across hosts, allowed
+        assert not tcp(ns("other"), address("db", v))  # same host, not selected as peer
+    deleted = sites["host2"].ctl("policy", "delete", "db-from-web")
+    assert deleted.returncode == 0, deleted.stderr
+    assert eventually(lambda: tcp(ns("other"), address("db", 4)), timeout=5)

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from ipaddress import ip_address, ip_interface, ip_network
 
 import pytest
 from policy_examples import DESIGN_EXAMPLE
+from traffic import blocked, reaches
 
 from netplug.policy.model import parse
 from netplug.policy.plan import (
@@ -180,62 +180,6 @@ def test_a_policy_change_sweeps_what_is_gone_and_adds_what_is_new():
 
 # -- real traffic ----------------------------------------------------------------------
 
-PORT = 8080
-SERVER = (
-    "import socket, sys\n"
-    "s = socket.socket(socket.AF_INET6)\n"
-    "s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)\n"
-    "s.bind(('::', int(sys.argv[1])))\n"
-    "s.listen(16)\n"
-    "print('ready', flush=True)\n"
-    "while True:\n"
-    "    c, _ = s.accept()\n"
-    "    c.close()\n"
-)
-CLIENT = (
-    "import socket, sys\n"
-    "try:\n"
-    "    socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=1).close()\n"
-    "except OSError:\n"
-    "    sys.exit(1)\n"
-)
-
-
-def tcp(netns: str, address: str) -> bool:
-    cmd = ["ip", "netns", "exec", netns, sys.executable, "-c", CLIENT, address, str(PORT)]
-    return subprocess.run(cmd, capture_output=True, timeout=15).returncode == 0
-
-
-def reaches(netns: str, address: str) -> bool:
-    return ping(netns, address) and tcp(netns, address)
-
-
-def blocked(netns: str, address: str) -> bool:
-    """Neither a ping nor a TCP connection gets through (each bounded)."""
-    return not ping(netns, address) and not tcp(netns, address)
-
-
-@pytest.fixture
-def servers():
-    """Start a TCP server in each given container namespace; all killed after."""
-    procs = []
-
-    def start(netns: str) -> None:
-        proc = subprocess.Popen(
-            ["ip", "netns", "exec", netns, sys.executable, "-c", SERVER, str(PORT)],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        procs.append(proc)
-        assert proc.stdout.readline().strip() == "ready"
-
-    try:
-        yield start
-    finally:
-        for proc in procs:
-            proc.kill()
-            proc.wait(timeout=10)
-
 
 def test_isolation_and_a_policy_on_real_traffic(plain_host, containers, servers):
     require_commands("nft", packages="nftables")
@@ -341,7 +285,8 @@ def test_isolation_across_hosts_holds_on_either_host_alone(lab, containers, tmp_
         netns = containers()
         result = hosts[host].add(conf, name, netns)
         made[name] = (netns, [ip_interface(i["address"]).ip for i in result["ips"]])
-    for host in hosts.values():  # ADD programmed it: this scenario loads its own
+    for host in hosts.values():  # the agents programmed it: this scenario loads its own
+        lab.stop_agent(host.host_name)
         drop_table(host.netns)
 
     def address(name: str, version: int) -> str:
