@@ -10,6 +10,7 @@ container while it is being added never getting through.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -142,6 +143,41 @@ def test_the_agent_isolates_networks_and_enforces_policies(plain_host, container
         assert deleted.returncode == 0, deleted.stderr
         assert eventually(lambda: tcp(other, site.address("db", 4)), timeout=5)
         assert reaches(other, site.address("db", 6))
+
+
+DB_FROM_WEB = {
+    "name": "db-from-web",
+    "network": "red",
+    "select": {"names": ["db"]},
+    "ingress": [{"from": [{"names": ["web"]}], "ports": [{"protocol": "tcp", "port": PORT}]}],
+}
+
+
+@pytest.mark.parametrize("agent", ["feed stalled", "none"])
+def test_a_denied_client_never_gets_through_while_the_target_is_added(
+    plain_host, containers, servers, agent
+):
+    """ADD covers its container before answering: with an agent whose enforcer
+    never gets its feed (``NETPLUG_FAULTS=enforcer``: only ADD's own call to it
+    programs anything), and with no agent at all."""
+    require_commands("nft", packages="nftables")
+    site = Site(plain_host, containers, servers)
+    site.add("web", "red")
+    site.add("other", "red")
+    applied = site.ctl("policy", "apply", "-", stdin=json.dumps(DB_FROM_WEB))
+    assert applied.returncode == 0, applied.stderr
+    target = containers()
+    servers(target)  # listening before its interface exists
+    launcher = ["ip", "netns", "exec", plain_host.netns, "env", "NETPLUG_FAULTS=enforcer"]
+    with plain_host.agent(launcher) if agent != "none" else contextlib.nullcontext():
+        loop = hammer(site.ns("other"), "10.51.0.200", 4)
+        time.sleep(0.5)
+        env = {"CNI_ARGS": "NETPLUG_NAME=db;IP=10.51.0.200"}
+        plain_host.add(site.conf("red"), "db", target, env=env)
+        assert counted(loop)[0] == 0, "a denied connection got through"
+        assert tcp(site.ns("web"), "10.51.0.200")  # the allowed one does
+        if agent != "none":
+            assert "enforcer" in plain_host.agent_log()  # the part did fail: ADD covered
 
 
 def test_without_an_agent_add_programs_the_table(plain_host, containers, servers):
