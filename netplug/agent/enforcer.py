@@ -27,8 +27,8 @@ from netplug.agent.store_view import Feed, Full, mirror
 from netplug.cni import segmentation
 from netplug.cni.segmentation import Inputs
 from netplug.ipam.store.base import KeyValue
-from netplug.net import NetError
-from netplug.policy.plan import Dataplane, Endpoint, NetworkInfo, Plan, compile_plan
+from netplug.net import NetError, policy_table
+from netplug.policy.plan import Dataplane, Endpoint, NetworkInfo, Plan, add_elements, compile_plan
 
 log = logging.getLogger(__name__)
 
@@ -104,10 +104,13 @@ class Enforcer:
         """Program ``endpoint``'s elements now (an ADD; from any thread). Raises
         NetError when the kernel refuses: ADD fails and undoes itself."""
         with self._lock:
-            self._deleted.discard(key)
-            self._added[key] = endpoint
             if self._fed is None:
                 self._fed = self._read_store()  # before the first feed: from the store
+            if self._can_just_add(key, endpoint, network):
+                self._add_elements(key, endpoint)
+                return
+            self._deleted.discard(key)
+            self._added[key] = endpoint
             if self._networks().get(network.name) != network:
                 self._added_networks[network.name] = network  # its first ADD: not fed yet
             self._program()
@@ -131,14 +134,48 @@ class Enforcer:
         mine = {k: e for k, e in fed.items() if k not in self._deleted}
         return {**mine, **self._added}
 
+    def _can_just_add(self, key: str, endpoint: Endpoint, network: NetworkInfo) -> bool:
+        """Whether ``endpoint`` costs only its own elements: the table is programmed
+        (so it stays needed) from a plan of these very networks and policies, and
+        the container is new (a re-ADD may bring other addresses)."""
+        return (
+            self._known
+            and self._programmed is not None
+            and self._plan is not None
+            and self._networks().get(network.name) == network
+            and self._plan_of == self._inputs_key(self._networks())
+            and not self._holds(key)
+        )
+
+    def _holds(self, key: str) -> bool:
+        assert self._fed is not None
+        fed = key in self._fed.endpoints and key not in self._deleted
+        return fed or key in self._added
+
+    def _add_elements(self, key: str, endpoint: Endpoint) -> None:
+        """ADD's common case: the elements it contributes, in one small batch."""
+        assert self._plan is not None and self._programmed is not None
+        elements = self._plan.elements(endpoint, self.me)
+        have = self._programmed.members
+        new = {name: items - have.get(name, frozenset()) for name, items in elements.items()}
+        policy_table.apply(add_elements(new))
+        self._deleted.discard(key)
+        self._added[key] = endpoint
+        self._programmed = self._programmed.plus(elements)
+
+    def _inputs_key(self, networks: dict[str, NetworkInfo]) -> tuple:
+        assert self._fed is not None
+        policies = sorted(self._fed.policies.values(), key=lambda p: p.name)
+        return (tuple(policies), tuple(sorted(networks.items())))
+
     def _program(self) -> None:
         if self._fed is None:
             return  # nothing read yet: the first feed programs
         networks, endpoints = self._networks(), self._endpoints()
-        policies = sorted(self._fed.policies.values(), key=lambda p: p.name)
+        plan_of = self._inputs_key(networks)
+        policies = plan_of[0]
         want = None
         if segmentation.needed(networks, policies, endpoints.values(), self.me):
-            plan_of = (tuple(policies), tuple(sorted(networks.items())))
             if plan_of != self._plan_of:
                 self._plan, self._plan_of = compile_plan(policies, networks.values()), plan_of
             want = self._plan.dataplane(endpoints.values(), self.me)

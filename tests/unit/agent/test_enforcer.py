@@ -1,0 +1,141 @@
+"""The enforcer's decisions, with the kernel's table replaced by a recorder of the
+nft batches it would run (``netplug.net.policy_table``'s two calls): which batch
+a feed, an ADD or a DEL costs, and what it never removes."""
+
+from __future__ import annotations
+
+from ipaddress import ip_interface, ip_network
+
+import pytest
+
+from netplug.agent.enforcer import Enforcer
+from netplug.cni.segmentation import endpoint, inputs, network_info
+from netplug.ipam.schema import (
+    Allocation,
+    Attachment,
+    Attachments,
+    NetworkRecord,
+    Networks,
+    Policies,
+)
+from netplug.ipam.store.base import KeyValue
+from netplug.net import policy_table
+from netplug.policy.model import parse
+
+RED = NetworkRecord("10.1.0.0/16", "", 7, "d", 24, 0)
+GREEN = NetworkRecord("10.2.0.0/16", "", 8, "d", 24, 0)
+POLICY = parse('{"name": "p", "network": "red", "select": {"names": ["db*"]}, "ingress": []}', None)
+
+
+def attachment(cid: str, address: str, name: str, host: str = "h1") -> Attachment:
+    block = ip_network(address + "/24", strict=False)
+    alloc = Allocation(ip_interface(address + "/24"), block.network_address + 1, block)
+    return Attachment("red", host, cid, "eth0", (alloc,), (name,))
+
+
+DB1 = attachment("c1", "10.1.0.5", "db-1")
+WEB = attachment("c2", "10.1.0.6", "web")
+DB2 = attachment("c3", "10.1.0.7", "db-2")
+
+
+def kv(key: str, value: bytes) -> KeyValue:
+    return KeyValue(key, value, 1, 1, 1)
+
+
+def records(*attachments: Attachment, policies=POLICY) -> list[KeyValue]:
+    kvs = [
+        kv(Networks.key("red"), Networks.encode(RED)),
+        kv(Networks.key("green"), Networks.encode(GREEN)),
+    ]
+    kvs += [kv(Policies.key(p.name), Policies.encode(p)) for p in policies]
+    return kvs + [kv(a.key, Attachments.encode(a)) for a in attachments]
+
+
+class Kernel:
+    """What the enforcer asked of nft, batch by batch."""
+
+    def __init__(self) -> None:
+        self.batches: list[str] = []
+        self.table: dict | None = None  # what ``listing`` answers
+
+    def apply(self, script: str) -> None:
+        if script:
+            self.batches.append(script)
+
+    def listing(self, table: str) -> dict | None:
+        return self.table
+
+
+@pytest.fixture
+def kernel(monkeypatch) -> Kernel:
+    k = Kernel()
+    monkeypatch.setattr(policy_table, "apply", k.apply)
+    monkeypatch.setattr(policy_table, "listing", k.listing)
+    return k
+
+
+def enforcer(store_kvs=()) -> Enforcer:
+    return Enforcer("h1", lambda: inputs(store_kvs))
+
+
+def test_the_first_feed_writes_the_table_and_an_add_then_costs_its_elements(kernel):
+    e = enforcer()
+    e.sync(inputs(records(DB1, WEB)))
+    (first,) = kernel.batches
+    assert first.startswith("add table inet netplug\ndelete table inet netplug\n")
+    assert "add element inet netplug pol/p/sel4 { 10.1.0.5 }" in first
+    e.cover(DB2.key, endpoint(DB2), network_info("red", RED))
+    assert kernel.batches[1].splitlines() == [
+        "add element inet netplug in4 { 10.1.0.7 : jump in/red }",
+        "add element inet netplug pol/p/sel4 { 10.1.0.7 }",
+    ]
+
+
+def test_a_stale_full_feed_keeps_what_add_covered_and_del_removes_it(kernel):
+    e = enforcer()
+    e.sync(inputs(records(DB1)))
+    e.cover(DB2.key, endpoint(DB2), network_info("red", RED))
+    e.sync(inputs(records(DB1)))  # the feed has not seen DB2's record yet
+    e.sync(inputs(records(DB1, DB2)))  # now it has
+    assert len(kernel.batches) == 2  # neither feed changed the kernel
+    e.uncover(DB2.key)  # DEL, before the feed sees the record go
+    assert kernel.batches[-1].splitlines() == [
+        "delete element inet netplug in4 { 10.1.0.7 }",
+        "delete element inet netplug pol/p/sel4 { 10.1.0.7 }",
+    ]
+    e.sync(inputs(records(DB1, DB2)))  # the feed, late: DB2 stays gone
+    assert len(kernel.batches) == 3
+
+
+def test_an_add_before_the_first_feed_reads_the_store(kernel):
+    e = enforcer(records(DB1))
+    e.cover(DB2.key, endpoint(DB2), network_info("red", RED))
+    (batch,) = kernel.batches
+    assert "pol/p/sel4 { 10.1.0.5, 10.1.0.7 }" in batch
+
+
+def test_a_network_first_added_here_is_programmed_before_the_feed_has_it(kernel):
+    e = enforcer()
+    e.sync(inputs(records(WEB)))
+    blue = Attachment("blue", "h1", "c9", "eth0", attachment("c9", "10.9.0.5", "b").allocations)
+    info = network_info("blue", NetworkRecord("10.9.0.0/16", "", 9, "d"))
+    e.cover(blue.key, endpoint(blue), info)
+    assert "10.9.0.0/16" in kernel.batches[-1]  # the isolation rules name it
+
+
+def test_a_policy_change_rewrites_the_chains_and_keeps_the_table(kernel):
+    e = enforcer()
+    e.sync(inputs(records(DB1, WEB)))
+    e.sync(inputs(records(DB1, WEB, policies=())))
+    last = kernel.batches[-1]
+    assert "flush chain inet netplug forward" in last and "delete table" not in last
+    assert "delete set inet netplug pol/p/sel4" in last
+
+
+def test_a_restart_reads_the_kernel_and_no_local_network_means_no_table(kernel):
+    e = enforcer()
+    e.sync(inputs(records(DB1)))
+    kernel.table = {"nftables": [{"table": {"family": "inet", "name": "netplug"}}]}
+    restarted = enforcer()
+    restarted.sync(inputs(records(attachment("c7", "10.1.0.9", "x", host="h2"))))
+    assert kernel.batches[-1] == "add table inet netplug\ndelete table inet netplug\n"
