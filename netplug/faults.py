@@ -7,14 +7,14 @@ unexpected error, a bug) when suffixed ``:bug``. Unset, a point costs one
 lookup in the environment. Point names:
 
 - ``STEP`` fails before ADD's step ``STEP``, ``STEP.after`` once the step has
-  done its work (steps: ``ensure_bridge``, ``enable_forwarding``,
+  done its work (steps: ``ensure_bridge``, ``enable_forwarding``, ``enforce``,
   ``create_pair``, ``configure_container``, ``masq``);
 - ``create_pair.linked``: after the kernel made the veth pair, before it is
   set up;
 - ``undo WHAT``: the undo step ``WHAT`` of a failed ADD (``delete veth``, ...);
 - ``release``: releasing addresses, as if the store could not be reached;
 - netplugd's parts, each time one takes updates from the store view (the
-  view itself, ``store-view``: at each full read): ``overlay``,
+  view itself, ``store-view``: at each full read): ``overlay``, ``enforcer``,
   ``dns-registry``, ``dns-listeners``, ``pending-releases``.
 
 ``POINT*N`` fails only the first N times the process reaches ``POINT``: a
