@@ -323,7 +323,7 @@ class NetworkRecord:
     block_prefix: int = 0  # hostBlockPrefix(6); 0 in records written before they were kept
     block_prefix6: int = 0
     # Segmentation (netplug's own networks; netplug-ipam's datapath is its main
-    # plugin's); True in records written before it was kept, as the config's default.
+    # plugin's, so False there); see ``Networks.decode`` for older records.
     isolate: bool = True
 
     def subnets(self) -> list:
@@ -354,8 +354,12 @@ class Networks(_OneName):
 
     @staticmethod
     def decode(value: bytes) -> NetworkRecord:
+        fields = decode_object(value, "network")
+        # Written before isolate was kept: netplug's own networks were isolated by
+        # default, netplug-ipam's (no VNI) never are.
+        fields.setdefault("isolate", fields.get("vni") != 0)
         try:
-            return NetworkRecord(**decode_object(value, "network"))
+            return NetworkRecord(**fields)
         except TypeError as e:  # a missing or unknown field
             raise MalformedRecord(f"network record: {e}") from None
 

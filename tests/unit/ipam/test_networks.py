@@ -15,6 +15,7 @@ from netplug.ipam.networks import (
     free_vni,
     networks,
 )
+from netplug.ipam.schema import Networks
 from netplug.ipam.store.sqlite import SQLiteStore
 from netplug.ipam.store.url import open_store
 
@@ -217,3 +218,9 @@ def test_a_host_that_disagrees_on_isolate_is_refused_naming_both(store):
         ensure_network(store, "blue", replace(BLUE, isolate=False))
     assert e.value.code == 7
     assert networks(store)["blue"].isolate is True
+
+
+def test_records_from_before_isolate_was_kept_read_as_their_plugin_recorded_them():
+    old = b'{"subnet":"10.9.0.0/16","subnet6":"","vni":%d,"domain":"d"}'
+    assert Networks.decode(old % 4242).isolate is True  # netplug's own: the default
+    assert Networks.decode(old % 0).isolate is False  # netplug-ipam's: never isolated
