@@ -15,14 +15,18 @@ change reaches a host only at its next ADD or DEL there: run netplugd.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from netplug.host import Host
 from netplug.ipam.schema import (
     Attachment,
     Attachments,
+    Identity,
     NetworkRecord,
     Networks,
     Policies,
@@ -46,6 +50,7 @@ log = logging.getLogger(__name__)
 
 WATCHED = (Networks.PREFIX, Attachments.PREFIX, Policies.PREFIX)
 LOCK = ".policy-table"  # the lock file (beside the networks' own) of in-process programming
+DONE = ".policy-table.done"  # what the last in-process refresh read: store, identity, revision
 
 Bad = dict[str, tuple[int, str]]  # key -> (mod revision, why), as agent.records
 
@@ -136,9 +141,19 @@ def read_store(host: Host) -> tuple[Inputs, int]:
 
 def refresh(host: Host, run_dir: str) -> None:
     """Without an agent: program this host's table from the store, now (ADD, DEL,
-    GC), under a host lock so that two plugin processes never interleave."""
+    GC), under a host lock so that two plugin processes never interleave.
+
+    Calls coalesce: each notes the store's revision first (after its own
+    write), and one that gets the lock after a refresh which read the same
+    store at that revision or later has nothing left to do (a burst of parallel
+    ADDs costs a few refreshes, not one each)."""
+    mark = _mark(host)
     with network_lock(run_dir, host.name, LOCK):
-        found, _ = read_store(host)
+        done = Path(run_dir) / host.name / DONE
+        last = _read_mark(done)
+        if last is not None and last[:2] == mark[:2] and last[2] >= mark[2]:
+            return
+        found, revision = read_store(host)
         for key, (_, why) in found.bad.items():
             log.warning("segmentation: skipping unreadable record %s: %s", key, why)
         policies, endpoints = list(found.policies.values()), list(found.endpoints.values())
@@ -148,3 +163,26 @@ def refresh(host: Host, run_dir: str) -> None:
             want = plan.dataplane(endpoints, host.name)
         current, present = programmed()
         converge(current, want, present)
+        _write_mark(done, (*mark[:2], revision))
+
+
+def _mark(host: Host) -> tuple[str, str, int]:
+    """(store URL, the store's identity, its revision now)."""
+    result = host.store.txn((), [Get(Identity.key())])
+    (found,) = result.responses
+    identity = found[0].value.decode(errors="replace") if found else ""  # type: ignore[index]
+    return host.store.url, identity, result.revision
+
+
+def _read_mark(path: Path) -> tuple[str, str, int] | None:
+    try:
+        url, identity, revision = json.loads(path.read_text())
+        return str(url), str(identity), int(revision)
+    except (OSError, ValueError, TypeError):
+        return None  # none yet, or unreadable: refresh
+
+
+def _write_mark(path: Path, mark: tuple[str, str, int]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(mark))
+    os.replace(tmp, path)
