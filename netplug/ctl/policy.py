@@ -22,7 +22,6 @@ from netplug.names import ID_RULE, NETWORK_NAME, cli_type, is_id
 from netplug.policy.model import MAX_DOCUMENT, Policy, PolicyError, parse, too_big
 
 NOT_REPORTED = "-"  # no agent reports counters yet
-NOT_ENFORCED = "stored; not enforced yet: netplugd enforces policies from a later version"
 POLICY_NAME = cli_type(is_id, "policy name", ID_RULE)
 
 
@@ -55,7 +54,6 @@ def cmd_apply(store: Store, args: argparse.Namespace) -> int:
             print(f"netplugctl: policy apply {where}: {problem}", file=sys.stderr)
         print("netplugctl: nothing was applied", file=sys.stderr)
         return 1
-    print(f"netplugctl: warning: {NOT_ENFORCED}", file=sys.stderr)
     rows = [{"policy": p.name, "network": p.network, "revision": revision} for p in found]
     render(rows, ["policy", "network", "revision"], as_json=args.json)
     return 0

@@ -144,13 +144,9 @@ def test_a_record_that_does_not_read_is_named_not_a_traceback(url, store, capsys
     assert json.loads(capsys.readouterr().out) == []  # skipped, logged
 
 
-def test_apply_warns_that_policies_are_not_enforced_yet(url, tmp_path, capsys):
+def test_apply_no_longer_warns_that_policies_are_not_enforced(url, tmp_path, capsys):
     assert apply(url, tmp_path, GOOD) == 0
-    err = capsys.readouterr().err
-    assert (
-        "netplugctl: warning: stored; not enforced yet: netplugd enforces policies "
-        "from a later version"
-    ) in err
+    assert "warning" not in capsys.readouterr().err  # netplugd enforces them
 
 
 def near_limit(count: int) -> list[dict]:
