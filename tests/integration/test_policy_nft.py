@@ -285,12 +285,18 @@ def test_isolation_across_hosts_holds_on_either_host_alone(lab, containers, tmp_
         netns = containers()
         result = hosts[host].add(conf, name, netns)
         made[name] = (netns, [ip_interface(i["address"]).ip for i in result["ips"]])
-    for host in hosts.values():  # the agents programmed it: this scenario loads its own
-        lab.stop_agent(host.host_name)
-        drop_table(host.netns)
 
     def address(name: str, version: int) -> str:
         return str(next(a for a in made[name][1] if a.version == version))
+
+    # Once the agents have the overlay complete (each network across hosts, which
+    # isolation allows), they stop: the table is this scenario's to load.
+    for src, dst in (("r1", "r2"), ("r2", "r1"), ("g1", "g2"), ("g2", "g1")):
+        for version in (4, 6):
+            assert eventually(lambda s=src, d=dst, v=version: ping(made[s][0], address(d, v)))
+    for host in hosts.values():
+        lab.stop_agent(host.host_name)
+        drop_table(host.netns)
 
     def table(host: str, isolate: bool = True) -> str:
         info = [NetworkInfo(n, tuple(map(ip_network, s)), isolate) for n, s in subnets.items()]
