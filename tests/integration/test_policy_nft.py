@@ -4,7 +4,7 @@ Each scenario loads ``render(desired(...))`` with ``nft -f``, applies a ``delta`
 and reads the sets back (``nft -j``); the smoke test builds two netplug networks
 with the real plugin and shows isolation on ping and TCP, both ways, v4 and v6,
 with the ruleset loaded by hand (in place of the one ADD programs: the agent's
-own enforcement is tests/integration/test_enforcer.py's).
+own enforcement is tests/integration/test_enforced_traffic.py's).
 """
 
 from __future__ import annotations
