@@ -12,7 +12,9 @@ rebuilds the host's records from its interfaces and adopts the store's ID.
 A host that remembers nothing (its first call, or a runDir emptied by a reboot,
 which took its containers along) adopts the store's ID, writing one when the
 store has none: that is also how a store written before identities existed
-gets one.
+gets one. A memory file that exists but cannot be read is not "nothing": the
+host cannot tell whether the store is the one it used, so the call is refused
+(StoreReset) until ``netplugctl recover`` writes the file anew.
 """
 
 from __future__ import annotations
@@ -66,16 +68,22 @@ class HostMemory:
         return Path(self.run_dir) / self.host / f"store-{digest}.json"
 
     def read(self) -> str | None:
-        """The remembered ID; None when there is none. A file that cannot be read
-        as one counts as none, with a warning (it is only ever replaced whole)."""
+        """The remembered ID; None when there is no file. Raises StoreReset when
+        the file exists but holds no ID: adopting whatever store answers then
+        could accept a replaced one (the file is only ever replaced whole, so
+        this is damage, not a write in progress)."""
         try:
             record = json.loads(self.path.read_bytes())
             return str(record["id"])
         except FileNotFoundError:
             return None
         except (OSError, ValueError, KeyError, TypeError) as e:
-            log.warning("ignoring unreadable store memory %s: %s", self.path, e)
-            return None
+            raise StoreReset(
+                f"cannot tell which store host {self.host} last used: its memory "
+                f"{self.path} is unreadable ({e}). Nothing was changed. Rebuild this "
+                f"host's records from its interfaces with `{recover_command(self)}`, "
+                "which writes the file anew"
+            ) from e
 
     def write(self, store_id: str) -> None:
         """Remember ``store_id`` (atomically: a temporary file renamed over the old)."""

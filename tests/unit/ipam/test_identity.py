@@ -76,3 +76,16 @@ def test_memory_is_per_store_url_and_host(tmp_path) -> None:
         for url in ("sqlite:///x.db", "etcd://h:2379")
     }
     assert len(paths) == 4
+
+
+@pytest.mark.parametrize("content", [b"", b"{not json", b'{"store": "x"}', b"[1]"])
+def test_an_unreadable_memory_refuses_the_store_until_recover(store, memory, content) -> None:
+    identity.verify(store, memory)
+    memory.path.write_bytes(content)
+    store.put(Identity.key(), Identity.encode("another"))  # a replaced store
+    with pytest.raises(StoreReset, match=rf"{memory.path} is unreadable.*recover --run-dir"):
+        identity.verify(store, memory)
+    assert memory.path.read_bytes() == content  # nothing adopted
+    assert identity.store_id(store) == "another"
+    identity.adopt(store, memory)  # what recover ends with
+    assert memory.read() == "another"
