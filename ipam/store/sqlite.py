@@ -26,11 +26,29 @@ a watch that starts at or below the dropped range gets ``Compacted``.
 A file emptied or replaced under open connections: each connection keeps
 answering from its cache and journal, and closing it would checkpoint the old
 file's pages into the new one. So every use of a connection first compares the
-file at ``path`` with the one it opened (inode, a size that holds a header);
-on a difference the process lets go of all its connections without that
-checkpoint, removes their journals, and raises StoreReset. The next call opens
-the new file, and the host's identity check (``netplug.ipam.identity``)
+file at ``path`` with the one it opened (inode, a size that holds a header).
+The thread that finds a difference starts a new *generation*: it lets go of
+its own connection (closed without that checkpoint, journals removed), and of
+every other connection that no thread is using right now (each holds its
+``in_use`` lock while a thread runs statements on it); a connection in use is
+only marked stale, and its thread lets go of it when its statement ends. Every
+thread then gets StoreReset once, on its next use (or at the end of the call
+that was running), so nothing more is written through an old connection, and
+no connection is closed under a running statement (Python < 3.12 has no lock
+of its own around one). Until every stale connection is gone, no new one is
+opened in this process: SQLite shares a file's locks and WAL index between the
+connections of a process, and a new one would inherit the old file's. The next
+call opens the new file, and the host's identity check (``netplug.ipam.identity``)
 decides whether it may be used.
+
+Closing without the checkpoint needs ``SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE``:
+``Connection.setconfig`` on Python >= 3.12; on CPython 3.10 and 3.11 it is set
+through ctypes on the handle found in the connection object, used only when
+SQLite confirms that the handle has this store's file open. Where neither is
+possible, the connection is never closed (a reference is leaked on purpose, so
+that not even interpreter shutdown closes it; the process's exit drops its
+locks without a checkpoint), and this process refuses to reopen the same file
+(it would share the old one's WAL index): it has to be restarted.
 
 Lease sweeping: expired leases are revoked lazily, with delete events at their
 own revision: at the start of every writing transaction, and at most every
@@ -42,9 +60,11 @@ then, reads filter out keys of expired leases.
 from __future__ import annotations
 
 import functools
+import logging
 import operator
 import os
 import sqlite3
+import sys
 import threading
 import time
 import weakref
@@ -81,6 +101,11 @@ JOURNALS = ("-wal", "-shm")  # the files WAL mode keeps beside the database
 # sqlite3 primary result codes of a damaged file (sqlite3.h): not worth retrying.
 SQLITE_CORRUPT, SQLITE_NOTADB = 11, 26
 SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE = 1006  # sqlite3.h; Python < 3.12 lacks the constant
+
+log = logging.getLogger(__name__)
+
+# Connections that could not be closed without a checkpoint: kept open for good.
+_KEPT_OPEN: list[_Connection] = []
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS meta (id INTEGER PRIMARY KEY CHECK (id = 0),"
@@ -293,6 +318,9 @@ class _Connection(sqlite3.Connection):
     pid = 0
     file_id: tuple[int, int] = (0, 0)
     journals: tuple[tuple[str, tuple[int, int]], ...] = ()  # (suffix, file id)
+    generation = 0  # the store's generation when it was opened (stale once it moves on)
+    retired = False  # let go of: closed without checkpoint, or kept open for good
+    in_use: threading.Lock  # held while a thread runs statements on it
 
 
 def _file_id(path: str) -> tuple[int, int] | None:
@@ -326,21 +354,56 @@ def _emptied_under_others(path: str) -> bool:
         return False
 
 
-def _skip_checkpoint_on_close(conn: sqlite3.Connection) -> None:
-    """Make closing ``conn`` leave the database file alone (no WAL checkpoint)."""
+def _skip_checkpoint_on_close(conn: sqlite3.Connection, path: str) -> bool:
+    """Make closing ``conn`` leave the database file alone (no WAL checkpoint);
+    False when that cannot be done safely here (see the module)."""
     if hasattr(conn, "setconfig"):  # Python >= 3.12
         conn.setconfig(SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, True)
-        return
+        return True
+    if sys.implementation.name != "cpython" or sys.version_info[:2] not in ((3, 10), (3, 11)):
+        return False  # the object layout below is known for these alone
     import _sqlite3
     import ctypes
 
-    # CPython's pysqlite_Connection keeps its ``sqlite3 *db`` right after PyObject_HEAD.
+    lib = ctypes.CDLL(_sqlite3.__file__)  # its symbols: the SQLite the module uses
+    # CPython 3.10/3.11's pysqlite_Connection keeps ``sqlite3 *db`` right after PyObject_HEAD.
     db = ctypes.c_void_p.from_address(id(conn) + object.__basicsize__).value
     if not db:  # already closed
-        return
-    config = ctypes.CDLL(getattr(_sqlite3, "__file__", None)).sqlite3_db_config
+        return False
+    filename = lib.sqlite3_db_filename
+    filename.argtypes, filename.restype = [ctypes.c_void_p, ctypes.c_char_p], ctypes.c_char_p
+    if filename(db, b"main") != os.fsencode(path):
+        return False  # not the handle we think it is: do not touch it
+    config = lib.sqlite3_db_config
     config.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_void_p]
-    config(db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, None)
+    return config(db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, None) == 0
+
+
+def _let_go(path: str, conn: _Connection) -> None:
+    """Close ``conn`` without a checkpoint and remove its journals; when that
+    cannot be done safely, keep it open for good. Never raises: one
+    connection's failure must not keep the others open."""
+    try:
+        quiet = _skip_checkpoint_on_close(conn, path)
+    except Exception:  # ctypes, a missing symbol: any of it means "cannot"
+        log.exception("%s: cannot close a connection without a checkpoint", path)
+        quiet = False
+    try:
+        _remove_journals(path, conn.journals)
+    except OSError as e:
+        log.warning("%s: cannot remove the old file's journals: %s", path, e)
+    if quiet:
+        try:
+            conn.close()
+            return
+        except sqlite3.Error as e:
+            log.warning("%s: closing an old connection failed: %s", path, e)
+    log.warning("%s: keeping a connection to the old file open until this process exits", path)
+    _KEPT_OPEN.append(conn)
+    with suppress(Exception):  # not even interpreter shutdown may close it
+        import ctypes
+
+        ctypes.pythonapi.Py_IncRef(ctypes.py_object(conn))
 
 
 def _remove_journals(path: str, journals: Sequence[tuple[str, tuple[int, int]]]) -> None:
@@ -383,6 +446,8 @@ class SQLiteStore:
         self._local = threading.local()
         self._conns: weakref.WeakSet[_Connection] = weakref.WeakSet()
         self._conns_lock = threading.Lock()
+        self._generation = 0  # moves on when the file is found emptied or replaced
+        self._stale: set[_Connection] = set()  # old generation, in use by their threads
         self._write_lock = threading.Lock()
         self._swept_at = float("-inf")
 
@@ -396,16 +461,16 @@ class SQLiteStore:
     @_translated
     def range(self, key: str, prefix: bool = False, limit: int = 0) -> RangeResult:
         """One key, or every key under a prefix, in key order, at one revision."""
-        conn = self._conn()
-        self._sweep_if_due(conn)
-        with self._transaction(conn, write=False) as tx:
-            kvs = tx.select(key, prefix, limit)
+        with self._conn() as conn:
+            self._sweep_if_due(conn)
+            with self._transaction(conn, write=False) as tx:
+                kvs = tx.select(key, prefix, limit)
         return RangeResult(kvs, tx.revision)
 
     @_translated
     def status(self) -> int:
         """The current revision; raises StoreUnavailable when the store is unusable."""
-        with self._transaction(self._conn(), write=False) as tx:
+        with self._conn() as conn, self._transaction(conn, write=False) as tx:
             return tx.revision
 
     # -- writes --------------------------------------------------------------
@@ -418,7 +483,7 @@ class SQLiteStore:
         ``failure``. Writes bump the revision once; a read-only txn does not.
         Raises LeaseNotFound (and changes nothing) for a Put with a dead lease."""
         write = _writes(success) or _writes(failure)
-        with self._transaction(self._conn(), write) as tx:
+        with self._conn() as conn, self._transaction(conn, write) as tx:
             ok = all(_holds(c, tx.one(c.key)) for c in compares)
             responses = [tx.apply(op) for op in (success if ok else failure)]
         return TxnResult(ok, tx.revision, responses)
@@ -440,19 +505,19 @@ class SQLiteStore:
         """A new lease (id > 0, never reused) that expires ``ttl`` seconds from now."""
         if ttl <= 0:
             raise ValueError(f"lease TTL must be positive, got {ttl}")
-        with self._transaction(self._conn(), write=True) as tx:
+        with self._conn() as conn, self._transaction(conn, write=True) as tx:
             return tx.grant(ttl)
 
     @_translated
     def keepalive(self, lease: int) -> float:
         """Renew a lease to its full TTL; returns the TTL. Raises LeaseNotFound."""
-        with self._transaction(self._conn(), write=True) as tx:
+        with self._conn() as conn, self._transaction(conn, write=True) as tx:
             return tx.keepalive(lease)
 
     @_translated
     def revoke(self, lease: int) -> None:
         """End a lease now, deleting its keys (with events). A missing lease is not an error."""
-        with self._transaction(self._conn(), write=True) as tx:
+        with self._conn() as conn, self._transaction(conn, write=True) as tx:
             tx.revoke(lease)
 
     # -- watch ---------------------------------------------------------------
@@ -474,7 +539,7 @@ class SQLiteStore:
             try:
                 yield from self._follow(conn, prefix, start_revision, timeout)
             finally:
-                conn.close()
+                self._close_watch(conn)
         except (sqlite3.Error, OSError) as e:
             raise self._unavailable(e) from e
 
@@ -482,24 +547,26 @@ class SQLiteStore:
         self, conn: sqlite3.Connection, prefix: str, start: int, timeout: float
     ) -> Iterator[list[Event]]:
         if start <= 0:
-            start = conn.execute("SELECT revision FROM meta").fetchone()[0] + 1
+            with self._held(conn):
+                start = conn.execute("SELECT revision FROM meta").fetchone()[0] + 1
         seen = None
         deadline = time.monotonic() + timeout
         while True:
-            self._check_file(conn)
-            swept = self._sweep_if_due(conn)
-            # data_version changes only when another connection commits: a cheap
-            # "anything new?" that spares the events query on idle polls.
-            version = conn.execute("PRAGMA data_version").fetchone()[0]
-            if swept or version != seen:
-                seen = version
-                events = self._events(conn, prefix, start)
-                if events:
-                    start = events[-1].kv.mod_revision + 1
-                    seen = None  # the batch may have been cut at WATCH_BATCH: look again
-                    yield events
-                    deadline = time.monotonic() + timeout
-                    continue
+            with self._held(conn):  # not across the yield: a reset may retire it meanwhile
+                swept = self._sweep_if_due(conn)
+                # data_version changes only when another connection commits: a cheap
+                # "anything new?" that spares the events query on idle polls.
+                version = conn.execute("PRAGMA data_version").fetchone()[0]
+                events = []
+                if swept or version != seen:
+                    seen = version
+                    events = self._events(conn, prefix, start)
+            if events:
+                start = events[-1].kv.mod_revision + 1
+                seen = None  # the batch may have been cut at WATCH_BATCH: look again
+                yield events
+                deadline = time.monotonic() + timeout
+                continue
             left = deadline - time.monotonic()
             if left <= 0:
                 yield []
@@ -596,51 +663,97 @@ class SQLiteStore:
                 pass
         return found is not None
 
-    def _conn(self) -> sqlite3.Connection:
+    @contextmanager
+    def _conn(self) -> Iterator[_Connection]:
         """This thread's connection, opened on first use (and again after a fork),
-        checked against the file at ``path`` on every use (StoreReset)."""
+        held for the block (``_held``)."""
         local = self._local
         conn: _Connection | None = getattr(local, "conn", None)
         if conn is None or conn.pid != os.getpid():
             conn = local.conn = self._open()
             with self._conns_lock:
                 self._conns.add(conn)
-        else:
-            self._check_file(conn)
-        return conn
+        with self._held(conn):
+            yield conn
 
-    def _check_file(self, conn: _Connection) -> None:
-        """Raise StoreReset, after letting go of this process's connections, when
-        the file at ``path`` is no longer the one ``conn`` opened."""
+    @contextmanager
+    def _held(self, conn: _Connection) -> Iterator[None]:
+        """Use ``conn`` for the block, holding its ``in_use`` lock; StoreReset
+        (after letting go of it) when it belongs to an old generation or the file
+        at ``path`` is no longer the one it opened, before or after the block."""
+        with conn.in_use:
+            self._check(conn)
+            try:
+                yield
+            except sqlite3.Error:
+                self._check(conn)  # an emptied file also fails statements: say why
+                raise
+            if conn.generation != self._generation:  # reset by another thread meanwhile
+                self._check(conn)
+
+    def _check(self, conn: _Connection) -> None:
+        if conn.generation != self._generation:
+            self._retire(conn)
+            raise StoreReset(self._reset_message("was emptied or replaced"))
         problem = _file_problem(self.path, conn.file_id)
         if problem:
-            self._abandon()
-            raise StoreReset(
-                f"SQLite store {self.path} {problem} while this process had it open: "
-                "the old file was let go of and the next call opens the new one. If "
-                "containers of this host were recorded in the old file, run `netplugctl "
-                "recover` on each host"
-            )
+            self._new_generation(conn)
+            raise StoreReset(self._reset_message(problem))
 
-    def _abandon(self) -> None:
-        """Let go of every connection of this process without the checkpoint that
-        closing does, which would write the old file's pages into the new one; and
-        remove their journals, which the next opener would replay into it. Closed
-        here, not when their threads drop them: until then their locks on the
-        emptied file keep anyone from writing a new database into it."""
+    def _reset_message(self, problem: str) -> str:
+        return (
+            f"SQLite store {self.path} {problem} while this process had it open: "
+            "the old file was let go of and the next call opens the new one. If "
+            "containers of this host were recorded in the old file, run `netplugctl "
+            "recover` on each host"
+        )
+
+    def _new_generation(self, own: _Connection | None) -> None:
+        """Make every connection of this process stale, letting go of ``own`` (the
+        caller holds it) and of those no thread uses right now; the others are
+        let go of by their threads (``_held``). Let go of, not closed: closing
+        would checkpoint the old file's pages into the new one."""
         with self._conns_lock:
-            conns, self._conns = list(self._conns), weakref.WeakSet()
-            self._local = threading.local()
-        for conn in conns:
-            if conn.pid == os.getpid():
-                _skip_checkpoint_on_close(conn)
-                _remove_journals(self.path, conn.journals)
+            self._generation += 1
+            others = [c for c in self._conns if c is not own and c.pid == os.getpid()]
+            self._conns = weakref.WeakSet()
+            self._stale.update(others)
+        if own is not None:
+            self._retire(own)
+        for conn in others:
+            if conn.in_use.acquire(blocking=False):
+                try:
+                    self._retire(conn)
+                finally:
+                    conn.in_use.release()
+
+    def _retire(self, conn: _Connection) -> None:
+        """Let go of a stale ``conn`` (once), which no other thread is using."""
+        if getattr(self._local, "conn", None) is conn:
+            del self._local.conn
+        if not conn.retired:
+            conn.retired = True
+            _let_go(self.path, conn)
+        with self._conns_lock:
+            self._stale.discard(conn)
+
+    def _close_watch(self, conn: _Connection) -> None:
+        """Close a watch's connection: let go of it instead when the file changed
+        (a plain close would checkpoint the old pages into the new file)."""
+        with conn.in_use:
+            if conn.retired:
+                return
+            if conn.generation != self._generation or _file_problem(self.path, conn.file_id):
+                self._retire(conn)
+            else:
                 conn.close()
 
     def _open(self) -> _Connection:
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        self._refuse_while_old_file_held()
         if _emptied_under_others(self.path):
-            self._abandon()  # the journal may be this very process's
+            self._new_generation(None)  # the journal may be this very process's
+            self._refuse_while_old_file_held()
             if _emptied_under_others(self.path):
                 raise StoreReset(
                     f"SQLite store {self.path} is empty but its journal {self.path}-wal "
@@ -657,7 +770,7 @@ class SQLiteStore:
             factory=_Connection,
         )
         assert isinstance(conn, _Connection)
-        conn.pid = os.getpid()
+        conn.pid, conn.generation, conn.in_use = os.getpid(), self._generation, threading.Lock()
         try:
             _enable_wal(conn)
             conn.execute("PRAGMA synchronous = NORMAL")
@@ -674,6 +787,26 @@ class SQLiteStore:
             conn.close()
             raise
         return conn
+
+    def _refuse_while_old_file_held(self) -> None:
+        """StoreReset while connections to the old file stay open in this process:
+        a new connection would share their locks and WAL index (see the module)."""
+        with self._conns_lock:
+            busy = len(self._stale)
+        if busy:
+            raise StoreReset(
+                f"SQLite store {self.path} was emptied or replaced while this process had "
+                f"it open, and {busy} call(s) are still finishing on the old file: retry in "
+                "a moment. If containers of this host were recorded in the old file, run "
+                "`netplugctl recover` on each host"
+            )
+        current = _file_id(self.path)
+        if any(kept.file_id == current for kept in _KEPT_OPEN):
+            raise StoreReset(
+                f"SQLite store {self.path} was emptied while this process had it open, and "
+                "a connection to it could not be closed safely: restart this process, then "
+                "run `netplugctl recover` on each host"
+            )
 
     def _unavailable(self, exc: Exception) -> StoreUnavailable:
         text = str(exc)

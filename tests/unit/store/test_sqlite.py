@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import multiprocessing
 import sqlite3
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -185,6 +187,112 @@ def test_replaced_file_is_let_go_of_and_the_new_one_used(store, path, tmp_path) 
     with pytest.raises(StoreReset, match="replaced by another file"):
         store.get("/k/old")
     assert [kv.key for kv in store.range("/k/", prefix=True).kvs] == ["/k/new"]
+
+
+def test_threads_using_the_store_when_the_file_is_emptied_each_get_reset(store, path) -> None:
+    """No thread's connection is closed under its running statement (which gave
+    "closed database", code 11, or a crash): every thread meets StoreReset, and
+    nothing of the old file is written into the emptied one."""
+    for i in range(50):
+        store.put(f"/k/{i:02}", b"v" * 200)
+    outcomes: dict[str, list[str]] = {}
+    idle_may_go, stop = threading.Event(), threading.Event()
+
+    def busy(name: str) -> None:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not stop.is_set():
+            try:
+                if name.startswith("w"):
+                    store.put(f"/t/{name}", b"x")
+                else:
+                    store.range("/k/", prefix=True)
+            except Exception as e:  # what each thread met is the point
+                outcomes.setdefault(name, []).append(type(e).__name__ + ": " + str(e))
+                return
+
+    def idle(name: str) -> None:
+        store.get("/k/00")  # opens this thread's connection, then keeps it unused
+        idle_may_go.wait(10)
+        busy(name)
+
+    names = [f"{kind}{i}" for i in range(4) for kind in "rw"]
+    threads = [threading.Thread(target=busy, args=(name,)) for name in names]
+    threads.append(threading.Thread(target=idle, args=("idle",)))
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(0.2)
+        Path(path).write_bytes(b"")
+        wait_until(lambda: len(outcomes) == len(threads) - 1, timeout=10)
+        idle_may_go.set()
+        wait_until(lambda: len(outcomes) == len(threads), timeout=10)
+    finally:
+        stop.set()
+        idle_may_go.set()
+        for t in threads:
+            t.join(10)
+    assert {met[0].split(":")[0] for met in outcomes.values()} == {"StoreReset"}, outcomes
+    assert Path(path).stat().st_size == 0
+    assert not Path(path + "-wal").exists()
+    with pytest.raises(StoreReset):  # this thread's connection was stale too
+        store.get("/k/00")
+    assert store.range("/", prefix=True).kvs == []  # the next call: a new, empty store
+
+
+def test_a_failure_letting_go_of_one_connection_still_resets(store, path, monkeypatch) -> None:
+    """One connection that cannot be closed without a checkpoint is kept open for
+    good; the others are closed, the journals removed, and the caller gets
+    StoreReset (not the failure)."""
+    store.put("/k/a", b"1")
+    other = threading.Thread(target=store.get, args=("/k/a",))  # a second connection
+    other.start()
+    other.join(5)
+    real, calls = sqlite_module._skip_checkpoint_on_close, []
+
+    def flaky(conn, where):
+        calls.append(conn)
+        if len(calls) == 1:
+            raise OSError("no such symbol")
+        return real(conn, where)
+
+    monkeypatch.setattr(sqlite_module, "_skip_checkpoint_on_close", flaky)
+    monkeypatch.setattr(sqlite_module, "_KEPT_OPEN", [])
+    Path(path).write_bytes(b"")
+    with pytest.raises(StoreReset, match="was emptied"):
+        store.get("/k/a")
+    assert len(calls) == 2
+    assert [calls[0]] == sqlite_module._KEPT_OPEN
+    assert not Path(path + "-wal").exists() and not Path(path + "-shm").exists()
+    with pytest.raises(StoreReset, match="could not be closed safely: restart"):
+        store.get("/k/a")  # a new connection would share the kept one's WAL index
+    assert Path(path).stat().st_size == 0
+
+
+@pytest.mark.skipif(hasattr(sqlite3.Connection, "setconfig"), reason="ctypes path: Python < 3.12")
+def test_checkpoint_is_skipped_only_on_a_handle_that_has_the_file_open(tmp_path) -> None:
+    path = str(tmp_path / "netplug.db")
+    conn = sqlite3.connect(path)
+    try:
+        assert not sqlite_module._skip_checkpoint_on_close(conn, path + ".other")
+        assert sqlite_module._skip_checkpoint_on_close(conn, str(Path(path).resolve()))
+    finally:
+        conn.close()
+    assert not sqlite_module._skip_checkpoint_on_close(conn, path)  # closed: no handle
+
+
+def test_closing_a_watch_on_an_emptied_file_writes_nothing_into_it(path) -> None:
+    writer, watcher = SQLiteStore(path), SQLiteStore(path)
+    for i in range(50):
+        writer.put(f"/k/{i:02}", b"v" * 200)
+    watch = watcher.watch("/k/", 0, timeout=0.05)
+    assert next(watch) == []
+    writer.close()  # not the last connection: no checkpoint, the WAL keeps the pages
+    assert Path(path + "-wal").stat().st_size > 0
+    Path(path).write_bytes(b"")
+    watch.close()  # the last connection: a plain close would checkpoint into the file
+    assert Path(path).stat().st_size == 0
+    assert not Path(path + "-wal").exists()
+    watcher.close()
 
 
 def test_write_lock_held_too_long_is_unavailable(store, path, monkeypatch) -> None:
