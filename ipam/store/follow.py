@@ -6,7 +6,11 @@ read at), then hands every non-empty batch the watch on ``prefix`` brings from
 that revision + 1 to ``_apply``. A watch whose history was compacted away is
 read again in full; a store failure is retried with a backoff that doubles
 from RETRY_MIN to RETRY_MAX, ``_status(False)`` told, what the follower holds
-kept. Anything else is raised, the store told down first.
+kept. A store that was reset or is corrupt (StoreReset, StoreCorrupt) is no
+outage: it is told to ``_refused`` and logged as an error (it needs
+``netplugctl recover``, not patience), then retried the same way, so that the
+follower picks up again once it was recovered. Anything else is raised, the
+store told down first.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import contextlib
 import logging
 import threading
 
-from netplug.ipam.store.base import Compacted, Event, Store, StoreError
+from netplug.ipam.store.base import Compacted, Event, Store, StoreCorrupt, StoreError, StoreReset
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +34,7 @@ class Following:
     prefix: str
     name = "store follower"  # in its log lines
     up = False  # whether the store answered the last read or watch
+    refusal = ""  # the reset or corruption it met since it last answered, if any
 
     def follow(self, stop: threading.Event) -> None:
         """Follow until ``stop``; see the module."""
@@ -41,6 +46,12 @@ class Following:
                 self._watch(revision, stop)
             except Compacted as e:
                 log.warning("%s: watch fell behind (%s): reading it again", self.name, e)
+            except (StoreReset, StoreCorrupt) as e:
+                if str(e) != self.refusal:
+                    log.error("%s: store refused, keeping what it holds: %s", self.name, e)
+                self._refused(e)
+                stop.wait(delay)
+                delay = min(delay * 2, RETRY_MAX)
             except StoreError as e:
                 if self.up or delay == RETRY_MIN:
                     log.warning("%s: store unreachable, keeping what it holds: %s", self.name, e)
@@ -69,3 +80,8 @@ class Following:
 
     def _status(self, up: bool) -> None:
         raise NotImplementedError
+
+    def _refused(self, error: StoreError) -> None:
+        """The store must not be followed (``error``): down, with the reason kept."""
+        self.refusal = str(error)
+        self._status(False)

@@ -163,13 +163,15 @@ async def run(args: argparse.Namespace) -> None:
 
     def health() -> dict:
         """What /healthz and ``netplugctl status`` (over @netplugd) report: "degraded"
-        while a loop fails, with each loop's state and last error, and the records
+        while a loop fails, with each loop's state and last error, or while the store
+        is reset or corrupt (with the error naming the fix), and the records
         the parts skip as unreadable (listed; they do not degrade the agent)."""
-        loops = supervisor.health()
+        loops, store = supervisor.health(), view.health()
         return {
-            "status": overall(loops),
+            "status": overall(loops, store_refused="error" in store),
             "host": host.name,
-            "store": "up" if view.up else "unreachable",
+            "store": store["state"],
+            **({"storeError": store["error"]} if "error" in store else {}),
             "dnsListeners": [str(lst) for lst in dns.server.listeners],
             "loops": loops,
             "badRecords": bad_records.health(),

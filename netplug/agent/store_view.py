@@ -11,7 +11,9 @@ supervised loop is restarted) neither blocks nor starves the others: on each
 
 The store's identity is guarded: ``trust()`` before every full read and
 before any batch that touches the identity key; a store that must not be
-followed raises there, and every part keeps what it holds. Reading, watching,
+followed raises there (StoreReset), and every part keeps what it holds. The
+view then reports the store "reset" (or "corrupt") with the error naming
+``netplugctl recover`` (``health``), which makes the agent degraded. Reading, watching,
 re-reading a compacted watch and retrying a failed store with backoff are
 ``Following``'s (shared with netplug-dns's registry follower).
 """
@@ -25,7 +27,7 @@ from dataclasses import dataclass
 
 from netplug import faults
 from netplug.ipam.schema import ROOT, Identity
-from netplug.ipam.store.base import Event, Get, KeyValue, Store
+from netplug.ipam.store.base import Event, Get, KeyValue, Store, StoreCorrupt, StoreError
 from netplug.ipam.store.follow import Following
 
 log = logging.getLogger(__name__)
@@ -126,6 +128,7 @@ class StoreView(Following):
         self._trust = trust
         self._on_status = on_status
         self.up = False
+        self._refusal_kind = ""  # "reset" or "corrupt" while ``refusal`` is set
         self._feeds: list[Feed] = []
         self._lock = threading.Lock()  # the mirror and the feeds' order of updates
         self._mirror: dict[str, KeyValue] = {}
@@ -188,7 +191,22 @@ class StoreView(Following):
         kvs = tuple(kv for key, kv in self._mirror.items() if feed.follows(key))
         return Full(self._revision, kvs)
 
+    def health(self) -> dict:
+        """The store as the agent reports it: ``state`` "up", "unreachable", or
+        "reset" / "corrupt" with the ``error`` that says how to recover."""
+        if self.up:
+            return {"state": "up"}
+        if not self.refusal:
+            return {"state": "unreachable"}
+        return {"state": self._refusal_kind, "error": self.refusal}
+
+    def _refused(self, error: StoreError) -> None:
+        self._refusal_kind = "corrupt" if isinstance(error, StoreCorrupt) else "reset"
+        super()._refused(error)
+
     def _status(self, up: bool) -> None:
+        if up:
+            self.refusal = ""
         if up != self.up:
             self.up = up
             if self._on_status is not None:

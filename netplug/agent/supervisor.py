@@ -80,9 +80,11 @@ class LoopHealth:
         return report
 
 
-def overall(reports: dict[str, dict]) -> str:
-    """``ok``, or ``degraded`` while any loop fails (a stopped agent is not degraded)."""
-    return "degraded" if any(r["state"] == FAILING for r in reports.values()) else OK
+def overall(reports: dict[str, dict], store_refused: bool = False) -> str:
+    """``ok``, or ``degraded`` while any loop fails (a stopped agent is not degraded)
+    or the store was reset or is corrupt (an outage is not: it heals by itself)."""
+    failing = any(r["state"] == FAILING for r in reports.values())
+    return "degraded" if failing or store_refused else OK
 
 
 def describe(error: BaseException) -> str:

@@ -45,7 +45,7 @@ def cmd_status(store: Store, args: argparse.Namespace) -> int:
     else:
         for key, value in row.items():
             print(f"{key + ':':<13} {value}")
-        for line in failing_loops(health):
+        for line in [*store_refusal(health), *failing_loops(health)]:
             print(f"{'':<13} {line}")
     return 0
 
@@ -66,6 +66,12 @@ def agent_status(socket_name: str = client.SOCKET_NAME) -> tuple[str, dict | Non
         return "running", None
     health = json.loads(stdout)
     return ("running" if health.get("status") == "ok" else str(health.get("status"))), health
+
+
+def store_refusal(health: dict | None) -> list[str]:
+    """The agent's word on a store it refuses to follow (reset or corrupt): the fix."""
+    error = (health or {}).get("storeError")
+    return [f"store {health['store']}: {error}"] if health and error else []
 
 
 def failing_loops(health: dict | None) -> list[str]:

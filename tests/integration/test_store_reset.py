@@ -106,6 +106,48 @@ def test_agent_keeps_dns_and_peers_of_a_store_emptied_under_it(plain_host, conta
             assert resolves(host, client, gateway, name) == address
 
 
+def agent_health(host: NetplugHost) -> dict:
+    """The agent's health as ``netplugctl status`` gets it over @netplugd."""
+    done = netplugctl(host, "--json", "status")
+    assert done.returncode == 0, done.stderr
+    (row,) = json.loads(done.stdout)
+    return {"agent": row["agent"], **(row["agentHealth"] or {})}
+
+
+def healthz(host: NetplugHost) -> tuple[str, dict]:
+    cmd = ["ip", "netns", "exec", host.netns, "curl", "-s", "-m", "5", "-w", "\n%{http_code}"]
+    out = subprocess.run([*cmd, "http://127.0.0.1:8053/healthz"], capture_output=True, text=True)
+    body, _, code = out.stdout.rpartition("\n")
+    return code, json.loads(body)
+
+
+def test_agent_reports_an_emptied_store_as_reset_until_recover(plain_host, containers) -> None:
+    """Not "unreachable" (an outage that heals by itself): degraded, "reset",
+    with the message naming the fix, in status and /healthz; healthy after recover."""
+    host, conf = plain_host, plain_host.conf()
+    with host.agent(None, "--upstream", "none", "--http", "127.0.0.1:8053"):
+        host.add(conf, "c1", containers())
+        assert eventually(lambda: agent_health(host).get("store") == "up")
+        os.truncate(host.db, 0)
+        assert eventually(lambda: agent_health(host).get("store") == "reset")
+        health = agent_health(host)
+        assert health["agent"] == health["status"] == "degraded"
+        assert "netplugctl" in health["storeError"] and "recover" in health["storeError"]
+        text = netplugctl(host, "status").stdout
+        assert "agent:        degraded" in text and "store reset: " in text, text
+        code, body = healthz(host)
+        assert code == "503" and body["store"] == "reset" and body["status"] == "degraded"
+
+        def recovered() -> bool:
+            return netplugctl(host, "recover", "--run-dir", str(host.run_dir)).returncode == 0
+
+        assert eventually(recovered)
+        assert eventually(lambda: agent_health(host).get("store") == "up")
+        health = agent_health(host)
+        assert health["agent"] == "running" and "storeError" not in health
+    assert "store refused" in host.agent_log() and "unreachable" not in host.agent_log()
+
+
 def test_agent_refuses_to_start_on_an_emptied_store(plain_host, containers) -> None:
     conf = plain_host.conf()
     plain_host.add(conf, "c1", containers())

@@ -13,9 +13,9 @@ import pytest
 from netplug import faults
 from netplug.agent import store_view
 from netplug.agent.store_view import Delta, Feed, Full, InjectedFault, StoreView, Update
-from netplug.agent.supervisor import Backoff, Supervisor
+from netplug.agent.supervisor import Backoff, Supervisor, overall
 from netplug.ipam.schema import ROOT, Blocks, Hosts, Identity, Names
-from netplug.ipam.store.base import Put, StoreReset
+from netplug.ipam.store.base import Put, StoreCorrupt, StoreReset
 from netplug.ipam.store.sqlite import SQLiteStore
 
 QUICK = Backoff(initial=0.02, maximum=0.1, stable_after=0.5)
@@ -190,6 +190,37 @@ def test_the_view_stops_at_a_store_it_must_not_trust(store, agent) -> None:
     reset.clear()  # trusted again: the next full read brings the host
     overlay.wait_for(lambda p: p.held() == {Hosts.key("x")})
     a.wait_for_status(True)
+
+
+@pytest.mark.parametrize(("error", "state"), [(StoreReset, "reset"), (StoreCorrupt, "corrupt")])
+def test_a_refused_store_is_reported_with_its_fix_not_as_unreachable(
+    store, agent, error, state
+) -> None:
+    """A reset (or corrupt) store is no outage that heals by itself: the view says
+    which, with the message naming the fix, and the agent is degraded until it
+    is trusted again; the parts keep what they hold meanwhile."""
+    refused = threading.Event()
+
+    def trust() -> None:
+        if refused.is_set():
+            raise error("the store was reset: run `netplugctl recover`")
+
+    store.put(Hosts.key("h1"), b"{}")
+    a = agent(trust=trust)
+    overlay = a.part("overlay", HOSTS)
+    a.start()
+    overlay.wait_for(lambda p: p.held() == {Hosts.key("h1")})
+    assert a.view.health() == {"state": "up"}
+    refused.set()
+    store.txn((), [Put(Identity.key(), b'{"id": "other"}')])
+    a.wait_for_status(False)
+    health = a.view.health()
+    assert health == {"state": state, "error": "the store was reset: run `netplugctl recover`"}
+    assert overall(a.supervisor.health(), store_refused="error" in health) == "degraded"
+    assert overlay.held() == {Hosts.key("h1")}
+    refused.clear()  # recovered
+    a.wait_for_status(True)
+    assert a.view.health() == {"state": "up"}
 
 
 @pytest.mark.parametrize(
