@@ -273,6 +273,19 @@ def cmd_del(req: Request, host: Host) -> None:
     The address release runs last and always (the spec's order); when the
     store cannot be reached it is kept on the host and DEL still succeeds.
     """
+    _detach(req, host, release=True)
+
+
+def cmd_del_on_reset_store(req: Request, host: Host) -> None:
+    """DEL while the store is refused as reset or replaced (``dispatch``): the
+    interfaces and the host's copy of the record go, the store is not touched.
+    Not released, not deferred: a reset store has no record of the container,
+    and with the copy gone ``netplugctl recover`` does not rebuild one; a store
+    restored from an older copy that still holds it is left to CNI GC."""
+    _detach(req, host, release=False)
+
+
+def _detach(req: Request, host: Host, release: bool) -> None:
     conf = req.conf
     require_run_dir(conf, host)
     failures: list[Exception] = []
@@ -280,7 +293,7 @@ def cmd_del(req: Request, host: Host) -> None:
     # request only when the container end was already gone.
     if not _attempt(failures, _delete_container_end, req):
         _attempt(failures, _delete_host_end, req)
-    released = _release_or_defer(req, host)
+    released = release and _release_or_defer(req, host)
     if released and conf.ip_masq:
         _attempt(failures, _drop_masq_when_unused, conf, host)
     key = Attachments.key(conf.name, host.name, req.container_id, req.ifname)
@@ -468,3 +481,5 @@ def _delete_stale_veths(conf: NetConf, valid: set[tuple[str, str]]) -> None:
 
 
 COMMANDS = {"ADD": cmd_add, "DEL": cmd_del, "CHECK": cmd_check, "GC": cmd_gc, "STATUS": cmd_status}
+# What still runs on a store refused as reset or replaced (the others get 104).
+ON_RESET_STORE = {"DEL": cmd_del_on_reset_store}

@@ -44,12 +44,15 @@ class Reply:
 
 @dataclass(frozen=True, slots=True)
 class Plugin:
-    """A plugin's commands, its config parser, and the errors it expects to
-    report without a traceback (anything else is logged as a bug)."""
+    """A plugin's commands, its config parser, the errors it expects to
+    report without a traceback (anything else is logged as a bug), and the
+    commands that run instead of refusing on a store that was reset or
+    replaced (a DEL must still free the host: the runtime retries it forever)."""
 
     commands: Mapping[str, Command]
     conf_parser: ConfParser = parse_netconf
     expected: tuple[type[Exception], ...] = ()
+    on_reset_store: Mapping[str, Command] = dataclasses.field(default_factory=dict)
 
 
 def handle(
@@ -70,8 +73,12 @@ def handle(
         if host is None:
             return Reply(b"", 0, declined="the call names another store or host")
         memory = host.store_memory(req.conf.run_dir)
-        unknown = _check_store(plugin, req, host, memory)
-        result = _translated(plugin, req, plugin.commands[req.command], req, host)
+        command = plugin.commands[req.command]
+        try:
+            unknown = _check_store(plugin, req, host, memory)
+        except CNIError as refusal:
+            command, unknown = _despite_refusal(plugin, req, refusal), False
+        result = _translated(plugin, req, command, req, host)
         if unknown:
             _adopt_store(host, memory)
         output = b"" if result is None else _dump(to_json(result, req.cni_version))
@@ -101,6 +108,22 @@ def _check_store(plugin: Plugin, req: Request, host: Host, memory: identity.Host
         if req.command == "STATUS":
             raise CNIError(errors.NOT_AVAILABLE, e.msg) from e
         raise
+
+
+def _despite_refusal(plugin: Plugin, req: Request, refusal: CNIError) -> Command:
+    """The command that runs on a store refused as reset (the store is not
+    adopted); re-raises ``refusal`` for the others."""
+    command = plugin.on_reset_store.get(req.command)
+    if command is None or refusal.code != errors.STORE_RESET:
+        raise refusal
+    log.warning(
+        "%s of %s/%s on a store that was reset: the host is freed, the store left alone: %s",
+        req.command,
+        req.container_id,
+        req.ifname,
+        refusal.msg,
+    )
+    return command
 
 
 def _adopt_store(host: Host, memory: identity.HostMemory) -> None:

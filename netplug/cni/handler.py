@@ -8,10 +8,12 @@ from collections.abc import Mapping
 from pyroute2.netlink.exceptions import NetlinkError
 
 from netplug.cni import dispatch
-from netplug.cni.commands import COMMANDS
+from netplug.cni.commands import COMMANDS, ON_RESET_STORE
 from netplug.net import NetError
 
-NETPLUG = dispatch.Plugin(COMMANDS, expected=(NetError, NetlinkError))
+NETPLUG = dispatch.Plugin(
+    COMMANDS, expected=(NetError, NetlinkError), on_reset_store=ON_RESET_STORE
+)
 
 
 def handle(

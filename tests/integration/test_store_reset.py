@@ -58,6 +58,40 @@ def test_emptied_store_is_refused_until_recover_rebuilds_it(netplug_host, contai
     assert not any("/old0/" in key for key in host.records("/netplug/attachments/"))
 
 
+def test_del_on_an_emptied_store_frees_the_host_and_recover_leaves_it_gone(
+    netplug_host, containers
+) -> None:
+    """The runtime retries a failed DEL forever (``podman rm`` keeps failing):
+    DEL succeeds, removes both ends and the host's copy, touches no store."""
+    host, conf = netplug_host, netplug_host.conf()
+    kept, gone = containers(), containers()
+    host.add(conf, "kept", kept)
+    host.add(conf, "gone", gone)
+    veths = host.veths()
+    copies = host.run_dir / host.host_name / "attachments" / "blue"
+    assert len(list(copies.iterdir())) == 2
+
+    os.truncate(host.db, 0)
+    host.delete(conf, "gone", gone)
+    assert len(host.veths()) == len(veths) - 1
+    shown = subprocess.run(["ip", "-n", gone, "link", "show", "eth0"], capture_output=True)
+    assert shown.returncode != 0  # the container end is gone too
+    assert len(list(copies.iterdir())) == 1
+    assert not (host.run_dir / host.host_name / "pending-releases.jsonl").exists()
+    host.delete(conf, "gone", gone)  # idempotent, as any DEL
+    # Not adopted: ADD is still refused until recover.
+    assert host.call("ADD", conf, container_id="new", netns=containers()).code == 104
+
+    def recovered() -> subprocess.CompletedProcess | None:
+        done = netplugctl(host, "--json", "recover", "--run-dir", str(host.run_dir))
+        return done if done.returncode == 0 else None
+
+    assert eventually(recovered)
+    attachments = host.records("/netplug/attachments/")
+    assert [key for key in attachments if "/kept/" in key]
+    assert not [key for key in attachments if "/gone/" in key]
+
+
 def test_an_address_a_live_container_holds_is_refused_when_the_store_lost_it(
     netplug_host, containers
 ) -> None:
