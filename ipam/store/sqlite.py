@@ -539,7 +539,7 @@ class SQLiteStore:
             try:
                 yield from self._follow(conn, prefix, start_revision, timeout)
             finally:
-                self._close_watch(conn)
+                self._close_conn(conn)
         except (sqlite3.Error, OSError) as e:
             raise self._unavailable(e) from e
 
@@ -603,7 +603,7 @@ class SQLiteStore:
         # A forked child must not close what it inherited: the parent still uses it.
         for conn in conns:
             if conn.pid == os.getpid():
-                conn.close()
+                self._close_conn(conn)
 
     @contextmanager
     def _transaction(self, conn: sqlite3.Connection, write: bool) -> Iterator[_Txn]:
@@ -685,8 +685,11 @@ class SQLiteStore:
             self._check(conn)
             try:
                 yield
-            except sqlite3.Error:
-                self._check(conn)  # an emptied file also fails statements: say why
+            except Exception as e:
+                # An emptied file also fails statements, and an error met on the
+                # old file after a reset is no answer: say why, let go of it.
+                if isinstance(e, sqlite3.Error) or conn.generation != self._generation:
+                    self._check(conn)
                 raise
             if conn.generation != self._generation:  # reset by another thread meanwhile
                 self._check(conn)
@@ -737,16 +740,22 @@ class SQLiteStore:
         with self._conns_lock:
             self._stale.discard(conn)
 
-    def _close_watch(self, conn: _Connection) -> None:
-        """Close a watch's connection: let go of it instead when the file changed
-        (a plain close would checkpoint the old pages into the new file)."""
-        with conn.in_use:
+    def _close_conn(self, conn: _Connection) -> None:
+        """Close ``conn`` once no thread runs a statement on it; let go of it
+        instead when the file changed (a plain close would checkpoint the old
+        pages into the new file)."""
+        if not conn.in_use.acquire(timeout=WRITE_LOCK_TIMEOUT + BUSY_TIMEOUT):
+            log.warning("%s: a connection stayed in use: left open", self.path)
+            return
+        try:
             if conn.retired:
                 return
             if conn.generation != self._generation or _file_problem(self.path, conn.file_id):
                 self._retire(conn)
             else:
                 conn.close()
+        finally:
+            conn.in_use.release()
 
     def _open(self) -> _Connection:
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
@@ -800,8 +809,7 @@ class SQLiteStore:
                 "a moment. If containers of this host were recorded in the old file, run "
                 "`netplugctl recover` on each host"
             )
-        current = _file_id(self.path)
-        if any(kept.file_id == current for kept in _KEPT_OPEN):
+        if _KEPT_OPEN and any(kept.file_id == _file_id(self.path) for kept in _KEPT_OPEN):
             raise StoreReset(
                 f"SQLite store {self.path} was emptied while this process had it open, and "
                 "a connection to it could not be closed safely: restart this process, then "
