@@ -75,7 +75,7 @@ class HostMemory:
         try:
             record = json.loads(self.path.read_bytes())
             return str(record["id"])
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):  # the latter: runDir is no directory
             return None
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise StoreReset(
@@ -98,6 +98,13 @@ class HostMemory:
 def store_id(store: Store) -> str | None:
     kv = store.get(Identity.key())
     return None if kv is None else Identity.decode(kv.value)
+
+
+def _read_id(store: Store) -> str | None:
+    try:
+        return store_id(store)
+    except StoreReset:
+        return store_id(store)
 
 
 def ensure_store_id(store: Store) -> str:
@@ -123,10 +130,13 @@ def check(store: Store, memory: HostMemory) -> bool:
 
     A store that cannot be read right now (down, or corrupt) is let through:
     the command meets the failure itself, and a DEL then still removes the
-    interfaces and defers the release. A StoreReset from the store is raised.
+    interfaces and defers the release. A StoreReset from the store is raised,
+    unless reading again works: the store let go of a file that changed (the
+    SQLite store raises once per thread that held it), and as this runs before
+    the call changes anything, the file there now is the one to judge.
     """
     try:
-        stored = store_id(store)
+        stored = _read_id(store)
     except StoreReset:
         raise
     except StoreUnavailable:
