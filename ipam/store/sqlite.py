@@ -35,9 +35,14 @@ only marked stale, and its thread lets go of it when its statement ends. Every
 thread then gets StoreReset once, on its next use (or at the end of the call
 that was running), so nothing more is written through an old connection, and
 no connection is closed under a running statement (Python < 3.12 has no lock
-of its own around one). Until every stale connection is gone, no new one is
-opened in this process: SQLite shares a file's locks and WAL index between the
-connections of a process, and a new one would inherit the old file's. The next
+of its own around one). Until every stale connection is gone (a statement's
+time), no new one is opened in this process: SQLite shares a file's locks and
+WAL index between the connections of a process, and a new one would inherit
+the old file's. SQLite's checkpoint after a commit is off: it would run however
+the file changed since the call looked; a writer checkpoints itself once the
+WAL passes CHECKPOINT_BYTES, after checking the file (a checkpoint running at
+the very moment the file is emptied still writes into it: no process can help
+that). The next
 call opens the new file, and the host's identity check (``netplug.ipam.identity``)
 decides whether it may be used.
 
@@ -97,6 +102,7 @@ SWEEP_INTERVAL = 0.5  # seconds between expired-lease checks by readers and watc
 DEFAULT_HISTORY = 100_000  # revisions of events kept for watchers
 WATCH_BATCH = 1000  # events per watch query (a revision is never split)
 HEADER_SIZE = 100  # bytes of SQLite's file header: a database file is never shorter
+CHECKPOINT_BYTES = 4 << 20  # WAL size after which a writer checkpoints (SQLite's default)
 JOURNALS = ("-wal", "-shm")  # the files WAL mode keeps beside the database
 # sqlite3 primary result codes of a damaged file (sqlite3.h): not worth retrying.
 SQLITE_CORRUPT, SQLITE_NOTADB = 11, 26
@@ -448,6 +454,7 @@ class SQLiteStore:
         self._conns_lock = threading.Lock()
         self._generation = 0  # moves on when the file is found emptied or replaced
         self._stale: set[_Connection] = set()  # old generation, in use by their threads
+        self._drained = threading.Condition(self._conns_lock)  # notified as _stale shrinks
         self._write_lock = threading.Lock()
         self._swept_at = float("-inf")
 
@@ -639,6 +646,20 @@ class SQLiteStore:
             if conn.in_transaction:  # SQLite already rolled back after some I/O errors
                 conn.execute("ROLLBACK")
             raise
+        if write:
+            self._checkpoint_if_due(conn)
+
+    def _checkpoint_if_due(self, conn: _Connection) -> None:
+        """Copy the WAL into the file once it is large, unless the file changed.
+        SQLite's own checkpoint after a commit is off (``wal_autocheckpoint``):
+        it would run whatever happened to the file since the call looked, and
+        write the old file's pages into an emptied one."""
+        try:
+            size = os.stat(self.path + "-wal").st_size
+        except FileNotFoundError:
+            return
+        if size >= CHECKPOINT_BYTES and not _file_problem(self.path, conn.file_id):
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     def _sweep(self, conn: sqlite3.Connection, now: float) -> None:
         """Revoke every lease expired by ``now``, at a revision of its own (as etcd)."""
@@ -739,6 +760,7 @@ class SQLiteStore:
             _let_go(self.path, conn)
         with self._conns_lock:
             self._stale.discard(conn)
+            self._drained.notify_all()
 
     def _close_conn(self, conn: _Connection) -> None:
         """Close ``conn`` once no thread runs a statement on it; let go of it
@@ -783,6 +805,7 @@ class SQLiteStore:
         try:
             _enable_wal(conn)
             conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute("PRAGMA wal_autocheckpoint = 0")  # ours: _checkpoint_if_due
             if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
                 conn.execute("BEGIN IMMEDIATE")
                 for statement in _SCHEMA:
@@ -798,9 +821,12 @@ class SQLiteStore:
         return conn
 
     def _refuse_while_old_file_held(self) -> None:
-        """StoreReset while connections to the old file stay open in this process:
-        a new connection would share their locks and WAL index (see the module)."""
-        with self._conns_lock:
+        """Wait for the statements still running on the old file (a statement's
+        time: the busy and write-lock timeouts bound it); StoreReset if some stay
+        open in this process: a new connection would share their locks and WAL
+        index (see the module)."""
+        with self._drained:
+            self._drained.wait_for(lambda: not self._stale, WRITE_LOCK_TIMEOUT + BUSY_TIMEOUT)
             busy = len(self._stale)
         if busy:
             raise StoreReset(

@@ -295,6 +295,23 @@ def test_closing_a_watch_on_an_emptied_file_writes_nothing_into_it(path) -> None
     watcher.close()
 
 
+def test_writers_checkpoint_but_never_into_a_file_that_changed(store, path, monkeypatch) -> None:
+    """SQLite's checkpoint after commit is off: it ran even when the file had been
+    emptied since the call looked at it (most of the old pages came back)."""
+    monkeypatch.setattr(sqlite_module, "CHECKPOINT_BYTES", 1)  # after every write
+    for i in range(50):
+        store.put(f"/k/{i:02}", b"v" * 200)
+    assert Path(path).stat().st_size > 4 * 4096  # the pages reached the file
+    monkeypatch.setattr(sqlite_module, "CHECKPOINT_BYTES", 1 << 40)  # not until told
+    store.put("/k/late", b"x")  # pages the file does not have yet, in the WAL
+    conn = store._local.conn  # this thread's, idle
+    assert conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+    Path(path).write_bytes(b"")  # emptied after the commit looked at the file
+    monkeypatch.setattr(sqlite_module, "CHECKPOINT_BYTES", 1)
+    store._checkpoint_if_due(conn)  # what that commit's checkpoint does
+    assert Path(path).stat().st_size == 0
+
+
 def test_write_lock_held_too_long_is_unavailable(store, path, monkeypatch) -> None:
     monkeypatch.setattr(sqlite_module, "BUSY_TIMEOUT", 0.1)
     store.status()
