@@ -792,6 +792,9 @@ class SQLiteStore:
                     "had it open. Stop that process, then run `netplugctl recover` on "
                     "each host"
                 )
+        # Taken before connecting: a file replaced (or a reset begun) while this
+        # opens makes the new connection stale at once, never silently old.
+        generation, file_id = self._generation, _file_id(self.path)
         # isolation_level=None: we issue BEGIN/COMMIT ourselves.
         conn = sqlite3.connect(
             self.path,
@@ -801,7 +804,7 @@ class SQLiteStore:
             factory=_Connection,
         )
         assert isinstance(conn, _Connection)
-        conn.pid, conn.generation, conn.in_use = os.getpid(), self._generation, threading.Lock()
+        conn.pid, conn.generation, conn.in_use = os.getpid(), generation, threading.Lock()
         try:
             _enable_wal(conn)
             conn.execute("PRAGMA synchronous = NORMAL")
@@ -811,7 +814,7 @@ class SQLiteStore:
                 for statement in _SCHEMA:
                     conn.execute(statement)
                 conn.execute("COMMIT")
-            conn.file_id = _file_id(self.path) or (0, 0)
+            conn.file_id = file_id or _file_id(self.path) or (0, 0)
             conn.journals = tuple(
                 (suffix, found) for suffix in JOURNALS if (found := _file_id(self.path + suffix))
             )

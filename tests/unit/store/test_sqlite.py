@@ -189,17 +189,24 @@ def test_replaced_file_is_let_go_of_and_the_new_one_used(store, path, tmp_path) 
     assert [kv.key for kv in store.range("/k/", prefix=True).kvs] == ["/k/new"]
 
 
-def test_threads_using_the_store_when_the_file_is_emptied_each_get_reset(store, path) -> None:
+def test_threads_using_the_store_when_the_file_is_emptied_each_get_reset(
+    store, path, monkeypatch
+) -> None:
     """No thread's connection is closed under its running statement (which gave
     "closed database", code 11, or a crash): every thread meets StoreReset, and
-    nothing of the old file is written into the emptied one."""
+    nothing of the old file is written into the emptied one. (Without the
+    writers' checkpoint: one running at the very moment of the truncation
+    writes into the file whatever anyone does.)"""
+    monkeypatch.setattr(sqlite_module, "CHECKPOINT_BYTES", 1 << 40)
     for i in range(50):
         store.put(f"/k/{i:02}", b"v" * 200)
     outcomes: dict[str, list[str]] = {}
     idle_may_go, stop = threading.Event(), threading.Event()
+    started = threading.Semaphore(0)  # one release per thread that has its connection
 
     def busy(name: str) -> None:
         deadline = time.monotonic() + 10
+        first = True
         while time.monotonic() < deadline and not stop.is_set():
             try:
                 if name.startswith("w"):
@@ -209,9 +216,13 @@ def test_threads_using_the_store_when_the_file_is_emptied_each_get_reset(store, 
             except Exception as e:  # what each thread met is the point
                 outcomes.setdefault(name, []).append(type(e).__name__ + ": " + str(e))
                 return
+            if first and name != "idle":
+                started.release()
+                first = False
 
     def idle(name: str) -> None:
         store.get("/k/00")  # opens this thread's connection, then keeps it unused
+        started.release()
         idle_may_go.wait(10)
         busy(name)
 
@@ -221,7 +232,10 @@ def test_threads_using_the_store_when_the_file_is_emptied_each_get_reset(store, 
     for t in threads:
         t.start()
     try:
-        time.sleep(0.2)
+        # Every thread has its connection first: one opened on the emptied file
+        # would rightly make a new database there.
+        assert all(started.acquire(timeout=10) for _ in threads)
+        time.sleep(0.05)
         Path(path).write_bytes(b"")
         wait_until(lambda: len(outcomes) == len(threads) - 1, timeout=10)
         idle_may_go.set()
