@@ -134,14 +134,18 @@ def check(store: Store, memory: HostMemory) -> bool:
     unless reading again works: the store let go of a file that changed (the
     SQLite store raises once per thread that held it), and as this runs before
     the call changes anything, the file there now is the one to judge.
+
+    The memory is read before the store: another process's first call may
+    adopt the store meanwhile, and it writes the store's ID before its memory,
+    so a memory read first never holds an ID the store read after lacks.
     """
+    remembered = memory.read()
     try:
         stored = _read_id(store)
     except StoreReset:
         raise
     except StoreUnavailable:
         return False
-    remembered = memory.read()
     verdict = judge(stored, remembered)
     if verdict in (Verdict.RESET, Verdict.REPLACED):
         raise StoreReset(_refusal(verdict, stored, remembered, memory))

@@ -89,3 +89,27 @@ def test_an_unreadable_memory_refuses_the_store_until_recover(store, memory, con
     assert identity.store_id(store) == "another"
     identity.adopt(store, memory)  # what recover ends with
     assert memory.read() == "another"
+
+
+class AdoptedMeanwhile:
+    """The store, except that right after this process reads the store's ID,
+    another process's first call on the same host adopts the store (writes
+    its ID, then its memory): 100 parallel first ADDs do this."""
+
+    def __init__(self, store, memory: HostMemory) -> None:
+        self._store, self._memory, self._done = store, memory, False
+
+    def get(self, key):
+        kv = self._store.get(key)
+        if key == Identity.key() and not self._done:
+            self._done = True
+            identity.adopt(self._store, self._memory)
+        return kv
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+
+def test_a_first_call_racing_another_hosts_first_adoption_is_not_refused(store, memory) -> None:
+    assert identity.check(AdoptedMeanwhile(store, memory), memory) is True  # adopt after
+    assert identity.store_id(store) == memory.read()
