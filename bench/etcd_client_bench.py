@@ -231,7 +231,7 @@ def import_ms(module: str) -> float | None:
         f"importlib.import_module({module!r}); print((time.perf_counter() - t) * 1000)"
     )
     done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+        [sys.executable, "-P", "-c", code], capture_output=True, text=True, timeout=60, check=False
     )
     return float(done.stdout) if done.returncode == 0 else None
 
