@@ -215,3 +215,30 @@ def test_a_killed_part_is_restarted_while_the_others_serve(
     log = plain_host.agent_log()
     assert log.count(f"loop {part} failed; restarting in") == FAILS
     assert f"InjectedFault: injected failure in {part}" in log
+
+
+def test_a_full_block_gives_a_second_one_that_the_agent_serves(plain_host, containers):
+    """The other way to a second block: the first one fills up (a /29: 5 containers;
+    the 254th container of a /24 is the same path), on a dual-stack network. The
+    agent keeps every loop running and answers DNS on both gateways, also after a
+    restart."""
+    ns, host = plain_host.netns, plain_host.host_name
+    conf = plain_host.conf(subnet6="fd00:245::/48", hostBlockPrefix=29, hostBlockPrefix6=125)
+    with plain_host.agent():
+        named = {}
+        for i in range(7):
+            client = containers()
+            out = plain_host.add(conf, f"c{i}", client, env={"CNI_ARGS": f"NETPLUG_NAME=c{i}"})
+            (v4, gw), (v6, _) = ((ip["address"].split("/")[0], ip["gateway"]) for ip in out["ips"])
+            assert ":" in v6 and ":" not in v4
+            named[f"c{i}"] = (client, v4, gw)
+        gateways = {gw for _, _, gw in named.values()}
+        assert len(gateways) == 2  # the sixth container opened a second block
+        row = status(ns, plain_host.store, host)
+        assert row["agent"] == "running"
+        assert all(loop["restarts"] == 0 for loop in row["agentHealth"]["loops"].values())
+        for name, (client, v4, gw) in named.items():
+            assert eventually(lambda c=client, a=v4, g=gw, n=name: resolve(c, g, n) == a)
+    with plain_host.agent():  # a restarted agent listens on both gateways at once
+        for name, (client, v4, gw) in named.items():
+            assert eventually(lambda c=client, a=v4, g=gw, n=name: resolve(c, g, n) == a)
