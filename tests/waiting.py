@@ -8,11 +8,11 @@ from collections.abc import Callable
 POLL = 0.01
 
 
-def wait_for(predicate: Callable[[], object], timeout: float = 5.0) -> bool:
-    """Whether ``predicate()`` came true within ``timeout`` seconds (polled)."""
+def wait_for(predicate: Callable[[], object], timeout: float = 5.0, poll: float = POLL) -> bool:
+    """Whether ``predicate()`` came true within ``timeout`` seconds (polled every ``poll``)."""
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
             return False
-        time.sleep(POLL)
+        time.sleep(poll)
     return True

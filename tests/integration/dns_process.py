@@ -20,9 +20,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from fake_upstream import FakeUpstream
-
 from netplug.ipam.store.sqlite import SQLiteStore
+
+from fake_upstream import FakeUpstream
 
 BIN = Path(sys.executable).parent / "netplug-dns"
 TOKEN = "t0ken"

@@ -20,6 +20,7 @@ from typing import Any
 
 import processes
 from runtimes import netns_path, run
+from waiting import wait_for
 
 BIN = Path(sys.executable).parent
 AGENT_START_TIMEOUT = 15.0
@@ -198,13 +199,9 @@ CONVERGENCE = 10.0  # agents converge within a second (bench); CI machines are l
 
 
 def eventually(check, timeout: float = CONVERGENCE) -> bool:
-    """Whether ``check()`` turns true within ``timeout`` seconds (polled)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.05)
-    return check()
+    """Whether ``check()`` turns true within ``timeout`` seconds; polled less often
+    than unit tests poll, as checks here start processes (ping, dig)."""
+    return wait_for(check, timeout, poll=0.05)
 
 
 def container_addresses(netns: str, ifname: str = "eth0") -> list[str]:

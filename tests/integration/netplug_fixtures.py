@@ -12,12 +12,12 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
-from traffic import server_starter
 
 from netplug.lab.lab import Lab
 
 from netplug_env import NetplugHost
 from runtimes import make_netns, require_commands, require_root
+from traffic import server_starter
 
 
 @pytest.fixture(params=["agent", "in-process"])

@@ -19,10 +19,10 @@ import time
 from ipaddress import ip_interface
 
 import pytest
-from traffic import PORT, blocked, counted, hammer, reaches, tcp
 
 from netplug_env import BIN, NetplugHost, eventually, ping
 from runtimes import require_commands
+from traffic import PORT, blocked, counted, hammer, reaches, tcp
 
 pytestmark = pytest.mark.netns
 

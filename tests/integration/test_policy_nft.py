@@ -15,7 +15,6 @@ from ipaddress import ip_address, ip_interface, ip_network
 
 import pytest
 from policy_examples import DESIGN_EXAMPLE
-from traffic import blocked, reaches
 
 from netplug.policy.model import parse
 from netplug.policy.plan import (
@@ -33,6 +32,7 @@ from netplug.policy.plan import (
 
 from netplug_env import NetplugHost, eventually, ping
 from runtimes import make_netns, require_commands, require_root, run
+from traffic import blocked, reaches
 
 pytestmark = pytest.mark.netns
 

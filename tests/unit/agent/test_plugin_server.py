@@ -14,7 +14,6 @@ import uuid
 
 import pytest
 from prometheus_client import CollectorRegistry
-from waiting import wait_for
 
 from netplug.agent import plugin_server
 from netplug.agent.metrics import AgentMetrics
@@ -23,6 +22,8 @@ from netplug.cni import MAX_STDIN
 from netplug.cni import agent_client as client
 from netplug.cni import agent_wire as wire
 from netplug.locks import KeyedLocks
+
+from waiting import wait_for
 
 VERSION = {"CNI_COMMAND": "VERSION"}
 STDIN = b'{"cniVersion": "1.0.0"}'

@@ -11,12 +11,13 @@ import uuid
 
 import pytest
 from prometheus_client import CollectorRegistry
-from waiting import wait_for
 
 from netplug.agent.metrics import AgentMetrics
 from netplug.agent.plugin_server import PluginServer
 from netplug.agent.supervisor import FAILING, OK, STOPPED, Backoff, LoopHealth, Supervisor, overall
 from netplug.ctl.main import agent_status, failing_loops
+
+from waiting import wait_for
 
 QUICK = Backoff(initial=0.05, maximum=0.2, stable_after=1.0)
 

@@ -18,12 +18,13 @@ from dns_testing import (
     udp_ask,
 )
 from dnslib import DNSRecord
-from fake_upstream import fake_upstream
 
 from netplug.dns import server as server_module
 from netplug.dns.registry import Snapshot
 from netplug.dns.server import DNSServer, Listener, Scope
 from netplug.dns.upstream import Upstream
+
+from fake_upstream import fake_upstream
 
 SNAP = Snapshot.build(
     [

@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator
 import pytest
 from dns_testing import ZONE, query, rdata, registration, udp_ask
 from dnslib import QTYPE, DNSRecord
-from fake_upstream import fake_upstream
 from prometheus_client.values import MutexValue
 
 from netplug.dns import udp as udp_module
@@ -20,6 +19,8 @@ from netplug.dns.mmsg import LEN, STRIDE, Batch
 from netplug.dns.registry import Snapshot
 from netplug.dns.server import DNSServer, Listener
 from netplug.dns.upstream import Upstream
+
+from fake_upstream import fake_upstream
 
 SNAP = Snapshot.build(
     [
