@@ -66,7 +66,9 @@ IPERF_PORT = 5201
 HAND_MTU = 1450  # netplug's overlay MTU on the lab's 1500-byte underlay
 SETUPS = ("netplug", "vxlan", "underlay")
 # Diagnostic setups (--extra), each a step from the hand-built pair toward netplug's path.
-EXTRAS = ("underlay-plain", "vxlan-udpcsum", "bridged", "bridged-nft", "netplug-nobrnf")
+EXTRAS = (
+    "underlay-plain", "vxlan-udpcsum", "bridged", "bridged-nft", "netplug-nobrnf", "netplug-open",
+)  # fmt: skip
 SETUP_LABELS = {
     "netplug": "netplug overlay, container to container (veth, bridge, VXLAN)",
     "vxlan": f"hand-built kernel VXLAN pair, MTU {HAND_MTU}",
@@ -76,6 +78,7 @@ SETUP_LABELS = {
     "bridged": "(diagnostic) hand-built VXLAN + netplug's veth/bridge/route hops",
     "bridged-nft": "(diagnostic) as bridged, plus netplug's ipMasq nftables table",
     "netplug-nobrnf": "(diagnostic) netplug, lab hosts' bridge-nf-call-* sysctls at 0",
+    "netplug-open": "(diagnostic) netplug on a network with `isolate: false` (a second lab)",
 }
 
 
@@ -331,6 +334,21 @@ def brnf_off(netns_list: list[str]) -> Iterator[None]:
                     *(f"net.bridge.{k}={v}" for k, v in values.items()), check=False)  # fmt: skip
 
 
+def open_lab_pair(owned: Owned) -> Endpoint:
+    """A second 2-host lab whose network opts out of isolation: what the segmentation
+    table costs per packet is the difference to the default (isolated) lab."""
+    lab = owned.lab("o")
+    lab.up(2, "sqlite")
+    for host in ("host1", "host2"):
+        conflist = lab.dir / host / "net.d" / "50-lab.conflist"
+        config = json.loads(conflist.read_text())
+        config["plugins"][0]["isolate"] = False
+        conflist.write_text(json.dumps(config))
+    lab.run_container("host1", "oa")
+    b = lab.run_container("host2", "ob").split("/")[0]
+    return Endpoint(lab.container_netns("oa"), lab.container_netns("ob"), b)
+
+
 def throughput(owned: Owned, args: argparse.Namespace) -> dict[str, Any]:
     lab = owned.lab("t")
     say("throughput: a 2-host lab, a container on each, and a hand-built VXLAN pair")
@@ -346,6 +364,8 @@ def throughput(owned: Owned, args: argparse.Namespace) -> dict[str, Any]:
     for name in names:
         if name in PAIRS:
             setups[name] = build_pair(lab, PAIRS[name])
+    if "netplug-open" in names:
+        setups["netplug-open"] = open_lab_pair(owned)
     if "netplug-nobrnf" in names:
         setups["netplug-nobrnf"] = setups["netplug"]
     if "underlay-plain" in names:
@@ -797,7 +817,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "pair's underlay, no nftables), vxlan-udpcsum (hand-built with UDP checksums, "
         "as netplug's device), bridged (hand-built plus netplug's veth/bridge/route "
         "hops), bridged-nft (plus netplug's ipMasq table), netplug-nobrnf (netplug with "
-        "the lab hosts' br_netfilter sysctls at 0 during its runs); 'all' for every one",
+        "the lab hosts' br_netfilter sysctls at 0 during its runs), netplug-open (netplug "
+        "on a second lab whose network has isolate: false); 'all' for every one",
     )
     parser.add_argument("--joins", type=int, default=20, help="convergence samples (20)")
     parser.add_argument(
