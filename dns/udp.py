@@ -51,6 +51,7 @@ class Answerer(Protocol):
 
     def forward_udp(self, fwd: Forward, udp: UDPListener, addr: object, t0: float) -> None: ...
 
+
 STOP_WAIT = 2.0  # seconds for the thread to finish the query it is on
 ERROR_PAUSE = 0.01  # seconds after an error before reading again
 

@@ -66,6 +66,13 @@ def cmd_del(req: Request, host: Host) -> None:
     host.ipam.release(req.conf.name, req.container_id, req.ifname)
 
 
+def cmd_del_on_reset_store(req: Request, host: Host) -> None:
+    """DEL on a store refused as reset or replaced: the store has no record of the
+    container, and this plugin keeps nothing on the host (its main plugin removes the
+    interface), so DEL succeeds without touching the store; a runtime retries a failed
+    DEL forever."""
+
+
 def cmd_check(req: Request, host: Host) -> None:
     conf = req.conf
     attachment = host.ipam.lookup(conf.name, req.container_id, req.ifname)
@@ -89,6 +96,7 @@ def cmd_gc(req: Request, host: Host) -> None:
 NETPLUG_IPAM = dispatch.Plugin(
     {"ADD": cmd_add, "DEL": cmd_del, "CHECK": cmd_check, "GC": cmd_gc, "STATUS": cmd_status},
     conf_parser=parse_ipam_conf,
+    on_reset_store={"DEL": cmd_del_on_reset_store},
 )
 
 

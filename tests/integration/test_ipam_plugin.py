@@ -3,6 +3,7 @@ cbcni (libcni 1.1.2): ADD, CHECK, DEL; addresses come from and go back to netplu
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from ipaddress import ip_interface
 from pathlib import Path
@@ -99,6 +100,23 @@ def test_bridge_with_netplug_ipam(
     del_all(cbcni, "npt-br", added)
     assert attachments(host) == []
     assert host.veths() == set()
+
+
+def test_del_on_an_emptied_store_succeeds_and_add_is_refused(
+    cbcni: Cbcni, host: NetplugHost, containers: Callable[[], str]
+) -> None:
+    """A runtime retries a failed DEL forever: on a reset store netplug-ipam's DEL
+    succeeds (nothing of it is on the host), while ADD keeps naming the fix."""
+    write_two_networks(cbcni, host, "10.246.0.0/16")
+    ctr = containers()
+    cbcni.add("npt-br", ctr, container_id="c1")
+    os.truncate(host.db, 0)
+    cbcni.delete("npt-br", ctr, container_id="c1")
+    assert link(ctr) is None
+    refused = cbcni.run("add", "npt-br", containers(), container_id="c2", check=False)
+    assert refused.returncode != 0
+    said = refused.stdout + refused.stderr  # cbcni shows the message, not the code
+    assert "store was reset" in said and "recover" in said, said
 
 
 def make_master(netns: str, name: str) -> None:
