@@ -12,13 +12,16 @@ nothing outside the lab's namespaces is touched.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 from netplug.ipam.store.base import Store
@@ -28,7 +31,15 @@ from netplug.lab.namespaces import COMMAND_TIMEOUT, State, empty_state, run, sta
 BIN = Path(sys.executable).parent
 FABRIC = "fabric"
 FABRIC_ADDRESS = "192.0.2.1"
+NETWORK = "lab"
 SUBNET = "10.244.0.0/16"
+# Networks added without --subnet get the first of these that no network overlaps.
+FREE_SUBNETS = [f"10.{n}.0.0/16" for n in (*range(245, 256), *range(1, 244))]
+# A network name becomes a DNS label (NAME.<network>.netplug.internal) and a bridge name.
+NETWORK_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$")
+# Agents started at once by `up`: each is a Python process starting, and the box has
+# two cores; more at once only makes every one of them slower to serve.
+HOST_PARALLEL = 4
 START_TIMEOUT = 15.0
 ETCD_PORT = 2379
 # Short, so that a host whose agent is gone leaves the overlay within seconds.
@@ -51,7 +62,7 @@ class Lab:
 
     # -- up ------------------------------------------------------------------
 
-    def up(self, hosts: int, store: str) -> None:
+    def up(self, hosts: int, store: str, parallel: int = HOST_PARALLEL) -> None:
         if self.state.load()["hosts"]:
             raise RuntimeError("a lab is already up: run 'netns-lab down' first")
         fabric = namespaces.create(self.fabric)
@@ -62,8 +73,25 @@ class Lab:
         url = self._start_store(store)
         with self.state.update() as state:
             state["store"] = url
-        for index in range(1, hosts + 1):
-            self.add_host(index)
+            state["networks"] = {NETWORK: {"subnet": SUBNET, "isolate": True}}
+        self.add_hosts(range(1, hosts + 1), parallel)
+
+    def add_hosts(self, indexes: Iterable[int], parallel: int = HOST_PARALLEL) -> None:
+        """Add hosts, ``parallel`` at a time, with a progress line as each one's agent
+        serves; the first failure is raised once the others have finished."""
+        indexes = list(indexes)
+        started = time.monotonic()
+        with ThreadPoolExecutor(max(1, parallel)) as pool:
+            futures = [pool.submit(self._add_host, index) for index in indexes]
+            for done, future in enumerate(as_completed(futures), 1):
+                with contextlib.suppress(Exception):  # raised below, in host order
+                    name, pid = future.result()
+                    self.say(
+                        f"host {done}/{len(indexes)} up ({time.monotonic() - started:.1f}s): "
+                        f"{name}, netplugd pid {pid}"
+                    )
+        for future in futures:
+            future.result()
 
     def _start_store(self, kind: str) -> str:
         if kind == "sqlite":
@@ -143,6 +171,13 @@ class Lab:
                 time.sleep(0.1)
 
     def add_host(self, index: int) -> str:
+        name, pid = self._add_host(index)
+        netns = self.state.load()["hosts"][name]["netns"]
+        self.say(f"host {name}: {netns}, underlay {host_address(index)}, netplugd pid {pid}")
+        return name
+
+    def _add_host(self, index: int) -> tuple[str, int]:
+        """The host's namespace, its underlay link, conflists and agent: (name, agent PID)."""
         state = self.state.load()
         name = f"host{index}"
         netns = namespaces.create(self.prefix + name)
@@ -168,12 +203,11 @@ class Lab:
         run("ip", "-n", netns, "route", "add", "default", "via", FABRIC_ADDRESS)
         home = self.dir / name
         home.mkdir(parents=True, exist_ok=True)
-        self._write_conflist(home, name, state["store"])
+        for network, spec in networks(state).items():
+            self._write_conflist(home, name, state["store"], network, spec)
         with self.state.update() as changed:
             changed["hosts"][name] = {"netns": netns, "address": host_address(index)}
-        pid = self.start_agent(name)
-        self.say(f"host {name}: {netns}, underlay {host_address(index)}, netplugd pid {pid}")
-        return name
+        return name, self.start_agent(name)
 
     def start_agent(self, host: str) -> int:
         """Start ``host``'s netplugd and wait until it serves; returns its PID."""
@@ -209,25 +243,49 @@ class Lab:
                 while start_time(proc["pid"]) == proc["start"]:
                     time.sleep(0.01)
 
-    def _write_conflist(self, home: Path, host: str, store: str) -> None:
+    # -- networks --------------------------------------------------------------
+
+    def add_network(self, name: str, subnet: str | None = None, isolate: bool = True) -> str:
+        """Another network on every host (one more conflist each); its subnet."""
+        state = self.state.load()
+        if not state["hosts"]:
+            raise RuntimeError("the lab is down: run 'netns-lab up' first")
+        taken = networks(state)
+        if not NETWORK_NAME.match(name):
+            raise RuntimeError(
+                f"network name {name!r}: expected 1-32 lower-case letters, digits or '-'"
+            )
+        if name in taken:
+            raise RuntimeError(f"network {name} exists already ({taken[name]['subnet']})")
+        net = choose_subnet(subnet, [spec["subnet"] for spec in taken.values()])
+        spec = {"subnet": str(net), "isolate": isolate}
+        for host in state["hosts"]:
+            self._write_conflist(self.dir / host, host, state["store"], name, spec)
+        with self.state.update() as changed:
+            changed["networks"] = {**networks(changed), name: spec}
+        self.say(f"network {name}: {net}" + ("" if isolate else " (not isolated)"))
+        return str(net)
+
+    def _write_conflist(self, home: Path, host: str, store: str, network: str, spec: dict) -> None:
         conflist = {
             "cniVersion": "1.0.0",
-            "name": "lab",
+            "name": network,
             "plugins": [
                 {
                     "type": "netplug",
-                    "subnet": SUBNET,
+                    "subnet": spec["subnet"],
                     "store": store,
                     "hostName": host,
                     "ipMasq": True,
                     "logFile": str(home / "netplug.log"),
                     "runDir": str(home / "run"),
                     "capabilities": {"aliases": True},
+                    **({} if spec["isolate"] else {"isolate": False}),
                 }
             ],
         }
         (home / "net.d").mkdir(exist_ok=True)
-        (home / "net.d" / "50-lab.conflist").write_text(json.dumps(conflist, indent=2))
+        conflist_path(home, network).write_text(json.dumps(conflist, indent=2))
 
     def _spawn(self, netns: str, what: str, argv: list[str]) -> subprocess.Popen:
         log = self.dir / f"{what}.log"
@@ -255,14 +313,23 @@ class Lab:
 
     # -- containers ------------------------------------------------------------
 
-    def cni(self, command: str, container: str, host: str) -> dict | None:
+    def cni(
+        self,
+        command: str,
+        container: str,
+        host: str,
+        network: str = NETWORK,
+        aliases: Iterable[str] = (),
+    ) -> dict | None:
         state = self.state.load()
-        conflist = json.loads((self.dir / host / "net.d" / "50-lab.conflist").read_text())
+        conflist = json.loads(conflist_path(self.dir / host, network).read_text())
         conf = {
             "cniVersion": conflist["cniVersion"],
             "name": conflist["name"],
             **conflist["plugins"][0],
         }
+        if aliases:  # as a runtime passes the "aliases" capability
+            conf["runtimeConfig"] = {"aliases": list(aliases)}
         env = {
             "CNI_COMMAND": command,
             "CNI_CONTAINERID": container,
@@ -285,27 +352,69 @@ class Lab:
             raise RuntimeError(f"{command} {container} on {host}: {done.stdout.decode()}")
         return json.loads(done.stdout) if done.stdout.strip() else None
 
-    def run_container(self, host: str, name: str) -> str:
+    def run_container(
+        self, host: str, name: str, network: str = NETWORK, aliases: Iterable[str] = ()
+    ) -> str:
+        """A container namespace ``name`` on ``host``, ADDed to ``network``; its address."""
         state = self.state.load()
         if host not in state["hosts"]:
             raise RuntimeError(f"no host {host}: hosts are {', '.join(state['hosts'])}")
+        if network not in networks(state):
+            raise RuntimeError(f"no network {network}: networks are {', '.join(networks(state))}")
         if name in state["containers"]:
             raise RuntimeError(f"container {name} exists already")
         netns = namespaces.create(self.prefix + f"c-{name}")
         try:
-            result = self.cni("ADD", name, host)
+            result = self.cni("ADD", name, host, network, aliases)
         except BaseException:
             namespaces.delete(netns)
             raise
         address = result["ips"][0]["address"]
         with self.state.update() as changed:
-            changed["containers"][name] = {"host": host, "netns": netns, "address": address}
+            changed["containers"][name] = {
+                "host": host,
+                "netns": netns,
+                "address": address,
+                "network": network,
+                "aliases": list(aliases),
+            }
         return address
+
+    def run_containers(
+        self,
+        host: str,
+        names: list[str],
+        network: str = NETWORK,
+        aliases: Callable[[str], list[str]] = lambda name: [],
+        parallel: int = 4,
+    ) -> tuple[dict[str, str], dict[str, str]]:
+        """Start ``names`` on ``host``, ``parallel`` at a time, with a progress line
+        about every 10 %: (name -> address, name -> error) for the started and failed."""
+        started, failed = {}, {}
+        began = time.monotonic()
+        step = max(1, len(names) // 10)
+        with ThreadPoolExecutor(max(1, parallel)) as pool:
+            futures = {
+                pool.submit(self.run_container, host, name, network, aliases(name)): name
+                for name in names
+            }
+            for done, future in enumerate(as_completed(futures), 1):
+                name = futures[future]
+                try:
+                    started[name] = future.result()
+                except (RuntimeError, subprocess.TimeoutExpired, OSError) as e:
+                    failed[name] = str(e).strip() or type(e).__name__
+                if done % step == 0 or done == len(names):
+                    self.say(
+                        f"{done}/{len(names)} containers on {host} "
+                        f"({len(failed)} failed, {time.monotonic() - began:.1f}s)"
+                    )
+        return started, failed
 
     def remove_container(self, name: str) -> None:
         """DEL the container and delete its namespace."""
         container = self.state.load()["containers"][name]
-        self.cni("DEL", name, container["host"])
+        self.cni("DEL", name, container["host"], container.get("network", NETWORK))
         namespaces.delete(container["netns"])
         with self.state.update() as changed:
             del changed["containers"][name]
@@ -318,23 +427,65 @@ class Lab:
 
     # -- down ------------------------------------------------------------------
 
-    def down(self) -> None:
+    def down(self, parallel: int = 8) -> None:
         state = self.state.load()
-        for name, container in state["containers"].items():
+
+        def delete(item: tuple[str, dict]) -> None:
+            name, container = item
             try:
-                self.cni("DEL", name, container["host"])
+                self.cni("DEL", name, container["host"], container.get("network", NETWORK))
             except (RuntimeError, subprocess.TimeoutExpired, KeyError, OSError) as e:
                 self.say(f"DEL {name}: {e} (continuing)")
-        for proc in reversed(state["processes"]):
+
+        def halt(proc: dict) -> None:
             if stop(proc["pid"], proc["start"]):
                 self.say(f"stopped {proc['what']} (pid {proc['pid']})")
-        for netns in namespaces.lab_namespaces(self.prefix):
-            namespaces.delete(netns)
-            self.say(f"removed namespace {netns}")
+
+        agents = [p for p in state["processes"] if p["what"].endswith("/netplugd")]
+        with ThreadPoolExecutor(parallel) as pool:
+            list(pool.map(delete, state["containers"].items()))
+            list(pool.map(halt, reversed(agents)))  # before the store they use
+        for proc in reversed(state["processes"]):
+            if proc not in agents:
+                halt(proc)
+        gone = namespaces.delete_all(namespaces.lab_namespaces(self.prefix))
+        self.say(f"removed {gone} namespaces")
         with self.state.update() as changed:
             changed.clear()
             changed.update(empty_state())
         subprocess.run(["rm", "-rf", str(self.dir)], check=False, timeout=COMMAND_TIMEOUT)
+
+
+def networks(state: dict) -> dict[str, dict]:
+    """The lab's networks (name -> subnet, isolate); a lab from before networks has one."""
+    return state.get("networks") or {NETWORK: {"subnet": SUBNET, "isolate": True}}
+
+
+def conflist_path(home: Path, network: str) -> Path:
+    return home / "net.d" / f"50-{network}.conflist"
+
+
+def choose_subnet(
+    given: str | None, taken: list[str]
+) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """``given`` checked against the networks' subnets, or the first free one of
+    FREE_SUBNETS; a RuntimeError naming the clash."""
+    used = [ipaddress.ip_network(net) for net in taken]
+    if given is not None:
+        try:
+            net = ipaddress.ip_network(given)
+        except ValueError as e:
+            raise RuntimeError(f"--subnet {given}: {e}") from None
+        if net.version != 4 or net.prefixlen > 24:
+            raise RuntimeError(f"--subnet {given}: expected an IPv4 range of /24 or larger")
+        clash = next((u for u in used if net.overlaps(u)), None)
+        if clash:
+            raise RuntimeError(f"--subnet {given} overlaps {clash}, used by another network")
+        return net
+    for candidate in map(ipaddress.ip_network, FREE_SUBNETS):
+        if not any(candidate.overlaps(u) for u in used):
+            return candidate
+    raise RuntimeError("no free /16 left in 10.0.0.0/8: give --subnet")
 
 
 def _wait_start(pid: int) -> str | None:

@@ -49,6 +49,15 @@ def delete(full: str) -> None:
     run("ip", "netns", "del", full, check=False)
 
 
+def delete_all(names: list[str]) -> int:
+    """Delete many namespaces with one ``ip`` process (-force: past any that is gone
+    already); returns how many were asked for."""
+    if names:
+        script = "".join(f"netns del {name}\n" for name in names).encode()
+        run("ip", "-force", "-batch", "-", input=script, check=False, timeout=120)
+    return len(names)
+
+
 def lab_namespaces(prefix: str) -> list[str]:
     out = run("ip", "netns", "list").stdout.decode()
     return [line.split()[0] for line in out.splitlines() if line.startswith(prefix)]
@@ -72,6 +81,17 @@ def start_time(pid: int) -> str | None:
     return fields[19]
 
 
+def rss_kib(pid: int) -> int | None:
+    """The process's resident memory (VmRSS) in KiB; None when it is gone."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    return next(
+        (int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")), None
+    )
+
+
 def stop(pid: int, started: str | None, timeout: float = 10.0) -> bool:
     """SIGTERM, then SIGKILL after ``timeout``, the process we started as ``pid``."""
     if started is None or start_time(pid) != started:
@@ -86,7 +106,7 @@ def stop(pid: int, started: str | None, timeout: float = 10.0) -> bool:
 
 
 def empty_state() -> dict:
-    return {"store": "", "hosts": {}, "containers": {}, "processes": []}
+    return {"store": "", "hosts": {}, "networks": {}, "containers": {}, "processes": []}
 
 
 class State:

@@ -270,7 +270,6 @@ SCHEMA = "netplug/ipam/schema.py"
 NOT_KEYS = {
     ("netplug/cni/local_records.py", "target"),  # a file path under runDir
     ("netplug/lab/cli.py", "p['what']"),  # "host1/netplugd"
-    ("netplug/lab/demo.py", "lab.run_container(f'host{host}', name)"),  # "10.0.0.2/24"
 }
 SPLITS = {"split", "rsplit", "partition", "rpartition"}
 
