@@ -145,7 +145,11 @@ def main(argv: list[str] | None = None) -> int:
     if os.geteuid() != 0:
         print("netns-lab: needs root to create network namespaces (run with sudo)", file=sys.stderr)
         return 1
-    lab = Lab(args.state_dir, prefix=args.prefix)
+    # run's stdout is its containers' addresses: its progress goes to stderr.
+    say = (
+        (lambda text: print(text, file=sys.stderr, flush=True)) if args.command == "run" else print
+    )
+    lab = Lab(args.state_dir, say, args.prefix)
     try:
         if args.command == "up":
             lab.up(args.hosts, args.store, args.parallel)
