@@ -94,15 +94,24 @@ def rss_kib(pid: int) -> int | None:
 
 def stop(pid: int, started: str | None, timeout: float = 10.0) -> bool:
     """SIGTERM, then SIGKILL after ``timeout``, the process we started as ``pid``."""
-    if started is None or start_time(pid) != started:
-        return False
-    os.kill(pid, signal.SIGTERM)
+    return bool(stop_all([(pid, started)], timeout))
+
+
+def stop_all(procs: list[tuple[int, str | None]], timeout: float = 10.0) -> list[int]:
+    """SIGTERM to every (pid, start time) that is still the process we started, one
+    shared wait, SIGKILL to those left after ``timeout``; the PIDs that were signalled
+    (40 agents shutting down at once take as long as the slowest, not the sum)."""
+    alive = [(pid, started) for pid, started in procs if started and start_time(pid) == started]
+    for pid, _ in alive:
+        os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    while start_time(pid) == started and time.monotonic() < deadline:
+    left = alive
+    while left and time.monotonic() < deadline:
         time.sleep(0.05)
-    if start_time(pid) == started:
+        left = [(pid, started) for pid, started in left if start_time(pid) == started]
+    for pid, _ in left:
         os.kill(pid, signal.SIGKILL)
-    return True
+    return [pid for pid, _ in alive]
 
 
 def empty_state() -> dict:
