@@ -6,15 +6,19 @@ A set is therefore limited to what one transaction holds on etcd's defaults
 etcd while working on SQLite. Splitting it into several transactions would
 give up all-or-nothing (a failure half-way leaves half a set in force), so a
 larger set is refused before anything is written, with the limit named.
+
+The policy revision (``revision``) is the newest mod revision among the policy
+records and ``PolicyDeleted`` (which ``delete`` bumps): what hosts report they
+enforce, and what ``netplugctl status`` compares their reports with.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
-from netplug.ipam.schema import Policies, SchemaError
-from netplug.ipam.store.base import Put, Store
+from netplug.ipam.schema import Policies, PolicyDeleted, SchemaError
+from netplug.ipam.store.base import Compare, Delete, KeyValue, Put, Store
 from netplug.policy.model import Policy, PolicyError
 
 log = logging.getLogger(__name__)
@@ -23,6 +27,7 @@ MAX_PER_APPLY = 128  # etcd's default --max-txn-ops: one Put per policy
 # Keys and values of one apply: etcd's default --max-request-bytes is 1.5 MiB,
 # and the request's framing (about 10 bytes an operation) must fit beside them.
 MAX_APPLY_BYTES = 1280 << 10
+REVISION_KEYS = (Policies.PREFIX, PolicyDeleted.KEY)  # what ``revision`` reads (as prefixes)
 
 
 def apply(store: Store, policies: Sequence[Policy]) -> int:
@@ -74,5 +79,14 @@ def get(store: Store, name: str) -> Policy | None:
 
 
 def delete(store: Store, name: str) -> bool:
-    """Remove the policy ``name``; False when there was none."""
-    return store.delete(Policies.key(name)) > 0
+    """Remove the policy ``name``, moving the policy revision on; False when there
+    was none (nothing changes)."""
+    key = Policies.key(name)
+    deleted = [Delete(key), Put(PolicyDeleted.key(), PolicyDeleted.encode(name))]
+    return store.txn([Compare(key, "create", ">", 0)], deleted).succeeded
+
+
+def revision(kvs: Iterable[KeyValue]) -> int:
+    """The policy revision of ``kvs`` (records of other kinds are ignored; 0: no
+    policy was ever written or deleted)."""
+    return max((kv.mod_revision for kv in kvs if kv.key.startswith(REVISION_KEYS)), default=0)

@@ -20,6 +20,9 @@ the package for it). Each kind below has ``key(...)``, ``parse(key)``,
     Names            dns/<name>                               addresses, ttl, srv; leased with ttl
     Policies         policies/<name>                          a policy's normalized document
                                                               (``netplug.policy.model``)
+    PolicyDeleted    policy-deleted                           policy: the one deleted last
+    Enforcement      enforcement/<host>                       revision, counters, isolationDropped,
+                                                              error; leased with the host record
 
 Addresses sit under their block, so a block's used addresses are one prefix
 range; attachments sit under their host, so "this host's containers" is too.
@@ -49,6 +52,7 @@ from typing import Any, NamedTuple
 
 from netplug.ipam.blocks import Address, Network
 from netplug.policy.model import Policy, PolicyError, parse_document
+from netplug.policy.report import Counts, HostCounters
 
 Interface = IPv4Interface | IPv6Interface
 
@@ -497,3 +501,64 @@ class Policies(_OneName):
         except PolicyError as e:
             raise MalformedRecord(f"policy record: {e}") from None
         return policy
+
+
+class PolicyDeleted(_OneKey):
+    """Bumped with every policy deleted, so that the policy revision (the newest of
+    this key's and the policy records' mod revisions) moves on a delete too."""
+
+    KEY, FIELD, KIND = f"{ROOT}policy-deleted", "policy", "policy deletion"
+
+
+# -- enforcement: what each host's agent reports of the policies it enforces --------
+
+
+@dataclass(frozen=True, slots=True)
+class EnforcementRecord:
+    revision: int | None  # the policy revision in force on the host; None: none yet
+    counters: HostCounters  # its table's packet counters
+    error: str = ""  # why the table cannot be made to match the store, while it cannot
+
+
+class Enforcement(_OneName):
+    """A host's report, written by its agent under the host record's lease: a dead
+    host's counters leave the sums when its lease expires."""
+
+    PREFIX, FORM = f"{ROOT}enforcement/", "<host>"
+
+    @staticmethod
+    def encode(record: EnforcementRecord) -> bytes:
+        return encode_json(
+            {
+                "revision": record.revision,
+                "counters": {
+                    name: [c.allowed, c.dropped] for name, c in record.counters.policies.items()
+                },
+                "isolationDropped": record.counters.isolation_dropped,
+                "error": record.error,
+            }
+        )
+
+    @staticmethod
+    def decode(value: bytes) -> EnforcementRecord:
+        kind = "enforcement"
+        record = decode_object(value, kind)
+        revision = record.get("revision")
+        if revision is not None:
+            revision = _field(record, "revision", kind, int)
+        counters = _field(record, "counters", kind, dict)
+        policies = {}
+        for name, pair in counters.items():
+            if not (isinstance(pair, list) and len(pair) == 2 and all(_count(n) for n in pair)):
+                raise MalformedRecord(
+                    f"{kind} record: expected counters.{name} as [allowed, dropped], got {pair!r}"
+                )
+            policies[name] = Counts(*pair)
+        isolation = _field(record, "isolationDropped", kind, int)
+        return EnforcementRecord(
+            revision, HostCounters(policies, isolation), _field(record, "error", kind)
+        )
+
+
+def _count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0

@@ -13,6 +13,9 @@ lookup in the environment. Point names:
   set up;
 - ``undo WHAT``: the undo step ``WHAT`` of a failed ADD (``delete veth``, ...);
 - ``release``: releasing addresses, as if the store could not be reached;
+- ``policy-table``: every ``nft`` batch on netplug's table (``net.policy_table``),
+  as if the kernel refused the rules: netplugd's enforcer then reports itself
+  failing and retries with backoff (an ADD that must program the table fails);
 - netplugd's parts, each time one takes updates from the store view (the
   view itself, ``store-view``: at each full read): ``overlay``, ``enforcer``,
   ``dns-registry``, ``dns-listeners``, ``pending-releases``.

@@ -26,6 +26,8 @@ import os
 import signal
 import socket
 import sys
+import time
+from functools import partial
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
@@ -35,10 +37,12 @@ from netplug.agent import dns as agent_dns
 from netplug.agent import enforcer as agent_enforcer
 from netplug.agent import overlay as agent_overlay
 from netplug.agent.dns import AgentDNS
+from netplug.agent.enforcement import Enforcement
 from netplug.agent.enforcer import Enforcer
 from netplug.agent.metrics import AgentMetrics
 from netplug.agent.overlay import Overlay
 from netplug.agent.plugin_server import PluginServer
+from netplug.agent.policy_report import PolicyReport
 from netplug.agent.records import BadRecords
 from netplug.agent.registration import DEFAULT_TTL, HostNameTaken, HostRegistration
 from netplug.agent.releases import ReleaseReplay
@@ -158,22 +162,33 @@ async def run(args: argparse.Namespace) -> None:
     overlay = Overlay(host.name, bad_records, agent_metrics.reconciles.inc)
     dns = AgentDNS(host.name, args.domain, upstreams, dns_metrics, bad_records=bad_records)
     releases = ReleaseReplay(host, [args.run_dir])
-    enforcer = Enforcer(host.name, lambda: segmentation.read_store(host)[0], bad_records)
+    report = PolicyReport(host.store, host.name, lambda: enforcer.state)
+
+    def enforcement(state: Enforcement, took: float | None) -> None:
+        agent_metrics.enforcement(state, took)
+        report.wake()  # the new revision (or the error) in the store at once
+
+    enforcer = Enforcer(
+        host.name, lambda: segmentation.read_store(host)[0], bad_records, enforcement
+    )
     host.enforcer = enforcer  # ADD and DEL cover their containers through it
+    agent_metrics.follow_policies(lambda: report.counters, lambda: enforcer.state)
 
     def health() -> dict:
         """What /healthz and ``netplugctl status`` (over @netplugd) report: "degraded"
         while a loop fails, with each loop's state and last error, or while the store
-        is reset or corrupt (with the error naming the fix), and the records
+        is reset or corrupt (with the error naming the fix), or while nft refuses
+        netplug's table (``enforcement``, with nft's error), and the records
         the parts skip as unreadable (listed; they do not degrade the agent)."""
-        loops, store = supervisor.health(), view.health()
+        loops, store, enforced = supervisor.health(), view.health(), enforcer.state
         return {
-            "status": overall(loops, store_refused="error" in store),
+            "status": overall(loops, "error" in store, enforced.failing),
             "host": host.name,
             "store": store["state"],
             **({"storeError": store["error"]} if "error" in store else {}),
             "dnsListeners": [str(lst) for lst in dns.server.listeners],
             "loops": loops,
+            "enforcement": enforced.report(time.monotonic()),
             "badRecords": bad_records.health(),
         }
 
@@ -213,6 +228,7 @@ async def run(args: argparse.Namespace) -> None:
         for name, (follow, _) in parts.items():
             supervisor.start(name, feeds[name].runs(follow))
         supervisor.start("store-view", view.run)
+        supervisor.start("policy-report", partial(report.run, lambda: registration.lease))
         if args.http:
             http = await _serve_http(args, host, dns_metrics, server)
         log.info(

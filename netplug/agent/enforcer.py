@@ -14,18 +14,26 @@ ADD and DEL reach it through ``Host.enforcer`` (``cover``/``uncover``, from the
 plugin server's threads): the container's elements are programmed before ADD
 answers, whether or not the feed has brought its records yet; a container
 ADD covered stays covered until DEL or until the feed has its record.
+
+It reports (``state``, and ``on_report`` at each change): the policy revision
+in force, how long the last policy change took from its arrival to ``nft``
+having applied it, and while ``nft`` keeps refusing the table, that it is
+failing, with the error; it then retries with backoff (``enforcement``).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 
+from netplug.agent.enforcement import Enforcement, Progress
 from netplug.agent.records import BadRecords
 from netplug.agent.store_view import Feed, Full, mirror
 from netplug.cni import segmentation
 from netplug.cni.segmentation import Inputs
+from netplug.ipam.schema import PolicyDeleted
 from netplug.ipam.store.base import KeyValue
 from netplug.net import NetError, policy_table
 from netplug.policy.plan import Dataplane, Endpoint, NetworkInfo, Plan, add_elements, compile_plan
@@ -33,9 +41,12 @@ from netplug.policy.plan import Dataplane, Endpoint, NetworkInfo, Plan, add_elem
 log = logging.getLogger(__name__)
 
 PART = "enforcer"
-WATCHED = segmentation.WATCHED
+WATCHED = (*segmentation.WATCHED, PolicyDeleted.KEY)  # the latter: the policy revision
 IDLE = 3600.0  # seconds the part waits on its feed when nothing failed
-RETRY = 1.0  # after the kernel refused a batch: try again from what it holds
+
+# Told the new state at each change, and the seconds a policy change took to be
+# in force when one just was (else None).
+OnReport = Callable[[Enforcement, float | None], None]
 
 
 class Enforcer:
@@ -44,8 +55,11 @@ class Enforcer:
         host: str,
         read_store: Callable[[], Inputs],
         bad_records: BadRecords | None = None,
+        on_report: OnReport | None = None,
     ) -> None:
         self.me = host
+        self.state = Enforcement()  # swapped whole by the feed loop; read by anyone
+        self._on_report = on_report
         self._read_store = read_store  # before the first feed: ADD reads the store itself
         self.bad_records = bad_records or BadRecords()
         self._lock = threading.Lock()  # the state below and the kernel's table
@@ -63,9 +77,11 @@ class Enforcer:
     def follow(self, feed: Feed, stop: threading.Event) -> None:
         """Keep the table equal to the feed's records (a store view part)."""
         held: dict[str, KeyValue] = {}
+        progress = Progress()
         read, pending, wait = False, False, IDLE
         while not stop.is_set():
             updates = feed.take(stop, wait)
+            progress.take(updates, time.monotonic())
             for update in updates:
                 mirror(held, update)
                 if isinstance(update, Full):
@@ -78,11 +94,28 @@ class Enforcer:
             try:
                 self.sync(segmentation.inputs(held.values()))
                 pending, wait = False, IDLE
+                took = progress.enforced(time.monotonic())
+                self._report(self.state.enforced(progress.revision), took)
             except NetError as e:
-                log.warning("enforcer: %s; retrying", e)
                 with self._lock:
                     self._known = False
-                wait = RETRY
+                self._report(self.state.failed(time.monotonic(), str(e)))
+                wait = self.state.retry_delay()
+                log.warning(
+                    "enforcer: policy revision %d not in force (%d attempt(s)): %s; "
+                    "retrying in %.1f s",
+                    progress.revision,
+                    self.state.failures,
+                    e,
+                    wait,
+                )
+
+    def _report(self, state: Enforcement, took: float | None = None) -> None:
+        """Swap in ``state``; tell ``on_report`` when it changed or a policy change
+        just came into force (``took`` seconds after it arrived)."""
+        changed, self.state = state != self.state, state
+        if self._on_report is not None and (changed or took is not None):
+            self._on_report(state, took)
 
     def sync(self, fed: Inputs) -> None:
         """Program what ``fed`` (every followed record) and the ADDs not yet in it say."""

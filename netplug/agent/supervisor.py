@@ -80,11 +80,14 @@ class LoopHealth:
         return report
 
 
-def overall(reports: dict[str, dict], store_refused: bool = False) -> str:
-    """``ok``, or ``degraded`` while any loop fails (a stopped agent is not degraded)
-    or the store was reset or is corrupt (an outage is not: it heals by itself)."""
+def overall(
+    reports: dict[str, dict], store_refused: bool = False, enforcement_failing: bool = False
+) -> str:
+    """``ok``, or ``degraded`` while any loop fails (a stopped agent is not degraded),
+    the store was reset or is corrupt (an outage is not: it heals by itself), or
+    the kernel refuses netplug's table."""
     failing = any(r["state"] == FAILING for r in reports.values())
-    return "degraded" if failing or store_refused else OK
+    return "degraded" if failing or store_refused or enforcement_failing else OK
 
 
 def describe(error: BaseException) -> str:

@@ -18,7 +18,7 @@ from netplug.cni import agent_client as client
 from netplug.ctl import install, policy, recover
 from netplug.ctl.tables import render
 from netplug.dns.records import decode_registration
-from netplug.ipam import hosts, inventory
+from netplug.ipam import enforcement, hosts, inventory
 from netplug.ipam.allocations import IPAM, Attachment
 from netplug.ipam.schema import Names
 from netplug.ipam.store.base import Store, StoreError
@@ -30,6 +30,7 @@ def cmd_status(store: Store, args: argparse.Namespace) -> int:
     blocks = inventory.blocks(store)
     attachments = inventory.attachments(store)
     agent, health = agent_status()
+    enforced, behind = policy.status_lines(enforcement.read(store))
     row = {
         "store": store.url,
         "revision": store.status(),
@@ -41,12 +42,17 @@ def cmd_status(store: Store, args: argparse.Namespace) -> int:
         "allocations": len(attachments),
     }
     if args.json:
+        row |= enforced
         render([{**row, "agentHealth": health}], [*row, "agentHealth"], as_json=True)
-    else:
-        for key, value in row.items():
-            print(f"{key + ':':<13} {value}")
-        for line in [*store_refusal(health), *failing_loops(health)]:
-            print(f"{'':<13} {line}")
+        return 0
+    row["policies"] = f"revision {enforced['policyRevision']}, enforced by " + str(
+        enforced["policyEnforcedBy"]
+    )
+    for key, value in row.items():
+        print(f"{key + ':':<13} {value}")
+    agent_lines = [*store_refusal(health), *failing_loops(health), *enforcement_failing(health)]
+    for line in [*agent_lines, *behind, *bad_records(health)]:
+        print(f"{'':<13} {line}")
     return 0
 
 
@@ -82,6 +88,25 @@ def failing_loops(health: dict | None) -> list[str]:
         f"({loop['restarts']} restarts): {loop.get('lastError', '?')}"
         for name, loop in loops.items()
         if loop.get("state") == "failing"
+    ]
+
+
+def enforcement_failing(health: dict | None) -> list[str]:
+    """The agent's word on a table nft keeps refusing: for how long, and why."""
+    state = (health or {}).get("enforcement", {})
+    if state.get("state") != "failing":
+        return []
+    return [
+        f"policy enforcement failing for {state.get('failingFor', 0)} s "
+        f"({state.get('failures', '?')} attempts): {state.get('error', '?')}"
+    ]
+
+
+def bad_records(health: dict | None) -> list[str]:
+    """One line per store record the agent's parts skip as unreadable."""
+    return [
+        f"bad record {r['key']} (skipped by {r['part']}): {r['error']}"
+        for r in (health or {}).get("badRecords", [])
     ]
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import subprocess
 
+from netplug import faults
 from netplug.net import NetError
 
 NFT_TIMEOUT = 10.0
@@ -33,6 +34,7 @@ def apply(script: str) -> None:
     """Run one batch (nothing for ""); raises NetError with nft's complaint."""
     if not script:
         return
+    faults.check("policy-table", NetError)  # the kernel refusing every batch, for the tests
     done = _nft(["-f", "-"], script)
     if done.returncode != 0:
         raise NetError(f"nft refused netplug's rules: {done.stderr.strip()[:2000]}")
@@ -40,11 +42,21 @@ def apply(script: str) -> None:
 
 def listing(table: str) -> dict | None:
     """``table`` ("FAMILY NAME") as ``nft -j list table`` decodes; None when absent."""
-    done = _nft(["-j", "list", "table", *table.split()])
+    return _listed(["table"], table)
+
+
+def counters(table: str) -> dict | None:
+    """``table``'s named counters as ``nft -j list counters table`` decodes (one
+    exec, every counter); None when the table is absent."""
+    return _listed(["counters", "table"], table)
+
+
+def _listed(what: list[str], table: str) -> dict | None:
+    done = _nft(["-j", "list", *what, *table.split()])
     if done.returncode != 0:
         if "No such file" in done.stderr:
             return None
-        raise NetError(f"nft could not list {table}: {done.stderr.strip()}")
+        raise NetError(f"nft could not list {' '.join(what)} {table}: {done.stderr.strip()}")
     return json.loads(done.stdout)
 
 

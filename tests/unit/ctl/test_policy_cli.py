@@ -8,11 +8,19 @@ import json
 import pytest
 
 from netplug.ctl.main import main
-from netplug.ipam import networks, policies
-from netplug.ipam.schema import NetworkRecord, Policies
+from netplug.ipam import enforcement, networks, policies
+from netplug.ipam.schema import (
+    Enforcement,
+    EnforcementRecord,
+    HostRecord,
+    Hosts,
+    NetworkRecord,
+    Policies,
+)
 from netplug.policy.model import MAX_DOCUMENT
+from netplug.policy.report import Counts, HostCounters
 
-HEADERS = ["NAME", "NETWORK", "SELECT", "INGRESS", "EGRESS", "ALLOWED", "DROPPED"]
+HEADERS = ["NAME", "NETWORK", "SELECT", "INGRESS", "EGRESS", "ALLOWED", "DROPPED", "HOSTS"]
 GOOD = {"name": "db-in", "network": "blue", "select": {"names": ["db"]}, "ingress": []}
 
 
@@ -46,17 +54,20 @@ def test_apply_list_show_delete(url, store, tmp_path, capsys):
             "select": "db",
             "ingress": "0 rule(s)",
             "egress": "untouched",
-            "allowed": "-",  # until an agent reports counters
-            "dropped": "-",
+            "allowed": None,  # until an agent reports counters
+            "dropped": None,
+            "hosts": 0,
         }
     ]
     assert main(["--store", url, "policy", "list"]) == 0
     table = capsys.readouterr().out.splitlines()
     assert table[0].split() == HEADERS
+    assert table[1].split()[-3:] == ["-", "-", "0"]
     assert len(table) == 3
 
     assert main(["--store", url, "policy", "show", "web-out", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out) == other
+    shown = json.loads(capsys.readouterr().out)
+    assert shown == {"policy": other, "allowed": None, "dropped": None, "hosts": 0}
 
     assert main(["--store", url, "policy", "delete", "db-in"]) == 0
     assert [p.name for p in policies.read(store)] == ["web-out"]
@@ -177,3 +188,68 @@ def test_a_document_of_more_policies_than_one_transaction_holds_is_refused(
     assert err.rstrip().endswith("netplugctl: nothing was applied")
     assert store.range(Policies.PREFIX, prefix=True).kvs == []
     assert store.status() == revision
+
+
+def report(store, host: str, revision, counters: dict, error: str = "") -> int:
+    """``host`` live (its record under a lease) with its agent's report; the lease."""
+    lease = store.grant(30)
+    store.put(Hosts.key(host), Hosts.encode(HostRecord()), lease)
+    counts = HostCounters({n: Counts(*c) for n, c in counters.items()}, 1)
+    enforcement.write(store, host, EnforcementRecord(revision, counts, error), lease)
+    return lease
+
+
+def test_counters_are_summed_over_the_live_hosts_and_a_dead_one_drops_out(
+    url, store, tmp_path, capsys
+):
+    assert apply(url, tmp_path, GOOD) == 0
+    capsys.readouterr()
+    report(store, "h1", 1, {"db-in": (10, 2)})
+    dying = report(store, "h2", 1, {"db-in": (5, 1), "gone-policy": (9, 9)})
+    # A report without a live host record (written by hand, or its host removed).
+    store.put(Enforcement.key("ghost"), Enforcement.encode(EnforcementRecord(1, HostCounters())))
+
+    def listed() -> dict:
+        assert main(["--store", url, "policy", "list", "--json"]) == 0
+        (row,) = json.loads(capsys.readouterr().out)
+        return {k: row[k] for k in ("allowed", "dropped", "hosts")}
+
+    assert listed() == {"allowed": 15, "dropped": 3, "hosts": 2}
+    assert main(["--store", url, "policy", "show", "db-in"]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("allowed:  15\ndropped:  3\nhosts:    2\n{")
+    store.revoke(dying)  # as its lease expiring does
+    assert listed() == {"allowed": 10, "dropped": 2, "hosts": 1}
+
+
+def test_status_names_the_hosts_behind_the_policy_revision(url, store, tmp_path, capsys):
+    assert apply(url, tmp_path, GOOD) == 0
+    capsys.readouterr()
+    current = policies.revision(store.range(Policies.PREFIX, prefix=True).kvs)
+    report(store, "h1", current, {})
+    report(store, "h2", current - 1, {}, error="nft refused netplug's rules: boom")
+    report(store, "h3", None, {})
+    store.put(Hosts.key("h4"), Hosts.encode(HostRecord()))  # live
+    store.put(Enforcement.key("h4"), b"not json")  # its report unreadable
+
+    assert main(["--store", url, "status", "--json"]) == 0
+    (status,) = json.loads(capsys.readouterr().out)
+    assert status["policyRevision"] == current
+    assert status["policyEnforcedBy"] == "1 of 4 live host(s)"
+    assert status["hostsBehind"] == [
+        {"host": "h2", "enforces": current - 1, "error": "nft refused netplug's rules: boom"},
+        {"host": "h3", "enforces": None, "error": ""},
+        {"host": "h4", "enforces": None, "error": ""},
+    ]
+    assert main(["--store", url, "status"]) == 0
+    text = capsys.readouterr().out
+    assert f"policies:     revision {current}, enforced by 1 of 4 live host(s)" in text
+    assert f"host h2 enforces {current - 1}: nft refused netplug's rules: boom" in text
+    assert "host h3 enforces no revision yet" in text
+    assert "host h4 has not reported" in text
+    assert "unreadable report /netplug/enforcement/h4: MalformedRecord" in text
+
+    assert main(["--store", url, "policy", "delete", "db-in"]) == 0  # moves the revision on
+    assert main(["--store", url, "status", "--json"]) == 0
+    (status,) = json.loads(capsys.readouterr().out)
+    assert status["policyRevision"] > current and len(status["hostsBehind"]) == 4

@@ -7,7 +7,8 @@ import json
 import pytest
 
 from netplug.ipam import policies
-from netplug.ipam.schema import Policies
+from netplug.ipam.schema import Policies, PolicyDeleted
+from netplug.ipam.store.base import Get
 from netplug.policy.model import PolicyError, parse, parse_document
 
 
@@ -96,3 +97,25 @@ def test_a_set_larger_than_one_transaction_is_refused_whole(store, count, glob_b
     assert message in str(refused.value)
     assert store.range(Policies.PREFIX, prefix=True).kvs == []
     assert store.status() == revision
+
+
+def policy_revision(store) -> int:
+    result = store.txn((), [Get(p, prefix=True) for p in policies.REVISION_KEYS])
+    return policies.revision(kv for kvs in result.responses for kv in kvs)
+
+
+def test_the_policy_revision_moves_on_with_every_apply_and_delete(store):
+    """What hosts report they enforce: a delete moves it on too (the newest policy
+    record would otherwise make it go back), and a delete of nothing does not."""
+    assert policy_revision(store) == 0
+    first = policies.apply(store, docs("a"))
+    second = policies.apply(store, docs("b"))
+    assert policy_revision(store) == second > first
+    store.put("/netplug/networks/blue", b"{}")  # another kind's write: no policy change
+    assert policy_revision(store) == second
+    assert policies.delete(store, "b")
+    deleted = store.get(PolicyDeleted.key())
+    assert deleted is not None and PolicyDeleted.decode(deleted.value) == "b"
+    assert policy_revision(store) == deleted.mod_revision > second
+    assert not policies.delete(store, "b")
+    assert policy_revision(store) == deleted.mod_revision

@@ -24,6 +24,8 @@ from netplug.ipam.schema import (
     Attachments,
     BlockKey,
     Blocks,
+    Enforcement,
+    EnforcementRecord,
     HostRecord,
     Hosts,
     Identity,
@@ -36,12 +38,14 @@ from netplug.ipam.schema import (
     NetworkRegistry,
     Networks,
     Policies,
+    PolicyDeleted,
     SchemaError,
     VtepKey,
     VtepRecord,
     Vteps,
 )
 from netplug.policy.model import Policy
+from netplug.policy.report import Counts, HostCounters
 
 V4, V6 = ip_network("10.244.1.0/24"), ip_network("fd00:0:0:1::/64")
 
@@ -74,6 +78,8 @@ KEYS = [
     (Identity, (), "/netplug/identity", None),
     (Names, ("db.prod",), "/netplug/dns/db.prod", "db.prod"),
     (Policies, ("db-in",), "/netplug/policies/db-in", "db-in"),
+    (PolicyDeleted, (), "/netplug/policy-deleted", None),
+    (Enforcement, ("node-1",), "/netplug/enforcement/node-1", "node-1"),
 ]
 
 
@@ -107,6 +113,8 @@ def test_no_kind_nests_under_another() -> None:
         Identity.KEY,
         Names.PREFIX,
         Policies.PREFIX,
+        PolicyDeleted.KEY,
+        Enforcement.PREFIX,
     ]
     assert all(space.startswith(ROOT) for space in spaces)
     assert not [(a, b) for a in spaces for b in spaces if a != b and b.startswith(a)]
@@ -172,6 +180,19 @@ RECORDS = [
         b'{"ingress":[],"name":"db-in","network":"blue","select":{"names":["db"]}}',
         (),
     ),
+    (PolicyDeleted, "db-in", b'{"policy":"db-in"}', ()),
+    (
+        Enforcement,
+        EnforcementRecord(42, HostCounters({"db-in": Counts(12, 3)}, 7), "nft refused"),
+        b'{"counters":{"db-in":[12,3]},"error":"nft refused","isolationDropped":7,"revision":42}',
+        (),
+    ),
+    (
+        Enforcement,
+        EnforcementRecord(None, HostCounters()),
+        b'{"counters":{},"error":"","isolationDropped":0,"revision":null}',
+        (),
+    ),
 ]
 
 
@@ -210,6 +231,8 @@ def test_hand_written_records_keep_working() -> None:
         (Names, "/netplug/dns/a/b"),
         (Names, "/other/dns/a"),
         (Policies, "/netplug/policies/a/b"),
+        (PolicyDeleted, "/netplug/policy-deleted/a"),
+        (Enforcement, "/netplug/enforcement/h1/x"),
     ],
 )
 def test_a_malformed_key_raises_malformed_key(kind, key) -> None:
@@ -242,6 +265,12 @@ def test_a_malformed_key_raises_malformed_key(kind, key) -> None:
         (Names, b"[" * 100_000, ()),  # deeper than the interpreter recurses
         (Policies, b'{"name": "a"}', ()),
         (Policies, b'[{"name": "a", "network": "b", "select": {}}]', ()),
+        (PolicyDeleted, b"{}", ()),
+        (Enforcement, b'{"revision": 1}', ()),
+        (Enforcement, b'{"revision":"1","counters":{},"isolationDropped":0,"error":""}', ()),
+        (Enforcement, b'{"revision":1,"counters":{"a":[1]},"isolationDropped":0,"error":""}', ()),
+        (Enforcement, b'{"revision":1,"counters":{"a":[1,-2]},"isolationDropped":0}', ()),
+        (Enforcement, b'{"revision":1,"counters":{},"isolationDropped":true,"error":""}', ()),
     ],
 )
 def test_a_malformed_record_raises_malformed_record(kind, value, where) -> None:
