@@ -15,6 +15,7 @@ from ipaddress import ip_interface
 import pytest
 
 from netplug.faults import ENV
+from netplug.ipam.store.sqlite import SQLiteStore
 from netplug.policy.report import HostCounters, from_listing, total
 
 from netplug_env import BIN, NetplugHost, eventually
@@ -130,6 +131,15 @@ def test_allowed_and_dropped_traffic_shows_in_policy_list_and_metrics(
         assert sample(metrics, "netplug_policy_enforce_seconds_count") >= 1  # the apply
         assert 0 < sample(metrics, "netplug_policy_enforce_last_seconds") < 1.0
         assert sample(metrics, "netplug_policy_revision") == status(plain_host)["policyRevision"]
+
+        # A record the enforcer cannot read is listed by status as text too.
+        store = SQLiteStore(str(plain_host.db))
+        try:
+            store.put("/netplug/policies/broken", b"not json")
+        finally:
+            store.close()
+        line = "bad record /netplug/policies/broken (skipped by enforcer): MalformedRecord"
+        assert eventually(lambda: line in ctl(plain_host, "status"))
 
 
 def test_status_shows_a_host_whose_enforcer_nft_refuses_and_its_recovery(

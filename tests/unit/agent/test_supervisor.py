@@ -76,6 +76,7 @@ def test_overall_is_degraded_while_any_loop_fails():
     assert overall({"a": {"state": OK}, "b": {"state": STOPPED}}) == "ok"
     assert overall({"a": {"state": OK}, "b": {"state": FAILING}}) == "degraded"
     assert overall({"a": {"state": OK}}, store_refused=True) == "degraded"
+    assert overall({"a": {"state": OK}}, enforcement_failing=True) == "degraded"
 
 
 class Flaky:

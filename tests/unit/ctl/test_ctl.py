@@ -10,7 +10,7 @@ from ipaddress import ip_network
 import pytest
 
 from netplug.ctl import install
-from netplug.ctl.main import command_parsers, main, parser
+from netplug.ctl.main import bad_records, command_parsers, enforcement_failing, main, parser
 from netplug.ctl.tables import render
 from netplug.ipam import inventory
 from netplug.ipam.allocations import IPAM, Pool
@@ -271,3 +271,20 @@ def test_install_warns_when_portmap_is_not_beside_netplug(tmp_path, capsys):
     (tmp_path / "bin" / "portmap").touch()
     assert main(["install", *dirs]) == 0
     assert capsys.readouterr().err == ""
+
+
+def test_status_text_names_a_failing_enforcer_and_the_bad_records():
+    """The agent's health as ``status`` prints it (JSON has it whole)."""
+    bad = {"part": "overlay", "key": "/netplug/vteps/b/x", "error": "MalformedRecord: no"}
+    health = {
+        "enforcement": {"state": "failing", "failingFor": 3.5, "failures": 4, "error": "refused"},
+        "badRecords": [bad],
+    }
+    assert enforcement_failing(health) == [
+        "policy enforcement failing for 3.5 s (4 attempts): refused"
+    ]
+    assert bad_records(health) == [
+        "bad record /netplug/vteps/b/x (skipped by overlay): MalformedRecord: no"
+    ]
+    assert enforcement_failing({"enforcement": {"state": "ok", "revision": 3}}) == []
+    assert enforcement_failing(None) == [] == bad_records(None)
