@@ -9,7 +9,8 @@ gateway, and optionally serves the registration API with /metrics.
 It is made of parts that know nothing of each other (README, "Design
 decisions", draws them): one ``StoreView`` owns the store watch and feeds
 each subscribing part (overlay, DNS registry, DNS listeners, enforcer of
-segmentation and policies, release replay) on a feed of its own. Every
+segmentation and policies, release replay) on a feed of its own; the
+policy report writes what the enforcer holds back to the store. Every
 long-lived loop (the view, each part, the host lease) runs under a
 ``Supervisor``: one that fails is restarted with backoff while the others go
 on, and the agent reports itself degraded meanwhile (/healthz, ``netplugctl status``,
