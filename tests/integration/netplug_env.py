@@ -220,3 +220,21 @@ def ping(netns: str, address: str, count: int = 1) -> bool:
     family = ["-6"] if ":" in address else []
     cmd = ["ip", "netns", "exec", netns, "ping", *family, "-c", str(count), "-W", "2", address]
     return subprocess.run(cmd, capture_output=True, timeout=15).returncode == 0
+
+
+AGENT_HTTP = "127.0.0.1:8053"  # where the tests' agents serve --http, in their own namespace
+
+
+def http_get(netns: str, path: str, address: str = AGENT_HTTP) -> tuple[int, str]:
+    """GET http://``address````path`` from inside ``netns``: (status, body)."""
+    cmd = ["ip", "netns", "exec", netns, "curl", "-s", "-m", "5", "-w", "\n%{http_code}"]
+    body, _, code = run([*cmd, f"http://{address}{path}"]).stdout.rpartition("\n")
+    return int(code), body
+
+
+def sample(metrics: str, name: str) -> float | None:
+    """The value of the sample ``name`` (with its labels) in a /metrics text; None: absent."""
+    for line in metrics.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    return None

@@ -18,7 +18,7 @@ from netplug.faults import ENV
 from netplug.ipam.store.sqlite import SQLiteStore
 from netplug.lab.lab import BIN, Lab
 
-from netplug_env import eventually
+from netplug_env import eventually, http_get, sample
 from runtimes import netns_path, run
 
 pytestmark = pytest.mark.netns
@@ -108,21 +108,6 @@ def test_a_hosts_second_block_keeps_the_overlay_and_dns_going(lab, containers):
     c11_netns = lab.container_netns("c11")
     assert eventually(lambda: resolve(c11_netns, gateway(c11), "c31") == c31)
     assert "Traceback" not in (lab.dir / "host1" / "netplugd.log").read_text()
-
-
-def http_get(netns: str, path: str) -> tuple[int, str]:
-    """GET http://127.0.0.1:8053``path`` from inside ``netns``: (status, body)."""
-    cmd = ["ip", "netns", "exec", netns, "curl", "-s", "-m", "5", "-w", "\n%{http_code}"]
-    out = run([*cmd, f"http://127.0.0.1:8053{path}"]).stdout
-    body, _, code = out.rpartition("\n")
-    return int(code), body
-
-
-def sample(metrics: str, name: str) -> float | None:
-    for line in metrics.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[-1])
-    return None
 
 
 NAMED_C1 = {"CNI_ARGS": "NETPLUG_NAME=c1"}

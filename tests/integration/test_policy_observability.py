@@ -18,7 +18,8 @@ from netplug.faults import ENV
 from netplug.ipam.store.sqlite import SQLiteStore
 from netplug.policy.report import HostCounters, from_listing, total
 
-from netplug_env import BIN, NetplugHost, eventually
+from netplug_env import AGENT_HTTP as HTTP
+from netplug_env import BIN, NetplugHost, eventually, http_get, sample
 from runtimes import require_commands, run
 from traffic import PORT, tcp
 
@@ -26,7 +27,6 @@ pytestmark = pytest.mark.netns
 
 RED = ("10.61.0.0/16", "fd61::/48")
 GREEN = ("10.62.0.0/16", "fd62::/48")
-HTTP = "127.0.0.1:8053"
 DB_FROM_WEB = {
     "name": "db-from-web",
     "network": "red",
@@ -69,19 +69,6 @@ def listed(host: NetplugHost) -> dict:
 def status(host: NetplugHost) -> dict:
     (row,) = json.loads(ctl(host, "status", "--json"))
     return row
-
-
-def http_get(netns: str, path: str) -> tuple[int, str]:
-    cmd = ["ip", "netns", "exec", netns, "curl", "-s", "-m", "5", "-w", "\n%{http_code}"]
-    body, _, code = run([*cmd, f"http://{HTTP}{path}"]).stdout.rpartition("\n")
-    return int(code), body
-
-
-def sample(metrics: str, name: str) -> float | None:
-    for line in metrics.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[-1])
-    return None
 
 
 def kernel_counters(netns: str) -> HostCounters:
