@@ -76,8 +76,8 @@ class Enforcer:
 
     def follow(self, feed: Feed, stop: threading.Event) -> None:
         """Keep the table equal to the feed's records (a store view part)."""
+        progress = Progress()  # the policy revision fed, and when a change came
         held: dict[str, KeyValue] = {}
-        progress = Progress()
         read, pending, wait = False, False, IDLE
         while not stop.is_set():
             updates = feed.take(stop, wait)
