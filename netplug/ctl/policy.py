@@ -146,8 +146,10 @@ def status_lines(enforced: Enforced) -> tuple[dict, list[str]]:
         rows.append({"host": host, "enforces": enforces, "error": error})
         if report is None:
             state = "has not reported"
+        elif enforces is None:
+            state = "enforces no revision yet"
         else:
-            state = "enforces no revision yet" if enforces is None else f"enforces {enforces}"
+            state = f"enforces revision {enforces}"
         lines.append(f"host {host} {state}" + (f": {error}" if error else ""))
     lines += [f"unreadable report {key}: {why}" for key, why in sorted(enforced.bad.items())]
     enforcing = len(enforced.live) - len(lagging)

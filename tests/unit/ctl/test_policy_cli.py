@@ -244,7 +244,7 @@ def test_status_names_the_hosts_behind_the_policy_revision(url, store, tmp_path,
     assert main(["--store", url, "status"]) == 0
     text = capsys.readouterr().out
     assert f"policies:     revision {current}, enforced by 1 of 4 live host(s)" in text
-    assert f"host h2 enforces {current - 1}: nft refused netplug's rules: boom" in text
+    assert f"host h2 enforces revision {current - 1}: nft refused netplug's rules: boom" in text
     assert "host h3 enforces no revision yet" in text
     assert "host h4 has not reported" in text
     assert "unreadable report /netplug/enforcement/h4: MalformedRecord" in text
