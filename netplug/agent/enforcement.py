@@ -55,13 +55,14 @@ class Enforcement:
 
 class Progress:
     """The policy revision of the records fed so far, and when the oldest policy
-    change not yet in force arrived (one owner: the enforcer's feed loop)."""
+    change not yet in force reached the agent (the store view's ``received``;
+    one owner: the enforcer's feed loop)."""
 
     def __init__(self) -> None:
         self.revision = 0
         self.seen: float | None = None
 
-    def take(self, updates: Iterable[Update], now: float) -> None:
+    def take(self, updates: Iterable[Update]) -> None:
         for update in updates:
             if isinstance(update, Full):  # a (re)start: not a change to time
                 self.revision = policies.revision(update.kvs)
@@ -69,7 +70,7 @@ class Progress:
             changed = [e.kv.mod_revision for e in update.events if _policy(e.kv.key)]
             if changed:
                 self.revision = max(self.revision, *changed)
-                self.seen = now if self.seen is None else self.seen
+                self.seen = update.received if self.seen is None else self.seen
 
     def enforced(self, now: float) -> float | None:
         """Seconds the changes now in force took since they arrived (None: none did)."""

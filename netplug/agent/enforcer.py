@@ -81,7 +81,7 @@ class Enforcer:
         read, pending, wait = False, False, IDLE
         while not stop.is_set():
             updates = feed.take(stop, wait)
-            progress.take(updates, time.monotonic())
+            progress.take(updates)
             for update in updates:
                 mirror(held, update)
                 if isinstance(update, Full):

@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from netplug import faults
 from netplug.ipam.schema import ROOT, Identity
@@ -51,6 +52,9 @@ class Delta:
     """The events of one watch batch under the feed's prefixes (never empty)."""
 
     events: tuple[Event, ...]
+    # When the view took the batch from the store (monotonic): a part that is
+    # busy takes it later, and tells how long a change took from here.
+    received: float = field(default_factory=time.monotonic, compare=False)
 
 
 Update = Full | Delta

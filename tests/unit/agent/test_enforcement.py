@@ -34,14 +34,15 @@ def test_failures_back_off_to_a_bound_and_report_the_error():
 
 
 def test_progress_follows_the_policy_revision_and_times_changes_only():
+    """Times from when the store view received a change (``Delta.received``)."""
     progress = Progress()
     full = Full(5, (kv(Policies.key("a"), 3), kv(Attachments.key("n", "h", "c", "e"), 5)))
-    progress.take([full], now=1.0)
+    progress.take([full])
     assert progress.revision == 3 and progress.enforced(2.0) is None  # a start is no change
-    progress.take([Delta((Event("put", kv(Attachments.key("n", "h", "d", "e"), 6)),))], 3.0)
+    progress.take([Delta((Event("put", kv(Attachments.key("n", "h", "d", "e"), 6)),), 3.0)])
     assert progress.revision == 3 and progress.enforced(4.0) is None
-    progress.take([Delta((Event("put", kv(Policies.key("b"), 8)),))], 10.0)
-    progress.take([Delta((Event("put", kv(Policies.key("b"), 9)),))], 10.5)
+    progress.take([Delta((Event("put", kv(Policies.key("b"), 8)),), 10.0)])
+    progress.take([Delta((Event("put", kv(Policies.key("b"), 9)),), 10.5)])
     assert progress.revision == 9
     assert progress.enforced(10.25) == 0.25  # from the first change not yet in force
     assert progress.enforced(11.0) is None
@@ -49,5 +50,5 @@ def test_progress_follows_the_policy_revision_and_times_changes_only():
         Event("delete", kv(Policies.key("b"), 12)),
         Event("put", kv(PolicyDeleted.key(), 12)),
     )
-    progress.take([Delta(deleted)], 20.0)
+    progress.take([Delta(deleted, 20.0)])
     assert progress.revision == 12 and progress.enforced(20.5) == 0.5
