@@ -27,8 +27,6 @@ import os
 import signal
 import socket
 import sys
-import time
-from functools import partial
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
@@ -181,15 +179,15 @@ async def run(args: argparse.Namespace) -> None:
         is reset or corrupt (with the error naming the fix), or while nft refuses
         netplug's table (``enforcement``, with nft's error), and the records
         the parts skip as unreadable (listed; they do not degrade the agent)."""
-        loops, store, enforced = supervisor.health(), view.health(), enforcer.state
+        loops, store = supervisor.health(), view.health()
         return {
-            "status": overall(loops, "error" in store, enforced.failing),
+            "status": overall(loops, "error" in store, enforcer.state.failing),
             "host": host.name,
             "store": store["state"],
             **({"storeError": store["error"]} if "error" in store else {}),
             "dnsListeners": [str(lst) for lst in dns.server.listeners],
             "loops": loops,
-            "enforcement": enforced.report(time.monotonic()),
+            "enforcement": enforcer.health(),
             "badRecords": bad_records.health(),
         }
 
@@ -229,7 +227,7 @@ async def run(args: argparse.Namespace) -> None:
         for name, (follow, _) in parts.items():
             supervisor.start(name, feeds[name].runs(follow))
         supervisor.start("store-view", view.run)
-        supervisor.start("policy-report", partial(report.run, lambda: registration.lease))
+        supervisor.start("policy-report", lambda stop: report.run(lambda: registration.lease, stop))
         if args.http:
             http = await _serve_http(args, host, dns_metrics, server)
         log.info(

@@ -110,6 +110,10 @@ class Enforcer:
                     wait,
                 )
 
+    def health(self) -> dict:
+        """The state as /healthz and ``netplugctl status`` show it (``Enforcement.report``)."""
+        return self.state.report(time.monotonic())
+
     def _report(self, state: Enforcement, took: float | None = None) -> None:
         """Swap in ``state``; tell ``on_report`` when it changed or a policy change
         just came into force (``took`` seconds after it arrived)."""
