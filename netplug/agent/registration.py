@@ -19,7 +19,15 @@ import time
 from pathlib import Path
 
 from netplug.ipam.schema import HostRecord, Hosts
-from netplug.ipam.store.base import Compare, Get, LeaseNotFound, Put, Store, StoreError
+from netplug.ipam.store.base import (
+    Compare,
+    Get,
+    KeyValue,
+    LeaseNotFound,
+    Put,
+    Store,
+    StoreError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -52,20 +60,33 @@ class HostRegistration:
             if done.succeeded:
                 self.lease = lease
                 return
-            self.store.revoke(lease)
             (held,) = done.responses[0] or [None]
-            if held is None:
-                continue  # expired meanwhile: try again
-            holder = Hosts.decode(held.value).instance
-            if holder != self.instance:
-                raise HostNameTaken(
-                    f"host name {self.host} is held by another live netplugd "
-                    f"({holder or None}); stop it, or wait "
-                    f"{self.ttl:.0f} s after it died, or use another --host-name"
-                )
-            log.info("taking over the host record of this host's previous agent")
-            self.store.revoke(held.lease)
+            if held is not None and self._take_over(held, record, lease):
+                return
+            self.store.revoke(lease)
         raise HostNameTaken(f"could not register host {self.host}: the record keeps changing")
+
+    def _take_over(self, held: KeyValue, record: bytes, lease: int) -> bool:
+        """Move our predecessor's record to ``lease`` in one put: revoking its lease
+        first would delete the record, and every other host would drop this one
+        from the overlay until the new record arrived. Raises HostNameTaken (our
+        lease revoked) when the record is another live agent's; False when it
+        changed meanwhile."""
+        holder = Hosts.decode(held.value).instance
+        if holder != self.instance:
+            self.store.revoke(lease)
+            raise HostNameTaken(
+                f"host name {self.host} is held by another live netplugd "
+                f"({holder or None}); stop it, or wait "
+                f"{self.ttl:.0f} s after it died, or use another --host-name"
+            )
+        moved = self.store.txn([Compare.unchanged(held)], [Put(held.key, record, lease)])
+        if not moved.succeeded:
+            return False
+        log.info("took over the host record of this host's previous agent")
+        self.store.revoke(held.lease)  # no key left on it: deletes nothing
+        self.lease = lease
+        return True
 
     def keep_alive(self, stop: threading.Event) -> None:
         """Renew the lease every third of its TTL until ``stop``; re-register after an

@@ -24,14 +24,26 @@ class Containers:
         self.make_netns, self.start_servers = make_netns, start_servers
         self.made: dict[str, tuple[NetplugHost, str, str, list]] = {}
 
-    def add(self, host: NetplugHost, name: str, network: str, aliases: tuple[str, ...] = ()) -> str:
-        netns = self.make_netns()
-        self.start_servers(netns)  # listening before the interface exists
+    def add(
+        self,
+        host: NetplugHost,
+        name: str,
+        network: str,
+        aliases: tuple[str, ...] = (),
+        netns: str | None = None,
+        static: str | None = None,
+    ) -> str:
+        """ADD ``name`` (in a fresh namespace with servers, or in ``netns`` whose
+        servers the caller started), optionally at the ``static`` IPv4 address."""
+        if netns is None:
+            netns = self.make_netns()
+            self.start_servers(netns)  # listening before the interface exists
         v4, v6 = SUBNETS[network]
         conf = host.conf(name=network, subnet=v4, subnet6=v6)
         if aliases:
             conf["runtimeConfig"] = {"aliases": {network: list(aliases)}}
-        result = host.add(conf, name, netns, env={"CNI_ARGS": f"NETPLUG_NAME={name}"})
+        args = f"NETPLUG_NAME={name}" + (f";IP={static}" if static else "")
+        result = host.add(conf, name, netns, env={"CNI_ARGS": args})
         ips = [ip_interface(i["address"]).ip for i in result["ips"]]
         self.made[name] = (host, network, netns, ips)
         return netns

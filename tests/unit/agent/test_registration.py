@@ -1,0 +1,54 @@
+"""Host registration on a real SQLite store (no root): an agent restarted on the
+same host takes its predecessor's record over without a moment when the record
+is absent (other hosts would drop this one from the overlay), and a live agent
+of another instance keeps its name."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from netplug.agent.registration import HostNameTaken, HostRegistration
+from netplug.ipam.schema import Hosts
+from netplug.ipam.store.sqlite import SQLiteStore
+
+
+@pytest.fixture
+def store(tmp_path) -> Iterator[SQLiteStore]:
+    s = SQLiteStore(str(tmp_path / "netplug.db"), poll_interval=0.002)
+    yield s
+    s.close()
+
+
+def events_since(store: SQLiteStore, revision: int) -> list:
+    """Every event under the hosts prefix after ``revision`` (read at once)."""
+    for batch in store.watch(Hosts.PREFIX, revision + 1, timeout=0.05):
+        return batch
+    return []
+
+
+def test_a_restarted_agent_moves_the_record_without_deleting_it(store) -> None:
+    first = HostRegistration(store, "h1", "192.0.2.11", ttl=30)
+    first.acquire()
+    before = store.status()
+
+    second = HostRegistration(store, "h1", "192.0.2.11", ttl=30)  # same instance: a restart
+    second.acquire()
+
+    events = events_since(store, before)
+    assert [e.type for e in events] == ["put"], events  # the old code: delete, then put
+    held = store.get(Hosts.key("h1"))
+    assert held is not None and held.lease == second.lease != first.lease
+
+
+def test_another_live_agent_keeps_the_name(store) -> None:
+    first = HostRegistration(store, "h1", "192.0.2.11", ttl=30)
+    first.acquire()
+    other = HostRegistration(store, "h1", "192.0.2.12", ttl=30)
+    other.instance = "another-machine/1"
+    with pytest.raises(HostNameTaken, match="held by another live netplugd"):
+        other.acquire()
+    held = store.get(Hosts.key("h1"))
+    assert held is not None and held.lease == first.lease
+    assert Hosts.decode(held.value).vtep == "192.0.2.11"
