@@ -22,6 +22,7 @@ from pathlib import Path
 TCP_PORTS = (8080, 8081)
 UDP_PORTS = (9090, 9091)
 TIMEOUT = 1.0  # seconds a probe waits for its answer (one host: answers take ms)
+FLOW_WAIT = 0.5  # seconds a flow's exchange waits for its echo (a loaded machine is slow)
 
 # TCP: "hi" on accept, then echoes until the peer closes; UDP: echoes each datagram.
 SERVER = """\
@@ -93,10 +94,10 @@ print(json.dumps(found), flush=True)
 
 # A TCP and a UDP conversation to argv[1] (ports argv[2], argv[3]), each exchanging a
 # token every 50 ms (in a thread of its own) until stdin closes; one JSON line per
-# exchange: [time, protocol, answered within 0.2 s].
+# exchange: [time, protocol, answered within FLOW_WAIT].
 FLOW = """\
 import json, select, socket, sys, threading, time
-address, tport, uport = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+address, tport, uport, wait = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
 fam = socket.AF_INET6 if ":" in address else socket.AF_INET
 t = socket.create_connection((address, tport), timeout=2)
 assert t.recv(2) == b"hi"
@@ -112,7 +113,7 @@ def converse(s, proto):
             s.send(token)
         except OSError:
             pass
-        deadline, ok = time.monotonic() + 0.2, False
+        deadline, ok = time.monotonic() + wait, False
         while not ok and time.monotonic() < deadline:
             if select.select([s], [], [], max(0, deadline - time.monotonic()))[0]:
                 try:
@@ -211,7 +212,8 @@ def flows(pairs: Sequence[tuple[str, str]], log_dir: Path) -> Iterator[list[Path
         for i, (client, address) in enumerate(pairs):
             log = log_dir / f"flow-{i}.jsonl"
             sink = open(log, "w")  # noqa: SIM115 (closed below, after the process)
-            argv = netns_python(client, FLOW, address, str(TCP_PORTS[0]), str(UDP_PORTS[0]))
+            ports = str(TCP_PORTS[0]), str(UDP_PORTS[0])
+            argv = netns_python(client, FLOW, address, *ports, str(FLOW_WAIT))
             proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=sink)
             procs.append((proc, sink))
             logs.append(log)

@@ -16,7 +16,7 @@ from contextlib import ExitStack
 
 import pytest
 from policy_hosts import Containers, apply, delete
-from probes import Probe, echo_servers, exchanges, flows, mismatches
+from probes import FLOW_WAIT, Probe, echo_servers, exchanges, flows, mismatches
 
 from netplug_env import NetplugHost
 from runtimes import make_netns, require_commands, require_root, run
@@ -339,7 +339,7 @@ def test_open_connections_follow_policy_changes(site: Site, tmp_path) -> None:
     c = site.c
     pairs = [(c.ns(src), c.ip("db-1", v)) for src in ("web", "other") for v in (4, 6)]
     web_logs, other_logs = slice(0, 2), slice(2, 4)
-    settle = 0.25  # an exchange in flight when the table changed (its wait: 0.2 s)
+    settle = FLOW_WAIT + 0.05  # an exchange in flight when the table changed
 
     def window(logs, protocol: str, since: float) -> list[bool]:
         return [ok for log in logs for ok in exchanges(log, protocol, since + settle, 1e12)]
@@ -350,10 +350,10 @@ def test_open_connections_follow_policy_changes(site: Site, tmp_path) -> None:
         elif docs is not None:
             delete([site.host], ["p"])
         since = time.monotonic()
-        time.sleep(1.2)
+        time.sleep(settle + 1.5)
         for (who, protocol), allowed in expect.items():
             seen = window(logs[web_logs if who == "web" else other_logs], protocol, since)
-            assert len(seen) >= 4, f"{who} {protocol}: too few exchanges {seen}"
+            assert len(seen) >= 2, f"{who} {protocol}: too few exchanges {seen}"
             want = [allowed] * len(seen)
             assert seen == want, f"{docs}: {who} {protocol} answered {seen}"
 
