@@ -37,6 +37,12 @@ POLICY = {
         },
     ],
 }
+G1_OUT = {  # egress judged on g1's host, towards containers of every host
+    "name": "g1-out",
+    "network": "green",
+    "select": {"names": ["g1"]},
+    "egress": [{"to": [{"names": ["g3", "api"]}], "ports": [{"protocol": "udp"}]}],
+}
 LATE_DB = "10.61.200.200"  # db-3's address, asked for statically: hammered before it exists
 
 
@@ -54,7 +60,11 @@ def expectations(c: Containers) -> list[Probe]:
         ("g3", "tcp", 8080, "db", False),  # green, not api
         ("db", "tcp", 8080, "other", True),  # db's egress: unaffected
         ("other", "udp", 9090, "web", True),  # unselected
-        ("g1", "udp", 9090, "g3", True),  # green across hosts
+        ("g1", "udp", 9090, "g3", True),  # green across hosts: g1's egress allows UDP
+        ("g1", "udp", 9091, "api", True),
+        ("g1", "tcp", 8080, "g3", False),  # host1 -> host3, not UDP
+        ("g1", "icmp", 0, "api", False),
+        ("api", "tcp", 8080, "g1", True),  # g1's ingress: no policy has it
         ("web", "tcp", 8080, "g1", False),  # isolation, both ways, every protocol
         ("g1", "tcp", 8080, "web", False),
         ("g3", "udp", 9090, "web", False),
@@ -87,7 +97,7 @@ def test_policy_on_a_three_host_lab(lab, tmp_path) -> None:
         c.add(h2, "db", "red")
         c.add(h2, "other", "red")
         c.add(h2, "api", "green")
-        apply([h1, h2], [POLICY])
+        apply([h1, h2], [POLICY, G1_OUT])
 
         # host3 joins with the policy stored; its first container is selected.
         lab.add_host(3)
@@ -98,6 +108,7 @@ def test_policy_on_a_three_host_lab(lab, tmp_path) -> None:
         time.sleep(0.5)
         c.add(h3, "db-3", "red", netns=late, static=LATE_DB)
         assert counted(denied)[0] == 0, "a denied connection reached db-3 while it was added"
+        assert "ADD container=db-3 ifname=eth0 network=red ok" in h3.agent_log()  # via the agent
         c.add(h3, "g3", "green")
 
         wrong = mismatches(expectations(c))

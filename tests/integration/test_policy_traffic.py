@@ -213,6 +213,25 @@ CASES: list[tuple[str, Callable[[Site], list[dict]], str]] = [
         """,
     ),
     (
+        "egress-and-ingress-both-judge",  # web may open db-1 and db-2; db-1 accepts other
+        lambda s: [
+            {
+                "name": "out",
+                "network": "red",
+                "select": {"names": ["web"]},
+                "egress": [{"to": [{"names": ["db-?"]}], "ports": [tcp(8080)]}],
+            },
+            ingress(DB1, [{"from": [{"names": ["other"]}]}], name="in"),
+        ],
+        """
+        web tcp db-2 +
+        web tcp db-1 -
+        other tcp db-1 +
+        web udp db-2 -
+        db-1 tcp web +
+        """,
+    ),
+    (
         "another-network-by-names",  # a hole in the isolation for api only, on one port
         lambda s: [
             ingress(
