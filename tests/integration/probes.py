@@ -19,6 +19,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from traffic import ready_processes
+
 TCP_PORTS = (8080, 8081)
 UDP_PORTS = (9090, 9091)
 TIMEOUT = 1.0  # seconds a probe waits for its answer (one host: answers take ms)
@@ -135,25 +137,10 @@ def netns_python(netns: str, script: str, *args: str) -> list[str]:
     return ["ip", "netns", "exec", netns, sys.executable, "-c", script, *args]
 
 
-@contextmanager
-def echo_servers() -> Iterator:
+def echo_servers():
     """``start(netns)``: TCP and UDP echo servers in that namespace; all killed after."""
-    procs: list[subprocess.Popen] = []
-
-    def start(netns: str) -> None:
-        ports = ",".join(map(str, TCP_PORTS)), ",".join(map(str, UDP_PORTS))
-        proc = subprocess.Popen(
-            netns_python(netns, SERVER, *ports), stdout=subprocess.PIPE, text=True
-        )
-        procs.append(proc)
-        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
-
-    try:
-        yield start
-    finally:
-        for proc in procs:
-            proc.kill()
-            proc.wait(timeout=10)
+    ports = ",".join(map(str, TCP_PORTS)), ",".join(map(str, UDP_PORTS))
+    return ready_processes(lambda netns: netns_python(netns, SERVER, *ports))
 
 
 @dataclass(frozen=True)

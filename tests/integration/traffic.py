@@ -72,18 +72,15 @@ def hammer(netns: str, address: str, seconds: float, attempt: float = 0.05) -> s
 
 
 @contextmanager
-def server_starter() -> Iterator[Callable[[str], None]]:
-    """Start a server in each given container namespace; all killed after."""
+def ready_processes(argv: Callable[[str], list[str]]) -> Iterator[Callable[[str], None]]:
+    """``start(netns)`` runs ``argv(netns)`` and waits for its "ready" line; every
+    process started is killed after."""
     procs: list[subprocess.Popen] = []
 
     def start(netns: str) -> None:
-        proc = subprocess.Popen(
-            ["ip", "netns", "exec", netns, sys.executable, "-c", SERVER, str(PORT)],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
+        proc = subprocess.Popen(argv(netns), stdout=subprocess.PIPE, text=True)
         procs.append(proc)
-        assert proc.stdout.readline().strip() == "ready"
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
 
     try:
         yield start
@@ -91,6 +88,13 @@ def server_starter() -> Iterator[Callable[[str], None]]:
         for proc in procs:
             proc.kill()
             proc.wait(timeout=10)
+
+
+def server_starter():
+    """Start a server (``SERVER``) in each given container namespace; all killed after."""
+    return ready_processes(
+        lambda netns: ["ip", "netns", "exec", netns, sys.executable, "-c", SERVER, str(PORT)]
+    )
 
 
 def counted(loop: subprocess.Popen) -> tuple[int, int]:
