@@ -1,31 +1,28 @@
-"""Host registration on a real SQLite store (no root): an agent restarted on the
+"""Host registration on both real stores (no root): an agent restarted on the
 same host takes its predecessor's record over without a moment when the record
 is absent (other hosts would drop this one from the overlay), and a live agent
 of another instance keeps its name."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from contextlib import closing
 
 import pytest
 
 from netplug.agent.registration import HostNameTaken, HostRegistration
 from netplug.ipam.schema import Hosts
-from netplug.ipam.store.sqlite import SQLiteStore
+from netplug.ipam.store.base import Event, Store
 
 
-@pytest.fixture
-def store(tmp_path) -> Iterator[SQLiteStore]:
-    s = SQLiteStore(str(tmp_path / "netplug.db"), poll_interval=0.002)
-    yield s
-    s.close()
-
-
-def events_since(store: SQLiteStore, revision: int) -> list:
-    """Every event under the hosts prefix after ``revision`` (read at once)."""
-    for batch in store.watch(Hosts.PREFIX, revision + 1, timeout=0.05):
-        return batch
-    return []
+def events_since(store: Store, revision: int) -> list[Event]:
+    """Every event under the hosts prefix after ``revision``, until the watch goes quiet."""
+    found: list[Event] = []
+    with closing(store.watch(Hosts.PREFIX, revision + 1, timeout=0.2)) as batches:
+        for batch in batches:
+            if not batch:
+                break
+            found += batch
+    return found
 
 
 def test_a_restarted_agent_moves_the_record_without_deleting_it(store) -> None:
