@@ -20,7 +20,7 @@ from netplug.ipam.blocks import Address, Network, block_of, choose_free_block, g
 
 # Allocation and Attachment are the store's records; importers know them from here too.
 from netplug.ipam.schema import AddressOwner, Allocation, Attachment, Attachments, Blocks, Ips
-from netplug.ipam.store.base import Compare, Delete, Put, Store
+from netplug.ipam.store.base import Compare, Delete, OutcomeUnknown, Put, Store, TxnResult
 
 # Each attempt re-reads the store; contention that outlasts this many is
 # reported as "try again later" rather than spinning.
@@ -112,7 +112,7 @@ class IPAM:
             Put(attachment.key, Attachments.encode(attachment)),
             *(Put(k, Ips.encode(owner)) for k in ip_keys),
         ]
-        return self.store.txn(compares, puts).succeeded
+        return settled_cas(self.store, compares, puts)
 
     def _pick(self, network: str, pool: Pool, ident: str, static: Sequence[Address]) -> Allocation:
         wanted = [a for a in static if a.version == pool.subnet.version]
@@ -188,7 +188,7 @@ class IPAM:
     def _claim_block(self, network: str, block: Network) -> str | None:
         """Lease ``block`` to this host unless someone else got it first; its owner."""
         key = Blocks.key(network, block)
-        if self.store.txn([Compare.absent(key)], [Put(key, Blocks.encode(self.host))]).succeeded:
+        if settled_cas(self.store, [Compare.absent(key)], [Put(key, Blocks.encode(self.host))]):
             return self.host
         return self._block_owner(network, block)
 
@@ -264,7 +264,7 @@ class IPAM:
                 Delete(key),
                 *(Delete(self._ip_key(network, a)) for a in attachment.allocations),
             ]
-            if self.store.txn([Compare.unchanged(kv)], deletes).succeeded:
+            if settled_cas(self.store, [Compare.unchanged(kv)], deletes):
                 self._note_used(network, attachment.allocations, False)
                 return attachment
         raise Contention(f"could not release {container_id}/{ifname} after {MAX_ATTEMPTS} attempts")
@@ -287,6 +287,17 @@ class IPAM:
     def has_attachments(self, network: str) -> bool:
         prefix = Attachments.host_prefix(network, self.host)
         return bool(self.store.range(prefix, prefix=True, limit=1).kvs)
+
+
+def settled_cas(store: Store, compares: Sequence[Compare], ops: Sequence) -> bool:
+    """A compare-and-swap of a loop that reads again after a miss: a write whose
+    answer was lost (an etcd leader change) counts as a miss, since the next read
+    tells whether it was applied, and its compares keep a repeat from applying twice."""
+    try:
+        result: TxnResult = store.txn(compares, ops)
+    except OutcomeUnknown:
+        return False
+    return result.succeeded
 
 
 def _allocation(address: Address, block: Network) -> Allocation:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from netplug.ipam.allocations import MAX_ATTEMPTS, Contention, IPAMError
+from netplug.ipam.allocations import MAX_ATTEMPTS, Contention, IPAMError, settled_cas
 from netplug.ipam.schema import NetworkRecord, NetworkRegistry, Networks
 from netplug.ipam.store.base import Compare, Put, Store
 
@@ -142,6 +142,6 @@ def ensure_network(store: Store, name: str, record: NetworkRecord) -> NetworkRec
             Put(key, Networks.encode(wanted)),
             Put(registry_key, NetworkRegistry.encode(name)),
         ]
-        if store.txn(compares, puts).succeeded:
+        if settled_cas(store, compares, puts):
             return wanted
     raise Contention(f"could not record network {name} after {MAX_ATTEMPTS} attempts")

@@ -1,6 +1,7 @@
 """netns-lab: a netplug cluster built from network namespaces on one Linux box.
 
 netns-lab up --hosts 3 [--store sqlite|etcd]   fabric, hosts, agents
+     [--etcd-members 3]                        an etcd cluster (members 192.0.2.2...)
 netns-lab network add NAME [--subnet CIDR] [--no-isolate]
                                                one more network on every host
 netns-lab run HOST NAME [--network N] [--alias A ...] [--count N]
@@ -118,6 +119,14 @@ def parser() -> argparse.ArgumentParser:
     add.add_argument("network_name", metavar="NAME")
     add.add_argument("--subnet", help="IPv4 CIDR (default: the next free 10.x.0.0/16)")
     add.add_argument("--no-isolate", dest="isolate", action="store_false", help='"isolate": false')
+    up.add_argument(
+        "--etcd-members",
+        type=int,
+        choices=range(1, 8),
+        default=1,
+        metavar="N",
+        help="etcd cluster members with --store etcd, 1 to 7 (%(default)s)",
+    )
     run = sub.add_parser("run", help="start a container namespace on a host")
     run.add_argument("host")
     run.add_argument("name")
@@ -152,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     lab = Lab(args.state_dir, say, args.prefix)
     try:
         if args.command == "up":
+            lab.etcd_members = args.etcd_members
             lab.up(args.hosts, args.store, args.parallel)
         elif args.command == "network":
             lab.add_network(args.network_name, args.subnet, args.isolate)

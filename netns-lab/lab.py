@@ -52,6 +52,43 @@ START_TIMEOUT = 15.0
 ETCD_PORT = 2379
 # Short, so that a host whose agent is gone leaves the overlay within seconds.
 AGENT_LEASE_TTL = 5
+ETCD_HEARTBEAT_MS, ETCD_ELECTION_MS = 50, 500  # a cluster's raft timers (one box, loaded)
+
+
+def etcd_address(index: int, members: int) -> str:
+    """Member ``index``'s address: the fabric's for a lone member, else 192.0.2.2 on."""
+    return FABRIC_ADDRESS if members == 1 else f"192.0.2.{2 + index}"
+
+
+def etcd_name(index: int, members: int) -> str:
+    return "lab" if members == 1 else f"lab{index + 1}"
+
+
+def etcd_index(what: str) -> int | None:
+    """The member index of a process record named ``etcd`` or ``etcdN``; None otherwise."""
+    if what == "etcd":
+        return 0
+    digits = what.removeprefix("etcd")
+    return int(digits) - 1 if what.startswith("etcd") and digits.isdigit() else None
+
+
+def etcd_url(members: int) -> str:
+    """The store URL listing every member: the conflists and agents carry them all."""
+    return "etcd://" + ",".join(f"{etcd_address(i, members)}:{ETCD_PORT}" for i in range(members))
+
+
+def _member_status(gateway) -> tuple[int, int] | None:
+    """(member id, leader id) as one member reports them; None if it does not answer."""
+    from netplug.ipam.store.base import StoreError
+    from netplug.ipam.store.etcd_gateway import EtcdError
+
+    try:
+        reply = gateway.call("maintenance/status", {}, idempotent=True)
+    except (EtcdError, StoreError):
+        return None
+    finally:
+        gateway.close()
+    return int(reply["header"]["member_id"]), int(reply.get("leader", 0) or 0)
 
 
 def host_address(index: int) -> str:
@@ -59,6 +96,8 @@ def host_address(index: int) -> str:
 
 
 class Lab:
+    etcd_members = 1  # members of the lab's etcd (``up --etcd-members``)
+
     def __init__(
         self, state_dir: Path, say: Callable[[str], None] = print, prefix: str = namespaces.PREFIX
     ) -> None:
@@ -109,34 +148,110 @@ class Lab:
         return self.start_etcd()
 
     def start_etcd(self) -> str:
-        """etcd in the fabric namespace (its data kept across restarts); its URL."""
-        data = self.dir / "etcd"
-        client = f"http://{FABRIC_ADDRESS}:{ETCD_PORT}"
-        proc = self._spawn(
-            self.fabric,
-            "etcd",
-            [
-                "etcd",
-                "--name",
-                "lab",
-                "--data-dir",
-                str(data),
-                "--listen-client-urls",
-                client,
-                "--advertise-client-urls",
-                client,
-                "--listen-peer-urls",
-                f"http://{FABRIC_ADDRESS}:2380",
-                "--initial-advertise-peer-urls",
-                f"http://{FABRIC_ADDRESS}:2380",
-                "--initial-cluster",
-                f"lab=http://{FABRIC_ADDRESS}:2380",
-            ],
-        )
-        url = f"etcd://{FABRIC_ADDRESS}:{ETCD_PORT}"
-        self._wait_for_store(url, proc)
-        self.say(f"store: etcd in {self.fabric} at {url} (pid {proc.pid})")
+        """The lab's etcd in the fabric namespace (its data kept across restarts): one
+        member on the fabric's address, or ``etcd_members`` on addresses of their own
+        (``etcd_address``); waits until it serves and returns the store URL."""
+        procs = [self.start_etcd_member(i) for i in range(self.etcd_members)]
+        url = etcd_url(self.etcd_members)
+        self._wait_for_store(url, procs)
+        pids = ", ".join(str(proc.pid) for proc in procs)
+        self.say(f"store: etcd in {self.fabric} at {url} (pid {pids})")
         return url
+
+    def start_etcd_member(self, index: int) -> subprocess.Popen:
+        """Start member ``index`` (0-based; again after it stopped: same data, same
+        address); ``_wait_for_store`` tells when the cluster serves."""
+        address, name = etcd_address(index, self.etcd_members), etcd_name(index, self.etcd_members)
+        if self.etcd_members > 1:  # ``replace``: a restarted member finds its address there
+            run("ip", "-n", self.fabric, "addr", "replace", f"{address}/24", "dev", "fabric0")
+        members = range(self.etcd_members)
+        cluster = ",".join(
+            f"{etcd_name(i, self.etcd_members)}=http://{etcd_address(i, self.etcd_members)}:2380"
+            for i in members
+        )
+        client, peer = f"http://{address}:{ETCD_PORT}", f"http://{address}:2380"
+        argv = [
+            "etcd",
+            "--name",
+            name,
+            "--data-dir",
+            str(self.dir / name.replace("lab", "etcd")),
+            "--listen-client-urls",
+            client,
+            "--advertise-client-urls",
+            client,
+            "--listen-peer-urls",
+            peer,
+            "--initial-advertise-peer-urls",
+            peer,
+            "--initial-cluster",
+            cluster,
+        ]
+        if self.etcd_members > 1:
+            # Elections within about a second; a member cut off from the others does
+            # not depose the leader when it returns (pre-vote).
+            argv += [
+                f"--heartbeat-interval={ETCD_HEARTBEAT_MS}",
+                f"--election-timeout={ETCD_ELECTION_MS}",
+                "--pre-vote",
+            ]
+        return self._spawn(self.fabric, name.replace("lab", "etcd"), argv)
+
+    def etcd_processes(self) -> dict[int, dict]:
+        """The running etcd members' process records (pid, start), by member index."""
+        found = {}
+        for proc in self.state.load()["processes"]:
+            index = etcd_index(proc["what"])
+            if index is not None and start_time(proc["pid"]) == proc["start"]:
+                found[index] = proc
+        return found
+
+    def stop_etcd_member(self, index: int, *, kill: bool = False) -> None:
+        """Stop member ``index`` (SIGKILL with ``kill``, as a crash would)."""
+        proc = self.etcd_processes().get(index)
+        if proc is None:
+            return
+        os.kill(proc["pid"], signal.SIGCONT)  # a paused member would not see SIGTERM
+        if not kill:
+            stop(proc["pid"], proc["start"])
+            return
+        os.kill(proc["pid"], signal.SIGKILL)
+        deadline = time.monotonic() + START_TIMEOUT
+        while start_time(proc["pid"]) == proc["start"] and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    def pause_etcd_member(self, index: int, paused: bool = True) -> None:
+        """SIGSTOP member ``index`` (SIGCONT with ``paused=False``): to the others and
+        to clients it is cut off, yet its connections stay open."""
+        proc = self.etcd_processes()[index]
+        os.kill(proc["pid"], signal.SIGSTOP if paused else signal.SIGCONT)
+
+    def etcd_leader(self, timeout: float = START_TIMEOUT) -> int:
+        """The index of the member that leads, once a running one says so."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for index in self.etcd_processes():
+                leader = self._etcd_status(index)
+                if leader is not None:
+                    return leader
+            time.sleep(0.05)
+        raise RuntimeError("no etcd member leads")
+
+    def _etcd_status(self, index: int) -> int | None:
+        """Member ``index``'s view of who leads (an index), None if it cannot say."""
+        from netplug.ipam.store.etcd_gateway import Gateway
+        from netplug.net import netns
+
+        members = [
+            (etcd_address(i, self.etcd_members), ETCD_PORT) for i in range(self.etcd_members)
+        ]
+        with netns.entered(namespaces.path(self.fabric)):
+            ids = [_member_status(Gateway([member])) for member in members]
+        mine = ids[index]
+        if mine is None or not mine[1]:
+            return None
+        by_id = {status[0]: i for i, status in enumerate(ids) if status is not None}
+        return by_id.get(mine[1])
 
     @contextlib.contextmanager
     def store(self) -> Iterator[Store]:
@@ -154,12 +269,11 @@ class Lab:
                 opened.close()
 
     def stop_etcd(self) -> None:
-        """Stop the lab's etcd (a store outage for every host)."""
-        for proc in self.state.load()["processes"]:
-            if proc["what"] == "etcd":
-                stop(proc["pid"], proc["start"])
+        """Stop every etcd member of the lab (a store outage for every host)."""
+        for index in self.etcd_processes():
+            self.stop_etcd_member(index)
 
-    def _wait_for_store(self, url: str, proc: subprocess.Popen) -> None:
+    def _wait_for_store(self, url: str, procs: list[subprocess.Popen]) -> None:
         from netplug.ipam.store.base import StoreError
         from netplug.ipam.store.url import open_store
         from netplug.net import netns
@@ -174,8 +288,9 @@ class Lab:
                     store.close()
                 return
             except StoreError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"etcd did not come up; see {self.dir}/etcd.log") from None
+                exited = all(proc.poll() is not None for proc in procs)
+                if exited or time.monotonic() > deadline:
+                    raise RuntimeError(f"etcd did not come up; see {self.dir}/etcd*.log") from None
                 time.sleep(0.1)
 
     def add_host(self, index: int) -> str:

@@ -5,6 +5,12 @@
     etcd.stop(); etcd.start()          # an outage: same ports, same data
     etcd.stop()                        # always, in a finally
 
+    cluster = start_etcd_cluster(tmp_path)  # three members on 127.0.0.1, distinct ports
+    cluster.url                        # etcd://127.0.0.1:A,127.0.0.1:B,127.0.0.1:C
+    i = cluster.leader(); cluster.members[i].stop(kill=True); cluster.members[i].start()
+    cluster.members[j].pause(); ...; cluster.members[j].resume()   # SIGSTOP / SIGCONT
+    cluster.stop()
+
 Only the process started here is ever signalled (by its PID, through Popen).
 Outside CI a missing binary skips the test (``apt-get install etcd-server``);
 on CI (``CI=true``) it fails it.
@@ -36,6 +42,7 @@ import processes
 ETCD = "/usr/bin/etcd"
 START_TIMEOUT = 15.0  # seconds until the member must answer /health
 PORT_FLOOR, PORT_TRIES = 20000, 50  # etcd's ports come from [PORT_FLOOR, ephemeral range)
+HEARTBEAT_MS, ELECTION_MS = 50, 500  # a cluster's raft timers, as netns-lab's
 MEMORY_DIR = "/dev/shm" if os.path.isdir("/dev/shm") else None  # None: the default temp dir
 
 
@@ -134,7 +141,11 @@ class EtcdProcess:
     With ``tls``, clients must use TLS and present a certificate of its CA."""
 
     def __init__(
-        self, log_path: Path, host: str = "127.0.0.1", tls: TLSFiles | None = None
+        self,
+        log_path: Path,
+        host: str = "127.0.0.1",
+        tls: TLSFiles | None = None,
+        name: str = "test",
     ) -> None:
         self.binary = etcd_binary()
         # In memory: etcd fsyncs every write, and a shared disk's stalls would
@@ -147,6 +158,10 @@ class EtcdProcess:
         self.client_port = free_port(host)
         self.peer_port = free_port(host)
         self.log_path = log_path
+        self.name = name
+        self.cluster = ""  # --initial-cluster; empty: this member alone
+        # Short raft timers: quick elections, and a minimum lease TTL of 1 s.
+        self.heartbeat_ms, self.election_ms = 20, 200
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -160,25 +175,36 @@ class EtcdProcess:
             return f"etcds://{self.endpoint}?cacert={t.cacert}&cert={t.cert}&key={t.key}"
         return f"etcd://{self.endpoint}"
 
+    @property
+    def peer_url(self) -> str:
+        return f"http://{self.host}:{self.peer_port}"
+
     def start(self, timeout: float = START_TIMEOUT) -> None:
         """Start (or restart, on the same ports and data) and wait until healthy."""
+        self.launch()
+        self.wait_healthy(timeout)
+
+    def launch(self) -> None:
+        """Start the process (or restart it, on the same ports and data); a member of
+        a cluster is healthy only once a quorum runs: ``wait_healthy`` then."""
         if self.proc is not None and self.proc.poll() is None:
             return
         client = f"{'https' if self.tls else 'http'}://{self.endpoint}"
-        peer = f"http://{self.host}:{self.peer_port}"
+        peer = self.peer_url
         args = [
             self.binary,
-            "--name=test",
+            f"--name={self.name}",
             f"--data-dir={self.data_dir}",
             f"--listen-client-urls={client}",
             f"--advertise-client-urls={client}",
             f"--listen-peer-urls={peer}",
             f"--initial-advertise-peer-urls={peer}",
-            f"--initial-cluster=test={peer}",
+            f"--initial-cluster={self.cluster or f'{self.name}={peer}'}",
             "--initial-cluster-state=new",
-            # Short raft timers: quick elections, and a minimum lease TTL of 1 s.
-            "--heartbeat-interval=20",
-            "--election-timeout=200",
+            f"--heartbeat-interval={self.heartbeat_ms}",
+            f"--election-timeout={self.election_ms}",
+            # A member cut off from the others does not disrupt them when it returns.
+            "--pre-vote",
             "--logger=zap",
             "--log-outputs=stderr",
             "--log-level=warn",
@@ -199,8 +225,12 @@ class EtcdProcess:
                 start_new_session=True,
                 preexec_fn=_die_with_parent,
             )
+
+    def wait_healthy(self, timeout: float = START_TIMEOUT) -> None:
+        """Wait until the member answers /health (it has a leader); stops it on failure."""
         deadline = time.monotonic() + timeout
         while not self.healthy():
+            assert self.proc is not None
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 self.stop()
                 raise RuntimeError(f"etcd did not start; its log:\n{self.log_tail()}")
@@ -210,7 +240,23 @@ class EtcdProcess:
         """Stop the process (SIGTERM, or SIGKILL with ``kill``); a no-op when stopped."""
         proc, self.proc = self.proc, None
         if proc is not None:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGCONT)  # a paused member would not see SIGTERM
             processes.stop(proc, kill)
+
+    def pause(self) -> None:
+        """SIGSTOP: the member holds its connections and answers nothing, to its
+        peers (a partition, seen from them) and to clients (a hung server)."""
+        assert self.proc is not None and self.proc.poll() is None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
+
+    def status(self) -> dict:
+        """This member's view: ``member_id`` (in ``header``), ``leader``, ``raftTerm``."""
+        return self.request("POST", "/v3/maintenance/status", {})
 
     def healthy(self) -> bool:
         try:
@@ -269,6 +315,69 @@ def start_etcd(tmpdir: Path | str, host: str = "127.0.0.1", tls: bool = False) -
             etcd.start()
             return etcd
         except RuntimeError:
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+class EtcdCluster:
+    """Members of one etcd cluster on loopback, each on ports of its own."""
+
+    def __init__(self, members: list[EtcdProcess]) -> None:
+        self.members = members
+        cluster = ",".join(f"{m.name}={m.peer_url}" for m in members)
+        for member in members:
+            member.cluster = cluster
+            # netns-lab's timers: three members on two loaded cores need some slack.
+            member.heartbeat_ms, member.election_ms = HEARTBEAT_MS, ELECTION_MS
+
+    @property
+    def url(self) -> str:
+        return "etcd://" + ",".join(m.endpoint for m in self.members)
+
+    def start(self, timeout: float = START_TIMEOUT) -> None:
+        for member in self.members:  # all at once: none is healthy before a quorum runs
+            member.launch()
+        for member in self.members:
+            member.wait_healthy(timeout)
+
+    def stop(self) -> None:
+        for member in self.members:
+            member.stop(kill=True)
+
+    def running(self) -> list[int]:
+        return [i for i, m in enumerate(self.members) if m.proc is not None]
+
+    def leader(self, timeout: float = START_TIMEOUT) -> int:
+        """The index of the member that leads, as a running member says, once one does."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for i in self.running():
+                with contextlib.suppress(OSError, ValueError, http.client.HTTPException):
+                    leader = int(self.members[i].status().get("leader", 0))
+                    ids = [self._member_id(j) for j in self.running()]
+                    if leader and leader in ids:
+                        return self.running()[ids.index(leader)]
+            if time.monotonic() > deadline:
+                raise RuntimeError("no etcd member leads")
+            time.sleep(0.02)
+
+    def _member_id(self, index: int) -> int:
+        return int(self.members[index].status()["header"]["member_id"])
+
+
+def start_etcd_cluster(tmpdir: Path | str, size: int = 3) -> EtcdCluster:
+    """A started ``size``-member etcd cluster on 127.0.0.1, its logs under ``tmpdir``."""
+    base = Path(tmpdir)
+    base.mkdir(parents=True, exist_ok=True)
+    for attempt in range(3):  # a free port can be taken between probing and binding
+        members = [EtcdProcess(base / f"etcd{i}-{attempt}.log", name=f"m{i}") for i in range(size)]
+        cluster = EtcdCluster(members)
+        try:
+            cluster.start()
+            return cluster
+        except RuntimeError:
+            cluster.stop()
             if attempt == 2:
                 raise
     raise AssertionError("unreachable")

@@ -37,6 +37,12 @@ class StoreUnavailable(StoreError):
     """The backend cannot be reached or did not answer in time (transient)."""
 
 
+class OutcomeUnknown(StoreUnavailable):
+    """A write reached the backend but its answer was lost (a member died, an
+    election): it may or may not have been applied. A compare-and-swap loop
+    reads again and decides from what it finds; it must not simply repeat."""
+
+
 class StoreCorrupt(StoreUnavailable):
     """The backend answers, but its data is damaged (not a database, a malformed
     image): retrying will not help; an operator must replace it."""

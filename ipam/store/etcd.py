@@ -55,6 +55,10 @@ _OPS: dict[str, Callable[[Any, Any], bool]] = {
 }
 _NOT_FOUND, _INVALID, _OUT_OF_RANGE = 5, 3, 11  # gRPC status codes
 _RECONNECT = {1, 4, 14}  # a watch stream that ends with CANCELLED, DEADLINE_EXCEEDED, UNAVAILABLE
+# A watch whose stream said nothing for PROBE_AFTER seconds asks its member for its
+# status: a member that hangs (SIGSTOP, overload) or lost its leader is left.
+PROBE_AFTER, PROBE_TIMEOUT = 3.0, 1.0
+_DROPPED: dict[str, Any] = {"error": "the watch stream broke"}  # a marker, never sent
 
 
 def _b64(data: bytes) -> str:
@@ -281,18 +285,22 @@ class EtcdStore:
         """Batches of events under ``prefix`` from ``start_revision`` on (0: from now).
 
         etcd never splits a revision between two answers. When the stream
-        breaks, the watch reconnects (to any endpoint) and resumes at the last
-        seen revision + 1, so nothing is missed; it raises StoreUnavailable
-        once etcd stays unreachable for the store's total timeout, Compacted
-        when the history it needs is gone. Yields ``[]`` every ``timeout``
-        seconds without events (later by up to a connection attempt, 2 s, while
-        it reconnects). Like etcd, it may take 0.1 s to replay past revisions.
+        breaks, or its member stops answering or loses its leader (checked after
+        PROBE_AFTER without a message), the watch reconnects to another member
+        and resumes at the last seen revision + 1, so nothing is missed; it
+        raises StoreUnavailable once etcd stays unreachable for the store's
+        total timeout, Compacted when the history it needs is gone. Yields
+        ``[]`` every ``timeout`` seconds without events (later by up to a
+        connection attempt, 2 s, while it reconnects). Like etcd, it may take
+        0.1 s to replay past revisions.
         """
         request = _range(prefix, True)
         # "From now" is pinned to a revision at once, so that a reconnect misses nothing.
         following = start_revision if start_revision > 0 else self.status() + 1
         stream: WatchStream | None = None
+        avoid: int | None = None  # the member whose stream failed last: tried last
         down_since: float | None = None
+        heard = time.monotonic()  # when the stream last said anything
         deadline = time.monotonic() + timeout
         try:
             while True:
@@ -302,7 +310,8 @@ class EtcdStore:
                 if stream is None:
                     body = {**request, "prev_kv": True, "start_revision": str(following)}
                     try:
-                        stream = self._http.open_watch({"create_request": body})
+                        stream = self._http.open_watch({"create_request": body}, avoid)
+                        heard = time.monotonic()
                     except StoreUnavailable:
                         now = time.monotonic()
                         down_since = down_since or now
@@ -311,20 +320,27 @@ class EtcdStore:
                         time.sleep(min(0.1, max(0.0, deadline - now)))
                         continue
                 try:
-                    message = stream.next_message(deadline)
+                    message = stream.next_message(min(deadline, heard + PROBE_AFTER))
                 except (OSError, ValueError):
+                    message = _DROPPED
+                if message is None and time.monotonic() - heard >= PROBE_AFTER:
+                    # Silent for long: a member that hangs or lost its leader sees nothing.
+                    if self._http.probe(stream.conn.endpoint, PROBE_TIMEOUT):
+                        heard = time.monotonic()
+                    else:
+                        message = _DROPPED
+                error = error_of(message) if message is not None else None
+                if message is _DROPPED or (error and error.code in _RECONNECT):
+                    # Dropped, or etcd is stopping or electing: resume at ``following``
+                    # on another member; no busy loop against one that hangs up at once.
+                    avoid = stream.conn.endpoint
                     stream.close()
-                    stream = None  # dropped: reconnect, resuming at ``following``
-                    time.sleep(0.01)  # no busy loop against a server that hangs up at once
+                    stream = None
+                    time.sleep(0.01)
                     continue
                 if message is None:
                     continue  # timed out: the next round yields []
-                error = error_of(message)
-                if error and error.code in _RECONNECT:
-                    stream.close()
-                    stream = None  # etcd is stopping or electing: as if dropped
-                    continue
-                down_since = None
+                down_since, heard = None, time.monotonic()
                 result = self._watch_result(message)
                 events = [_event(e) for e in result.get("events", [])]
                 if events:

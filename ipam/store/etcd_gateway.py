@@ -7,6 +7,13 @@
 - ``WatchStream``: one streamed ``/v3/watch`` on a connection of its own,
   read message by message with a timeout that leaves the stream usable.
 
+Every request asks etcd to require a leader (``hasleader`` metadata, as
+clientv3's ``WithRequireLeader``): a member cut off from its cluster then says
+"no leader" at once instead of hanging, and cancels the watches it serves, so
+that clients move to another member. While the cluster elects a leader, calls
+keep trying the members for up to ``TOTAL_TIMEOUT`` (an election takes about
+one election timeout), and that is not counted as an outage for ``DOWN_HOLD``.
+
 ``ssl`` is imported only for ``etcds://``. A request that may have reached
 etcd is not sent again unless it is safe to repeat (``idempotent``) or its
 connection was an idle one that the server had already closed: a write whose
@@ -25,7 +32,7 @@ import weakref
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from .base import StoreUnavailable
+from .base import OutcomeUnknown, StoreUnavailable
 from .etcd_http import Connection, ProtocolError, StaleConnection
 
 if TYPE_CHECKING:
@@ -40,6 +47,9 @@ RETRY_WINDOW = 1.0  # seconds: how long quick failures (refused) are tried again
 DOWN_HOLD = 0.5
 # gRPC codes that etcd answers while it elects a leader or restarts: worth another try.
 _TRANSIENT = {14}  # UNAVAILABLE (no leader, leader changed, stopping)
+# What etcd answers before it proposes anything: a write so refused was not applied.
+_NOT_PROPOSED = ("etcdserver: no leader", "raft proposal dropped", "etcdserver: not capable")
+RAISE, RETRY, UNKNOWN = "raise", "retry", "unknown"
 
 
 class EtcdError(Exception):
@@ -60,6 +70,22 @@ def error_of(reply: Any) -> EtcdError | None:
     if isinstance(error, dict):  # a stream's error: {"grpc_code", "http_code", "message"}
         return EtcdError(int(error.get("grpc_code", 2)), str(error.get("message", error)))
     return EtcdError(int(reply.get("code", 2)), str(reply.get("message") or error))
+
+
+def verdict(error: EtcdError, idempotent: bool) -> str:
+    """What a call does with etcd's error answer (pure): RAISE it, RETRY on another
+    member (nothing was applied, or repeating is harmless), or give up with the
+    outcome UNKNOWN (a write that may have been applied: "request timed out",
+    "leader changed" while it was proposed)."""
+    not_proposed = any(text in str(error) for text in _NOT_PROPOSED)
+    if error.code not in _TRANSIENT and not not_proposed:
+        return RAISE
+    return RETRY if idempotent or not_proposed else UNKNOWN
+
+
+def leaderless(error: EtcdError) -> bool:
+    """The member answered but has no leader: the cluster is electing (or cut off)."""
+    return any(text in str(error) for text in _NOT_PROPOSED)
 
 
 class Gateway:
@@ -94,6 +120,7 @@ class Gateway:
         failures: list[str] = []
         backoff = 0.05
         refused_tls = False  # a TLS handshake failed: trying again will not help
+        electing = False  # a member answered "no leader": worth waiting for the election
         while True:
             attempt_deadline = min(deadline, time.monotonic() + self.attempt_timeout)
             conn, index, sent = None, self._preferred, False
@@ -111,11 +138,13 @@ class Gateway:
                 if error is None:
                     self._down = None
                     return reply
-                if error.code not in _TRANSIENT:
+                decision = verdict(error, idempotent)
+                if decision == RAISE:
                     raise error
                 failures.append(f"{self._name(index)}: {error}")
+                electing = electing or leaderless(error)
                 self._drop(conn, failover=True)
-                if not idempotent:
+                if decision == UNKNOWN:
                     raise self.unavailable(failures, unknown=True)
             except StaleConnection:
                 assert conn is not None
@@ -132,19 +161,21 @@ class Gateway:
                     raise self.unavailable(failures, unknown=True) from e
             now = time.monotonic()
             if now >= deadline:
-                raise self._all_down(failures)
+                raise self._all_down(failures, electing)
             # A full round of failures: pause, then try them all again (for a while).
             if len(failures) % len(self.endpoints) == 0:
-                if refused_tls or now - started > retry_window or now + backoff >= deadline:
-                    raise self._all_down(failures)
+                waited_enough = now - started > retry_window and not electing
+                if refused_tls or waited_enough or now + backoff >= deadline:
+                    raise self._all_down(failures, electing)
                 time.sleep(backoff)
-                backoff *= 2
+                backoff = min(backoff * 2, 0.2 if electing else 1.0)
 
-    def open_watch(self, body: dict[str, Any]) -> WatchStream:
+    def open_watch(self, body: dict[str, Any], avoid: int | None = None) -> WatchStream:
         """A streamed ``/v3/watch`` with ``body`` as its one request, on the first
-        endpoint that takes it."""
+        endpoint that takes it, trying endpoint ``avoid`` (where the last stream
+        failed) last."""
         failures: list[str] = []
-        start = self._preferred
+        start = self._preferred if avoid is None else avoid + 1
         for i in range(len(self.endpoints)):
             index = (start + i) % len(self.endpoints)
             try:
@@ -171,7 +202,7 @@ class Gateway:
     def unavailable(self, failures: list[str], unknown: bool = False) -> StoreUnavailable:
         seen = "; ".join(dict.fromkeys(failures)) or "no attempt"
         if unknown:
-            return StoreUnavailable(
+            return OutcomeUnknown(
                 f"etcd at {self.names} lost the answer to a write ({seen}): it may or may "
                 "not have been applied; read the keys again before retrying"
             )
@@ -180,10 +211,30 @@ class Gateway:
             "store URL (etcd://HOST:PORT[,HOST:PORT]), then try again later"
         )
 
-    def _all_down(self, failures: list[str]) -> StoreUnavailable:
-        """The error for a call that no endpoint answered, remembered for DOWN_HOLD."""
-        self._down = time.monotonic()
+    def _all_down(self, failures: list[str], electing: bool = False) -> StoreUnavailable:
+        """The error for a call that no endpoint answered, remembered for DOWN_HOLD
+        unless members answered that they are electing a leader (not an outage)."""
+        if not electing:
+            self._down = time.monotonic()
         return self.unavailable(failures)
+
+    def probe(self, index: int, timeout: float) -> bool:
+        """Whether endpoint ``index`` answers within ``timeout`` and knows a leader
+        (a watch on a member that hangs, or that lost its cluster, sees nothing)."""
+        deadline = time.monotonic() + timeout
+        try:
+            conn = self.connect(index, deadline)
+        except OSError:
+            return False
+        try:
+            conn.send("maintenance/status", b"{}")
+            status, _ = conn.head(deadline)
+            reply = _decode(conn.body(deadline), status)
+        except OSError:
+            return False
+        finally:
+            conn.close()
+        return error_of(reply) is None and int(reply.get("leader", 0) or 0) != 0
 
     def _just_down(self, now: float) -> bool:
         down = self._down

@@ -142,5 +142,7 @@ def _request(host: str, path: str, length: int) -> h11.Request:
         ("Host", host),
         ("Content-Type", "application/json"),
         ("Content-Length", str(length)),
+        # gRPC metadata through the gateway: refuse at once, without a leader (see etcd_gateway).
+        ("Grpc-Metadata-Hasleader", "true"),
     ]
     return h11.Request(method="POST", target="/v3/" + path, headers=headers)

@@ -13,7 +13,15 @@ from collections.abc import Callable, Iterator
 import h11
 import pytest
 
-from netplug.ipam.store.etcd_gateway import Gateway
+from netplug.ipam.store.etcd_gateway import (
+    RAISE,
+    RETRY,
+    UNKNOWN,
+    EtcdError,
+    Gateway,
+    leaderless,
+    verdict,
+)
 from netplug.ipam.store.etcd_http import Connection, ProtocolError, StaleConnection
 
 LOOPBACK = "127.0.0.1"
@@ -329,3 +337,27 @@ def test_an_answer_cut_short_is_a_connection_error() -> None:
             assert time.monotonic() - started < 1
         finally:
             conn.close()
+
+
+# -- what a call does with etcd's error answers (pure) -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("code", "message", "idempotent", "expected"),
+    [
+        (14, "etcdserver: no leader", False, RETRY),  # refused before proposing: not applied
+        (2, "raft proposal dropped", False, RETRY),
+        (14, "etcdserver: request timed out", False, UNKNOWN),  # proposed: may be applied
+        (14, "etcdserver: leader changed", False, UNKNOWN),
+        (14, "etcdserver: request timed out", True, RETRY),  # a read: repeat it
+        (3, "etcdserver: duplicate key given in txn request", True, RAISE),
+        (5, "etcdserver: requested lease not found", False, RAISE),
+    ],
+)
+def test_verdict_on_etcd_errors(code, message, idempotent, expected) -> None:
+    assert verdict(EtcdError(code, message), idempotent) == expected
+
+
+def test_only_a_member_without_leader_counts_as_electing() -> None:
+    assert leaderless(EtcdError(14, "etcdserver: no leader"))
+    assert not leaderless(EtcdError(14, "etcdserver: request timed out"))
