@@ -178,3 +178,36 @@ def test_a_paused_member_leaves_the_others_serving(cluster) -> None:
         cluster.members[0].resume()
         store.close()
         writer.close()
+
+
+def test_write_unavailability_window_on_a_leader_kill(cluster) -> None:
+    """A write starts every 20 ms: the window is from the kill to the first write,
+    started after it, that succeeds (the election); writes sent into the window
+    wait out the 2 s attempt timeout and end with their outcome unknown."""
+    store = open_store(cluster.url)
+    outcomes: list[tuple[float, bool]] = []
+
+    def write(i: int) -> None:
+        started = time.monotonic()
+        try:
+            store.put(f"u/{i}", b"x")
+            outcomes.append((started, True))
+        except StoreUnavailable:
+            outcomes.append((started, False))
+
+    try:
+        store.put("u/warm", b"x")
+        killed = kill(cluster, cluster.leader())
+        threads = [threading.Thread(target=write, args=(i,)) for i in range(100)]
+        for thread in threads:
+            thread.start()
+            time.sleep(0.02)
+        for thread in threads:
+            thread.join(timeout=10)
+        first = min(started for started, ok in outcomes if ok)
+        window = first - killed
+        print(f"write unavailability window after a leader kill: {window:.2f} s")
+        assert window < 2.0
+        assert all(ok for started, ok in outcomes if started > first + 0.1)
+    finally:
+        store.close()
