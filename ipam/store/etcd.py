@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+from . import etcd_watch as watching
 from .base import (
     Compacted,
     Compare,
@@ -54,11 +55,6 @@ _OPS: dict[str, Callable[[Any, Any], bool]] = {
     ">": operator.gt,
 }
 _NOT_FOUND, _INVALID, _OUT_OF_RANGE = 5, 3, 11  # gRPC status codes
-_RECONNECT = {1, 4, 14}  # a watch stream that ends with CANCELLED, DEADLINE_EXCEEDED, UNAVAILABLE
-# A watch whose stream said nothing for PROBE_AFTER seconds asks its member for its
-# status: a member that hangs (SIGSTOP, overload) or lost its leader is left.
-PROBE_AFTER, PROBE_TIMEOUT = 3.0, 1.0
-_DROPPED: dict[str, Any] = {"error": "the watch stream broke"}  # a marker, never sent
 
 
 def _b64(data: bytes) -> str:
@@ -320,19 +316,18 @@ class EtcdStore:
                         time.sleep(min(0.1, max(0.0, deadline - now)))
                         continue
                 try:
-                    message = stream.next_message(min(deadline, heard + PROBE_AFTER))
+                    message = stream.next_message(min(deadline, heard + watching.PROBE_AFTER))
                 except (OSError, ValueError):
-                    message = _DROPPED
-                if message is None and time.monotonic() - heard >= PROBE_AFTER:
-                    # Silent for long: a member that hangs or lost its leader sees nothing.
-                    if self._http.probe(stream.conn.endpoint, PROBE_TIMEOUT):
+                    message = watching.DROPPED
+                action = watching.step(message, time.monotonic() - heard)
+                if action == watching.PROBE:
+                    if self._http.probe(stream.conn.endpoint, watching.PROBE_TIMEOUT):
                         heard = time.monotonic()
-                    else:
-                        message = _DROPPED
-                error = error_of(message) if message is not None else None
-                if message is _DROPPED or (error and error.code in _RECONNECT):
-                    # Dropped, or etcd is stopping or electing: resume at ``following``
-                    # on another member; no busy loop against one that hangs up at once.
+                        continue
+                    action = watching.RECONNECT
+                if action == watching.RECONNECT:
+                    # Resume at ``following`` on another member; no busy loop against
+                    # one that hangs up at once.
                     avoid = stream.conn.endpoint
                     stream.close()
                     stream = None
@@ -344,7 +339,7 @@ class EtcdStore:
                 result = self._watch_result(message)
                 events = [_event(e) for e in result.get("events", [])]
                 if events:
-                    following = events[-1].kv.mod_revision + 1
+                    following = watching.resume_at(following, [e.kv.mod_revision for e in events])
                     yield events
                     deadline = time.monotonic() + timeout
         finally:

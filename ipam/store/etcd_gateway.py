@@ -83,6 +83,13 @@ def verdict(error: EtcdError, idempotent: bool) -> str:
     return RETRY if idempotent or not_proposed else UNKNOWN
 
 
+def endpoint_order(preferred: int, count: int, avoid: int | None = None) -> list[int]:
+    """The order to try ``count`` endpoints in (pure): from ``preferred`` on, or,
+    after a failure on ``avoid``, from the one after it, ``avoid`` last."""
+    start = preferred if avoid is None else avoid + 1
+    return [(start + i) % count for i in range(count)]
+
+
 def leaderless(error: EtcdError) -> bool:
     """The member answered but has no leader: the cluster is electing (or cut off)."""
     return any(text in str(error) for text in _NOT_PROPOSED)
@@ -175,9 +182,7 @@ class Gateway:
         endpoint that takes it, trying endpoint ``avoid`` (where the last stream
         failed) last."""
         failures: list[str] = []
-        start = self._preferred if avoid is None else avoid + 1
-        for i in range(len(self.endpoints)):
-            index = (start + i) % len(self.endpoints)
+        for index in endpoint_order(self._preferred, len(self.endpoints), avoid):
             try:
                 return WatchStream(self, index, body)
             except OSError as e:
