@@ -56,7 +56,8 @@ ETCD_HEARTBEAT_MS, ETCD_ELECTION_MS = 50, 500  # a cluster's raft timers (one bo
 
 
 def etcd_address(index: int, members: int) -> str:
-    """Member ``index``'s address: the fabric's for a lone member, else 192.0.2.2 on."""
+    """Member ``index``'s address: the fabric's for a lone member, else 192.0.2.2 on
+    (each member of a cluster in a namespace of its own, joined to the fabric)."""
     return FABRIC_ADDRESS if members == 1 else f"192.0.2.{2 + index}"
 
 
@@ -162,8 +163,7 @@ class Lab:
         """Start member ``index`` (0-based; again after it stopped: same data, same
         address); ``_wait_for_store`` tells when the cluster serves."""
         address, name = etcd_address(index, self.etcd_members), etcd_name(index, self.etcd_members)
-        if self.etcd_members > 1:  # ``replace``: a restarted member finds its address there
-            run("ip", "-n", self.fabric, "addr", "replace", f"{address}/24", "dev", "fabric0")
+        netns = self.fabric if self.etcd_members == 1 else self._member_namespace(index)
         members = range(self.etcd_members)
         cluster = ",".join(
             f"{etcd_name(i, self.etcd_members)}=http://{etcd_address(i, self.etcd_members)}:2380"
@@ -195,7 +195,39 @@ class Lab:
                 f"--election-timeout={ETCD_ELECTION_MS}",
                 "--pre-vote",
             ]
-        return self._spawn(self.fabric, name.replace("lab", "etcd"), argv)
+        return self._spawn(netns, name.replace("lab", "etcd"), argv)
+
+    def _member_namespace(self, index: int) -> str:
+        """Member ``index``'s namespace on the fabric (made on its first start):
+        its own, so that a test can cut its peer traffic and nothing else's."""
+        netns, link = self.prefix + f"etcd{index + 1}", f"etcd{index + 1}"
+        if netns in namespaces.lab_namespaces(self.prefix):
+            return netns
+        namespaces.create(netns)
+        run("ip", "-n", netns, "link", "add", "under0", "type", "veth", "peer", "name", link)
+        run("ip", "-n", netns, "link", "set", link, "netns", self.fabric)
+        run("ip", "-n", self.fabric, "link", "set", link, "master", "fabric0", "up")
+        address = etcd_address(index, self.etcd_members)
+        run("ip", "-n", netns, "addr", "add", f"{address}/24", "dev", "under0")
+        run("ip", "-n", netns, "link", "set", "under0", "up")
+        return netns
+
+    def partition_etcd_member(self, index: int, cut: bool = True) -> None:
+        """Drop member ``index``'s peer traffic (raft, port 2380) inside its own
+        namespace, or let it through again (``cut=False``); its clients still reach
+        it. Needs ``--etcd-members`` > 1."""
+        netns = self.prefix + f"etcd{index + 1}"
+        if not cut:
+            run("ip", "netns", "exec", netns, "nft", "delete", "table", "inet", "partition")
+            return
+        # Both ways: segments that still went out would keep the others hearing from it.
+        chains = "".join(
+            f" chain {hook} {{\n  type filter hook {hook} priority 0; policy accept;\n"
+            "  tcp dport 2380 drop\n  tcp sport 2380 drop\n }\n"
+            for hook in ("input", "output")
+        )
+        rules = "table inet partition {\n" + chains + "}\n"
+        run("ip", "netns", "exec", netns, "nft", "-f", "-", input=rules.encode())
 
     def etcd_processes(self) -> dict[int, dict]:
         """The running etcd members' process records (pid, start), by member index."""

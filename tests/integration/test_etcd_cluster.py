@@ -10,7 +10,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from test_store_outage import attachment_ids, container_veths
+from test_store_outage import attachment_ids, container_veths, ping
 
 from netplug.lab import namespaces
 
@@ -105,18 +105,61 @@ def test_a_storm_of_adds_rides_out_a_leader_kill_then_a_follower_kill(cluster_la
     assert [e for e in host_seen if e.type == "delete"] == []
 
 
+def host_names(lab) -> set[str]:
+    with lab.store() as store:
+        return {kv.key.rsplit("/", 1)[1] for kv in store.range("/netplug/hosts/", True).kvs}
+
+
+def watch_attachments(lab, stop: threading.Event, seen: list) -> None:
+    with lab.store() as store:
+        for batch in store.watch("/netplug/attachments/", store.status() + 1, timeout=0.2):
+            seen.extend(e.kv.key.rsplit("/", 2)[1] for e in batch if e.type == "put")
+            if stop.is_set():
+                return
+
+
 @pytest.mark.parametrize("lab", ["etcd"], indirect=True)
-def test_a_paused_member_leaves_the_cluster_serving(cluster_lab):
+def test_a_cut_off_member_and_a_paused_one_leave_the_cluster_serving(cluster_lab):
+    """Member 1 (every client's first endpoint) loses its peers (raft traffic dropped in
+    its namespace; clients still reach it), later member 2 is SIGSTOPped: ADDs go on
+    within the bound, blocks leased meanwhile reach the other hosts' overlay (their
+    watches left the member), and a watch from before sees every new attachment."""
     lab = cluster_lab
-    lab.pause_etcd_member(0)  # every client's first endpoint
+    stop, seen, host_seen = threading.Event(), [], []
+    watchers = [
+        threading.Thread(target=watch_attachments, args=(lab, stop, seen)),
+        threading.Thread(target=host_events, args=(lab, stop, host_seen)),
+    ]
+    for thread in watchers:
+        thread.start()
     try:
-        started = time.monotonic()
-        lab.run_container("host1", "a")
-        lab.run_container("host2", "b")
-        assert time.monotonic() - started < 2 * ADD_BOUND
-        assert eventually(lambda: attachment_ids(lab) == {"a", "b"})
-        with lab.store() as store:
-            hosts = store.range("/netplug/hosts/", prefix=True).kvs
-        assert len(hosts) == 3
+        lab.partition_etcd_member(0)
+        for host, name in (("host1", "a"), ("host2", "b")):
+            started = time.monotonic()
+            lab.run_container(host, name)
+            assert time.monotonic() - started < ADD_BOUND
+        b = lab.state.load()["containers"]["b"]["address"].split("/")[0]
+        assert eventually(lambda: ping(lab, "a", b), timeout=15)
+        lab.partition_etcd_member(0, cut=False)
+
+        lab.pause_etcd_member(1)
+        try:
+            started = time.monotonic()
+            lab.run_container("host3", "c")
+            assert time.monotonic() - started < ADD_BOUND
+            c = lab.state.load()["containers"]["c"]["address"].split("/")[0]
+            assert eventually(lambda: ping(lab, "a", c), timeout=15)
+        finally:
+            lab.pause_etcd_member(1, paused=False)
+        assert eventually(lambda: set(seen) == {"a", "b", "c"}, timeout=10)
     finally:
-        lab.pause_etcd_member(0, paused=False)
+        stop.set()
+        for thread in watchers:
+            thread.join(timeout=10)
+    # Every host is (again) in the others' peers. Not asserted: that no host record
+    # ever went. About one run in four, one host's lease ran out around the cut
+    # (etcd expired it; its agent saw every renewal succeed, then registered again):
+    # see the README's etcd section.
+    assert eventually(lambda: host_names(lab) == set(HOSTS), timeout=10)
+    dropped = [e.kv.key for e in host_seen if e.type == "delete"]
+    print(f"host records dropped during the cut: {dropped}")
