@@ -157,9 +157,10 @@ def test_a_cut_off_member_and_a_paused_one_leave_the_cluster_serving(cluster_lab
         for thread in watchers:
             thread.join(timeout=10)
     # Every host is (again) in the others' peers. Not asserted: that no host record
-    # ever went. About one run in four, one host's lease ran out around the cut
-    # (etcd expired it; its agent saw every renewal succeed, then registered again):
-    # see the README's etcd section.
+    # ever went. In about one run in five etcd 3.4.23 drops one: the member that led
+    # before the cut or the pause, back again, revokes by its stale clock a lease
+    # the new leader kept alive, through the new leader (etcd-io/etcd#12528, fixed
+    # by #16822 in later 3.4/3.5 releases); the agent registers again within TTL/3.
     assert eventually(lambda: host_names(lab) == set(HOSTS), timeout=10)
     dropped = [e.kv.key for e in host_seen if e.type == "delete"]
     print(f"host records dropped during the cut: {dropped}")
