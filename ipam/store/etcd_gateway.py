@@ -221,7 +221,12 @@ class Gateway:
         unless members answered that they are electing a leader (not an outage)."""
         if not electing:
             self._down = time.monotonic()
-        return self.unavailable(failures)
+            return self.unavailable(failures)
+        seen = "; ".join(dict.fromkeys(failures))
+        return StoreUnavailable(
+            f"etcd at {self.names} has no leader ({seen}): the cluster is electing one or "
+            "has lost its quorum (start the stopped members); nothing was written, try again later"
+        )
 
     def probe(self, index: int, timeout: float) -> bool:
         """Whether endpoint ``index`` answers within ``timeout`` and knows a leader

@@ -17,7 +17,7 @@ from store_testing import wait_until
 from netplug.agent.registration import HostRegistration
 from netplug.ipam.allocations import IPAM, Pool
 from netplug.ipam.schema import Hosts
-from netplug.ipam.store.base import Event, StoreUnavailable
+from netplug.ipam.store.base import Event, OutcomeUnknown, StoreUnavailable
 from netplug.ipam.store.url import open_store
 
 from etcd_server import EtcdCluster, start_etcd_cluster
@@ -209,5 +209,22 @@ def test_write_unavailability_window_on_a_leader_kill(cluster) -> None:
         print(f"write unavailability window after a leader kill: {window:.2f} s")
         assert window < 2.0
         assert all(ok for started, ok in outcomes if started > first + 0.1)
+    finally:
+        store.close()
+
+
+def test_a_member_without_quorum_says_so_at_once_and_writes_nothing(cluster) -> None:
+    """Two of three members gone: the last one has no leader. It refuses every
+    request at once ("no leader": the client requires one), so a write is known
+    not to have been applied, rather than hanging and ending with its outcome unknown."""
+    store = open_store(f"etcd://{cluster.members[0].endpoint}")
+    try:
+        store.put("q", b"1")
+        kill(cluster, 1)
+        kill(cluster, 2)
+        wait_until(lambda: cluster.members[0].status().get("leader") in (None, "0"), timeout=5)
+        with pytest.raises(StoreUnavailable, match="has no leader") as info:
+            store.put("q", b"2")
+        assert not isinstance(info.value, OutcomeUnknown)
     finally:
         store.close()
