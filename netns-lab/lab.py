@@ -156,7 +156,8 @@ class Lab:
         url = etcd_url(self.etcd_members)
         self._wait_for_store(url, procs)
         pids = ", ".join(str(proc.pid) for proc in procs)
-        self.say(f"store: etcd in {self.fabric} at {url} (pid {pids})")
+        where = self.fabric if self.etcd_members == 1 else f"{self.etcd_members} members"
+        self.say(f"store: etcd ({where}) at {url} (pid {pids})")
         return url
 
     def start_etcd_member(self, index: int) -> subprocess.Popen:
