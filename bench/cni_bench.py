@@ -431,6 +431,7 @@ class Side:
                 "hostName": HOST_NAME,
                 "logFile": str(self.workdir / "netplug.log"),
                 "runDir": str(self.workdir / "run"),
+                "agent": {"autostart": False},  # this script starts the agent, or not
             }
         else:
             self.argv = [str(BRIDGE)]

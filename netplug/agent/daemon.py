@@ -62,6 +62,7 @@ from netplug.net import netns, vxlan
 
 log = logging.getLogger("netplugd")
 
+START_FAULT = "agent-start"  # NETPLUG_FAULTS point: the agent exits before it serves
 LOOPS_STOP_TIMEOUT = 5.0  # the loops wait on their stop event at most a second or so
 
 
@@ -89,6 +90,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="where this host remembers its store's identity, as the configs' runDir: "
         "netplugd refuses to start on a store that was reset or replaced "
         "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--pid-file",
+        help="write this agent's PID here once it serves @netplugd, removed when it stops "
+        "(the plugin passes RUNDIR/HOST/netplugd.pid to an agent it starts)",
     )
     parser.add_argument(
         "--underlay-device", help="the VXLAN underlay interface (default: the default route's)"
@@ -212,10 +218,12 @@ async def run(args: argparse.Namespace) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         asyncio.get_running_loop().add_signal_handler(sig, stop.set)
     http = None
+    pid_file = PidFile(args.pid_file)
     try:
         host.store.status()
         identity.verify(host.store, memory)
         server.start()  # first: a second agent in this namespace fails here
+        pid_file.write()  # only now: a refused second agent leaves the first one's alone
         # pyroute2's blocking API refuses a thread that runs an event loop.
         vtep = await asyncio.to_thread(_vtep, args.underlay_device)
         registration = HostRegistration(host.store, host.name, vtep, args.lease_ttl)
@@ -244,7 +252,34 @@ async def run(args: argparse.Namespace) -> None:
             await http.cleanup()
         await dns.close()
         await asyncio.to_thread(server.close)
+        pid_file.remove()
         host.close()
+
+
+class PidFile:
+    """``--pid-file``: this process's PID, written whole (a reader never sees half of
+    it) and removed only while it still names this process."""
+
+    def __init__(self, path: str | None) -> None:
+        self.path = path
+
+    def write(self) -> None:
+        if self.path:
+            tmp = f"{self.path}.{os.getpid()}.tmp"
+            with open(tmp, "w") as f:
+                f.write(f"{os.getpid()}\n")
+            os.replace(tmp, self.path)
+
+    def remove(self) -> None:
+        if not self.path:
+            return
+        try:
+            with open(self.path) as f:
+                ours = f.read().strip() == str(os.getpid())
+            if ours:
+                os.unlink(self.path)
+        except OSError:  # gone already, or the run dir with it
+            pass
 
 
 async def _serve_http(
@@ -273,9 +308,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if armed := faults.notice():
             log.warning("%s", armed)
+        faults.check(START_FAULT, RuntimeError)
     except faults.FaultSpecError as e:
         log.error("refusing to start: %s", e)
         return 2
+    except RuntimeError as e:  # an injected failure, as an agent that cannot start
+        log.error("refusing to start: %s", e)
+        return 1
     try:
         event_loop_runner()(run(args))  # uvloop: DNS over TCP, forwarding and the API run here
     except StoreReset as e:

@@ -5,7 +5,8 @@ Start-up is paid on every container start, so this module imports only
 (each would cost as much as the interpreter's own start), not even ``os``
 (over a millisecond when the launcher skips ``site``). When the host's netplugd
 serves this store and host name, the call goes to it and its answer is
-printed; otherwise (no agent, or it declines) the same handler runs here,
+printed; an ADD that finds no agent starts one (``autostart``) and hands the
+call to it; otherwise (no agent, or it declines) the same handler runs here,
 importing the heavy parts only then.
 """
 
@@ -49,6 +50,8 @@ def main() -> int:
         reply = client.call(env, stdin)
     except client.AgentError as e:
         reply = _error_reply(env, stdin, TRY_AGAIN_LATER, str(e))
+    if reply is None and env["CNI_COMMAND"] == "ADD":  # no agent: start this host's
+        reply = _via_started_agent(env, stdin)
     if reply is None or reply[0] is None:  # no agent here, or not ours
         reply = _in_process(env, stdin)
     status, log_file, summary, stdout = reply
@@ -58,6 +61,21 @@ def main() -> int:
     # Nothing is left to do: skip the interpreter's teardown, about 2 ms of CPU
     # on every container start.
     posix._exit(status)
+
+
+def _via_started_agent(
+    env: dict[str, str], stdin: bytes
+) -> tuple[int | None, str, str, bytes] | None:
+    """The agent's reply once one was started for this host (autostart.py), or None
+    when none serves: the call then runs here."""
+    from netplug.cni import autostart
+
+    if not autostart.ensure(env, stdin):
+        return None
+    try:
+        return client.call(env, stdin)
+    except client.AgentError as e:
+        return _error_reply(env, stdin, TRY_AGAIN_LATER, str(e))
 
 
 def _in_process(env: dict[str, str], stdin: bytes) -> tuple[int, str, str, bytes]:

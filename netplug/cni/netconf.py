@@ -92,6 +92,7 @@ class NetConf:
     mtu: int = 0  # 0: underlay MTU minus the VXLAN overhead
     ip_masq: bool = False
     isolate: bool = True  # a segment: no traffic to or from other isolated networks
+    autostart_agent: bool = True  # agent.autostart: an ADD that finds no netplugd starts one
     store: str = "sqlite:///var/lib/netplug/netplug.db"
     host_name: str
     domain: str = "netplug.internal"
@@ -231,7 +232,8 @@ def _netconf(
 
 
 def _datapath(section: dict) -> dict:
-    """The NetConf fields only the netplug plugin itself uses, read from `section`."""
+    """The NetConf fields only the netplug plugin itself uses, read from `section`
+    (netplug-ipam is a delegate: it never starts the agent)."""
     vxlan = json_field(section, "vxlan", dict, "", {})
     return {
         "vxlan": VxlanConf(
@@ -243,6 +245,9 @@ def _datapath(section: dict) -> dict:
         "ip_masq": json_field(section, "ipMasq", bool, "", NetConf.ip_masq),
         "isolate": json_field(section, "isolate", bool, "", NetConf.isolate),
         "bridge": _ifname_field(section, "bridge", "") or "",
+        "autostart_agent": json_field(
+            json_field(section, "agent", dict, "", {}), "autostart", bool, "agent.", True
+        ),
     }
 
 

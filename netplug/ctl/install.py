@@ -82,16 +82,19 @@ def conflist(
     vni: int | None = None,
     portmap: bool = True,
     ip_masq: bool = True,
+    autostart: bool = True,
 ) -> dict:
     """A network list: netplug, then portmap unless ``portmap`` is false (Debian's
     runtimes speak up to 1.0.0). Without ``vni`` the store assigns the network one.
     ``ip_masq``: containers reach the outside from the host's address, as on
-    podman's own default network."""
+    podman's own default network. ``autostart``: the first ADD on a host without
+    netplugd starts one (off for hosts that run the systemd unit)."""
     plugin: dict = {
         "type": "netplug",
         "subnet": subnet,
         "ipMasq": ip_masq,
         "store": store,
+        "agent": {"autostart": autostart},
         "capabilities": {"aliases": True, "ips": True},
     }
     if host_name:

@@ -284,6 +284,7 @@ def cmd_install(args: argparse.Namespace) -> int:
             vni=args.vni,
             portmap=not args.no_portmap,
             ip_masq=not args.no_ip_masq,
+            autostart=not args.no_autostart,
         )
         written.append(install.install_conflist(Path(args.conf_dir), document))
         for plugin in install.chained_elsewhere(document, bin_dir):
@@ -397,6 +398,12 @@ def parser() -> argparse.ArgumentParser:
         "--no-ip-masq",
         action="store_true",
         help="write ipMasq false: containers reach no address outside the subnet",
+    )
+    ins.add_argument(
+        "--no-autostart",
+        action="store_true",
+        help='write "agent": {"autostart": false}: the host runs netplugd itself '
+        "(the systemd unit), the plugin never starts one",
     )
     ins.add_argument("--no-conflist", action="store_true", help="install the plugins only")
     for sp in command_parsers(p).values():

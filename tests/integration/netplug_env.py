@@ -57,7 +57,9 @@ class NetplugHost:
         workdir.mkdir(parents=True, exist_ok=True)
 
     def conf(self, version: str = "1.0.0", name: str = "blue", **fields: Any) -> dict[str, Any]:
-        """A netplug network config (the plugin's part of a conflist, as libcni sends it)."""
+        """A netplug network config (the plugin's part of a conflist, as libcni sends it).
+        Autostart is off: a test says whether an agent serves (``agent()``), and one
+        that wants the plugin to start it passes ``agent={"autostart": True}``."""
         conf = {
             "cniVersion": version,
             "name": name,
@@ -67,6 +69,7 @@ class NetplugHost:
             "hostName": self.host_name,
             "logFile": str(self.log_file),
             "runDir": str(self.run_dir),
+            "agent": {"autostart": False},
         }
         conf.update(fields)
         return conf

@@ -1,8 +1,10 @@
-"""netplugd's options: a host name goes into store keys, so it is checked."""
+"""netplugd's options: a host name goes into store keys, so it is checked; its PID file."""
+
+import os
 
 import pytest
 
-from netplug.agent.daemon import parse_args
+from netplug.agent.daemon import PidFile, parse_args
 
 
 @pytest.mark.parametrize("name", ["h1/evil", "..", "_x", "a b", "a" * 254])
@@ -22,3 +24,17 @@ def test_the_default_from_netplug_hostname_is_checked_too(monkeypatch, capsys):
 
 def test_a_fully_qualified_host_name_is_fine():
     assert parse_args(["--host-name", "node-1.example.com"]).host_name == "node-1.example.com"
+
+
+def test_the_pid_file_names_this_agent_and_is_removed_only_while_it_does(tmp_path):
+    path = tmp_path / "netplugd.pid"
+    pid_file = PidFile(str(path))
+    pid_file.write()
+    assert path.read_text() == f"{os.getpid()}\n"
+    pid_file.remove()
+    assert not path.exists()
+    path.write_text("1\n")  # another agent's (a second one that was refused)
+    pid_file.remove()
+    assert path.read_text() == "1\n"
+    PidFile(None).write()  # no --pid-file: nothing written, nothing to remove
+    PidFile(None).remove()

@@ -73,6 +73,14 @@ def test_isolate_defaults_to_true_and_can_be_turned_off() -> None:
     assert conf_of({"isolate": False}).isolate is False
 
 
+def test_agent_autostart_defaults_to_true_and_can_be_turned_off() -> None:
+    assert conf_of({}).autostart_agent is True
+    assert conf_of({"agent": {}}).autostart_agent is True
+    assert conf_of({"agent": {"autostart": False}}).autostart_agent is False
+    assert failure({"agent": {"autostart": "no"}}).msg.startswith("agent.autostart")
+    assert failure({"agent": False}).code == 7
+
+
 def test_null_fields_mean_default() -> None:
     conf = conf_of({"mtu": None, "vxlan": None, "subnet6": None, "store": None})
     assert (conf.mtu, conf.vxlan, conf.subnet6, conf.store) == (0, VxlanConf(), None, NetConf.store)

@@ -151,6 +151,7 @@ def test_install_writes_launchers_and_a_conflist(tmp_path):
             "subnet": "10.9.0.0/16",
             "ipMasq": True,  # outside access, as on podman's default network
             "store": "sqlite:///var/lib/netplug/netplug.db",
+            "agent": {"autostart": True},  # the first ADD starts netplugd
             "capabilities": {"aliases": True, "ips": True},
         },
         {"type": "portmap", "capabilities": {"portMappings": True}},  # podman's -p
@@ -250,13 +251,14 @@ def test_global_options_work_before_and_after_every_command(command):
     assert defaults.json is False and defaults.store and defaults.host_name
 
 
-def test_install_takes_a_vni_or_leaves_portmap_and_masquerading_out(tmp_path, capsys):
+def test_install_takes_a_vni_or_leaves_portmap_masquerading_and_autostart_out(tmp_path, capsys):
     dirs = ["--bin-dir", str(tmp_path / "bin"), "--conf-dir", str(tmp_path / "conf")]
-    args = ["--network", "red", "--vni", "7", "--no-portmap", "--no-ip-masq"]
+    args = ["--network", "red", "--vni", "7", "--no-portmap", "--no-ip-masq", "--no-autostart"]
     assert main(["install", *dirs, *args]) == 0
     (plugin,) = json.loads((tmp_path / "conf" / "50-red.conflist").read_text())["plugins"]
     assert plugin["vxlan"] == {"vni": 7}
     assert plugin["ipMasq"] is False
+    assert plugin["agent"] == {"autostart": False}  # a host that runs the systemd unit
     for bad in ("0", "16777216", "x"):
         with pytest.raises(SystemExit):
             main(["install", *dirs, "--network", "green", "--vni", bad])
