@@ -7,8 +7,10 @@ started here and killed by PID. Everything lives under the test's tmp_path.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -185,6 +187,71 @@ class NetplugHost:
     def agent_log(self) -> str:
         path = self.workdir / "netplugd.log"
         return path.read_text() if path.exists() else ""
+
+    # -- an agent the plugin started (autostart) -----------------------------------------
+
+    @property
+    def started_agent_dir(self) -> Path:
+        """Where an agent the plugin starts keeps its PID file and log."""
+        return self.run_dir / self.host_name
+
+    def started_agent_pid(self) -> int | None:
+        path = self.started_agent_dir / "netplugd.pid"
+        return int(path.read_text()) if path.exists() else None
+
+    def started_agent_log(self) -> str:
+        path = self.started_agent_dir / "netplugd.log"
+        return path.read_text() if path.exists() else ""
+
+    @contextmanager
+    def started_agents(self) -> Iterator[None]:
+        """Stops, afterwards, every agent the plugin started in this host's namespace,
+        by PID: the one its PID file names and any other (a test that failed may have
+        left more). A PID is only signalled while it is such an agent there."""
+        try:
+            yield
+        finally:
+            for pid in agents_in(self.netns):
+                stop_pid(pid)
+
+
+AGENT_MODULE = b"netplug.agent.daemon"  # in the command line of an agent the plugin starts
+
+
+def agents_in(netns: str) -> list[int]:
+    """PIDs of the live (not zombie) agents the plugin started in ``netns``."""
+    want = os.stat(netns_path(netns))
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ns = os.stat(entry / "ns" / "net")
+            cmdline = (entry / "cmdline").read_bytes()
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        same = (ns.st_dev, ns.st_ino) == (want.st_dev, want.st_ino)
+        if same and AGENT_MODULE in cmdline.split(b"\0") and state not in "ZX":
+            found.append(int(entry.name))
+    return sorted(found)
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie does not: nobody here is its parent to reap it)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in "ZX"
+    except OSError:
+        return False
+
+
+def stop_pid(pid: int, timeout: float = 10.0) -> None:
+    """SIGTERM ``pid`` (not this process's child), SIGKILL when it outlives ``timeout``."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+        if wait_for(lambda: not _alive(pid), timeout, poll=0.05):
+            return
 
 
 def _wait_for_line(path: Path, text: str, proc: subprocess.Popen, timeout: float) -> None:

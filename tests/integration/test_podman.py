@@ -22,7 +22,7 @@ from netplug_clients import (
     veths,
 )
 
-from netplug_env import BIN, NetplugHost, eventually
+from netplug_env import BIN, NetplugHost, agents_in, eventually
 from runtimes import Podman, netns_exec, run
 
 pytestmark = pytest.mark.netns
@@ -197,3 +197,30 @@ def test_podman_publishes_a_port_through_the_installed_chain(
     podman.rm_all()
     assert "--dport 8080" not in nat_rules(np_host.netns)
     assert attachments(np_host) == []
+
+
+@pytest.mark.parametrize("np_host", ["in-process"], indirect=True)
+def test_podman_on_a_plain_install_resolves_names_with_no_agent_set_up(
+    np_host: NetplugHost, podman: Podman, cni_plugin_dirs: list[Path]
+) -> None:
+    """``netplugctl install``'s conflist and nothing else: the first container's ADD
+    starts netplugd (in podman's mount namespace, as the plugin runs there), which
+    answers the containers' names on the gateway."""
+    conflist = install_network(np_host, podman, cni_plugin_dirs[0])
+    assert conflist["plugins"][0]["agent"] == {"autostart": True}
+    with np_host.started_agents():
+        podman.run("alpha", "npt-ports")
+        podman.run("beta", "npt-ports")
+        pid = np_host.started_agent_pid()
+        assert pid is not None and agents_in(np_host.netns) == [pid]
+        ip_b = podman.ip("beta", "npt-ports")
+        for name in ("beta", "beta.npt-ports.netplug.internal"):
+
+            def answer(name: str = name) -> str:
+                return podman.exec("alpha", "nslookup", name, check=False).stdout
+
+            assert eventually(lambda: ip_b in answer(), timeout=10), (name, answer())
+        served = np_host.started_agent_log()
+        assert served.count("ADD container=") == 2, served
+        podman.rm_all()  # DELs through the agent
+        assert attachments(np_host) == []
