@@ -7,6 +7,9 @@ Four scenarios, each side's samples interleaved (the machine is noisy):
 - ``parallel``: 100 ADDs started at once (then 100 DELs), wall time until all
   are done, netplug with its agent against the reference;
 - ``scale``: ADD latency with no container attached and with 1000 attached;
+- ``autostart``: the first ADD on a fresh host without netplugd, which starts
+  it (README, "The agent starts itself"), then ADD+DEL through that agent
+  against the reference;
 - ``startup``: VERSION from exec to exit, ``python -c pass`` for context,
   ``-X importtime`` of the plugin's path when ADD goes to the agent, and
   whether ``.pyc`` caching was in effect.
@@ -51,6 +54,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from netplug.lab import namespaces
+
 from harness import quantile, run_guarded, stop
 
 REPO = Path(__file__).resolve().parent.parent
@@ -72,7 +77,7 @@ NETWORK = "npb"
 CNI_VERSION = "1.0.0"
 MTU = 1500
 
-SCENARIOS = ("startup", "latency", "parallel", "scale")
+SCENARIOS = ("startup", "latency", "parallel", "scale", "autostart")
 CALL_TIMEOUT = 30.0  # one plugin call, or one batch of parallel calls
 AGENT_START_TIMEOUT = 20.0
 IP_TIMEOUT = 120.0
@@ -85,6 +90,9 @@ AGENT_NICE = -10  # systemd/netplugd.service's Nice=
 IMPORTTIME_RUNS = 5
 LATENCY_BAR = 1.5
 PARALLEL_BAR = 1.0
+FIRST_ADD_BAR = 1.5  # seconds: the first ADD on a host, agent start included
+AUTOSTART_BAR = 1.0  # ADD+DEL through the started agent against the reference
+AFTER_START = 5  # ADD+DEL pairs per side after each first ADD
 CLONE_NEWNET = 0x40000000
 
 
@@ -407,7 +415,14 @@ class Side:
     """One plugin on its own host namespace, with its own state under the temp dir."""
 
     def __init__(
-        self, bench: Bench, label: str, kind: str, masq: bool, agent: bool, tag: str
+        self,
+        bench: Bench,
+        label: str,
+        kind: str,
+        masq: bool,
+        agent: bool,
+        tag: str,
+        autostart: bool = False,
     ) -> None:
         self.label, self.kind, self.masq, self.agent = label, kind, masq, agent
         self.netns = bench.ns.host(tag)
@@ -431,7 +446,7 @@ class Side:
                 "hostName": HOST_NAME,
                 "logFile": str(self.workdir / "netplug.log"),
                 "runDir": str(self.workdir / "run"),
-                "agent": {"autostart": False},  # this script starts the agent, or not
+                "agent": {"autostart": autostart},  # else this script starts it, or not
             }
         else:
             self.argv = [str(BRIDGE)]
@@ -512,8 +527,17 @@ class Side:
     def close(self) -> None:
         if self.agent_proc is not None:
             stop(self.agent_proc, timeout=10)
+        if (pid := self.started_agent()) is not None:
+            namespaces.stop(pid, namespaces.start_time(pid))
         with contextlib.suppress(OSError):
             os.close(self.fd)
+
+    def started_agent(self) -> int | None:
+        """The PID of the agent the plugin started (its PID file), None when none runs."""
+        path = self.workdir / "run" / HOST_NAME / "netplugd.pid"
+        with contextlib.suppress(OSError, ValueError):
+            return int(path.read_text())
+        return None
 
 
 class Bench:
@@ -529,9 +553,11 @@ class Bench:
         self.raw: dict[str, Any] = {}
         self.failures: list[str] = []
 
-    def side(self, label: str, kind: str, masq: bool = False, agent: bool = False) -> Side:
+    def side(
+        self, label: str, kind: str, masq: bool = False, agent: bool = False, **kw: bool
+    ) -> Side:
         tag = f"{len(self.sides)}{kind[0]}"
-        side = Side(self, label, kind, masq, agent, tag)
+        side = Side(self, label, kind, masq, agent, tag, **kw)
         self.sides.append(side)
         return side
 
@@ -719,6 +745,55 @@ def describe_cpu(rounds: list[dict[str, float]]) -> str:
         f"plugin processes {ms(med['plugins'])} ms, agent {ms(med['agent'])} ms; "
         f"whole machine {ms(med['machine'])} ms (median of {len(rounds)} rounds)"
     )
+
+
+def scenario_autostart(b: Bench, samples: int) -> list[Row]:
+    """Each sample: a fresh host (namespace, store) with no agent and autostart on;
+    its first ADD (which starts netplugd and waits for it to serve), then
+    AFTER_START ADD+DEL pairs through that agent interleaved with the reference's
+    (whose host has one container attached, as the netplug host's first)."""
+    progress(f"autostart: {samples} fresh hosts, {AFTER_START} ADD+DEL per side after each")
+    ref = b.side("reference", "ref")
+    spent = b.warm([ref], pin=True)
+    firsts: list[float] = []
+    pairs: dict[str, list[float]] = {"netplug": [], "reference": []}
+    for i in range(samples):
+        if b.out_of_time():
+            b.fail(f"autostart: time budget spent after {i} samples")
+            break
+        side = b.side("netplug, autostart", "netplug", autostart=True)
+        first, *ctrs = b.ns.containers(1 + 2 * AFTER_START)
+        spent += [first, *ctrs]
+        call = b.one(side, "ADD", first)
+        if side.started_agent() is None:
+            b.fail(f"autostart: the first ADD started no agent: {side.workdir}")
+        elif call.ok:
+            firsts.append(call.seconds)
+        order = (("netplug", side), ("reference", ref))
+        for k in range(AFTER_START):
+            for j, (label, s) in enumerate(order if k % 2 == 0 else order[::-1]):
+                ctr = ctrs[2 * k + j]
+                add, delete = b.one(s, "ADD", ctr), b.one(s, "DEL", ctr)
+                if add.ok and delete.ok:
+                    pairs[label].append(add.seconds + delete.seconds)
+        b.close_sides([side])
+    b.raw["autostart"] = {"first ADD": firsts, **pairs}
+    b.close_sides([ref])
+    b.ns.delete(spent)
+    verdict = "pass" if median(firsts) <= FIRST_ADD_BAR else "FAIL"
+    return [
+        Row(
+            "first ADD on a host without an agent (starts it)",
+            f"{ms(median(firsts))} / {ms(p90(firsts))} ms (n={len(firsts)})",
+            "—",
+            math.nan,
+            f"≤ {FIRST_ADD_BAR:g} s",
+            verdict,
+        ),
+        time_row(
+            "ADD+DEL through the started agent", pairs["netplug"], pairs["reference"], AUTOSTART_BAR
+        ),
+    ]
 
 
 def _populate(b: Bench, side: Side) -> None:
@@ -1084,6 +1159,8 @@ def _main(args: argparse.Namespace) -> int:
                 rows.extend(scenario_parallel(bench, args.rounds))
             elif name == "scale":
                 rows.extend(scenario_scale(bench, args.samples))
+            elif name == "autostart":
+                rows.extend(scenario_autostart(bench, args.samples))
             else:
                 rows.extend(scenario_startup(bench, args.samples))
         if args.profile:
