@@ -53,29 +53,21 @@ SYSTEMD_BOOTED = "/run/systemd/system"  # sd_booted(3): systemd is the init syst
 
 @dataclass(frozen=True)
 class AgentFiles:
-    """Where a started agent keeps its traces: one set per host under the run dir."""
+    """Where a started agent keeps its traces: ``<runDir>/<hostName>/netplugd.*``."""
 
-    dir: str
+    pid: str
+    log: str
+    lock: str
+    failed: str
 
     @classmethod
     def of(cls, conf: NetConf) -> AgentFiles:
-        return cls(os.path.join(conf.run_dir, conf.host_name))
+        base = os.path.join(conf.run_dir, conf.host_name, "netplugd.")
+        return cls(*(base + ext for ext in ("pid", "log", "lock", "failed")))
 
     @property
-    def pid(self) -> str:
-        return os.path.join(self.dir, "netplugd.pid")
-
-    @property
-    def log(self) -> str:
-        return os.path.join(self.dir, "netplugd.log")
-
-    @property
-    def lock(self) -> str:
-        return os.path.join(self.dir, "netplugd.lock")
-
-    @property
-    def failed(self) -> str:
-        return os.path.join(self.dir, "netplugd.failed")
+    def dir(self) -> str:
+        return os.path.dirname(self.pid)
 
 
 def agent_argv(conf: NetConf, files: AgentFiles, python: str, systemd_run: str | None) -> list[str]:
