@@ -751,36 +751,37 @@ def scenario_autostart(b: Bench, samples: int) -> list[Row]:
     """Each sample: a fresh host (namespace, store) with no agent and autostart on;
     its first ADD (which starts netplugd and waits for it to serve), then
     AFTER_START ADD+DEL pairs through that agent interleaved with the reference's
-    (whose host has one container attached, as the netplug host's first)."""
+    and with an agent this script started as the unit does (each of those hosts
+    has a container attached, as the autostart host's first)."""
     progress(f"autostart: {samples} fresh hosts, {AFTER_START} ADD+DEL per side after each")
-    ref = b.side("reference", "ref")
-    spent = b.warm([ref], pin=True)
+    others = [b.side("reference", "ref"), b.side("netplug+agent", "netplug", agent=True)]
+    spent = b.warm(others, pin=True)
     firsts: list[float] = []
-    pairs: dict[str, list[float]] = {"netplug": [], "reference": []}
+    pairs: dict[str, list[float]] = {"started": [], "reference": [], "netplug+agent": []}
     for i in range(samples):
         if b.out_of_time():
             b.fail(f"autostart: time budget spent after {i} samples")
             break
-        side = b.side("netplug, autostart", "netplug", autostart=True)
-        first, *ctrs = b.ns.containers(1 + 2 * AFTER_START)
+        side = b.side("started", "netplug", autostart=True)
+        first, *ctrs = b.ns.containers(1 + 3 * AFTER_START)
         spent += [first, *ctrs]
         call = b.one(side, "ADD", first)
         if side.started_agent() is None:
             b.fail(f"autostart: the first ADD started no agent: {side.workdir}")
         elif call.ok:
             firsts.append(call.seconds)
-        order = (("netplug", side), ("reference", ref))
         for k in range(AFTER_START):
-            for j, (label, s) in enumerate(order if k % 2 == 0 else order[::-1]):
-                ctr = ctrs[2 * k + j]
+            for j, s in enumerate(rotated([side, *others], k)):
+                ctr = ctrs[3 * k + j]
                 add, delete = b.one(s, "ADD", ctr), b.one(s, "DEL", ctr)
                 if add.ok and delete.ok:
-                    pairs[label].append(add.seconds + delete.seconds)
+                    pairs[s.label].append(add.seconds + delete.seconds)
         b.close_sides([side])
     b.raw["autostart"] = {"first ADD": firsts, **pairs}
-    b.close_sides([ref])
+    b.close_sides(others)
     b.ns.delete(spent)
     verdict = "pass" if median(firsts) <= FIRST_ADD_BAR else "FAIL"
+    started, ref, managed = pairs["started"], pairs["reference"], pairs["netplug+agent"]
     return [
         Row(
             "first ADD on a host without an agent (starts it)",
@@ -790,9 +791,9 @@ def scenario_autostart(b: Bench, samples: int) -> list[Row]:
             f"≤ {FIRST_ADD_BAR:g} s",
             verdict,
         ),
-        time_row(
-            "ADD+DEL through the started agent", pairs["netplug"], pairs["reference"], AUTOSTART_BAR
-        ),
+        time_row("ADD+DEL through the started agent", started, ref, AUTOSTART_BAR),
+        time_row("ADD+DEL, agent as the unit runs it", managed, ref, None),
+        time_row("ADD+DEL, started agent / unit's agent", started, managed, None),
     ]
 
 

@@ -27,8 +27,8 @@ import os
 import signal
 import socket
 import sys
+from typing import TYPE_CHECKING
 
-from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from netplug import faults
@@ -49,7 +49,6 @@ from netplug.agent.store_view import StoreView
 from netplug.agent.supervisor import Supervisor, overall
 from netplug.cli_args import arg_type, domain, host_port
 from netplug.cni import segmentation
-from netplug.dns.api import make_app, serve
 from netplug.dns.metrics import Metrics
 from netplug.dns.writer import RegistryWriter
 from netplug.event_loop import event_loop_runner
@@ -59,6 +58,9 @@ from netplug.ipam.store.base import StoreError, StoreReset
 from netplug.ipam.store.url import DEFAULT_STORE_URL
 from netplug.names import HOST_NAME
 from netplug.net import netns, vxlan
+
+if TYPE_CHECKING:
+    from aiohttp import web
 
 log = logging.getLogger("netplugd")
 
@@ -285,7 +287,11 @@ class PidFile:
 async def _serve_http(
     args: argparse.Namespace, host: Host, metrics: Metrics, server: PluginServer
 ) -> web.AppRunner:
-    """The registration API, /healthz and /metrics (agent and DNS) on ``--http``."""
+    """The registration API, /healthz and /metrics (agent and DNS) on ``--http``.
+    aiohttp is imported only here: most agents serve no HTTP, and it is a third of
+    their start-up, which the first ADD on a host waits for (autostart)."""
+    from netplug.dns.api import make_app, serve
+
     app = make_app(
         RegistryWriter(host.store),
         domain=args.domain,

@@ -41,3 +41,9 @@ def test_the_netplug_entry_point_loads_nothing_heavy():
 def test_netplug_ipam_never_needs_netlink(module):
     loaded = loaded_by(module)
     assert not {m for m in loaded if m.split(".")[0] in ("pyroute2", "aiohttp", "dnslib")}
+
+
+def test_netplugd_loads_aiohttp_only_for_its_http_api():
+    """A third of the agent's start-up, which the first ADD on a host waits for when
+    the plugin starts the agent (autostart); only ``--http`` needs it."""
+    assert not {m for m in loaded_by("netplug.agent.daemon") if m.startswith("aiohttp")}
