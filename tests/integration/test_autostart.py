@@ -107,3 +107,20 @@ def test_an_agent_that_cannot_start_leaves_the_add_to_the_plugin(plain_host, con
         assert agents_in(plain_host.netns) == []
         assert "it failed to start 10 s ago or less" in plain_host.log_file.read_text()
         assert plain_host.started_agent_log().count("refusing to start") == 1
+
+
+@pytest.mark.parametrize("host_name", ["node-1", "node-2"], ids=["same-host", "other-host"])
+def test_a_running_agent_is_found_first_and_none_is_started_beside_it(
+    plain_host, containers, host_name
+):
+    """An agent already running (as the systemd unit runs it) serves the call; one
+    that serves another hostName declines it, and the call runs in-process: either
+    way no second agent is started (one socket per namespace)."""
+    conf = plain_host.conf(hostName=host_name, **ON)
+    with plain_host.started_agents(), plain_host.agent() as unit:
+        plain_host.add(conf, "c1", containers())
+        assert agents_in(plain_host.netns) == []  # only the unit-style agent runs
+        assert unit.poll() is None
+        assert STARTED not in plain_host.log_file.read_text()
+        served = "ADD container=c1 ifname=eth0 network=blue ok" in plain_host.agent_log()
+        assert served == (host_name == "node-1")
