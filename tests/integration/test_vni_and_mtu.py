@@ -41,7 +41,8 @@ def cni_plugin_dirs(tmp_path: Path) -> list[Path]:
 
 def install(host: NetplugHost, cbcni: Cbcni, network: str, subnet: str) -> dict[str, Any]:
     """``netplugctl install`` of `network` into the test's dirs; returns the conflist,
-    whose log file and run dir then move into the test's tmp dir (not /var/log, /run)."""
+    whose log file and run dir then move into the test's tmp dir (not /var/log, /run).
+    Without autostart: ``netplug_host`` says whether an agent runs."""
     run(
         [
             BIN / "netplugctl",
@@ -58,6 +59,7 @@ def install(host: NetplugHost, cbcni: Cbcni, network: str, subnet: str) -> dict[
             host.store,
             "--host-name-conf",
             host.host_name,
+            "--no-autostart",
         ]
     )
     path = cbcni.conf_dir / f"50-{network}.conflist"
