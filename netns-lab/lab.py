@@ -436,6 +436,10 @@ class Lab:
                     "logFile": str(home / "netplug.log"),
                     "runDir": str(home / "run"),
                     "capabilities": {"aliases": True},
+                    # The lab starts, stops and kills its agents itself (and tests do,
+                    # to see what an ADD without one does): an agent an ADD started
+                    # would be one the lab does not know, left behind by `down`.
+                    "agent": {"autostart": False},
                     **({} if spec["isolate"] else {"isolate": False}),
                 }
             ],
