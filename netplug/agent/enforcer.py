@@ -36,7 +36,15 @@ from netplug.cni.segmentation import Inputs
 from netplug.ipam.schema import PolicyDeleted
 from netplug.ipam.store.base import KeyValue
 from netplug.net import NetError, policy_table
-from netplug.policy.plan import Dataplane, Endpoint, NetworkInfo, Plan, add_elements, compile_plan
+from netplug.policy.plan import (
+    Dataplane,
+    Endpoint,
+    NetworkInfo,
+    Plan,
+    Share,
+    add_elements,
+    compile_plan,
+)
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +77,7 @@ class Enforcer:
         self._deleted: set[str] = set()  # uncovered by DEL, still in the feed
         self._plan: Plan | None = None
         self._plan_of: tuple | None = None  # the (policies, networks) it was compiled from
+        self._shares: dict[str, tuple[Endpoint, Share]] = {}  # each container's, under _plan
         self._programmed: Dataplane | None = None  # what the table holds, None: no table
         self._known = False  # whether _programmed is known (else the kernel is read)
 
@@ -193,12 +202,25 @@ class Enforcer:
         """ADD's common case: the elements it contributes, in one small batch."""
         assert self._plan is not None and self._programmed is not None
         elements = self._plan.elements(endpoint, self.me)
+        self._shares[key] = (endpoint, elements)
         have = self._programmed.members
         new = {name: items - have.get(name, frozenset()) for name, items in elements.items()}
         policy_table.apply(add_elements(new))
         self._deleted.discard(key)
         self._added[key] = endpoint
         self._programmed = self._programmed.plus(elements)
+
+    def _fill(self, endpoints: dict[str, Endpoint]) -> Dataplane:
+        """The plan fed with ``endpoints``. A container's share is matched against the
+        selectors once per plan and record, so a batch costs the containers that
+        changed, plus set unions: not every container against every selector."""
+        assert self._plan is not None
+        shares = {}
+        for key, e in endpoints.items():
+            kept = self._shares.get(key)
+            shares[key] = kept if kept and kept[0] == e else (e, self._plan.elements(e, self.me))
+        self._shares = shares
+        return self._plan.filled(share for _, share in shares.values())
 
     def _inputs_key(self, networks: dict[str, NetworkInfo]) -> tuple:
         assert self._fed is not None
@@ -215,7 +237,8 @@ class Enforcer:
         if segmentation.needed(networks, policies, endpoints.values(), self.me):
             if plan_of != self._plan_of:
                 self._plan, self._plan_of = compile_plan(policies, networks.values()), plan_of
-            want = self._plan.dataplane(endpoints.values(), self.me)
+                self._shares = {}
+            want = self._fill(endpoints)
         if not self._known:
             current, present = segmentation.programmed()
         else:

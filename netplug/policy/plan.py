@@ -75,6 +75,7 @@ BASE_SPEC = "type filter hook forward priority filter; policy accept;"
 ND_TYPES = "nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit, nd-router-advert"
 
 Address = IPv4Address | IPv6Address
+Share = dict[str, frozenset[str]]  # a container's set elements, by set name (``Plan.elements``)
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,7 +158,7 @@ class Plan:
     base: Dataplane  # every set declared, static ones filled, dynamic ones empty
     selectors: Mapping[str, tuple[_Selector, ...]]  # by network
 
-    def elements(self, e: Endpoint, me: str) -> dict[str, frozenset[str]]:
+    def elements(self, e: Endpoint, me: str) -> Share:
         """The set elements container ``e`` contributes on host ``me``."""
         found: dict[str, set[str]] = {}
         for sel in self.selectors.get(e.network, ()):
@@ -167,9 +168,14 @@ class Plan:
         return {name: frozenset(items) for name, items in found.items()}
 
     def dataplane(self, endpoints: Iterable[Endpoint], me: str) -> Dataplane:
+        return self.filled(self.elements(e, me) for e in endpoints)
+
+    def filled(self, shares: Iterable[Share]) -> Dataplane:
+        """The table holding these containers' shares (``elements``, which a caller
+        may keep from one batch to the next: filling costs set unions, no regex)."""
         members = {name: set(items) for name, items in self.base.members.items()}
-        for e in endpoints:
-            for name, items in self.elements(e, me).items():
+        for share in shares:
+            for name, items in share.items():
                 members[name] |= items
         return replace(self.base, members={k: frozenset(v) for k, v in members.items()})
 

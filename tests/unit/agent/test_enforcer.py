@@ -21,6 +21,7 @@ from netplug.ipam.schema import (
 from netplug.ipam.store.base import KeyValue
 from netplug.net import policy_table
 from netplug.policy.model import parse
+from netplug.policy.plan import Plan
 
 RED = NetworkRecord("10.1.0.0/16", "", 7, "d", 24, 0)
 GREEN = NetworkRecord("10.2.0.0/16", "", 8, "d", 24, 0)
@@ -139,3 +140,43 @@ def test_a_restart_reads_the_kernel_and_no_local_network_means_no_table(kernel):
     restarted = enforcer()
     restarted.sync(inputs(records(attachment("c7", "10.1.0.9", "x", host="h2"))))
     assert kernel.batches[-1] == "add table inet netplug\ndelete table inet netplug\n"
+
+
+@pytest.fixture
+def matched(monkeypatch) -> list[str]:
+    """The containers (by first name) matched against a plan's selectors, in order."""
+    seen: list[str] = []
+    elements = Plan.elements
+
+    def counting(plan: Plan, e, me: str):
+        seen.append(min(e.names))
+        return elements(plan, e, me)
+
+    monkeypatch.setattr(Plan, "elements", counting)
+    return seen
+
+
+def test_a_batch_matches_only_the_containers_that_changed(kernel, matched):
+    e = enforcer()
+    e.sync(inputs(records(DB1, WEB)))
+    assert sorted(matched) == ["db-1", "web"]
+    moved = attachment("c1", "10.1.0.9", "db-1")  # DB1's record, another address
+    e.sync(inputs(records(moved, WEB, DB2)))
+    assert sorted(matched[2:]) == ["db-1", "db-2"]
+    assert kernel.batches[-1].splitlines() == [
+        "delete element inet netplug in4 { 10.1.0.5 }",
+        "delete element inet netplug pol/p/sel4 { 10.1.0.5 }",
+        "add element inet netplug in4 { 10.1.0.7 : jump in/red, 10.1.0.9 : jump in/red }",
+        "add element inet netplug pol/p/sel4 { 10.1.0.7, 10.1.0.9 }",
+    ]
+    e.sync(inputs(records(moved, WEB, DB2, policies=())))  # a new plan: every one again
+    assert sorted(matched[4:]) == ["db-1", "db-2", "web"]
+
+
+def test_a_container_add_covered_is_not_matched_again_when_the_feed_brings_it(kernel, matched):
+    e = enforcer()
+    e.sync(inputs(records(DB1)))
+    e.cover(DB2.key, endpoint(DB2), network_info("red", RED))
+    e.sync(inputs(records(DB1, DB2)))
+    assert matched == ["db-1", "db-2"]
+    assert len(kernel.batches) == 2

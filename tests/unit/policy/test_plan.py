@@ -364,3 +364,10 @@ def test_the_dispatch_share_is_only_for_this_hosts_containers():
         "pol/p/sel4": {"10.1.1.8"},
     }
     assert compiled.elements(db, "h1") == {"pol/p/sel4": {"10.1.1.8"}}
+
+
+def test_a_plan_filled_with_each_containers_share_is_its_dataplane():
+    compiled = compile_plan(policies(*RICH), NETWORKS)
+    shares = [compiled.elements(e, "h1") for e in ENDPOINTS]
+    assert compiled.filled(shares) == compiled.dataplane(ENDPOINTS, "h1")
+    assert compiled.filled([]) == compiled.dataplane([], "h1") == compiled.base
