@@ -11,8 +11,9 @@ throughput
 add
     ADD latency through the agent on host1, populated with ``--containers``
     containers, with 50 policies (the new container selected by one) against no
-    policy; and on host1 against host3, which has no container (issue 12), both
-    without policies. Each round measures every setup, alternating which goes first.
+    policy; and on host1 against host3 (issue 12), both without policies. host3
+    holds one container, so that its bridge exists as on host1 (a host's first
+    ADD also makes it). Each round measures every setup, alternating which first.
 convergence
     ``netplugctl policy apply`` of a changed policy until every lab host's table
     holds the new rule (seen by ``nft monitor`` in each host, so the time is the
@@ -66,6 +67,7 @@ BAR_ADD = 1.2
 BAR_CONVERGENCE_P99 = 1.0
 POLICY_COUNTS = (10, 100, 1000)
 SETTLE_TIMEOUT = 120.0  # seconds a host's table may take to show a policy state
+LAB_CONTAINERS = (("host1", "cli"), ("host2", "srv"), ("host3", "c3"))
 PARTS = ("update", "throughput", "add", "convergence")
 
 say = stamped_printer(width=7)
@@ -187,26 +189,21 @@ def populate(lab: Lab, host: str, count: int, parallel: int) -> float:
     return time.monotonic() - started
 
 
-def lab_with_containers(owned: Owned, args: argparse.Namespace, store: str) -> Lab:
-    """A 3-host lab with cli on host1, srv on host2 and c3 on host3 (every host then
-    holds the table); with ``--containers`` more on host1 when a part needs them."""
+def lab_with_containers(owned: Owned, store: str) -> tuple[Lab, str]:
+    """A 3-host lab with cli on host1, srv on host2 and c3 on host3 (so that every
+    host holds the table, and an ADD on host3 finds its bridge made); and srv's address."""
     lab = owned.lab(f"l{store[0]}")
     say(f"lab: 3 hosts on {store}")
     lab.up(3, store)
-    for host, name in (("host1", "cli"), ("host2", "srv")):
-        add_container(lab, host, name)
-    return lab
+    addresses = {n: add_container(lab, h, n)[0] for h, n in LAB_CONTAINERS}
+    return lab, addresses["srv"]
 
 
 # -- throughput ----------------------------------------------------------------
 
 
-def throughput(owned: Owned, lab: Lab, args: argparse.Namespace) -> dict[str, Any]:
-    groups = args.containers // GROUP
-    docs = policy_docs(args.policies, groups, allow="cli")
-    srv = lab.cni("ADD", "srv", "host2")  # idempotent: the address of srv
-    assert srv is not None
-    address = srv["ips"][0]["address"].split("/")[0]
+def throughput(owned: Owned, lab: Lab, address: str, args: argparse.Namespace) -> dict[str, Any]:
+    docs = policy_docs(args.policies, args.containers // GROUP, allow="cli")
     ep = Endpoint(f"{lab.prefix}c-cli", f"{lab.prefix}c-srv", address)
     wait_reachable(ep.client_netns, ep.address)
     runs: dict[str, list[dict[str, float]]] = {"policies": [], "none": []}
@@ -239,20 +236,37 @@ def throughput(owned: Owned, lab: Lab, args: argparse.Namespace) -> dict[str, An
 # -- ADD latency -----------------------------------------------------------------
 
 
+def agent_cpu(lab: Lab) -> dict[str, float]:
+    """CPU seconds each host's agent has used (user + system)."""
+    used = {}
+    for proc in lab.state.load()["processes"]:
+        if proc["what"].endswith("/netplugd"):
+            fields = Path(f"/proc/{proc['pid']}/stat").read_text().rsplit(")", 1)[1].split()
+            ticks = int(fields[11]) + int(fields[12])
+            used[proc["what"].split("/")[0]] = ticks / os.sysconf("SC_CLK_TCK")
+    return used
+
+
 def add_latency(lab: Lab, args: argparse.Namespace) -> dict[str, Any]:
     """Per round, in a policy state (alternating): ADD+DEL on host1 (populated) and
-    host3 (empty), ``--adds`` times each, interleaved."""
+    host3 (one container), ``--adds`` times each, interleaved."""
     groups = max(args.containers // GROUP, 1)
     docs = policy_docs(50, groups)
     samples: dict[str, list[float]] = {"host1+policies": [], "host1": [], "host3": []}
     dels: dict[str, list[float]] = {k: [] for k in samples}
+    cpu: dict[str, dict[str, float]] = {}  # state -> agent -> CPU seconds over its ADD+DELs
+    pairs = {"policies": 0, "none": 0}
+    rounds: list[dict[str, float]] = []  # each round's medians
     n = 0
     for r in range(args.rounds):
+        mark = {k: len(v) for k, v in samples.items()}
         order = (True, False) if r % 2 == 0 else (False, True)
         for with_policies in order:
             store_policies(lab, docs if with_policies else [])
             wait_enforced(lab, ["host1"], 50 if with_policies else 0)
             hosts = ["host1"] if with_policies else ["host1", "host3"]
+            state = "policies" if with_policies else "none"
+            before = agent_cpu(lab)
             for k in range(args.adds):
                 for host in hosts if k % 2 == 0 else hosts[::-1]:
                     n += 1
@@ -260,21 +274,35 @@ def add_latency(lab: Lab, args: argparse.Namespace) -> dict[str, Any]:
                     key = f"{host}+policies" if with_policies else host
                     samples[key].append(add_container(lab, host, name)[1])
                     dels[key].append(del_container(lab, host, name))
-            say(
-                f"  round {r + 1} {'50 policies' if with_policies else 'no policy'}: "
-                + ", ".join(
-                    f"{k} {statistics.median(v) * 1000:.0f} ms" for k, v in samples.items() if v
-                )
-            )
+                    pairs[state] += 1
+            after = agent_cpu(lab)
+            totals = cpu.setdefault(state, {})
+            for agent, seconds in after.items():
+                totals[agent] = totals.get(agent, 0.0) + seconds - before.get(agent, 0.0)
+        rounds.append({k: statistics.median(v[mark[k] :]) for k, v in samples.items()})
+        say(
+            f"  round {r + 1}: "
+            + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in rounds[-1].items())
+        )
     p50 = {k: statistics.median(v) for k, v in samples.items()}
+    for state, agents in cpu.items():
+        per = ", ".join(f"{a} {1000 * t / max(pairs[state], 1):.0f}" for a, t in agents.items())
+        say(f"  agent CPU ms per ADD+DEL, {state}: {per}")
     return {
         "containers": args.containers,
         "adds_per_setup": {k: len(v) for k, v in samples.items()},
         "p50_s": p50,
         "p90_s": {k: quantile(v, 0.9) for k, v in samples.items()},
         "del_p50_s": {k: statistics.median(v) for k, v in dels.items()},
-        "ratio_policies": p50["host1+policies"] / p50["host1"],
-        "ratio_populated": p50["host1"] / p50["host3"],
+        "agent_cpu_ms_per_add_del": {
+            state: {a: 1000 * t / max(pairs[state], 1) for a, t in agents.items()}
+            for state, agents in cpu.items()
+        },
+        # The bars are judged on per-round ratios: a round's setups are neighbours
+        # in time, so a busy machine slows them alike, unlike across rounds.
+        "ratio_policies": statistics.median(r["host1+policies"] / r["host1"] for r in rounds),
+        "ratio_populated": statistics.median(r["host1"] / r["host3"] for r in rounds),
+        "rounds": rounds,
         "samples": samples,
     }
 
@@ -468,16 +496,16 @@ def table(results: dict[str, Any]) -> Iterator[str]:
     if "add" in results:
         a = results["add"]
         p = a["p50_s"]
-        yield (
-            f"| ADD (agent), host with {a['containers']} containers + 50 policies / no policy "
-            f"| {p['host1+policies'] * 1000:.0f} / {p['host1'] * 1000:.0f} ms = "
-            f"{a['ratio_policies']:.2f}x | {_add_bar(a['ratio_policies'])} |"
+        rows = (
+            ("host1+policies", "host1", "ratio_policies", "+ 50 policies / no policy"),
+            ("host1", "host3", "ratio_populated", "/ host with 1"),
         )
-        yield (
-            f"| ADD (agent), host with {a['containers']} containers / empty host "
-            f"| {p['host1'] * 1000:.0f} / {p['host3'] * 1000:.0f} ms = "
-            f"{a['ratio_populated']:.2f}x | {_add_bar(a['ratio_populated'])} |"
-        )
+        for top, bottom, ratio, what in rows:
+            yield (
+                f"| ADD (agent), host with {a['containers']} containers {what} "
+                f"| {p[top] * 1000:.0f} / {p[bottom] * 1000:.0f} ms (medians); per-round "
+                f"ratios' median {a[ratio]:.2f}x | {_add_bar(a[ratio])} |"
+            )
     for c in results.get("convergence", []):
         yield (
             f"| Policy change (`netplugctl policy apply`) until in all 3 hosts' nft tables, "
@@ -547,25 +575,24 @@ def main(argv: list[str] | None = None) -> int:
         if "update" in args.only:
             say("update: one policy change at 10, 100, 1000 policies")
             results["update"] = update_time(owned, args)
-        labs: dict[str, Lab] = {}
+        labs: dict[str, tuple[Lab, str]] = {}
         convergence_here = "convergence" in args.only and "sqlite" in args.store
         if {"throughput", "add"} & set(args.only) or convergence_here:
-            labs["sqlite"] = lab_with_containers(owned, args, "sqlite")
+            labs["sqlite"] = lab_with_containers(owned, "sqlite")
         if {"throughput", "add"} & set(args.only):
             say(f"populating host1 with {args.containers} containers, {args.parallel} at once")
-            took = populate(labs["sqlite"], "host1", args.containers, args.parallel)
+            took = populate(labs["sqlite"][0], "host1", args.containers, args.parallel)
             results["populate_s"] = took
         if "add" in args.only:
-            say("add: ADD latency, host1 (populated) with and without 50 policies, host3 empty")
-            results["add"] = add_latency(labs["sqlite"], args)
+            say("add: ADD latency, host1 (populated) with and without 50 policies, host3 with 1")
+            results["add"] = add_latency(labs["sqlite"][0], args)
         if "throughput" in args.only:
             say(f"throughput: {args.policies} policies against none, {args.rounds} rounds")
-            results["throughput"] = throughput(owned, labs["sqlite"], args)
+            results["throughput"] = throughput(owned, *labs["sqlite"], args)
         if "convergence" in args.only:
             results["convergence"] = []
             for store in args.store:
-                lab = labs.get(store) or lab_with_containers(owned, args, store)
-                add_container(lab, "host3", "c3")
+                lab = (labs.get(store) or lab_with_containers(owned, store))[0]
                 say(f"convergence on {store}: {args.changes} changes")
                 results["convergence"].append(convergence(owned, lab, args, store))
                 owned.drop_lab(lab)

@@ -87,6 +87,7 @@ class Enforcer:
         """Keep the table equal to the feed's records (a store view part)."""
         progress = Progress()  # the policy revision fed, and when a change came
         held: dict[str, KeyValue] = {}
+        reader = segmentation.Reader()  # decodes the records that changed only
         read, pending, wait = False, False, IDLE
         while not stop.is_set():
             updates = feed.take(stop, wait)
@@ -101,7 +102,7 @@ class Enforcer:
             if not read or not pending or stop.is_set():
                 continue
             try:
-                self.sync(segmentation.inputs(held.values()))
+                self.sync(reader.inputs(held.values()))
                 pending, wait = False, IDLE
                 took = progress.enforced(time.monotonic())
                 self._report(self.state.enforced(progress.revision), took)
@@ -218,7 +219,8 @@ class Enforcer:
         shares = {}
         for key, e in endpoints.items():
             kept = self._shares.get(key)
-            shares[key] = kept if kept and kept[0] == e else (e, self._plan.elements(e, self.me))
+            same = kept is not None and (kept[0] is e or kept[0] == e)  # the Reader's: is
+            shares[key] = kept if same else (e, self._plan.elements(e, self.me))
         self._shares = shares
         return self._plan.filled(share for _, share in shares.values())
 

@@ -81,24 +81,48 @@ def endpoint(attachment: Attachment) -> Endpoint:
 def inputs(kvs: Iterable[KeyValue]) -> Inputs:
     """The networks, endpoints and policies of ``kvs`` (other keys ignored; a record
     that does not read is skipped into ``bad``, as the agent's other parts do)."""
-    found = Inputs()
-    for kv in kvs:
-        try:
-            _read(found, kv)
-        except SchemaError as e:
-            found.bad[kv.key] = (kv.mod_revision, f"{type(e).__name__}: {e}")
-    return found
+    return Reader().inputs(kvs)
 
 
-def _read(found: Inputs, kv: KeyValue) -> None:
-    if kv.key.startswith(Networks.PREFIX):
-        name = Networks.parse(kv.key)
-        found.networks[name] = network_info(name, Networks.decode(kv.value))
-    elif kv.key.startswith(Attachments.PREFIX):
-        network, host, _, _ = Attachments.parse(kv.key)
-        found.endpoints[kv.key] = endpoint(Attachments.decode(kv.value, network, host))
-    elif kv.key.startswith(Policies.PREFIX):
-        found.policies[kv.key] = Policies.decode(kv.value)
+Parsed = tuple[str, str, object] | None  # (field of Inputs, key in it, value); None: ignored
+
+
+class Reader:
+    """``inputs`` for a follower, which reads every record at each batch: a record
+    is decoded once per revision and value (a store reset may reuse revisions), so
+    a batch costs the records that changed, and yields the same objects for the
+    others (which then compare by identity first)."""
+
+    def __init__(self) -> None:
+        self._seen: dict[str, tuple[int, bytes, Parsed]] = {}  # key -> (revision, value, parsed)
+
+    def inputs(self, kvs: Iterable[KeyValue]) -> Inputs:
+        found, seen = Inputs(), {}
+        for kv in kvs:
+            kept = self._seen.get(kv.key)
+            if kept is None or kept[:2] != (kv.mod_revision, kv.value):
+                kept = (kv.mod_revision, kv.value, _parse(kv))
+            seen[kv.key] = kept
+            if kept[2] is not None:
+                where, key, value = kept[2]
+                getattr(found, where)[key] = value
+        self._seen = seen
+        return found
+
+
+def _parse(kv: KeyValue) -> Parsed:
+    try:
+        if kv.key.startswith(Networks.PREFIX):
+            name = Networks.parse(kv.key)
+            return "networks", name, network_info(name, Networks.decode(kv.value))
+        if kv.key.startswith(Attachments.PREFIX):
+            network, host, _, _ = Attachments.parse(kv.key)
+            return "endpoints", kv.key, endpoint(Attachments.decode(kv.value, network, host))
+        if kv.key.startswith(Policies.PREFIX):
+            return "policies", kv.key, Policies.decode(kv.value)
+    except SchemaError as e:
+        return "bad", kv.key, (kv.mod_revision, f"{type(e).__name__}: {e}")
+    return None
 
 
 def needed(

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from ipaddress import ip_address, ip_interface, ip_network
 
-from netplug.cni.segmentation import inputs, needed, network_info
+from netplug.cni import segmentation
+from netplug.cni.segmentation import Reader, inputs, needed, network_info
 from netplug.ipam.schema import (
     Allocation,
     Attachment,
@@ -77,6 +78,27 @@ def test_an_unreadable_record_is_skipped_and_named():
     }
     assert [revision for revision, _ in found.bad.values()] == [9, 10, 11]
     assert list(found.endpoints) == [WEB.key] and found.networks == {}
+
+
+def test_a_reader_decodes_each_record_once_per_revision_and_value(monkeypatch):
+    red = kv(Networks.key("red"), Networks.encode(RED))
+    web = kv(WEB.key, Attachments.encode(WEB))
+    expected = inputs([red, web])
+    decoded: list[str] = []
+    parse = segmentation._parse
+    monkeypatch.setattr(segmentation, "_parse", lambda kv: decoded.append(kv.key) or parse(kv))
+    reader = Reader()
+    first = reader.inputs([red, web])
+    assert first == expected and decoded == [red.key, WEB.key]
+    moved = Attachment("red", "h1", "c1", "eth0", WEB.allocations[:1], ("web",))
+    again = reader.inputs([red, kv(WEB.key, Attachments.encode(moved), 4)])
+    assert decoded[2:] == [WEB.key]  # only the record that changed
+    assert again.networks["red"] is first.networks["red"]  # the same object, not a copy
+    assert again.endpoints[WEB.key].addresses == (ip_address("10.1.0.5"),)
+    reset = reader.inputs([kv(WEB.key, b"{not json", 4)])  # a store reset reuses revision 4
+    assert decoded[3:] == [WEB.key] and list(reset.bad) == [WEB.key] and not reset.networks
+    assert reader.inputs([red]).networks == first.networks  # a key that went is decoded anew
+    assert decoded[4:] == [red.key]
 
 
 def ep(network: str, host: str) -> Endpoint:
