@@ -57,7 +57,7 @@ from netplug.ipam import identity
 from netplug.ipam.store.base import StoreError, StoreReset
 from netplug.ipam.store.url import DEFAULT_STORE_URL
 from netplug.names import HOST_NAME
-from netplug.net import netns, vxlan
+from netplug.net import netns, policy_table, vxlan
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -169,6 +169,8 @@ async def run(args: argparse.Namespace) -> None:
     overlay = Overlay(host.name, bad_records, agent_metrics.reconciles.inc)
     dns = AgentDNS(host.name, args.domain, upstreams, dns_metrics, bad_records=bad_records)
     releases = ReleaseReplay(host, [args.run_dir])
+    if not policy_table.keep_context():  # in-process batches: an ADD's costs no exec
+        log.info("libnftables not found: the enforcer runs the nft command per batch")
     report = PolicyReport(host.store, host.name, lambda: enforcer.state)
 
     def enforcement(state: Enforcement, took: float | None) -> None:
