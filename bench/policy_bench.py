@@ -68,6 +68,7 @@ BAR_ADD = 1.2
 BAR_CONVERGENCE_P99 = 1.0
 POLICY_COUNTS = (10, 100, 1000)
 SETTLE_TIMEOUT = 120.0  # seconds a host's table may take to show a policy state
+STATE_HOSTS = {"policies": "host1", "none": "host1 and host3"}  # where a state's ADDs go
 LAB_CONTAINERS = (("host1", "cli"), ("host2", "srv"), ("host3", "c3"))
 PARTS = ("update", "throughput", "add", "convergence")
 
@@ -224,6 +225,7 @@ def throughput(owned: Owned, lab: Lab, address: str, args: argparse.Namespace) -
         for setup in order:
             store_policies(lab, docs[setup])
             wait_enforced(lab, ["host1", "host2"], len(docs[setup]))
+            wait_idle(lab)
             if setup == "policies" and not sets:
                 sets = set_addresses(host_netns(lab, "host2"))
                 say(f"  host2's policy sets: {sets}")
@@ -262,6 +264,20 @@ def agent_cpu(lab: Lab) -> dict[str, float]:
     return used
 
 
+def wait_idle(lab: Lab, timeout: float = 20.0) -> None:
+    """Wait until the agents together use under a tenth of a core over half a second
+    (done with a policy change: every host recompiles), for ``timeout`` at most."""
+    deadline = time.monotonic() + timeout
+    before = agent_cpu(lab)
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = agent_cpu(lab)
+        if sum(now.values()) - sum(before.values()) < 0.05:
+            return
+        before = now
+    say("  warning: the agents did not go idle")
+
+
 def add_latency(lab: Lab, args: argparse.Namespace) -> dict[str, Any]:
     """Per round, in a policy state (alternating): ADD+DEL on host1 (populated) and
     host3 (one container), ``--adds`` times each, interleaved."""
@@ -279,6 +295,7 @@ def add_latency(lab: Lab, args: argparse.Namespace) -> dict[str, Any]:
         for with_policies in order:
             store_policies(lab, docs if with_policies else [])
             wait_enforced(lab, ["host1"], 50 if with_policies else 0)
+            wait_idle(lab)
             hosts = ["host1"] if with_policies else ["host1", "host3"]
             state = "policies" if with_policies else "none"
             before = agent_cpu(lab)
@@ -302,7 +319,7 @@ def add_latency(lab: Lab, args: argparse.Namespace) -> dict[str, Any]:
     p50 = {k: statistics.median(v) for k, v in samples.items()}
     for state, agents in cpu.items():
         per = ", ".join(f"{a} {1000 * t / max(pairs[state], 1):.0f}" for a, t in agents.items())
-        say(f"  agent CPU ms per ADD+DEL, {state}: {per}")
+        say(f"  agent CPU ms per ADD+DEL ({state}: {pairs[state]} on {STATE_HOSTS[state]}): {per}")
     return {
         "containers": args.containers,
         "adds_per_setup": {k: len(v) for k, v in samples.items()},
@@ -563,7 +580,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="containers on host1 and in the sets (1000)")  # fmt: skip
     parser.add_argument("--parallel", type=int, default=4, help="ADDs at once to populate (4)")
     parser.add_argument("--policies", type=int, default=100, help="policies for throughput (100)")
-    parser.add_argument("--rounds", type=int, default=4, help="rounds of throughput and ADD (4)")
+    parser.add_argument("--rounds", type=int, default=6, help="rounds of throughput and ADD (6)")
     parser.add_argument("--seconds", type=int, default=5, help="seconds per iperf3 run (5)")
     parser.add_argument("--adds", type=int, default=10, help="ADDs per setup per round (10)")
     parser.add_argument("--changes", type=int, default=50, help="policy changes timed (50)")
