@@ -18,6 +18,9 @@ of a transaction hold the database's one write lock across processes; readers
 use WAL snapshots and never block writers. Each thread has its own connection
 (a connection is not safe for concurrent use) and each watch has its own too,
 so that ``PRAGMA data_version`` tells it when *another* connection committed.
+A watch looks only after the file or its WAL changed (inotify, see
+``file_changes``) and every SWEEP_INTERVAL: an idle watch runs two cheap
+statements a SWEEP_INTERVAL, not one every 10 ms.
 
 Compaction: a writer keeps the events of the newest ``history`` revisions
 (100,000 by default) and drops older ones every ``history // 100`` revisions;
@@ -77,6 +80,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from typing import Any, TypeVar
 
+from . import file_changes
 from .base import (
     Compacted,
     Compare,
@@ -99,6 +103,8 @@ SCHEMA_VERSION = 1
 BUSY_TIMEOUT = 3.0  # seconds a writer waits for the write lock before StoreUnavailable
 WRITE_LOCK_TIMEOUT = 5.0  # seconds a thread waits for the other writing threads of its process
 SWEEP_INTERVAL = 0.5  # seconds between expired-lease checks by readers and watchers
+POLL_INTERVAL = 0.01  # seconds between a watch's looks at the files where inotify is missing
+COMMIT_SETTLE = 0.2  # seconds a watch polls for a commit whose WAL write it saw, at POLL_INTERVAL
 DEFAULT_HISTORY = 100_000  # revisions of events kept for watchers
 WATCH_BATCH = 1000  # events per watch query (a revision is never split)
 HEADER_SIZE = 100  # bytes of SQLite's file header: a database file is never shorter
@@ -443,7 +449,7 @@ class SQLiteStore:
     """
 
     def __init__(
-        self, path: str, *, poll_interval: float = 0.01, history: int = DEFAULT_HISTORY
+        self, path: str, *, poll_interval: float = POLL_INTERVAL, history: int = DEFAULT_HISTORY
     ) -> None:
         self.path = os.path.abspath(path)
         self.url = f"sqlite://{self.path}"
@@ -556,21 +562,47 @@ class SQLiteStore:
         if start <= 0:
             with self._held(conn):
                 start = conn.execute("SELECT revision FROM meta").fetchone()[0] + 1
-        seen = None
+        # Opened before the first look, so that no commit after it goes unnoticed.
+        directory, name = os.path.split(self.path)
+        changes = file_changes.watch(directory, (name, name + "-wal"), self._poll)
+        try:
+            yield from self._follow_changes(conn, prefix, start, timeout, changes)
+        finally:
+            changes.close()
+
+    def _follow_changes(
+        self,
+        conn: sqlite3.Connection,
+        prefix: str,
+        start: int,
+        timeout: float,
+        changes: file_changes.Changes,
+    ) -> Iterator[list[Event]]:
+        """Look for events after each change to the files and every SWEEP_INTERVAL
+        (lease expiry writes nothing until swept; and a safety net: one cheap
+        statement), never in between: an idle watch costs no query."""
+        seen, changed, looked = None, True, float("-inf")
+        settle_until = float("-inf")
         deadline = time.monotonic() + timeout
         while True:
             with self._held(conn):  # not across the yield: a reset may retire it meanwhile
                 swept = self._sweep_if_due(conn)
-                # data_version changes only when another connection commits: a cheap
-                # "anything new?" that spares the events query on idle polls.
-                version = conn.execute("PRAGMA data_version").fetchone()[0]
                 events = []
-                if swept or version != seen:
-                    seen = version
-                    events = self._events(conn, prefix, start)
+                if swept or changed or time.monotonic() - looked >= SWEEP_INTERVAL:
+                    looked = time.monotonic()
+                    # data_version changes only when another connection commits: a
+                    # cheap "anything new?" that spares the events query otherwise.
+                    version = conn.execute("PRAGMA data_version").fetchone()[0]
+                    if swept or version != seen:
+                        seen, settle_until = version, float("-inf")
+                        events = self._events(conn, prefix, start)
+                    elif changed and settle_until < looked:
+                        # A writer writes its WAL frames, then publishes the commit
+                        # in the shared index (no file event): look again shortly.
+                        settle_until = looked + COMMIT_SETTLE
             if events:
                 start = events[-1].kv.mod_revision + 1
-                seen = None  # the batch may have been cut at WATCH_BATCH: look again
+                seen, changed = None, True  # the batch may have been cut: look again
                 yield events
                 deadline = time.monotonic() + timeout
                 continue
@@ -578,8 +610,11 @@ class SQLiteStore:
             if left <= 0:
                 yield []
                 deadline = time.monotonic() + timeout
+            elif time.monotonic() < settle_until:
+                changes.wait(min(self._poll, left))
+                changed = True
             else:
-                time.sleep(min(self._poll, left))
+                changed = changes.wait(min(SWEEP_INTERVAL, left))
 
     def _events(self, conn: sqlite3.Connection, prefix: str, start: int) -> list[Event]:
         """Events under ``prefix`` from revision ``start``: up to WATCH_BATCH, plus the

@@ -1,0 +1,90 @@
+"""file_changes: a wait that returns when one of the named files changes, with
+inotify and with the stat-polling fallback (both on real files)."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from netplug.ipam.store import file_changes
+
+
+@pytest.fixture(params=["inotify", "stat-poll"])
+def changes(request, tmp_path: Path) -> Iterator[file_changes.Changes]:
+    (tmp_path / "db").write_bytes(b"x" * 100)
+    names = frozenset({"db", "db-wal"})
+    if request.param == "inotify":
+        c: file_changes.Changes = file_changes.Inotify(str(tmp_path), names)
+    else:
+        c = file_changes.StatPoll(str(tmp_path), names, 0.005)
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+def _later(action, delay: float = 0.05) -> threading.Thread:
+    thread = threading.Thread(target=lambda: (time.sleep(delay), action()))
+    thread.start()
+    return thread
+
+
+def _append(path: Path) -> None:
+    with open(path, "ab") as f:
+        f.write(b"commit")
+
+
+def test_quiet_files_time_out(changes) -> None:
+    started = time.monotonic()
+    assert changes.wait(0.1) is False
+    assert 0.09 <= time.monotonic() - started < 1
+
+
+def test_a_write_to_a_named_file_wakes_the_wait_at_once(changes, tmp_path) -> None:
+    thread = _later(lambda: _append(tmp_path / "db-wal"))
+    started = time.monotonic()
+    try:
+        assert changes.wait(3.0) is True
+        assert time.monotonic() - started < 1.0
+    finally:
+        thread.join()
+
+
+def test_another_file_in_the_directory_does_not_wake_it(changes, tmp_path) -> None:
+    thread = _later(lambda: _append(tmp_path / "agent.log"))
+    try:
+        assert changes.wait(0.2) is False
+    finally:
+        thread.join()
+
+
+def test_a_replaced_file_wakes_it(changes, tmp_path) -> None:
+    def replace() -> None:
+        (tmp_path / "new").write_bytes(b"y" * 100)
+        os.replace(tmp_path / "new", tmp_path / "db")
+
+    thread = _later(replace)
+    try:
+        assert changes.wait(3.0) is True
+    finally:
+        thread.join()
+
+
+def test_a_change_between_two_waits_is_not_lost(changes, tmp_path) -> None:
+    _append(tmp_path / "db-wal")  # while nobody waits
+    assert changes.wait(1.0) is True
+    assert changes.wait(0.05) is False  # reported once
+
+
+def test_a_missing_directory_falls_back_to_polling(tmp_path) -> None:
+    changes = file_changes.watch(str(tmp_path / "gone"), ["db"], 0.01)
+    try:
+        assert isinstance(changes, file_changes.StatPoll)
+        assert changes.wait(0.02) is False
+    finally:
+        changes.close()
