@@ -17,7 +17,23 @@ Progress goes to stderr; a Markdown table for the README goes to stdout
 (``--json FILE`` writes every number). Needs root, ping; everything it makes is
 a namespace named ``npb-<random>-...``, removed at the end, also on Ctrl-C.
 
+Per size, too: what one ADD costs the store and the other hosts, from a burst
+of ``--burst`` ADDs on host1 with nothing else going on (write transactions,
+i.e. revisions, and store events per ADD, read back through a watch of the
+store's history; on etcd also its request counters from ``/metrics``), and the
+CPU the *other* agents spent per store event they received (their CPU over the
+burst, less their idle rate, over the events); and ``--new-hosts`` times the
+lab grows by one host: until its agent serves, and until a container on it is
+reachable and resolvable from every other host.
+
+``--big N`` adds a 3-host lab whose host1 holds N containers (1000: four /24
+blocks); its samples alternate an ADD on host1 and on host3 (a host with one
+container), each DELeted again after its convergence, which gives ADD latency
+on a full host against an almost empty one in the same lab (bar: ≤ 1.2x) and
+the convergence of a container on the full host.
+
     sudo .venv/bin/python bench/scale_bench.py --hosts 3,10 --per-host 25 --samples 50
+    sudo .venv/bin/python bench/scale_bench.py --hosts 3,40 --big 1000 --samples 50
 """
 
 from __future__ import annotations
@@ -32,6 +48,7 @@ import struct
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -39,6 +56,7 @@ from ipaddress import ip_interface
 from pathlib import Path
 from typing import Any
 
+from netplug.ipam.schema import ROOT
 from netplug.lab import namespaces
 from netplug.lab.lab import Lab
 from netplug.net import netns
@@ -47,6 +65,8 @@ from harness import Owned, describe_machine, quantile, run_guarded, stamped_prin
 
 BAR_P99_S = 1.0
 BAR_GROWTH = 2.0
+BAR_BIG_ADD = 1.2
+ETCD_COUNTERS = ("range", "txn", "put", "delete")  # etcd_mvcc_<name>_total
 DNS_PORT = 53
 PROBE_INTERVAL = 0.01
 
@@ -65,6 +85,9 @@ class Size:
     setup: dict[str, float] = field(default_factory=dict)
     samples: list[dict[str, Any]] = field(default_factory=list)
     agents: dict[str, Any] = field(default_factory=dict)
+    burst: dict[str, Any] = field(default_factory=dict)
+    new_hosts: list[dict[str, Any]] = field(default_factory=list)
+    big: int = 0  # containers on host1 of a --big lab; 0 for the sizes
 
 
 # -- probes ----------------------------------------------------------------------
@@ -131,13 +154,14 @@ def converge(size: Size, new_host: str, name: str, address: str, timeout: float)
 # -- agents ----------------------------------------------------------------------
 
 
-def agent_pids(lab: Lab) -> list[int]:
+def agent_pids(lab: Lab) -> dict[str, int]:
+    """host -> its running agent's PID."""
     procs = lab.state.load()["processes"]
-    return [
-        p["pid"]
+    return {
+        p["what"].removesuffix("/netplugd"): p["pid"]
         for p in procs
-        if p["what"].endswith("netplugd") and namespaces.start_time(p["pid"]) == p["start"]
-    ]
+        if p["what"].endswith("/netplugd") and namespaces.start_time(p["pid"]) == p["start"]
+    }
 
 
 def cpu_ticks(pid: int) -> int:
@@ -150,13 +174,13 @@ def cpu_ticks(pid: int) -> int:
 def idle_agents(sizes: list[Size], seconds: float) -> None:
     """Each size's agents' CPU (% of one core, mean and max) over ``seconds`` of quiet,
     all labs measured over the same window; and their RSS."""
-    pids = {s.hosts: agent_pids(s.lab) for s in sizes}
+    pids = {id(s): list(agent_pids(s.lab).values()) for s in sizes}
     before = {pid: cpu_ticks(pid) for ps in pids.values() for pid in ps}
     time.sleep(seconds)
     hz = os.sysconf("SC_CLK_TCK")
     for size in sizes:
-        cpu = [(cpu_ticks(p) - before[p]) / hz / seconds * 100 for p in pids[size.hosts]]
-        rss = [namespaces.rss_kib(p) or 0 for p in pids[size.hosts]]
+        cpu = [(cpu_ticks(p) - before[p]) / hz / seconds * 100 for p in pids[id(size)]]
+        rss = [namespaces.rss_kib(p) or 0 for p in pids[id(size)]]
         size.agents = {
             "idle_cpu_pct_mean": sum(cpu) / len(cpu),
             "idle_cpu_pct_max": max(cpu),
@@ -164,17 +188,119 @@ def idle_agents(sizes: list[Size], seconds: float) -> None:
             "rss_kib_max": max(rss),
         }
         say(
-            f"{size.hosts} hosts: idle agent CPU mean {size.agents['idle_cpu_pct_mean']:.2f} % "
+            f"{label(size)}: idle agent CPU mean {size.agents['idle_cpu_pct_mean']:.2f} % "
             f"(max {size.agents['idle_cpu_pct_max']:.2f} %), RSS mean "
             f"{size.agents['rss_kib_mean'] / 1024:.1f} MiB"
         )
 
 
+# -- the store's side of an ADD -------------------------------------------------------
+
+
+def store_events(lab: Lab, after: int) -> tuple[int, int]:
+    """(the store's revision now, how many events it holds after revision ``after``),
+    read back through a watch of its history."""
+    count = 0
+    with lab.store() as store:
+        now = store.status()
+        if now > after:
+            with contextlib.closing(store.watch(ROOT, after + 1, 0.5)) as watch:  # type: ignore[type-var]
+                for batch in watch:
+                    count += len(batch)
+                    if not batch or batch[-1].kv.mod_revision >= now:
+                        break
+    return now, count
+
+
+def etcd_requests(lab: Lab) -> dict[str, float]:
+    """etcd's request counters (etcd_mvcc_<name>_total); {} on SQLite."""
+    url = lab.state.load()["store"]
+    if not url.startswith("etcd://"):
+        return {}
+    address = url.removeprefix("etcd://").split(",")[0]
+    metrics = f"http://{address}/metrics"
+    with (
+        netns.entered(namespaces.path(lab.fabric)),
+        urllib.request.urlopen(metrics, timeout=5) as reply,
+    ):
+        text = reply.read().decode()
+    found = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        for counter in ETCD_COUNTERS:
+            if name == f"etcd_mvcc_{counter}_total":
+                found[counter] = float(value)
+    return found
+
+
+def burst(size: Size, count: int) -> None:
+    """``count`` ADDs on host1 with nothing else going on: the store's writes and
+    events per ADD, and the CPU the other agents spent per event they received."""
+    pids = agent_pids(size.lab)
+    followers = [pid for host, pid in pids.items() if host != "host1"]
+    with size.lab.store() as store:
+        first = store.status()
+    requests = etcd_requests(size.lab)
+    ticks = sum(cpu_ticks(pid) for pid in followers)
+    began = time.monotonic()
+    started, _ = size.lab.run_containers("host1", [f"b{i}" for i in range(count)])
+    time.sleep(1.0)  # the followers finish with the last events
+    window = time.monotonic() - began
+    ticks = sum(cpu_ticks(pid) for pid in followers) - ticks
+    last, events = store_events(size.lab, first)
+    requests = {k: v - requests.get(k, 0) for k, v in etcd_requests(size.lab).items()}
+    idle_s = size.agents["idle_cpu_pct_mean"] / 100 * window * len(followers)
+    cpu_s = max(0.0, ticks / os.sysconf("SC_CLK_TCK") - idle_s)
+    adds = max(1, len(started))
+    size.burst = {
+        "adds": len(started),
+        "revisions_per_add": (last - first) / adds,
+        "events_per_add": events / adds,
+        # Every agent watches the whole key space: each event goes to each of them.
+        "watch_events_per_add": events * len(pids) / adds,
+        "follower_cpu_ms_per_event": cpu_s * 1000 / max(1, events * len(followers)),
+        **{f"etcd_{name}_per_add": value / adds for name, value in requests.items()},
+    }
+    say(
+        f"{label(size)}: per ADD {size.burst['revisions_per_add']:.1f} store writes, "
+        f"{size.burst['events_per_add']:.1f} events ({size.burst['watch_events_per_add']:.0f} "
+        f"watch events to the agents); other agents' CPU "
+        f"{size.burst['follower_cpu_ms_per_event']:.2f} ms per event"
+        + "".join(f", etcd {k} {v / adds:.1f}/ADD" for k, v in requests.items())
+    )
+
+
+def grow(size: Size, timeout: float) -> None:
+    """One more host: until its agent serves, and until a container on it is
+    reachable and resolvable from every original host."""
+    index = size.hosts + len(size.new_hosts) + 1
+    began = time.monotonic()
+    host = size.lab.add_host(index)
+    serving = time.monotonic() - began
+    name = f"g{index}"
+    address = str(ip_interface(size.lab.run_container(host, name)).ip)
+    added = time.monotonic() - began
+    per_source = converge(size, host, name, address, timeout)
+    reached = None if None in per_source else added + max(per_source)
+    size.new_hosts.append({"serving_s": serving, "added_s": added, "reach_s": reached})
+    say(
+        f"{label(size)}: new {host} served after {serving:.1f} s, its container reachable "
+        f"and resolvable from {len(per_source)} hosts after {_s(reached)} (ADD done at "
+        f"{added:.1f} s)"
+    )
+
+
 # -- the run -----------------------------------------------------------------------
 
 
-def build(owned: Owned, hosts: int, per_host: int, store: str) -> Size:
-    size = Size(hosts, owned.lab(f"h{hosts}"), store)
+def label(size: Size) -> str:
+    return f"{size.hosts} hosts" + (f", {size.big} on host1" if size.big else "")
+
+
+def build(owned: Owned, hosts: int, per_host: int, store: str, big: int = 0) -> Size:
+    """A lab of ``hosts`` with ``per_host`` containers on each, and with ``big``
+    more on host1 for a --big lab."""
+    size = Size(hosts, owned.lab(f"big{big}" if big else f"h{hosts}"), store, big=big)
     began = time.monotonic()
     size.lab.up(hosts, store)
     size.setup["up_s"] = time.monotonic() - began
@@ -187,18 +313,22 @@ def build(owned: Owned, hosts: int, per_host: int, store: str) -> Size:
         first = next(name for name in names if name in started)
         gateway = str(ip_interface(started[first]).network[1])
         size.sources[f"host{h}"] = (size.lab.container_netns(first), gateway)
+    if big:
+        names = [f"f-{i}" for i in range(1, big - per_host + 1)]
+        failed += len(size.lab.run_containers("host1", names, parallel=8)[1])
     size.setup["containers_s"] = time.monotonic() - began
     size.setup["containers_failed"] = failed
     say(
-        f"{hosts} hosts up in {size.setup['up_s']:.1f} s, {hosts * per_host} containers in "
+        f"{label(size)} up in {size.setup['up_s']:.1f} s, "
+        f"{hosts * per_host + max(0, big - per_host)} containers in "
         f"{size.setup['containers_s']:.1f} s ({failed} failed)"
     )
     return size
 
 
-def sample(size: Size, n: int, timeout: float) -> dict[str, Any]:
-    host = f"host{n % size.hosts + 1}"
-    name = f"n{n}"
+def sample(size: Size, n: int, timeout: float, host: str = "") -> dict[str, Any]:
+    host = host or f"host{n % size.hosts + 1}"
+    name = f"n{n}-{host}"
     began = time.monotonic()
     address = str(ip_interface(size.lab.run_container(host, name)).ip)
     added = time.monotonic()
@@ -214,39 +344,77 @@ def sample(size: Size, n: int, timeout: float) -> dict[str, Any]:
     size.samples.append(result)
     shown = "TIMEOUT" if reached is None else f"{reached * 1000:.0f} ms"
     say(
-        f"  {size.hosts:2d} hosts, sample {len(size.samples):3d}: {name} on {host} reachable "
-        f"and resolvable from {size.hosts - 1} hosts after {shown} (ADD "
-        f"{result['add_s'] * 1000:.0f} ms, probing alone {_ms(result['probe_s'])})"
+        f"  {label(size)}, sample {len(size.samples):3d}: {name} reachable and resolvable "
+        f"from {len(per_source)} hosts after {shown} (ADD {result['add_s'] * 1000:.0f} ms, "
+        f"probing alone {_ms(result['probe_s'])})"
     )
     return result
 
 
-def summary(size: Size) -> dict[str, Any]:
-    reach = [s["reach_s"] for s in size.samples]
+def sample_big(size: Size, n: int, timeout: float) -> None:
+    """An ADD on the full host1, then one on host3 (one container), each DELeted
+    after its convergence so that both hosts keep their count."""
+    for host in ("host1", "host3"):
+        sample(size, n, timeout, host)
+        size.lab.remove_container(f"n{n}-{host}")
+
+
+def convergence(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    reach = [s["reach_s"] for s in samples]
     ok = [r for r in reach if r is not None]
-    probe = [s["probe_s"] for s in size.samples if s["probe_s"] is not None]
+    probe = [s["probe_s"] for s in samples if s["probe_s"] is not None]
+    adds = [s["add_s"] for s in samples]
     return {
-        "hosts": size.hosts,
         "samples": len(reach),
         "timeouts": len(reach) - len(ok),
         "p50_s": quantile(ok, 0.5) if ok else None,
         "p99_s": quantile(ok, 0.99) if ok and len(ok) == len(reach) else None,
-        "add_p50_s": quantile([s["add_s"] for s in size.samples], 0.5),
+        "add_p50_s": quantile(adds, 0.5),
+        "add_p99_s": quantile(adds, 0.99),
         "probe_p50_s": quantile(probe, 0.5) if probe else None,
+    }
+
+
+def summary(size: Size) -> dict[str, Any]:
+    result: dict[str, Any] = {
+        "hosts": size.hosts,
+        "big": size.big,
+        **convergence(size.samples),
         **size.setup,
         **size.agents,
+        **size.burst,
+        "new_hosts": size.new_hosts,
     }
+    if size.big:
+        full = convergence([s for s in size.samples if s["host"] == "host1"])
+        empty = convergence([s for s in size.samples if s["host"] == "host3"])
+        result.update(full=full, empty=empty, add_ratio=full["add_p50_s"] / empty["add_p50_s"])
+    return result
 
 
 def _ms(value: float | None) -> str:
     return "?" if value is None else f"{value * 1000:.0f} ms"
 
 
+def _s(value: float | None) -> str:
+    return "TIMEOUT" if value is None else f"{value:.2f} s"
+
+
+def _span(values: list[float | None]) -> str:
+    """min-max of ``values`` in seconds; TIMEOUT if any timed out; - if none."""
+    if not values:
+        return "-"
+    if None in values:
+        return "TIMEOUT"
+    return f"{min(values):.2f}-{max(values):.2f} s"  # type: ignore[type-var]
+
+
 def table(results: list[dict[str, Any]], per_host: int) -> Iterator[str]:
-    yield f"| hosts | containers | samples | convergence p50 | p99 | p99 / p99 at {results[0]['hosts']} hosts | ADD p50 | probing alone p50 | idle agent CPU (mean / max) | agent RSS | up | containers started |"  # noqa: E501
+    sizes = [r for r in results if not r["big"]]
+    yield f"| hosts | containers | samples | convergence p50 | p99 | p99 / p99 at {sizes[0]['hosts']} hosts | ADD p50 | probing alone p50 | idle agent CPU (mean / max) | agent RSS | up | containers started |"  # noqa: E501
     yield "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
-    base = results[0]["p99_s"]
-    for r in results:
+    base = sizes[0]["p99_s"]
+    for r in sizes:
         growth = f"{r['p99_s'] / base:.2f}x" if r["p99_s"] and base else "?"
         yield (
             f"| {r['hosts']} | {r['hosts'] * per_host} | {r['samples']} ({r['timeouts']} timeouts)"
@@ -260,6 +428,57 @@ def table(results: list[dict[str, Any]], per_host: int) -> Iterator[str]:
         f"Bars: convergence p99 < {BAR_P99_S:.0f} s at the largest size and ≤ {BAR_GROWTH:.0f}x "
         "its value at the smallest; idle agent CPU < 1 %."
     )
+    yield from cost_table(results)
+    yield from big_table([r for r in results if r["big"]])
+
+
+def cost_table(results: list[dict[str, Any]]) -> Iterator[str]:
+    if not any(r.get("adds") or r["new_hosts"] for r in results):
+        return
+    etcd = [k for k in results[0] if k.startswith("etcd_") and k.endswith("_per_add")]
+    yield ""
+    yield (
+        "| lab | store writes / ADD | store events / ADD | watch events / ADD (all agents) | "
+        "other agents' CPU / event | "
+        + "".join(f"etcd {k[5:-8]} / ADD | " for k in etcd)
+        + "new host: agent serving | new host: reachable from all |"
+    )
+    yield "| --- |" + " ---: |" * (6 + len(etcd))
+    for r in results:
+        name = f"{r['hosts']} hosts" + (f", {r['big']} on host1" if r["big"] else "")
+        grown = r["new_hosts"]
+        cost = (
+            f"{r['revisions_per_add']:.1f} | {r['events_per_add']:.1f} | "
+            f"{r['watch_events_per_add']:.0f} | {r['follower_cpu_ms_per_event']:.2f} ms | "
+            + "".join(f"{r[k]:.1f} | " for k in etcd)
+            if "adds" in r
+            else "- | " * (4 + len(etcd))
+        )
+        yield (
+            f"| {name} | {cost}{_span([g['serving_s'] for g in grown])} | "
+            f"{_span([g['reach_s'] for g in grown])} |"
+        )
+
+
+def big_table(results: list[dict[str, Any]]) -> Iterator[str]:
+    for r in results:
+        full, empty = r["full"], r["empty"]
+        yield ""
+        yield (
+            f"| {r['hosts']} hosts, {r['big']} containers on host1 | ADD p50 | ADD p99 | "
+            "convergence p50 | p99 |"
+        )
+        yield "| --- | ---: | ---: | ---: | ---: |"
+        for what, c in ((f"ADD on host1 ({r['big']} containers)", full), ("on host3 (1)", empty)):
+            yield (
+                f"| {what} | {_ms(c['add_p50_s'])} | {_ms(c['add_p99_s'])} | "
+                f"{_ms(c['p50_s'])} | {_ms(c['p99_s'])} |"
+            )
+        yield ""
+        yield (
+            f"ADD p50 on the full host / on the empty one: {r['add_ratio']:.2f}x "
+            f"(bar ≤ {BAR_BIG_ADD}x); {full['samples']} samples each, interleaved."
+        )
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -275,6 +494,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--idle-seconds", type=float, default=10.0, help="quiet window for idle CPU (10 s)"
     )
+    parser.add_argument(
+        "--burst", type=int, default=20, help="ADDs per lab for the per-ADD costs (20; 0: skip)"
+    )
+    parser.add_argument(
+        "--new-hosts", type=int, default=3, help="hosts each lab grows by, timed (3; 0: skip)"
+    )
+    parser.add_argument(
+        "--big", type=int, default=0, help="also a 3-host lab with this many on host1 (0: none)"
+    )
     parser.add_argument("--json", metavar="FILE", help="also write every number to FILE")
     args = parser.parse_args(argv)
     try:
@@ -285,6 +513,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--hosts must be 2..60 each and --per-host 1..250")
     if not 1 <= args.samples <= 500:
         parser.error("--samples must be 1..500")
+    if not (0 <= args.burst <= 200 and 0 <= args.new_hosts <= 10 and 0 <= args.big <= 1000):
+        parser.error("--burst must be 0..200, --new-hosts 0..10 and --big 0..1000")
     return args
 
 
@@ -300,10 +530,17 @@ def main(argv: list[str] | None = None) -> int:
     def measure() -> None:
         for hosts in args.sizes:
             sizes.append(build(owned, hosts, args.per_host, args.store))
+        if args.big:
+            sizes.append(build(owned, 3, 1, args.store, args.big))
         idle_agents(sizes, args.idle_seconds)
-        for n in range(args.samples):  # interleaved: one sample per size in turn
+        for n in range(args.samples):  # interleaved: one sample per lab in turn
             for size in sizes:
-                sample(size, n, args.timeout)
+                (sample_big if size.big else sample)(size, n, args.timeout)
+        for size in sizes if args.burst else ():
+            burst(size, args.burst)
+        for _ in range(args.new_hosts):
+            for size in sizes:
+                grow(size, args.timeout)
 
     if not run_guarded(measure, owned.release, say):
         return 130
