@@ -116,6 +116,15 @@ def cmd_add(req: Request, host: Host) -> Result:
         pair = _step("create_pair", veth.create_pair, rt, crt, container, pair_spec)
         ips = attachment.allocations
         _step("configure_container", _configure_container, crt, pair.container.index, ips)
+        container_ips = [str(a.address.ip) for a in ips]
+        _step(
+            "learn_container",
+            bridge.learn_container,
+            ipr,
+            br.index,
+            container_ips,
+            pair.container.mac,
+        )
         if conf.ip_masq:
             _step("masq", _ensure_masq, conf, host)
         undo.pop_all()

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
+from pyroute2.netlink.rtnl.ndmsg import NUD_REACHABLE
 
 from netplug.net import NetError
 from netplug.net.addresses import Interface, ensure_addresses
@@ -86,3 +88,16 @@ def _create(ipr: IPRoute, name: str, mtu: int) -> Link:
     if link is None:
         raise NetError(f"bridge {name} vanished while being set up; retry")
     return link
+
+
+def learn_container(ipr: IPRoute, bridge_index: int, ips: Iterable[str], mac: str) -> None:
+    """Point the bridge's neighbour entries for ``ips`` at ``mac``, the container's.
+
+    A host whose blocks are full hands an address out again as soon as a
+    container goes, and while other containers keep the bridge up, the
+    gateway's neighbour cache still maps that address to the old container's
+    MAC (a REACHABLE entry is checked again only after 15-45 s): traffic routed
+    here for the new container went to a MAC that no longer exists.
+    """
+    for ip in ips:
+        ipr.neigh("replace", dst=ip, lladdr=mac, ifindex=bridge_index, state=NUD_REACHABLE)

@@ -28,10 +28,12 @@ STEPS = {
     "enable_forwarding": "enable_forwarding",
     "create_pair": "create_pair",
     "configure_container": "configure_container",
+    "learn_container": "learn_container",
     "masq": "masq",
     "ensure_bridge-after": "ensure_bridge.after",
     "enable_forwarding-after": "enable_forwarding.after",
     "configure_container-after": "configure_container.after",
+    "learn_container-after": "learn_container.after",
     # an unexpected exception (a bug, not a NetError) unwinds the same way
     "configure_container-bug": "configure_container:bug",
 }
