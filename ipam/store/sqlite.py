@@ -844,6 +844,11 @@ class SQLiteStore:
             _enable_wal(conn)
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute("PRAGMA wal_autocheckpoint = 0")  # ours: _checkpoint_if_due
+            # The WAL's size is how _checkpoint_if_due tells it is due: the file has to
+            # shrink once checkpointed (SQLite reuses it from the start, at full size),
+            # else every commit after the first 4 MiB checkpointed, and each
+            # checkpoint woke every watch.
+            conn.execute("PRAGMA journal_size_limit = 0")
             if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
                 conn.execute("BEGIN IMMEDIATE")
                 for statement in _SCHEMA:

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from netplug.ipam.store import file_changes
+from netplug.ipam.store import sqlite as sqlite_module
 from netplug.ipam.store.sqlite import SWEEP_INTERVAL, SQLiteStore
 
 IDLE_S = 1.5
@@ -123,3 +124,21 @@ def test_a_watch_still_sees_a_lease_expire_with_no_writer(tmp_path) -> None:
         assert [(e.type, e.kv.key) for e in got] == [("delete", "host/a")]
     finally:
         watcher.close()
+
+
+def test_a_checkpointed_wal_shrinks_so_that_commits_do_not_all_checkpoint(
+    tmp_path, monkeypatch
+) -> None:
+    """The writer checkpoints once the WAL file passes CHECKPOINT_BYTES; a file
+    that kept its size made every later commit checkpoint (and wake every watch)."""
+    monkeypatch.setattr(sqlite_module, "CHECKPOINT_BYTES", 256 * 1024)
+    store = SQLiteStore(str(tmp_path / "netplug.db"))
+    statements = _trace_statements(store, monkeypatch)
+    try:
+        for i in range(400):
+            store.put(f"k/{i % 50}", b"v" * 500)
+    finally:
+        store.close()
+    checkpoints = sum("wal_checkpoint" in s for s in statements)
+    # About 16 KiB of WAL per commit (4 pages): a checkpoint every ~16 commits.
+    assert 1 <= checkpoints <= 400 // 4, checkpoints
