@@ -93,7 +93,7 @@ class Overlay:
                 if link is None:
                     continue
                 want = desired(self.host, view.live_hosts, vteps, view.blocks.get(network, {}))
-                add, remove = diff(peers.read(ipr, link.index), want)
+                add, remove = diff(peers.read(link.index), want)
                 if add or remove:
                     log.info(
                         "network %s: peers %s; %s",

@@ -13,6 +13,7 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.rtnl.ndmsg import NUD_PERMANENT
 
+from netplug.net.device_dump import DeviceDump
 from netplug.net.links import EEXIST
 
 RTNH_F_ONLINK = 4
@@ -32,24 +33,26 @@ class PeerState:
         return bool(self.routes or self.neighbours or self.fdb)
 
 
-def read(ipr: IPRoute, index: int) -> PeerState:
-    """The peers programmed on the VXLAN device ``index``."""
-    routes = set()
-    for family in (socket.AF_INET, socket.AF_INET6):
-        for msg in ipr.get_routes(family=family, oif=index, table=254):
-            gateway = msg.get_attr("RTA_GATEWAY")
-            if gateway and msg["flags"] & RTNH_F_ONLINK:
-                routes.add((f"{msg.get_attr('RTA_DST')}/{msg['dst_len']}", gateway))
-    neighbours = {
-        (msg.get_attr("NDA_DST"), msg.get_attr("NDA_LLADDR"))
-        for msg in ipr.get_neighbours(ifindex=index)
-        if msg["state"] & NUD_PERMANENT
-    }
-    fdb = {
-        (msg.get_attr("NDA_LLADDR"), msg.get_attr("NDA_DST"))
-        for msg in ipr.fdb("dump", ifindex=index)
-        if msg.get_attr("NDA_DST") and msg["ifindex"] == index
-    }
+def read(index: int) -> PeerState:
+    """The peers programmed on the VXLAN device ``index`` (of this thread's
+    namespace): dumps the kernel filters to that device (``device_dump``)."""
+    routes, neighbours = set(), set()
+    with DeviceDump() as dump:
+        for family in (socket.AF_INET, socket.AF_INET6):
+            for msg in dump.routes(family, index):
+                gateway = msg.get_attr("RTA_GATEWAY")
+                if gateway and msg["flags"] & RTNH_F_ONLINK:
+                    routes.add((f"{msg.get_attr('RTA_DST')}/{msg['dst_len']}", gateway))
+            neighbours.update(
+                (msg.get_attr("NDA_DST"), msg.get_attr("NDA_LLADDR"))
+                for msg in dump.neighbours(family, index)
+                if msg["state"] & NUD_PERMANENT
+            )
+        fdb = {
+            (msg.get_attr("NDA_LLADDR"), msg.get_attr("NDA_DST"))
+            for msg in dump.fdb(index)
+            if msg.get_attr("NDA_DST")
+        }
     return PeerState(frozenset(routes), frozenset(neighbours), frozenset(fdb))
 
 

@@ -37,6 +37,21 @@ Interface = IPv4Interface | IPv6Interface
 Network = IPv4Network | IPv6Network
 
 
+def netlink_socket(option: int) -> socket.socket:
+    """A bound NETLINK_ROUTE socket in this thread's namespace, with the
+    SOL_NETLINK ``option`` on."""
+    sock = socket.socket(
+        socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, socket.NETLINK_ROUTE
+    )
+    try:
+        sock.setsockopt(SOL_NETLINK, option, 1)
+        sock.bind((0, 0))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 @dataclass(frozen=True, slots=True)
 class VethRequest:
     """One RTM_NEWLINK for a veth pair: both ends' names, MACs and MTU."""
@@ -54,15 +69,7 @@ class Rtnl:
     """A NETLINK_ROUTE socket, bound to the namespace it was created in."""
 
     def __init__(self) -> None:
-        self.sock = socket.socket(
-            socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, socket.NETLINK_ROUTE
-        )
-        try:
-            self.sock.setsockopt(SOL_NETLINK, NETLINK_CAP_ACK, 1)
-            self.sock.bind((0, 0))
-        except OSError:
-            self.sock.close()
-            raise
+        self.sock = netlink_socket(NETLINK_CAP_ACK)
         self._sequence = 0
 
     def close(self) -> None:
