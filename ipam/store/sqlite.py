@@ -595,7 +595,10 @@ class SQLiteStore:
                     version = conn.execute("PRAGMA data_version").fetchone()[0]
                     if swept or version != seen:
                         seen, settle_until = version, float("-inf")
-                        events = self._events(conn, prefix, start)
+                        # A lease keepalive commits without a new revision: one
+                        # statement tells, not the events query's transaction.
+                        if conn.execute("SELECT revision FROM meta").fetchone()[0] >= start:
+                            events = self._events(conn, prefix, start)
                     elif changed and settle_until < looked:
                         # A writer writes its WAL frames, then publishes the commit
                         # in the shared index (no file event): look again shortly.
