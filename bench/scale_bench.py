@@ -138,19 +138,29 @@ def pings(sock: socket.socket, address: str, until: float) -> bool:
     ident, seq = random.randrange(1 << 16), 0
     while time.monotonic() < until:
         seq = (seq + 1) & 0xFFFF
-        sock.sendto(icmp_echo(ident, seq), (address, 0))
         answer_by = time.monotonic() + PROBE_INTERVAL
+        try:  # no route or neighbour yet is "not reachable yet", as for ping
+            sock.sendto(icmp_echo(ident, seq), (address, 0))
+        except OSError:
+            time.sleep(PROBE_INTERVAL)
+            continue
         while (left := answer_by - time.monotonic()) > 0:
             sock.settimeout(left)
             try:
                 reply, (source, _) = sock.recvfrom(1024)
             except TimeoutError:
                 break
+            except OSError:  # an ICMP error queued for an earlier echo
+                continue
             at = (reply[0] & 0x0F) * 4  # past the IP header
             kind, _, _, got = struct.unpack_from("!BBHH", reply, at)
             if source == address and kind == ICMP_ECHO_REPLY and got == ident:
                 return True
     return False
+
+
+def other_hosts(size: Size, new_host: str) -> list[str]:
+    return [host for host in size.sources if host != new_host]
 
 
 def converge(size: Size, new_host: str, name: str, address: str, timeout: float) -> list:
@@ -171,7 +181,7 @@ def converge(size: Size, new_host: str, name: str, address: str, timeout: float)
                 return None
         return time.monotonic() - start
 
-    others = [source for host, source in size.sources.items() if host != new_host]
+    others = [size.sources[host] for host in other_hosts(size, new_host)]
     with ThreadPoolExecutor(len(others)) as pool:
         return list(pool.map(probe, others))
 
@@ -367,7 +377,8 @@ def sample(size: Size, n: int, timeout: float, host: str = "") -> dict[str, Any]
         "probe_s": None if None in again else max(again),
     }
     size.samples.append(result)
-    shown = "TIMEOUT" if reached is None else f"{reached * 1000:.0f} ms"
+    late = [h for h, t in zip(other_hosts(size, host), per_source, strict=True) if t is None]
+    shown = f"TIMEOUT (from {', '.join(late)})" if late else f"{reached * 1000:.0f} ms"
     say(
         f"  {label(size)}, sample {len(size.samples):3d}: {name} reachable and resolvable "
         f"from {len(per_source)} hosts after {shown} (ADD {result['add_s'] * 1000:.0f} ms, "
