@@ -120,7 +120,7 @@ def cmd_add(req: Request, host: Host) -> Result:
         _step(
             "learn_container",
             bridge.learn_container,
-            ipr,
+            rt,
             br.index,
             container_ips,
             pair.container.mac,

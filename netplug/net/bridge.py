@@ -8,12 +8,12 @@ from dataclasses import dataclass
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
-from pyroute2.netlink.rtnl.ndmsg import NUD_REACHABLE
 
 from netplug.net import NetError
 from netplug.net.addresses import Interface, ensure_addresses
 from netplug.net.links import EEXIST, Link, find, index, random_mac
 from netplug.net.links import mtu as link_mtu
+from netplug.net.rtnl import Rtnl
 from netplug.net.seen import Seen
 
 
@@ -90,7 +90,7 @@ def _create(ipr: IPRoute, name: str, mtu: int) -> Link:
     return link
 
 
-def learn_container(ipr: IPRoute, bridge_index: int, ips: Iterable[str], mac: str) -> None:
+def learn_container(rt: Rtnl, bridge_index: int, ips: Iterable[str], mac: str) -> None:
     """Point the bridge's neighbour entries for ``ips`` at ``mac``, the container's.
 
     A host whose blocks are full hands an address out again as soon as a
@@ -100,4 +100,4 @@ def learn_container(ipr: IPRoute, bridge_index: int, ips: Iterable[str], mac: st
     here for the new container went to a MAC that no longer exists.
     """
     for ip in ips:
-        ipr.neigh("replace", dst=ip, lladdr=mac, ifindex=bridge_index, state=NUD_REACHABLE)
+        rt.replace_neighbour(bridge_index, ip, mac)

@@ -17,11 +17,19 @@ import socket
 from dataclasses import dataclass
 from ipaddress import IPv4Interface, IPv4Network, IPv6Interface, IPv6Network
 
-from pyroute2.netlink import NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST, nlmsgerr
+from pyroute2.netlink import (
+    NLM_F_ACK,
+    NLM_F_CREATE,
+    NLM_F_EXCL,
+    NLM_F_REPLACE,
+    NLM_F_REQUEST,
+    nlmsgerr,
+)
 from pyroute2.netlink.exceptions import NetlinkError
-from pyroute2.netlink.rtnl import RTM_DELLINK, RTM_NEWADDR, RTM_NEWLINK, RTM_NEWROUTE
+from pyroute2.netlink.rtnl import RTM_DELLINK, RTM_NEWADDR, RTM_NEWLINK, RTM_NEWNEIGH, RTM_NEWROUTE
 from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
 from pyroute2.netlink.rtnl.ifinfmsg import IFF_UP, ifinfmsg
+from pyroute2.netlink.rtnl.ndmsg import NUD_REACHABLE, ndmsg
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
 SOL_NETLINK = 270
@@ -138,6 +146,14 @@ class Rtnl:
         attrs = [("RTA_DST", str(dst.network_address))] if dst.prefixlen else []
         msg["attrs"] = [*attrs, ("RTA_GATEWAY", gateway), ("RTA_OIF", index)]
         self._request(msg, RTM_NEWROUTE, CREATE)
+
+    def replace_neighbour(self, index: int, address: str, mac: str) -> None:
+        """Link ``index``'s neighbour entry for ``address``: ``mac``, reachable."""
+        msg = ndmsg()
+        msg["family"] = socket.AF_INET6 if ":" in address else socket.AF_INET
+        msg["ifindex"], msg["state"] = index, NUD_REACHABLE
+        msg["attrs"] = [("NDA_DST", address), ("NDA_LLADDR", mac)]
+        self._request(msg, RTM_NEWNEIGH, CHANGE | NLM_F_CREATE | NLM_F_REPLACE)
 
     def _request(self, msg, msg_type: int, flags: int) -> None:
         self._sequence += 1
