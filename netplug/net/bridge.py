@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -100,4 +101,7 @@ def learn_container(rt: Rtnl, bridge_index: int, ips: Iterable[str], mac: str) -
     here for the new container went to a MAC that no longer exists.
     """
     for ip in ips:
-        rt.replace_neighbour(bridge_index, ip, mac)
+        # ENOBUFS: the kernel's neighbour table (shared by every namespace) is
+        # full; the entry only speeds up a reused address, so ADD goes on.
+        with contextlib.suppress(NetlinkError):
+            rt.replace_neighbour(bridge_index, ip, mac)
