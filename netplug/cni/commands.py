@@ -39,7 +39,18 @@ from netplug.ipam.pending import PendingReleases
 from netplug.ipam.schema import Attachments
 from netplug.ipam.store.base import StoreUnavailable
 from netplug.locks import network_lock
-from netplug.net import NetError, addresses, bridge, links, masq, netns, sysctl, veth, vxlan
+from netplug.net import (
+    NetError,
+    addresses,
+    bridge,
+    links,
+    masq,
+    netns,
+    sysctl,
+    unlink,
+    veth,
+    vxlan,
+)
 from netplug.net.mtu import VXLAN_OVERHEAD_V4, overlay_mtu
 from netplug.net.rtnl import Rtnl
 
@@ -51,6 +62,9 @@ INTERFACE_EXISTS = 102
 # and VTEP address) and the forwarding sysctls.
 SEEN_TTL = 30.0
 CHECK_FAILED = 103
+# DEL's bound on a veth deletion, which the kernel has never been seen to take
+# more than a fraction of a second for.
+UNLINK_TIMEOUT = 30.0
 T = TypeVar("T")
 
 
@@ -340,9 +354,15 @@ def _attempt(failures: list[Exception], func, *args):
 
 
 def _delete_container_end(req: Request) -> bool:
-    """Delete the container's interface; whether there was one to delete."""
+    """Delete the container's interface (and with it the host end); whether there
+    was one to delete. Returns once the host end is unlisted (``unlink``)."""
     if not req.netns:
         return False
+    host_end = links.index(veth.host_veth_name(req.container_id, req.ifname))
+    return unlink.delete(functools.partial(_delete_in_netns, req), host_end, UNLINK_TIMEOUT)
+
+
+def _delete_in_netns(req: Request) -> bool:
     try:
         with netns.opened(req.netns, req.seen_by) as fd, netns.channel(fd) as crt:
             return links.delete(crt, req.ifname)
@@ -352,8 +372,18 @@ def _delete_container_end(req: Request) -> bool:
 
 
 def _delete_host_end(req: Request) -> None:
-    with netns.channel() as rt:
-        links.delete(rt, veth.host_veth_name(req.container_id, req.ifname))
+    name = veth.host_veth_name(req.container_id, req.ifname)
+    unlink.delete(functools.partial(_delete_here, name), links.index(name), UNLINK_TIMEOUT)
+
+
+def _delete_here(name: str) -> bool:
+    """Delete link ``name`` of this thread's namespace, on a socket of its own
+    (``unlink`` runs this in a thread that ends after it)."""
+    rt = Rtnl()
+    try:
+        return links.delete(rt, name)
+    finally:
+        rt.close()
 
 
 def _ensure_masq(conf: NetConf, host: Host) -> None:
