@@ -80,6 +80,9 @@ class Enforcer:
         self._shares: dict[str, tuple[Endpoint, Share]] = {}  # each container's, under _plan
         self._programmed: Dataplane | None = None  # what the table holds, None: no table
         self._known = False  # whether _programmed is known (else the kernel is read)
+        # The (plan inputs, containers) _programmed holds, while _known: a batch of
+        # store events that brings what ADD or DEL already did costs no fill or diff.
+        self._programmed_from: tuple | None = None
 
     # -- the feed --------------------------------------------------------------------
 
@@ -210,6 +213,7 @@ class Enforcer:
         self._deleted.discard(key)
         self._added[key] = endpoint
         self._programmed = self._programmed.plus(elements)
+        self._programmed_from = (self._plan_of, self._endpoints())
 
     def _fill(self, endpoints: dict[str, Endpoint]) -> Dataplane:
         """The plan fed with ``endpoints``. A container's share is matched against the
@@ -234,6 +238,12 @@ class Enforcer:
             return  # nothing read yet: the first feed programs
         networks, endpoints = self._networks(), self._endpoints()
         plan_of = self._inputs_key(networks)
+        if self._known and self._programmed_from == (plan_of, endpoints):
+            # The ADD's own store write, the DEL's release, fed after ADD or DEL
+            # programmed them (or before, then ADD finds them in): 30-50 ms of
+            # fill and diff at 1000 containers and 50 policies, under the lock
+            # the next ADD waits for.
+            return
         policies = plan_of[0]
         want = None
         if segmentation.needed(networks, policies, endpoints.values(), self.me):
@@ -248,3 +258,4 @@ class Enforcer:
         # Only elements, when only containers came or went: ``delta`` keeps the rules.
         segmentation.converge(current, want, present)
         self._programmed, self._known = want, True
+        self._programmed_from = (plan_of, endpoints)

@@ -180,3 +180,37 @@ def test_a_container_add_covered_is_not_matched_again_when_the_feed_brings_it(ke
     e.sync(inputs(records(DB1, DB2)))
     assert matched == ["db-1", "db-2"]
     assert len(kernel.batches) == 2
+
+
+@pytest.fixture
+def fills(monkeypatch) -> list[int]:
+    """How many containers' shares each fill of the table took (its cost: set
+    unions over every container, then a diff against the kernel's)."""
+    sizes: list[int] = []
+    filled = Plan.filled
+
+    def counting(plan: Plan, shares):
+        shares = list(shares)
+        sizes.append(len(shares))
+        return filled(plan, shares)
+
+    monkeypatch.setattr(Plan, "filled", counting)
+    return sizes
+
+
+def test_the_feed_bringing_what_add_and_del_did_costs_no_fill(kernel, fills):
+    """The ADD's own store write, and the DEL's release, reach the feed after
+    (or, for the write, before) ADD and DEL programmed them: nothing is left to
+    do, and the lock the next ADD waits for is not held for a fill and a diff."""
+    e = enforcer()
+    e.sync(inputs(records(DB1)))
+    assert fills == [1]
+    e.cover(DB2.key, endpoint(DB2), network_info("red", RED))  # ADD, then its record
+    e.sync(inputs(records(DB1, DB2)))
+    e.uncover(DB2.key)  # DEL (a fill: the elements go), then its release
+    e.sync(inputs(records(DB1)))
+    assert fills == [1, 1]
+    e.sync(inputs(records(DB1, WEB)))  # the record before ADD: the feed programs it
+    e.cover(WEB.key, endpoint(WEB), network_info("red", RED))
+    assert fills == [1, 1, 2]
+    assert len(kernel.batches) == 3  # the table, ADD's elements, DEL's (web: in no set)
