@@ -256,6 +256,5 @@ class Enforcer:
         else:
             current, present = self._programmed, self._programmed is not None
         # Only elements, when only containers came or went: ``delta`` keeps the rules.
-        segmentation.converge(current, want, present)
-        self._programmed, self._known = want, True
+        self._programmed, self._known = segmentation.converge(current, want, present), True
         self._programmed_from = (plan_of, endpoints)

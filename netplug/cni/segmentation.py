@@ -44,6 +44,7 @@ from netplug.policy.plan import (
     compile_plan,
     delta,
     from_listing,
+    settled,
 )
 
 log = logging.getLogger(__name__)
@@ -139,14 +140,20 @@ def needed(
     return any(n in governed or (n in networks and networks[n].isolate) for n in local)
 
 
-def converge(programmed: Dataplane | None, want: Dataplane | None, present: bool) -> None:
+def converge(
+    programmed: Dataplane | None, want: Dataplane | None, present: bool
+) -> Dataplane | None:
     """Make the kernel's table ``want`` (None: no table) from ``programmed`` (what it
-    holds; None with ``present``: unknown, so every rule is rewritten)."""
+    holds; None with ``present``: unknown, so every rule is rewritten); return what
+    it now holds (``want`` with the generation ``settled`` chose)."""
     if want is None:
         if present:
             policy_table.remove(TABLE)
-        return
-    policy_table.apply(delta(programmed if present else None, want))
+        return None
+    old = programmed if present else None
+    want = settled(old, want)
+    policy_table.apply(delta(old, want))
+    return want
 
 
 def programmed() -> tuple[Dataplane | None, bool]:

@@ -27,10 +27,12 @@ Everything lives in one table, ``inet netplug`` (never another program's):
 
     chain forward  (hook forward, policy accept; netplug only ever drops)
       ct state related accept; ct state established ct direction reply accept
+      ct state established, ct mark (under GEN_MASK) == the generation: accept
       ICMPv6 neighbour discovery accept
       jump isolation                  cross-network drops, holes for policies
       ip saddr vmap @out4 ...         local containers with egress policies
       ip daddr vmap @in4 ...          local containers with ingress policies
+      ct mark set (under GEN_MASK) the generation: judged and not dropped
     chain isolation   ct status dnat return (published ports); per isolated network:
                       from its subnets to another isolated subnet: jump cross
     chain cross       policy holes (peers naming another network) return; drop
@@ -40,10 +42,14 @@ Everything lives in one table, ``inet netplug`` (never another program's):
 A network is "isolated" unless its config says ``"isolate": false``; traffic
 between two isolated networks is dropped (netavark's ``isolate`` semantics),
 classified by the source and destination subnets, so it holds the same on a
-container's host, over the overlay, and on the receiving host. Original-
-direction packets of established connections are judged again on every
-packet, so a tightened policy cuts connections it no longer allows; replies
-always pass.
+container's host, over the overlay, and on the receiving host. A connection
+is judged at its first packet and keeps the verdict in its conntrack mark as
+the rules' generation (derived from their digest: ``settled``); its later
+original-direction packets take the fast path while that generation is in
+force, so a change of rules (a policy, a network's isolation) has every
+connection judged again at its next packet, and a tightened policy cuts what
+it no longer allows. Set elements (containers) do not change the generation.
+Replies always pass.
 
 Sets, as Calico's Felix keeps ipsets: each policy's selected containers
 (``pol/NAME/sel4``) and each rule's named peers (``pol/NAME/in0/names4``) hold
@@ -57,6 +63,7 @@ agent can read (``nft -j list counters table inet netplug``).
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
@@ -70,6 +77,11 @@ FAMILIES = {4: ("ip", "ipv4_addr"), 6: ("ip6", "ipv6_addr")}
 ICMP = {4: "icmp", 6: "ipv6-icmp"}
 DIRECTIONS = {"ingress": ("in", "daddr", "saddr"), "egress": ("out", "saddr", "daddr")}
 ISOLATION_DROPPED = "isolation/dropped"
+FAST_PATH = "established/fast"  # named counter: original-direction packets not judged again
+GEN_MASK = 0xFFFFFF00  # the ct mark bits netplug owns (README "Segmentation and policy")
+GEN = "$generation"  # in chains' rules: the generation, written by ``_rules``
+STAMP = "$stamp"  # in chains' rules: the comment that records it (``from_listing``)
+_STAMPED = re.compile(r"generation (0x[0-9a-f]{8}) of rules ([0-9a-f]{64})")
 BASE_CHAIN = "forward"
 BASE_SPEC = "type filter hook forward priority filter; policy accept;"
 ND_TYPES = "nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit, nd-router-advert"
@@ -115,6 +127,8 @@ class Dataplane:
     counters: frozenset[str]  # named counters
     chains: Mapping[str, tuple[str, ...] | None]  # rules in order; None: not known
     members: Mapping[str, frozenset[str]]  # every set's or map's elements, as nft text
+    generation: int = 0  # the ct mark (under GEN_MASK) of connections judged by these rules
+    digest: str = ""  # sha256 of the chains' rules ("": not known)
 
     def plus(self, elements: Mapping[str, frozenset[str]]) -> Dataplane:
         """With ``elements`` (a container's: ``Plan.elements``) added."""
@@ -314,6 +328,8 @@ class _Builder:
         rules = [
             "ct state related accept",
             "ct state established ct direction reply accept",
+            f"ct state established ct mark and 0x{GEN_MASK:08x} == {GEN}"
+            f' counter name "{FAST_PATH}" accept {STAMP}',
             f"icmpv6 type {{ {ND_TYPES} }} accept",
             "jump isolation",
         ]
@@ -321,6 +337,9 @@ class _Builder:
             for fam, (ip, kind) in FAMILIES.items():
                 self._set(f"{short}{fam}", SetSpec("map", kind), ())
                 rules.append(f"{ip} {field} vmap @{short}{fam}")
+        # Not dropped: judged under this generation, until the rules change.
+        rules.append(f"ct mark set ct mark and 0x{~GEN_MASK & 0xFFFFFFFF:08x} or {GEN}")
+        self.counters.add(FAST_PATH)
         self.chains["cross"] = [*self.cross, f'counter name "{ISOLATION_DROPPED}" drop']
         self.counters.add(ISOLATION_DROPPED)
         for chain, tail in self.tails.items():
@@ -328,13 +347,45 @@ class _Builder:
         self.chains[BASE_CHAIN] = rules
 
     def plan(self) -> Plan:
+        chains = {name: tuple(rules) for name, rules in self.chains.items()}
+        digest = _digest(chains)
         base = Dataplane(
             sets=dict(sorted(self.sets.items())),
             counters=frozenset(self.counters),
-            chains={name: tuple(rules) for name, rules in self.chains.items()},
+            chains=chains,
             members={k: frozenset(v) for k, v in sorted(self.members.items())},
+            generation=_generation(digest),
+            digest=digest,
         )
         return Plan(base, {n: tuple(sels) for n, sels in self.selectors.items()})
+
+
+def _digest(chains: Mapping[str, tuple[str, ...]]) -> str:
+    text = "\n".join(f"{c} {r}" for c, rules in sorted(chains.items()) for r in rules)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _generation(digest: str) -> int:
+    """The generation of these rules: from their digest, so that whoever compiles
+    the same rules (a restarted agent, the plugin without one) writes the same
+    generation and no connection is judged again for nothing. Never 0 (the
+    mark of connections netplug never judged)."""
+    return (int(digest[:6], 16) << 8) or 1 << 8
+
+
+def settled(programmed: Dataplane | None, want: Dataplane | None) -> Dataplane | None:
+    """``want`` with the generation to program over ``programmed``: the programmed
+    one when the rules are the same (their digest: ``from_listing`` reads it back),
+    else one that differs from it even when two digests' generations collide, so
+    that a change of rules always has every connection judged again."""
+    if programmed is None or want is None or not programmed.generation:
+        return want
+    if programmed.digest == want.digest:
+        return replace(want, generation=programmed.generation)
+    if programmed.generation == want.generation:
+        following = (want.generation + (1 << 8)) & GEN_MASK
+        return replace(want, generation=following or 1 << 8)
+    return want
 
 
 def _anon(nets: Iterable[Network]) -> str:
@@ -401,7 +452,7 @@ def delta(old: Dataplane | None, new: Dataplane) -> str:
         return render(new)
     changed = {n for n in old.sets.keys() & new.sets.keys() if old.sets[n] != new.sets[n]}
     gone_sets = sorted((old.sets.keys() - new.sets.keys()) | changed)
-    rewrite = old.chains != new.chains or bool(gone_sets)
+    rewrite = old.chains != new.chains or bool(gone_sets) or old.generation != new.generation
     lines = [f"flush chain {TABLE} {c}" for c in old.chains] if rewrite else []
     kept = {n: old.members.get(n, frozenset()) for n in new.sets if n in old.sets}
     for n in changed:
@@ -456,8 +507,12 @@ def _declare(
 
 
 def _rules(dp: Dataplane) -> list[str]:
+    generation = f"0x{dp.generation:08x}"
+    stamp = f'comment "generation {generation} of rules {dp.digest}"'
     return [
-        f"add rule {TABLE} {c} {rule}" for c, rules in dp.chains.items() for rule in rules or ()
+        f"add rule {TABLE} {c} {rule.replace(GEN, generation).replace(STAMP, stamp)}"
+        for c, rules in dp.chains.items()
+        for rule in rules or ()
     ]
 
 
@@ -476,8 +531,11 @@ def from_listing(listing: Mapping) -> Dataplane:
     """What is programmed, from ``nft -j list table inet netplug`` (decoded): sets,
     counters, chain names and set elements, with every chain's rules unknown (None),
     so that ``delta`` from it writes the rules again and keeps every element and
-    counter that is right: an agent's start after a restart (Felix's mark and sweep)."""
+    counter that is right: an agent's start after a restart (Felix's mark and sweep).
+    The generation and the rules' digest are read from the fast-path rule's comment
+    (``settled`` then keeps the generation when the rules are the same)."""
     sets, counters, chains, members = {}, set(), {}, {}
+    generation, digest = 0, ""
     for item in listing.get("nftables", []):
         for kind in ("set", "map"):
             if kind in item:
@@ -490,7 +548,10 @@ def from_listing(listing: Mapping) -> Dataplane:
             counters.add(item["counter"]["name"])
         if "chain" in item:
             chains[item["chain"]["name"]] = None
-    return Dataplane(sets, frozenset(counters), chains, members)
+        stamped = _STAMPED.fullmatch(str(item.get("rule", {}).get("comment", "")))
+        if stamped:
+            generation, digest = int(stamped[1], 16), stamped[2]
+    return Dataplane(sets, frozenset(counters), chains, members, generation, digest)
 
 
 def _element(e: object) -> str:

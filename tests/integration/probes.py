@@ -94,16 +94,23 @@ for t in threads: t.join()
 print(json.dumps(found), flush=True)
 """
 
-# A TCP and a UDP conversation to argv[1] (ports argv[2], argv[3]), each exchanging a
-# token every 50 ms (in a thread of its own) until stdin closes; one JSON line per
-# exchange: [time, protocol, answered within FLOW_WAIT].
-FLOW = """\
+# A TCP connection ``t`` and a UDP socket ``u`` to argv[1] (ports argv[2], argv[3]);
+# argv[4]: the seconds an exchange waits for its echo.
+CONVERSATIONS = """\
 import json, select, socket, sys, threading, time
 address, tport, uport, wait = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
 fam = socket.AF_INET6 if ":" in address else socket.AF_INET
 t = socket.create_connection((address, tport), timeout=2)
 assert t.recv(2) == b"hi"
 u = socket.socket(fam, socket.SOCK_DGRAM); u.connect((address, uport))
+"""
+
+# Both CONVERSATIONS, each exchanging a token every 50 ms (in a thread of its own)
+# until stdin closes; one JSON line per exchange: [time, protocol, answered within
+# FLOW_WAIT].
+FLOW = (
+    CONVERSATIONS
+    + """\
 done, printing = threading.Event(), threading.Lock()
 print("ready", flush=True)
 def converse(s, proto):
@@ -131,6 +138,7 @@ sys.stdin.read()
 done.set()
 for th in threads: th.join()
 """
+)
 
 
 def netns_python(netns: str, script: str, *args: str) -> list[str]:

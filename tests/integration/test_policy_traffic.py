@@ -10,16 +10,28 @@ netplug network holds (for ``cidr`` peers).
 
 from __future__ import annotations
 
+import json
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 
 import pytest
-from policy_hosts import Containers, apply, delete
-from probes import FLOW_WAIT, Probe, echo_servers, exchanges, flows, mismatches
+from policy_hosts import Containers, apply, ctl, delete
+from probes import (
+    CONVERSATIONS,
+    FLOW_WAIT,
+    Probe,
+    echo_servers,
+    exchanges,
+    flows,
+    mismatches,
+    netns_python,
+)
 
 from netplug_env import NetplugHost
 from runtimes import make_netns, require_commands, require_root, run
+from waiting import wait_for
 
 pytestmark = pytest.mark.netns
 
@@ -400,3 +412,80 @@ def test_open_connections_follow_policy_changes(site: Site, tmp_path) -> None:
         ):
             time.sleep(0.1)
         assert all(exchanges(log, "tcp", since, 1e12)[-1] for log in logs), "TCP did not resume"
+
+
+# CONVERSATIONS idle between exchanges: one on each per stdin line, printed
+# "tcp:OK udp:OK" (OK 0 or 1).
+IDLE = (
+    CONVERSATIONS
+    + """\
+def exchange(s, token):
+    s.send(token)
+    while select.select([s], [], [], wait)[0]:
+        if token in s.recv(65536):
+            return 1
+    return 0
+for n, line in enumerate(sys.stdin):
+    print(f"tcp:{exchange(t, b'T%06d' % n)} udp:{exchange(u, b'U%06d' % n)}", flush=True)
+"""
+)
+
+
+def nft_json(site: Site, *what: str) -> list[dict]:
+    argv = ["ip", "netns", "exec", site.host.netns, "nft", "-j", "list", *what]
+    return json.loads(run(argv).stdout)["nftables"]
+
+
+def packets(site: Site) -> dict[str, int]:
+    """Every named counter of netplug's table: its packets."""
+    found = nft_json(site, "counters", "table", "inet", "netplug")
+    return {i["counter"]["name"]: i["counter"]["packets"] for i in found if "counter" in i}
+
+
+def generation(site: Site) -> str:
+    """The comment of the fast-path rule (the generation in force and its rules)."""
+    rules = nft_json(site, "chain", "inet", "netplug", "forward")
+    return next(i["rule"]["comment"] for i in rules if "comment" in i.get("rule", {}))
+
+
+def test_established_connections_take_the_fast_path_until_the_rules_change(site: Site) -> None:
+    """A TCP connection and a UDP flow from web to db-1 that a policy allows: their
+    packets after the first pass the fast-path rule (its counter grows, the policy's
+    allowed counter does not: it counts judged packets). Idle across a change that
+    denies TCP, the connection is judged again at its next packet and cut; UDP,
+    still allowed, is judged once and back on the fast path."""
+    ports = [{"from": [{"names": ["web"]}], "ports": [tcp(8080), udp(9090)]}]
+    apply([site.host], [ingress(DB1, ports)])
+    argv = netns_python(site.c.ns("web"), IDLE, site.c.ip("db-1", 4), "8080", "9090", "1.0")
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert proc.stdin is not None and proc.stdout is not None
+
+    def exchange() -> str:
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+        return proc.stdout.readline().strip()
+
+    try:
+        assert exchange() == "tcp:1 udp:1"
+        before = packets(site)
+        assert all(exchange() == "tcp:1 udp:1" for _ in range(20))
+        after = packets(site)
+        assert after["established/fast"] - before["established/fast"] >= 40
+        assert after["pol/p/allowed"] == before["pol/p/allowed"]
+
+        stamp = generation(site)
+        udp_only = [{"from": [{"names": ["web"]}], "ports": [udp(9090)]}]
+        done = ctl(site.host, "policy", "apply", "-", stdin=json.dumps([ingress(DB1, udp_only)]))
+        assert done.returncode == 0, done.stderr
+        assert wait_for(lambda: generation(site) != stamp, 5.0, 0.02), "rules not changed"
+        judged = packets(site)
+        assert exchange() == "tcp:0 udp:1"  # idle since the change: judged, TCP cut
+        assert exchange() == "tcp:0 udp:1"
+        after = packets(site)
+        assert after["pol/p/dropped"] > judged["pol/p/dropped"]
+        assert after["pol/p/allowed"] - judged["pol/p/allowed"] == 1  # UDP, once
+    finally:
+        proc.stdin.close()
+        proc.kill()
+        proc.wait(timeout=10)
+        delete([site.host], ["p"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+from dataclasses import replace
 from ipaddress import ip_address, ip_network
 
 import pytest
@@ -20,7 +21,9 @@ from netplug.policy.plan import (
     delete_elements,
     delta,
     desired,
+    from_listing,
     render,
+    settled,
 )
 
 BLUE = NetworkInfo("blue", (ip_network("10.1.0.0/16"), ip_network("fd01::/48")))
@@ -73,15 +76,20 @@ def test_no_isolated_network_means_no_isolation_rules():
     assert chain(dp, "isolation") == ["ct status dnat return"]
 
 
-def test_forward_passes_replies_and_neighbour_discovery_before_judging():
+def test_forward_passes_replies_judged_connections_and_neighbour_discovery_first():
     rules = chain(plan(), "forward")
-    assert rules[:4] == [
+    assert rules[:5] == [
         "ct state related accept",
         "ct state established ct direction reply accept",
+        # the fast path: a connection judged under the rules in force
+        "ct state established ct mark and 0xffffff00 == $generation"
+        ' counter name "established/fast" accept $stamp',
         "icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit, "
         "nd-router-advert } accept",
         "jump isolation",
     ]
+    # reached only by what no chain dropped: its mark's low byte is left alone
+    assert rules[-1] == "ct mark set ct mark and 0x000000ff or $generation"
 
 
 def test_selected_sets_span_hosts_and_dispatch_holds_local_containers_only():
@@ -371,3 +379,98 @@ def test_a_plan_filled_with_each_containers_share_is_its_dataplane():
     shares = [compiled.elements(e, "h1") for e in ENDPOINTS]
     assert compiled.filled(shares) == compiled.dataplane(ENDPOINTS, "h1")
     assert compiled.filled([]) == compiled.dataplane([], "h1") == compiled.base
+
+
+# -- generations: a change of rules has every connection judged again --------------
+
+DENYING = {"name": "p", "network": "blue", "select": {"names": ["db"]}, "ingress": []}
+OPENING = {**DENYING, "ingress": [{"from": [{"names": ["web"]}]}]}
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "bumped"),
+    [
+        # (policies, networks) before -> after
+        (((DENYING,), NETWORKS), ((DENYING,), NETWORKS), False),  # the same rules
+        (((), NETWORKS), ((), NETWORKS), False),  # isolation only, unchanged
+        (((DENYING,), NETWORKS), ((OPENING,), NETWORKS), True),  # a policy changed
+        (((), NETWORKS), ((DENYING,), NETWORKS), True),  # a policy applied
+        (((DENYING,), NETWORKS), ((), NETWORKS), True),  # a policy deleted
+        (((), NETWORKS), ((), [BLUE, OPEN]), True),  # an isolated network went
+        (((), NETWORKS), ((), [BLUE, GREEN]), False),  # an open one: no rule of its own
+        (((), [BLUE, GREEN, replace(OPEN, isolate=True)]), ((), NETWORKS), True),  # isolate off
+    ],
+)
+def test_the_generation_changes_exactly_when_the_rules_do(before, after, bumped):
+    old = plan(*before[0], networks=before[1])
+    new = settled(old, plan(*after[0], networks=after[1]))
+    assert (new.generation != old.generation) is bumped
+    assert new.generation & 0xFFFFFF00 == new.generation != 0  # netplug's bits only
+    # every chain rewritten (the new generation in its rules) exactly when bumped
+    assert ("flush chain inet netplug forward" in delta(old, new)) is bumped
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda dp: dp.plus({"pol/p/sel4": frozenset({"10.1.9.9"})}),  # a container came
+        lambda dp: dp.minus({"pol/p/sel4": frozenset({"10.1.0.2"})}),  # one went
+    ],
+)
+def test_containers_coming_and_going_keep_the_generation(change):
+    old = plan(DENYING)
+    new = settled(old, change(old))
+    assert new.generation == old.generation
+    assert "rule" not in delta(old, new)
+
+
+def test_the_generation_is_the_rules_own_whoever_compiles_them():
+    # a restarted agent and the plugin without one write the same generation
+    a = plan(DENYING, endpoints=ENDPOINTS, me="h1")
+    b = plan(DENYING, endpoints=[WEB], me="h2")
+    assert (a.generation, a.digest) == (b.generation, b.digest)
+    assert a.generation != plan().generation
+
+
+def _listing_of(dp: Dataplane) -> dict:
+    """What ``nft -j`` lists of the fast-path rule's comment, as ``render`` wrote it."""
+    (line,) = [r for r in render(dp).splitlines() if "comment" in r]
+    comment = line.split('comment "')[1].rstrip('"')
+    rule = {"family": "inet", "table": "netplug", "chain": "forward", "comment": comment}
+    return {"nftables": [{"chain": {"name": "forward"}}, {"rule": rule}]}
+
+
+def test_a_restart_reads_the_generation_back_and_keeps_it_for_the_same_rules():
+    dp = plan(DENYING)
+    listed = from_listing(_listing_of(dp))
+    assert (listed.generation, listed.digest) == (dp.generation, dp.digest)
+    assert settled(listed, plan(DENYING)).generation == dp.generation
+    assert settled(listed, plan(OPENING)).generation != dp.generation
+
+
+def test_a_generation_kept_over_a_collision_is_kept_across_a_restart():
+    dp = plan(DENYING)
+    collided = settled(replace(plan(OPENING), generation=dp.generation), dp)
+    assert collided.generation not in (0, dp.generation)  # two digests, one generation
+    again = settled(from_listing(_listing_of(collided)), plan(DENYING))
+    assert again.generation == collided.generation
+
+
+def test_a_table_of_an_older_netplug_gets_a_generation():
+    old = from_listing({"nftables": [{"chain": {"name": "forward"}}]})
+    assert old.generation == 0
+    assert settled(old, plan(DENYING)).generation == plan(DENYING).generation
+
+
+def test_the_rendered_rules_carry_the_generation_and_its_stamp():
+    dp = plan(DENYING)
+    gen = f"0x{dp.generation:08x}"
+    text = render(dp)
+    assert (
+        "add rule inet netplug forward ct state established ct mark and 0xffffff00 == "
+        f'{gen} counter name "established/fast" accept '
+        f'comment "generation {gen} of rules {dp.digest}"'
+    ) in text
+    assert f"add rule inet netplug forward ct mark set ct mark and 0x000000ff or {gen}" in text
+    assert "add counter inet netplug established/fast" in text
+    assert "$" not in text
