@@ -111,13 +111,14 @@ def programmed(netns: str) -> Dataplane:
 
 
 def same_objects(have: Dataplane, want: Dataplane) -> bool:
-    """Sets, counters, chains and elements as planned (rules are not read back)."""
+    """Sets, counters, chains, elements and the rules' generation (read back from
+    the fast-path rule's comment) as planned (rules are not read back)."""
     return (have.sets, have.counters, have.members, have.chains.keys()) == (
         want.sets,
         want.counters,
         want.members,
         want.chains.keys(),
-    )
+    ) and (have.generation, have.digest) == (want.generation, want.digest) != (0, "")
 
 
 def counter(netns: str, name: str) -> int:
@@ -174,6 +175,7 @@ def test_a_policy_change_sweeps_what_is_gone_and_adds_what_is_new():
         nft(netns, render(before))
         nft(netns, delta(before, after))
         assert same_objects(programmed(netns), after)
+        assert after.generation != before.generation  # every connection judged again
         nft(netns, delta(after, before))
         assert same_objects(programmed(netns), before)
 
