@@ -23,10 +23,11 @@ failing, with the error; it then retries with backoff (``enforcement``).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from netplug.agent.enforcement import Enforcement, Progress
 from netplug.agent.records import BadRecords
@@ -153,7 +154,7 @@ class Enforcer:
     def cover(self, key: str, endpoint: Endpoint, network: NetworkInfo) -> None:
         """Program ``endpoint``'s elements now (an ADD; from any thread). Raises
         NetError when the kernel refuses: ADD fails and undoes itself."""
-        with self._lock:
+        with self._lock, self._unknown_on_failure():
             if self._fed is None:
                 self._fed = self._read_store()  # before the first feed: from the store
             if self._can_just_add(key, endpoint, network):
@@ -167,11 +168,22 @@ class Enforcer:
 
     def uncover(self, key: str) -> None:
         """Remove a container's elements (a DEL; from any thread)."""
-        with self._lock:
+        with self._lock, self._unknown_on_failure():
             self._added.pop(key, None)
             if self._fed is not None and key in self._fed.endpoints:
                 self._deleted.add(key)
             self._program()
+
+    @contextlib.contextmanager
+    def _unknown_on_failure(self) -> Iterator[None]:
+        """A batch the kernel refused leaves its table unknown (someone flushed the
+        ruleset, say): the next ADD, DEL or feed reads it back and rewrites it,
+        instead of sending element batches to a table that is gone."""
+        try:
+            yield
+        except BaseException:
+            self._known, self._programmed_from = False, None
+            raise
 
     # -- the table (under the lock) --------------------------------------------------
 

@@ -42,10 +42,11 @@ from netplug.cni.netconf import NetConf
 from netplug.cni.request import parse_request
 
 SERVE_WAIT = 5.0  # for the started agent to serve; then the call runs in-process
-LOCK_WAIT = SERVE_WAIT + 2.0  # a waiter outlasts the lock holder's whole start
+PROBE_TIMEOUT = 2.0
+# A waiter outlasts the lock holder's whole start: its probe, the wait, the spawn.
+LOCK_WAIT = PROBE_TIMEOUT + SERVE_WAIT + 1.0
 BACKOFF = 10.0  # after a failed start, ADDs run in-process without trying again
 POLL = 0.01
-PROBE_TIMEOUT = 2.0
 NICE = -10  # as systemd/netplugd.service runs it (the unit says why)
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 SYSTEMD_BOOTED = "/run/systemd/system"  # sd_booted(3): systemd is the init system
@@ -167,6 +168,9 @@ def _spawn(conf: NetConf, files: AgentFiles) -> subprocess.Popen:
             stdout=out,
             stderr=out,
             start_new_session=True,
+            # Not the runtime's working directory: a long-lived agent there keeps
+            # its filesystem busy (`umount` refused until the agent restarts).
+            cwd="/",
             env=agent_env(os.environ),
         )
     finally:

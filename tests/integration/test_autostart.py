@@ -5,6 +5,7 @@ the other commands, or when it cannot start (the ADD then runs in-process)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 
@@ -36,6 +37,7 @@ def test_the_first_add_starts_the_agent_which_serves_calls_and_names(plain_host,
         first = plain_host.add(conf, "alpha", alpha, env=named("alpha"))
         pid = plain_host.started_agent_pid()
         assert pid is not None and agents_in(plain_host.netns) == [pid]
+        assert os.readlink(f"/proc/{pid}/cwd") == "/"  # holds no runtime's directory
         assert plain_host.log_file.read_text().count(STARTED) == 1
         second = plain_host.add(conf, "beta", beta, env=named("beta"))
         assert agents_in(plain_host.netns) == [pid]  # outlived the plugins that started it

@@ -19,7 +19,7 @@ from netplug.ipam.schema import (
     Policies,
 )
 from netplug.ipam.store.base import KeyValue
-from netplug.net import policy_table
+from netplug.net import NetError, policy_table
 from netplug.policy.model import parse
 from netplug.policy.plan import Plan
 
@@ -214,3 +214,32 @@ def test_the_feed_bringing_what_add_and_del_did_costs_no_fill(kernel, fills):
     e.cover(WEB.key, endpoint(WEB), network_info("red", RED))
     assert fills == [1, 1, 2]
     assert len(kernel.batches) == 3  # the table, ADD's elements, DEL's (web: in no set)
+
+
+class Refusing(Kernel):
+    """nft refuses element batches while the table is gone (a `flush ruleset`)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.flushed = False
+
+    def apply(self, script: str) -> None:
+        if self.flushed and script.startswith("add element"):
+            raise NetError(f"nft: No such file or directory: {script.splitlines()[0]}")
+        super().apply(script)
+
+
+def test_a_refused_batch_makes_the_next_call_read_the_table_back(monkeypatch):
+    """The table flushed behind the agent's back: the ADD that meets it fails, and
+    the next one reads the kernel and writes the whole table, not elements again."""
+    k = Refusing()
+    monkeypatch.setattr(policy_table, "apply", k.apply)
+    monkeypatch.setattr(policy_table, "listing", k.listing)
+    e = enforcer()
+    e.sync(inputs(records(DB1)))
+    k.flushed, k.table = True, None
+    with pytest.raises(NetError):
+        e.cover(DB2.key, endpoint(DB2), network_info("red", RED))
+    e.cover(DB2.key, endpoint(DB2), network_info("red", RED))
+    assert k.batches[-1].startswith("add table inet netplug\n")
+    assert "10.1.0.5" in k.batches[-1] and "10.1.0.7" in k.batches[-1]
