@@ -337,8 +337,14 @@ class _Builder:
             for fam, (ip, kind) in FAMILIES.items():
                 self._set(f"{short}{fam}", SetSpec("map", kind), ())
                 rules.append(f"{ip} {field} vmap @{short}{fam}")
-        # Not dropped: judged under this generation, until the rules change.
-        rules.append(f"ct mark set ct mark and 0x{~GEN_MASK & 0xFFFFFFFF:08x} or {GEN}")
+        # Not dropped: judged under this generation, until the rules change. Only
+        # netplug's own connections: the host may forward others, whose ct mark
+        # bits belong to whoever set them (connmark routing recipes).
+        keep = f"ct mark set ct mark and 0x{~GEN_MASK & 0xFFFFFFFF:08x} or {GEN}"
+        for fam, (ip, _) in FAMILIES.items():
+            ours = _anon(s for n in self.nets.values() for s in n.subnets if s.version == fam)
+            if ours:
+                rules += [f"{ip} saddr {ours} {keep}", f"{ip} daddr {ours} {keep}"]
         self.counters.add(FAST_PATH)
         self.chains["cross"] = [*self.cross, f'counter name "{ISOLATION_DROPPED}" drop']
         self.counters.add(ISOLATION_DROPPED)

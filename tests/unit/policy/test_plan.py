@@ -88,8 +88,15 @@ def test_forward_passes_replies_judged_connections_and_neighbour_discovery_first
         "nd-router-advert } accept",
         "jump isolation",
     ]
-    # reached only by what no chain dropped: its mark's low byte is left alone
-    assert rules[-1] == "ct mark set ct mark and 0x000000ff or $generation"
+    # reached only by what no chain dropped, and only netplug's own connections (the
+    # host may forward others): the mark's low byte is left alone
+    keep = "ct mark set ct mark and 0x000000ff or $generation"
+    assert [r for r in rules if "ct mark set" in r] == [
+        f"ip saddr {{ 10.1.0.0/16, 10.2.0.0/15 }} {keep}",  # blue, green and open
+        f"ip daddr {{ 10.1.0.0/16, 10.2.0.0/15 }} {keep}",
+        f"ip6 saddr {{ fd01::/48 }} {keep}",
+        f"ip6 daddr {{ fd01::/48 }} {keep}",
+    ]
 
 
 def test_selected_sets_span_hosts_and_dispatch_holds_local_containers_only():
@@ -397,7 +404,7 @@ OPENING = {**DENYING, "ingress": [{"from": [{"names": ["web"]}]}]}
         (((), NETWORKS), ((DENYING,), NETWORKS), True),  # a policy applied
         (((DENYING,), NETWORKS), ((), NETWORKS), True),  # a policy deleted
         (((), NETWORKS), ((), [BLUE, OPEN]), True),  # an isolated network went
-        (((), NETWORKS), ((), [BLUE, GREEN]), False),  # an open one: no rule of its own
+        (((), NETWORKS), ((), [BLUE, GREEN]), True),  # an open one: its subnet scopes the mark
         (((), [BLUE, GREEN, replace(OPEN, isolate=True)]), ((), NETWORKS), True),  # isolate off
     ],
 )
@@ -471,6 +478,7 @@ def test_the_rendered_rules_carry_the_generation_and_its_stamp():
         f'{gen} counter name "established/fast" accept '
         f'comment "generation {gen} of rules {dp.digest}"'
     ) in text
-    assert f"add rule inet netplug forward ct mark set ct mark and 0x000000ff or {gen}" in text
+    keep = f"ct mark set ct mark and 0x000000ff or {gen}"
+    assert f"add rule inet netplug forward ip saddr {{ 10.1.0.0/16, 10.2.0.0/15 }} {keep}" in text
     assert "add counter inet netplug established/fast" in text
     assert "$" not in text
