@@ -78,7 +78,7 @@ from netplug.lab.lab import Lab
 from netplug.lab.namespaces import run
 from netplug.net import netns
 
-from harness import Owned, describe_machine, quantile, run_guarded, stamped_printer
+from harness import Owned, describe_machine, dns_query, quantile, run_guarded, stamped_printer
 
 DOMAIN = "netplug.internal"
 BIN = Path(sys.executable).parent
@@ -584,12 +584,6 @@ def fmt_us(value: float | None) -> str:
 
 
 # -- propagation ---------------------------------------------------------------
-
-
-def dns_query(qname: str, qid: int) -> bytes:
-    header = struct.pack("!HHHHHH", qid, 0x0100, 1, 0, 0, 0)
-    labels = b"".join(bytes([len(p)]) + p.encode() for p in qname.split("."))
-    return header + labels + b"\0" + struct.pack("!HH", 1, 1)
 
 
 class Prober(threading.Thread):

@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dnslib import DNSRecord
+
 from netplug.lab import namespaces
 from netplug.lab.lab import Lab
 
@@ -197,3 +199,10 @@ class Owned:
             self.say(f"removed namespace {netns}")
         for directory in self.dirs:
             shutil.rmtree(directory, ignore_errors=True)
+
+
+def dns_query(qname: str, qid: int) -> bytes:
+    """An A query for ``qname`` with id ``qid``, packed by dnslib."""
+    query = DNSRecord.question(qname)
+    query.header.id = qid
+    return query.pack()

@@ -60,7 +60,14 @@ from netplug.lab import namespaces
 from netplug.lab.lab import Lab
 from netplug.net import netns
 
-from harness import Owned, describe_machine, quantile, run_guarded, stamped_printer
+from harness import (
+    Owned,
+    describe_machine,
+    dns_query,
+    quantile,
+    run_guarded,
+    stamped_printer,
+)
 
 BAR_P99_S = 1.0
 BAR_GROWTH = 2.0
@@ -91,12 +98,6 @@ class Size:
 
 
 # -- probes ----------------------------------------------------------------------
-
-
-def dns_query(qname: str, qid: int) -> bytes:
-    header = struct.pack("!HHHHHH", qid, 0x0100, 1, 0, 0, 0)
-    labels = b"".join(bytes([len(p)]) + p.encode() for p in qname.split("."))
-    return header + labels + b"\0" + struct.pack("!HH", 1, 1)
 
 
 def resolves(sock: socket.socket, server: str, qname: str, address: str, until: float) -> bool:
