@@ -49,6 +49,14 @@ that). The next
 call opens the new file, and the host's identity check (``netplug.ipam.identity``)
 decides whether it may be used.
 
+SQLite reads a page from the WAL when the WAL holds it, so a new connection to a
+file put in place beside the old file's WAL would answer with the old pages. A
+thread that opens its connection first lets go of its process's connections to
+an old file (which removes that file's journals), and reads the file's header
+itself, unless a connection of this process has that very file open (closing a
+descriptor of it would drop that connection's POSIX locks): garbage is
+StoreCorrupt, never the old file's data.
+
 Closing without the checkpoint needs ``SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE``:
 ``Connection.setconfig`` on Python >= 3.12; on CPython 3.10 and 3.11 it is set
 through ctypes on the handle found in the connection object, used only when
@@ -118,6 +126,11 @@ log = logging.getLogger(__name__)
 
 # Connections that could not be closed without a checkpoint: kept open for good.
 _KEPT_OPEN: list[_Connection] = []
+# Every open connection of this process, of every store, and the lock under which
+# one is opened: see _check_header.
+_OPEN: weakref.WeakSet[_Connection] = weakref.WeakSet()
+_OPENING = threading.Lock()
+SQLITE_MAGIC = b"SQLite format 3\0"  # the first 16 bytes of every database file
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS meta (id INTEGER PRIMARY KEY CHECK (id = 0),"
@@ -203,6 +216,23 @@ def _enable_wal(conn: sqlite3.Connection) -> None:
         time.sleep(0.005)
     if mode != "wal":
         raise sqlite3.OperationalError(f"the file cannot use WAL mode (journal mode {mode})")
+
+
+def _prepare(conn: sqlite3.Connection) -> None:
+    """WAL mode, our checkpointing, and the schema on a new file."""
+    _enable_wal(conn)
+    conn.execute("PRAGMA synchronous = NORMAL")
+    conn.execute("PRAGMA wal_autocheckpoint = 0")  # ours: _checkpoint_if_due
+    # The WAL's size is how _checkpoint_if_due tells it is due: the file has to
+    # shrink once checkpointed (SQLite reuses it from the start, at full size),
+    # else every commit after the first 4 MiB checkpointed, and each
+    # checkpoint woke every watch.
+    conn.execute("PRAGMA journal_size_limit = 0")
+    if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+        conn.execute("BEGIN IMMEDIATE")
+        for statement in _SCHEMA:
+            conn.execute(statement)
+        conn.execute("COMMIT")
 
 
 def _event(row: tuple[Any, ...]) -> Event:
@@ -366,6 +396,30 @@ def _emptied_under_others(path: str) -> bool:
         return False
 
 
+def _header_problem(path: str) -> str:
+    """Why the file at ``path`` cannot be a database ("" if it may be one).
+
+    SQLite reads a page from the WAL journal when the journal holds it, and a
+    file replaced beside the old one's journal would answer with the old pages
+    (page 1, the header, included) instead of failing: the header is read here.
+    """
+    try:
+        with open(path, "rb") as f:
+            head = f.read(len(SQLITE_MAGIC))
+    except FileNotFoundError:
+        return ""
+    if head and head != SQLITE_MAGIC[: len(head)]:
+        return "file is not a database"
+    return ""
+
+
+def _held_in_process(file_id: tuple[int, int] | None) -> bool:
+    """An open connection of this process (kept-open ones included) has the file
+    ``file_id``: opening and closing it here would drop that connection's POSIX
+    locks (they belong to the process and the inode, not to a descriptor)."""
+    return any(c.file_id == file_id for c in _OPEN)
+
+
 def _skip_checkpoint_on_close(conn: sqlite3.Connection, path: str) -> bool:
     """Make closing ``conn`` leave the database file alone (no WAL checkpoint);
     False when that cannot be done safely here (see the module)."""
@@ -407,6 +461,7 @@ def _let_go(path: str, conn: _Connection) -> None:
     if quiet:
         try:
             conn.close()
+            _OPEN.discard(conn)
             return
         except sqlite3.Error as e:
             log.warning("%s: closing an old connection failed: %s", path, e)
@@ -814,6 +869,7 @@ class SQLiteStore:
                 self._retire(conn)
             else:
                 conn.close()
+                _OPEN.discard(conn)
         finally:
             conn.in_use.release()
 
@@ -830,9 +886,36 @@ class SQLiteStore:
                     "had it open. Stop that process, then run `netplugctl recover` on "
                     "each host"
                 )
+        if self._replaced_under_own():
+            # Let go of the old file's connections first: that removes its journal,
+            # which a new connection would otherwise read as the new file's.
+            self._new_generation(None)
+            self._refuse_while_old_file_held()
         # Taken before connecting: a file replaced (or a reset begun) while this
         # opens makes the new connection stale at once, never silently old.
         generation, file_id = self._generation, _file_id(self.path)
+        # One thread at a time: a header read here, while another thread's new
+        # connection to that file already holds locks, would drop them.
+        with _OPENING:
+            if not _held_in_process(file_id) and (problem := _header_problem(self.path)):
+                raise self._corrupt(problem)
+            conn = self._connect()
+            conn.pid, conn.generation, conn.in_use = os.getpid(), generation, threading.Lock()
+            try:
+                _prepare(conn)
+                conn.file_id = file_id or _file_id(self.path) or (0, 0)
+                conn.journals = tuple(
+                    (suffix, found)
+                    for suffix in JOURNALS
+                    if (found := _file_id(self.path + suffix))
+                )
+            except BaseException:
+                conn.close()
+                raise
+            _OPEN.add(conn)
+        return conn
+
+    def _connect(self) -> _Connection:
         # isolation_level=None: we issue BEGIN/COMMIT ourselves.
         conn = sqlite3.connect(
             self.path,
@@ -842,29 +925,15 @@ class SQLiteStore:
             factory=_Connection,
         )
         assert isinstance(conn, _Connection)
-        conn.pid, conn.generation, conn.in_use = os.getpid(), generation, threading.Lock()
-        try:
-            _enable_wal(conn)
-            conn.execute("PRAGMA synchronous = NORMAL")
-            conn.execute("PRAGMA wal_autocheckpoint = 0")  # ours: _checkpoint_if_due
-            # The WAL's size is how _checkpoint_if_due tells it is due: the file has to
-            # shrink once checkpointed (SQLite reuses it from the start, at full size),
-            # else every commit after the first 4 MiB checkpointed, and each
-            # checkpoint woke every watch.
-            conn.execute("PRAGMA journal_size_limit = 0")
-            if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
-                conn.execute("BEGIN IMMEDIATE")
-                for statement in _SCHEMA:
-                    conn.execute(statement)
-                conn.execute("COMMIT")
-            conn.file_id = file_id or _file_id(self.path) or (0, 0)
-            conn.journals = tuple(
-                (suffix, found) for suffix in JOURNALS if (found := _file_id(self.path + suffix))
-            )
-        except BaseException:
-            conn.close()
-            raise
         return conn
+
+    def _replaced_under_own(self) -> bool:
+        """Another file is at ``path`` than the one this process's connections opened."""
+        current = _file_id(self.path)
+        with self._conns_lock:
+            return any(
+                c.file_id != current for c in self._conns if c.pid == os.getpid() and c.file_id
+            )
 
     def _refuse_while_old_file_held(self) -> None:
         """Wait for the statements still running on the old file (a statement's
@@ -888,15 +957,18 @@ class SQLiteStore:
                 "run `netplugctl recover` on each host"
             )
 
+    def _corrupt(self, problem: str) -> StoreCorrupt:
+        return StoreCorrupt(
+            f"SQLite store {self.path}: {problem}: the file is damaged or is no netplug "
+            "store, and retrying will not help. Stop netplugd, move the file aside (keep "
+            "it for inspection) or point the store URL elsewhere, then run `netplugctl "
+            "recover` on each host to rebuild the records from its interfaces"
+        )
+
     def _unavailable(self, exc: Exception) -> StoreUnavailable:
         text = str(exc)
         if getattr(exc, "sqlite_errorcode", 0) & 0xFF in (SQLITE_CORRUPT, SQLITE_NOTADB):
-            return StoreCorrupt(
-                f"SQLite store {self.path}: {text}: the file is damaged or is no netplug "
-                "store, and retrying will not help. Stop netplugd, move the file aside (keep "
-                "it for inspection) or point the store URL elsewhere, then run `netplugctl "
-                "recover` on each host to rebuild the records from its interfaces"
-            )
+            return self._corrupt(text)
         if "locked" in text or "busy" in text:
             fix = (
                 f"another process held the write lock over {BUSY_TIMEOUT:g} s; retry, and "

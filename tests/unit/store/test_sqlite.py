@@ -189,6 +189,61 @@ def test_replaced_file_is_let_go_of_and_the_new_one_used(store, path, tmp_path) 
     assert [kv.key for kv in store.range("/k/", prefix=True).kvs] == ["/k/new"]
 
 
+def _in_new_thread(call):
+    """``call()``'s result or exception, run on a thread with no connection yet."""
+    outcome: list = []
+
+    def run() -> None:
+        try:
+            outcome.append(call())
+        except Exception as e:  # handed back to the test
+            outcome.append(e)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(10)
+    return outcome[0]
+
+
+def _wal_holds_the_header(store: SQLiteStore, path: str) -> None:
+    for i in range(20):
+        store.put(f"/k/{i:02}", b"v" * 200)
+    assert Path(path + "-wal").stat().st_size > 0  # not checkpointed: page 1 is there
+
+
+@pytest.mark.parametrize("same_store", [True, False], ids=["same-store", "another-store"])
+def test_garbage_replacing_a_file_is_corrupt_though_the_old_journal_holds_its_pages(
+    store, path, tmp_path, same_store
+) -> None:
+    """A new connection to the garbage file read page 1 from the old file's WAL
+    and answered with the old data (an agent's ADD succeeded on a damaged store)."""
+    _wal_holds_the_header(store, path)
+    (tmp_path / "bad.db").write_bytes(b"\x8f" * 8192)
+    (tmp_path / "bad.db").replace(path)
+    reader = store if same_store else SQLiteStore(path)
+    try:
+        outcome = _in_new_thread(lambda: reader.range("/k/", prefix=True))
+        assert isinstance(outcome, StoreCorrupt), outcome
+        assert "not a database" in str(outcome)
+    finally:
+        if not same_store:
+            reader.close()
+
+
+def test_a_file_put_in_place_under_a_live_journal_is_read_without_its_pages(
+    store, path, tmp_path
+) -> None:
+    """A good replacement (a restored copy) opened by a thread with no connection
+    yet: it answers from the new file, never from the old file's journal."""
+    _wal_holds_the_header(store, path)
+    restored = SQLiteStore(str(tmp_path / "restored.db"))
+    restored.put("/k/restored", b"1")
+    restored.close()
+    (tmp_path / "restored.db").replace(path)
+    outcome = _in_new_thread(lambda: [kv.key for kv in store.range("/k/", prefix=True).kvs])
+    assert outcome == ["/k/restored"]
+
+
 def test_threads_using_the_store_when_the_file_is_emptied_each_get_reset(
     store, path, monkeypatch
 ) -> None:
