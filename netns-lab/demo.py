@@ -85,6 +85,7 @@ def demo(state_dir: Path, store: str = "sqlite", prefix: str = namespaces.PREFIX
     say = Progress()
     report = Report(say)
     lab = Lab(state_dir, say, prefix)
+    lab.agent_args = ("--counters-period", "0")  # policy list shows the traffic just sent
     try:
         lab.up(HOSTS, store)
         containers = {}

@@ -98,6 +98,7 @@ def host_address(index: int) -> str:
 
 class Lab:
     etcd_members = 1  # members of the lab's etcd (``up --etcd-members``)
+    agent_args: tuple[str, ...] = ()  # more netplugd flags, for agents this process starts
 
     def __init__(
         self, state_dir: Path, say: Callable[[str], None] = print, prefix: str = namespaces.PREFIX
@@ -383,6 +384,7 @@ class Lab:
             # The lab has no way out of its namespaces: names outside the zone fail fast.
             "--upstream",
             "none",
+            *self.agent_args,
         ]
         proc = self._spawn(state["hosts"][host]["netns"], f"{host}/netplugd", argv)
         self._wait_for_line(log, "serving host", proc)

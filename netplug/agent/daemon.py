@@ -41,7 +41,7 @@ from netplug.agent.enforcer import Enforcer
 from netplug.agent.metrics import AgentMetrics
 from netplug.agent.overlay import Overlay
 from netplug.agent.plugin_server import PluginServer
-from netplug.agent.policy_report import PolicyReport
+from netplug.agent.policy_report import COUNTERS_PERIOD, PolicyReport
 from netplug.agent.records import BadRecords
 from netplug.agent.registration import DEFAULT_TTL, HostNameTaken, HostRegistration
 from netplug.agent.releases import ReleaseReplay
@@ -129,11 +129,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="ADDR:PORT",
         help="serve the registration API, /healthz and /metrics here (default: off)",
     )
+    parser.add_argument(
+        "--counters-period",
+        type=arg_type(_seconds),
+        default=COUNTERS_PERIOD,
+        metavar="SECONDS",
+        help="write this host's policy counters to the store at most this often; a new "
+        "policy revision or error is written at once (default: %(default)g)",
+    )
     parser.add_argument("--token", help="bearer token the HTTP API requires for writes")
     parser.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"]
     )
     return parser.parse_args(argv)
+
+
+def _seconds(text: str) -> float:
+    seconds = float(text)
+    if not seconds >= 0:  # also NaN
+        raise ValueError(f"{text!r}: expected seconds, 0 or more")
+    return seconds
 
 
 def _upstream(text: str) -> tuple[str, int] | None:
@@ -171,7 +186,7 @@ async def run(args: argparse.Namespace) -> None:
     releases = ReleaseReplay(host, [args.run_dir])
     if not policy_table.keep_context():  # in-process batches: an ADD's costs no exec
         log.info("libnftables not found: the enforcer runs the nft command per batch")
-    report = PolicyReport(host.store, host.name, lambda: enforcer.state)
+    report = PolicyReport(host.store, host.name, lambda: enforcer.state, args.counters_period)
 
     def enforcement(state: Enforcement, took: float | None) -> None:
         agent_metrics.enforcement(state, took)

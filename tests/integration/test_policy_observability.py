@@ -25,6 +25,8 @@ from traffic import PORT, tcp
 
 pytestmark = pytest.mark.netns
 
+# Counters in the store as fresh as the agent reads them (2 s), not every 30 s.
+FRESH_COUNTERS = ("--counters-period", "0")
 RED = ("10.61.0.0/16", "fd61::/48")
 GREEN = ("10.62.0.0/16", "fd62::/48")
 DB_FROM_WEB = {
@@ -81,7 +83,7 @@ def test_allowed_and_dropped_traffic_shows_in_policy_list_and_metrics(
     plain_host, containers, servers
 ):
     require_commands("nft", "curl", packages="nftables curl")
-    with plain_host.agent(None, "--upstream", "none", "--http", HTTP):
+    with plain_host.agent(None, "--upstream", "none", "--http", HTTP, *FRESH_COUNTERS):
         web, _ = add(plain_host, containers, servers, "web")
         other, _ = add(plain_host, containers, servers, "other")
         _, db = add(plain_host, containers, servers, "db")
@@ -186,6 +188,7 @@ def test_counters_are_summed_over_lab_hosts_and_a_killed_hosts_drop_out(
     both tables' counters; a host whose nft fails shows behind in status; killed,
     its counters leave the sums once its lease has expired."""
     require_commands("nft", packages="nftables")
+    lab.agent_args = FRESH_COUNTERS
     lab.up(2, lab.store_kind)
     state = lab.state.load()
     hosts = {
