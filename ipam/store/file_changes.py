@@ -10,6 +10,12 @@ inotify cannot be had (not Linux, the per-user limit of instances reached, the
 directory gone), it falls back to comparing the files' inode, size and mtime
 every ``poll`` seconds: system calls only, never a query.
 
+A directory removed or renamed away takes its inotify watch with it (the
+kernel sends IN_IGNORED, or IN_MOVE_SELF and the watch follows the old
+directory): the watch is then armed again on the path, at once if a directory
+is there, else at most every REARM_INTERVAL while ``wait`` waits, so that the
+store's files are watched again as soon as they come back.
+
 ``wait(timeout)`` says whether something may have changed since the last
 ``wait`` that said so (or since ``watch``); a spurious True is allowed, a
 missed change is not.
@@ -36,10 +42,11 @@ IN_DELETE_SELF, IN_MOVE_SELF, IN_Q_OVERFLOW, IN_IGNORED = 0x400, 0x800, 0x4000, 
 IN_NONBLOCK, IN_CLOEXEC = os.O_NONBLOCK, os.O_CLOEXEC
 FILE_EVENTS = IN_MODIFY | IN_ATTRIB | IN_CLOSE_WRITE | IN_MOVED_FROM | IN_MOVED_TO
 DIR_EVENTS = FILE_EVENTS | IN_CREATE | IN_DELETE | IN_DELETE_SELF | IN_MOVE_SELF
-# Not about one file: the queue overflowed or the directory went away.
-ANY_FILE = IN_Q_OVERFLOW | IN_IGNORED | IN_DELETE_SELF | IN_MOVE_SELF
+# The watched directory went away: the watch is dead or follows the old one.
+GONE = IN_IGNORED | IN_DELETE_SELF | IN_MOVE_SELF
 EVENT_HEADER = struct.Struct("iIII")  # wd, mask, cookie, len; then len bytes of name
 READ_SIZE = 64 * 1024
+REARM_INTERVAL = 0.05  # seconds between attempts to watch a directory that is not there
 
 
 class Changes(Protocol):
@@ -62,36 +69,69 @@ class Inotify:
     """inotify on ``directory``, through libc (the standard library has no binding)."""
 
     def __init__(self, directory: str, names: frozenset[str]) -> None:
+        self._directory = os.fsencode(directory)
         self._names = {os.fsencode(n) for n in names}
-        libc = _libc()
-        fd = libc.inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
+        self._libc = _libc()
+        fd = self._libc.inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
         if fd < 0:
             raise _errno_error("inotify_init1")
-        if libc.inotify_add_watch(fd, os.fsencode(directory), DIR_EVENTS) < 0:
-            error = _errno_error(f"inotify_add_watch {directory}")
-            os.close(fd)
-            raise error
         self._fd: int | None = fd
+        self._wd: int | None = None  # None: the directory is not watched (gone)
+        if not self._arm():
+            error = _errno_error(f"inotify_add_watch {directory}")
+            self.close()
+            raise error
 
     def wait(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         while self._fd is not None:
-            ready, _, _ = select.select([self._fd], [], [], max(0.0, deadline - time.monotonic()))
+            left = max(0.0, deadline - time.monotonic())
+            if self._wd is None:  # nothing to wake us: look for the directory now and then
+                if self._arm():
+                    return True  # its files may have changed while unwatched
+                if left <= 0:
+                    return False
+                time.sleep(min(REARM_INTERVAL, left))
+                continue
+            ready, _, _ = select.select([self._fd], [], [], left)
             if not ready:
                 return False
             if self._relevant(os.read(self._fd, READ_SIZE)):
                 return True
         return False
 
+    def _arm(self) -> bool:
+        """Watch the directory now at the path; False while there is none."""
+        assert self._fd is not None
+        wd = self._libc.inotify_add_watch(self._fd, self._directory, DIR_EVENTS)
+        self._wd = wd if wd >= 0 else None
+        return self._wd is not None
+
     def _relevant(self, data: bytes) -> bool:
         found, offset = False, 0
         while offset + EVENT_HEADER.size <= len(data):
-            _wd, mask, _cookie, length = EVENT_HEADER.unpack_from(data, offset)
+            wd, mask, _cookie, length = EVENT_HEADER.unpack_from(data, offset)
             offset += EVENT_HEADER.size
             name = data[offset : offset + length].rstrip(b"\0")
             offset += length
-            found = found or bool(mask & ANY_FILE) or name in self._names
+            # Events of a watch dropped before (a directory moved away) wake nothing.
+            mine = wd == self._wd
+            if mine and mask & GONE:
+                self._disarm()
+            found = (
+                found
+                or bool(mask & IN_Q_OVERFLOW)
+                or (mine and (bool(mask & GONE) or name in self._names))
+            )
         return found
+
+    def _disarm(self) -> None:
+        """Drop a watch whose directory left the path (a moved one would still report)."""
+        assert self._fd is not None and self._wd is not None
+        self._libc.inotify_rm_watch(self._fd, self._wd)  # EINVAL once IN_IGNORED: fine
+        self._wd = None
+        # A directory already back at the path: watched before the next wait.
+        self._arm()
 
     def close(self) -> None:
         if self._fd is not None:
@@ -141,6 +181,7 @@ def _libc() -> ctypes.CDLL:
         raise OSError("the C library has no inotify")
     libc.inotify_init1.argtypes = [ctypes.c_int]
     libc.inotify_add_watch.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
+    libc.inotify_rm_watch.argtypes = [ctypes.c_int, ctypes.c_int]
     return libc
 
 

@@ -88,3 +88,72 @@ def test_a_missing_directory_falls_back_to_polling(tmp_path) -> None:
         assert changes.wait(0.02) is False
     finally:
         changes.close()
+
+
+@pytest.fixture
+def in_sub(tmp_path: Path) -> Iterator[tuple[Path, file_changes.Inotify]]:
+    """inotify on ``tmp_path/store``, a directory the tests remove and replace."""
+    directory = tmp_path / "store"
+    directory.mkdir()
+    changes = file_changes.Inotify(str(directory), frozenset({"db", "db-wal"}))
+    try:
+        yield directory, changes
+    finally:
+        changes.close()
+
+
+def _remove(directory: Path) -> None:
+    for path in directory.iterdir():
+        path.unlink()
+    directory.rmdir()
+
+
+def _woken_by_a_commit(changes: file_changes.Changes, path: Path) -> float | None:
+    """Seconds until a write to ``path`` 50 ms from now wakes ``changes`` (None: never,
+    within 3 s; the SQLite store's sweep would look after 0.5 s)."""
+    thread = _later(lambda: _append(path))
+    started = time.monotonic()
+    try:
+        return time.monotonic() - started if changes.wait(3.0) else None
+    finally:
+        thread.join()
+
+
+def test_a_directory_removed_and_made_again_is_watched_again(in_sub) -> None:
+    directory, changes = in_sub
+    _remove(directory)
+    assert changes.wait(1.0) is True  # the directory went: its files may have changed
+    directory.mkdir()
+    took = _woken_by_a_commit(changes, directory / "db-wal")
+    assert took is not None and took < 0.4, f"woken after {took} s"
+
+
+def test_a_directory_replaced_by_rename_is_watched_at_its_path(in_sub, tmp_path) -> None:
+    directory, changes = in_sub
+    (tmp_path / "new").mkdir()
+    directory.rename(tmp_path / "old")
+    (tmp_path / "new").rename(directory)
+    assert changes.wait(1.0) is True
+    took = _woken_by_a_commit(changes, directory / "db-wal")
+    assert took is not None and took < 0.4, f"woken after {took} s"
+    # The old directory, moved away, no longer counts (once the write above is all read).
+    assert any(not changes.wait(0.05) for _ in range(20))
+    thread = _later(lambda: _append(tmp_path / "old" / "db-wal"))
+    try:
+        assert changes.wait(0.3) is False
+    finally:
+        thread.join()
+
+
+def test_a_directory_that_comes_back_later_is_watched_again(in_sub) -> None:
+    directory, changes = in_sub
+    _remove(directory)
+    assert changes.wait(1.0) is True
+    assert changes.wait(0.1) is False  # nothing there, nothing to report
+    thread = _later(directory.mkdir, delay=0.1)
+    try:
+        assert changes.wait(3.0) is True  # watched again: it may hold anything
+    finally:
+        thread.join()
+    took = _woken_by_a_commit(changes, directory / "db")
+    assert took is not None and took < 0.4, f"woken after {took} s"
