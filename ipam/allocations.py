@@ -267,6 +267,10 @@ class IPAM:
             if settled_cas(self.store, [Compare.unchanged(kv)], deletes):
                 self._note_used(network, attachment.allocations, False)
                 return attachment
+            # Changed meanwhile, or applied with its answer lost (then the next read
+            # finds nothing and says None): the view cannot tell which addresses are
+            # free, so the next ADD reads the blocks afresh.
+            self.view.forget()
         raise Contention(f"could not release {container_id}/{ifname} after {MAX_ATTEMPTS} attempts")
 
     def attachments(self, network: str) -> list[Attachment]:

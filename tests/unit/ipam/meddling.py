@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from netplug.ipam.store.base import OutcomeUnknown
+
 
 class BehindTheBack:
     """The store, except that right after the ``after``-th range read of
@@ -20,6 +22,25 @@ class BehindTheBack:
             self._reads_left -= 1
             if self._reads_left == 0:
                 self._meddle()
+        return result
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+
+class AnswerLost:
+    """The store, except that the next ``lose`` write transactions are applied
+    but answered with OutcomeUnknown, as an etcd leader change can do."""
+
+    def __init__(self, store) -> None:
+        self._store = store
+        self.lose = 0
+
+    def txn(self, *args, **kw):
+        result = self._store.txn(*args, **kw)
+        if self.lose > 0:
+            self.lose -= 1
+            raise OutcomeUnknown("the answer was lost (test)")
         return result
 
     def __getattr__(self, name):

@@ -5,7 +5,7 @@ from concurrent.futures import ThreadPoolExecutor
 from ipaddress import ip_address, ip_network
 
 import pytest
-from meddling import BehindTheBack
+from meddling import AnswerLost, BehindTheBack
 
 from netplug.ipam.allocations import (
     IPAM,
@@ -14,6 +14,7 @@ from netplug.ipam.allocations import (
     Pool,
     PoolExhausted,
 )
+from netplug.ipam.allocator import candidates
 from netplug.ipam.schema import Blocks
 
 V4 = Pool(ip_network("10.244.0.0/16"), 24)
@@ -179,6 +180,29 @@ def test_a_freed_address_is_used_before_a_new_block(store, released_by):
     again = agent.allocate("tiny", [TINY], "c-new", "eth0")
     assert again.allocations[0].address == freed.allocations[0].address
     assert len(agent.host_blocks("tiny", TINY)) == 1
+
+
+def test_a_release_whose_answer_was_lost_leaves_no_stale_view(store):
+    """The release was applied but its answer lost (an etcd leader change): release
+    finds the record gone and answers None; the warm IPAM must not go on counting
+    the freed address as in use (it would never hand it out until the block looked
+    full)."""
+    lossy = AnswerLost(store)
+    agent = IPAM(lossy, "node-1")
+    kept = [agent.allocate("tiny", [TINY], f"c{i}", "eth0") for i in range(3)]
+    freed = kept[1].allocations[0]
+    lossy.lose = 1
+    assert agent.release("tiny", "c1", "eth0") is None  # gone: by this call or another
+    assert store.get(f"/netplug/ips/tiny/{freed.block}/{freed.address.ip}") is None
+    # A container whose hashed slot is the freed address gets it.
+    in_use = {k.allocations[0].address.ip for k in kept} - {freed.address.ip}
+    ident = next(
+        f"n{i}"
+        for i in range(1000)
+        if next(candidates(freed.block, in_use, f"n{i}/eth0")) == freed.address.ip
+    )
+    again = agent.allocate("tiny", [TINY], ident, "eth0").allocations[0]
+    assert again.address == freed.address
 
 
 def test_a_block_leased_by_a_parallel_add_is_shared_not_doubled(store):
