@@ -529,7 +529,7 @@ class Lab:
         try:
             result = self.cni("ADD", name, host, network, aliases)
         except BaseException:
-            namespaces.delete(netns)
+            self._undo_add(name, host, network, netns)
             raise
         address = result["ips"][0]["address"]
         with self.state.update() as changed:
@@ -541,6 +541,17 @@ class Lab:
                 "aliases": list(aliases),
             }
         return address
+
+    def _undo_add(self, name: str, host: str, network: str, netns: str) -> None:
+        """After a failed or timed-out ADD: DEL, as a runtime does, then the namespace.
+        The ADD's own undo may have failed or been cut short (the plugin killed at
+        the timeout): without the DEL its address would stay taken for good."""
+        try:
+            self.cni("DEL", name, host, network)
+        except (RuntimeError, subprocess.TimeoutExpired, OSError) as e:
+            self.say(f"DEL {name} after its failed ADD: {e} (continuing)")
+        finally:
+            namespaces.delete(netns)
 
     def run_containers(
         self,

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from netplug.faults import ENV as FAULTS
 from netplug.lab import namespaces
 from netplug.lab.lab import BIN, Lab
 
@@ -160,6 +161,30 @@ def test_run_count_starts_30_containers_across_hosts_and_summarizes_failures(cli
 
     ok(cli("down"))
     assert namespaces.lab_namespaces(cli.prefix) == []
+
+
+def test_a_failed_add_is_deleted_before_its_namespace_goes(cli, monkeypatch):
+    """An ADD that fails and whose own undo cannot release its address (faults
+    armed in the host's netplugd): ``run`` sends DEL before it deletes the
+    namespace, so the address is free again, and nothing is left on the host."""
+    # Only the agents read it (``run`` gives the plugin an environment of its own).
+    monkeypatch.setenv(FAULTS, "configure_container*1,undo release addresses*1")
+    ok(cli("up", "--hosts", "1"))
+    monkeypatch.delenv(FAULTS)
+    done = cli("run", "host1", "c1")
+    assert done.returncode == 1 and "injected failure in configure_container" in done.stderr
+    assert json.loads(ok(cli("ctl", "allocations", "--json"))) == []
+    assert [n for n in namespaces.lab_namespaces(cli.prefix) if n.endswith("c-c1")] == []
+    host = Lab(cli.state_dir, prefix=cli.prefix).state.load()["hosts"]["host1"]["netns"]
+    links = subprocess.run(
+        ["ip", "-n", host, "-j", "link", "show", "type", "veth"],
+        capture_output=True,
+        text=True,
+        timeout=10,
+    )
+    assert [link["ifname"] for link in json.loads(links.stdout)] == ["under0"]  # the underlay
+    address = ok(cli("run", "host1", "c1")).strip()  # the name and its address again
+    assert json.loads(ok(cli("ctl", "allocations", "--json")))[0]["addresses"] == address
 
 
 def test_five_hosts_ten_containers_each_reach_and_resolve_each_other(cli):
