@@ -7,7 +7,11 @@ DNS for ``dns.domain``; it runs detached in a session of its own (its output
 in ``RUNDIR/HOST/netplugd.log``), so it outlives the plugin. Where systemd is
 the init system it is started through ``systemd-run --scope``: a scope of its
 own, out of the runtime's cgroup, which the runtime's service stop or a
-container's scope teardown would otherwise kill with it.
+container's scope teardown would otherwise kill with it. Where that start
+exits non-zero before the agent serves (systemd-run present but refused: no
+D-Bus, no permission for a transient unit), the agent is started again
+plainly, within the same SERVE_WAIT: a scope is worth having, not worth
+giving up the agent for.
 
 Exactly one agent per host however many first ADDs run at once: the one that
 holds ``RUNDIR/HOST/netplugd.lock`` starts it and waits until it serves (its
@@ -129,10 +133,9 @@ def _serving_or_started(conf: NetConf, files: AgentFiles) -> bool:
     if (failure := _recent_failure(files)) is not None:
         return _gave_up(conf, f"it failed to start {failure}")
     try:
-        proc = _spawn(conf, files)
+        proc, why = _start(conf, files)
     except OSError as e:
         return _failed(conf, files, f"cannot run it: {e}")
-    why = _wait_serving(proc, files.pid, SERVE_WAIT)
     if why:
         return _failed(conf, files, f"{why} (pid {proc.pid}; see {files.log})")
     logfile.append(
@@ -155,11 +158,25 @@ def _locked(fd: int, timeout: float) -> bool:
             time.sleep(POLL)
 
 
-def _spawn(conf: NetConf, files: AgentFiles) -> subprocess.Popen:
-    """The agent, detached: its own session, stdin from /dev/null, its output in
-    its log; not waited for (it outlives this process)."""
+def _start(conf: NetConf, files: AgentFiles) -> tuple[subprocess.Popen, str]:
+    """The agent started, under systemd-run where systemd is init, and why it does
+    not serve (empty: it does). Raises OSError when it cannot be run at all."""
+    deadline = time.monotonic() + SERVE_WAIT
     systemd_run = shutil.which("systemd-run") if os.path.isdir(SYSTEMD_BOOTED) else None
-    argv = agent_argv(conf, files, sys.executable, systemd_run)
+    proc = _spawn(agent_argv(conf, files, sys.executable, systemd_run), files)
+    why = _wait_serving(proc, files.pid, deadline)
+    if not (why and systemd_run and proc.returncode):
+        return proc, why
+    # Exited before serving: systemd-run refused the scope (or the agent failed,
+    # which the plain start then shows again).
+    logfile.append(conf.log_file, f"netplugd under systemd-run: {why}; starting it without")
+    proc = _spawn(agent_argv(conf, files, sys.executable, None), files)
+    return proc, _wait_serving(proc, files.pid, deadline)
+
+
+def _spawn(argv: list[str], files: AgentFiles) -> subprocess.Popen:
+    """``argv``, detached: its own session, stdin from /dev/null, its output in
+    the agent's log; not waited for (it outlives this process)."""
     out = os.open(files.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
         proc = subprocess.Popen(
@@ -180,16 +197,16 @@ def _spawn(conf: NetConf, files: AgentFiles) -> subprocess.Popen:
     return proc
 
 
-def _wait_serving(proc: subprocess.Popen, pid_file: str, timeout: float) -> str:
-    """Empty once the agent wrote its PID (it listens then), else why not."""
-    deadline = time.monotonic() + timeout
+def _wait_serving(proc: subprocess.Popen, pid_file: str, deadline: float) -> str:
+    """Empty once the agent wrote its PID (it listens then), else why not, by
+    ``deadline`` (monotonic seconds)."""
     while time.monotonic() < deadline:
         if _read_pid(pid_file) == proc.pid:
             return ""
         if proc.poll() is not None:
             return f"it exited with status {proc.returncode}"
         time.sleep(POLL)
-    return f"it did not serve within {timeout:g} s and was left running"
+    return f"it did not serve within {SERVE_WAIT:g} s and was left running"
 
 
 def _read_pid(path: str) -> int | None:
