@@ -58,7 +58,6 @@ import select
 import shutil
 import socket
 import statistics
-import struct
 import subprocess
 import sys
 import threading
@@ -78,7 +77,15 @@ from netplug.lab.lab import Lab
 from netplug.lab.namespaces import run
 from netplug.net import netns
 
-from harness import Owned, describe_machine, dns_query, quantile, run_guarded, stamped_printer
+from harness import (
+    Owned,
+    describe_machine,
+    dns_answered,
+    dns_query,
+    quantile,
+    run_guarded,
+    stamped_printer,
+)
 
 DOMAIN = "netplug.internal"
 BIN = Path(sys.executable).parent
@@ -607,12 +614,9 @@ class Prober(threading.Thread):
             while (left := until - time.monotonic()) > 0:
                 if not select.select([self.sock], [], [], left)[0]:
                     break
-                reply = self.sock.recv(4096)
-                if len(reply) >= 12:
-                    rid, flags, _, ancount = struct.unpack("!HHHH", reply[:8])
-                    if rid == qid and flags & 0xF == 0 and ancount > 0:
-                        self.answered = time.monotonic()
-                        return
+                if dns_answered(self.sock.recv(4096), qid):
+                    self.answered = time.monotonic()
+                    return
 
 
 class Committed(threading.Thread):
