@@ -77,6 +77,7 @@ from netplug.lab.lab import Lab
 from netplug.lab.namespaces import run
 from netplug.net import netns
 
+import harness
 from harness import (
     Owned,
     describe_machine,
@@ -87,6 +88,7 @@ from harness import (
     stamped_printer,
 )
 
+PARTS = ("qps", "propagation", "memory")
 DOMAIN = "netplug.internal"
 BIN = Path(sys.executable).parent
 AARDVARK_PATHS = ("/usr/libexec/podman/aardvark-dns", "/usr/lib/podman/aardvark-dns")
@@ -1035,18 +1037,8 @@ def machine() -> str:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        epilog="Needs root, dnsperf, dig, dnsmasq, taskset (and aardvark-dns for its rows). "
-        "Namespaces are named npb-<random>-...; the Markdown table goes to stdout, "
-        "progress to stderr.",
-    )
-    parser.add_argument(
-        "--only",
-        action="append",
-        choices=["qps", "propagation", "memory"],
-        help="run only this part (repeatable; default: all three)",
-    )
+    needs = "root, dnsperf, dig, dnsmasq, taskset (and aardvark-dns for its rows)"
+    parser = harness.bench_parser(__doc__, needs, PARTS)
     parser.add_argument("--names", type=int, default=1000, help="names in the zone (1000)")
     parser.add_argument(
         "--missing",
@@ -1092,7 +1084,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--json", metavar="FILE", help="also write every number to FILE")
     args = parser.parse_args(argv)
-    args.only = args.only or ["qps", "propagation", "memory"]
+    args.only = args.only or list(PARTS)
     args.store = list(dict.fromkeys(args.store or ["sqlite", "etcd"]))
     if not 1 <= args.names <= 50_000 or not 1 <= args.rounds <= 20:
         parser.error("--names must be 1..50000 and --rounds 1..20")
@@ -1112,8 +1104,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if os.geteuid() != 0:
-        print("dns_bench: needs root (network namespaces)", file=sys.stderr)
+    if not harness.needs_root("dns_bench"):
         return 2
     owned = Owned(say)
     results: dict[str, Any] = {"machine": machine(), "tag": owned.tag, "args": vars(args)}
@@ -1128,12 +1119,9 @@ def main(argv: list[str] | None = None) -> int:
 
     if not run_guarded(measure, owned.release, say):
         return 130
-    print("\n".join(table(results, args)))
     extra = f"; {results['qps']['dnsperf']}" if "qps" in results else ""
-    print(f"\nMeasured on {results['machine']}{extra} (`bench/dns_bench.py`).")
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2, default=str))
-    return 0
+    measured_on = f"{results['machine']}{extra}"
+    return harness.report(table(results, args), measured_on, "dns_bench.py", args.json, results)
 
 
 if __name__ == "__main__":

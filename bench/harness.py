@@ -5,7 +5,8 @@ started (stopped by PID, never by name), netns-lab labs and temporary
 directories. ``Owned.release`` removes all of them, and ``run_guarded`` makes
 sure it runs: in ``finally``, also on Ctrl-C or SIGTERM, with both signals held
 off until it is done. Also here: progress lines on stderr and the nearest-rank
-quantile the scripts report.
+quantile the scripts report, and the command line and report shapes the
+namespace benchmarks share (``bench_parser``, ``needs_root``, ``report``).
 
 The scripts import it as a sibling module: ``python bench/X.py`` puts
 ``bench/`` first on ``sys.path``; it puts ``tests/`` there too, for the test
@@ -14,7 +15,9 @@ helpers the benchmarks share (``processes.stop``).
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import json
 import math
 import os
 import platform
@@ -25,7 +28,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -90,6 +93,48 @@ def run_guarded(body: Callable[[], None], cleanup: Callable[[], None], say: Say)
             signal.signal(signal.SIGINT, sigint)
             signal.signal(signal.SIGTERM, sigterm)
     return True
+
+
+# -- command line and report ---------------------------------------------------
+
+
+def bench_parser(doc: str, needs: str, parts: Sequence[str] = ()) -> argparse.ArgumentParser:
+    """A bench's parser: its docstring's first paragraph, what it ``needs`` (a
+    phrase: "root and ping"), and with ``parts`` an ``--only`` to pick some of them
+    (None when not given: the script takes them all)."""
+    parser = argparse.ArgumentParser(
+        description=doc.split("\n\n")[0],
+        epilog=f"Needs {needs}. Namespaces are named {PREFIX}<random>-...; "
+        "the Markdown table goes to stdout, progress to stderr.",
+    )
+    if parts:
+        parser.add_argument(
+            "--only",
+            action="append",
+            choices=parts,
+            help="run only this part (repeatable; default: all)",
+        )
+    return parser
+
+
+def needs_root(script: str) -> bool:
+    """Whether this runs as root; else says why ``script`` cannot run (exit 2)."""
+    if os.geteuid() == 0:
+        return True
+    print(f"{script}: needs root (network namespaces)", file=sys.stderr)
+    return False
+
+
+def report(
+    lines: Iterable[str], machine: str, script: str, json_file: str | None, results: Any
+) -> int:
+    """Print the Markdown table and the line saying what it was measured on (a
+    bench's stdout); write ``results`` to ``json_file`` when given. Returns 0."""
+    print("\n".join(lines))
+    print(f"\nMeasured on {machine} (`bench/{script}`).")
+    if json_file:
+        Path(json_file).write_text(json.dumps(results, indent=2, default=str))
+    return 0
 
 
 # -- what a run owns -----------------------------------------------------------

@@ -60,8 +60,10 @@ from netplug.lab import namespaces
 from netplug.lab.lab import Lab, host_address
 from netplug.lab.namespaces import run
 
+import harness
 from harness import Owned, describe_machine, quantile, run_guarded, stamped_printer
 
+PARTS = ("throughput", "convergence", "store")
 IPERF_PORT = 5201
 HAND_MTU = 1450  # netplug's overlay MTU on the lab's 1500-byte underlay
 SETUPS = ("netplug", "vxlan", "underlay")
@@ -795,17 +797,7 @@ def machine() -> str:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        epilog="Needs root, iperf3 and ping. Namespaces are named npb-<random>-...; "
-        "the Markdown table goes to stdout, progress to stderr.",
-    )
-    parser.add_argument(
-        "--only",
-        action="append",
-        choices=["throughput", "convergence", "store"],
-        help="run only this part (repeatable; default: all three)",
-    )
+    parser = harness.bench_parser(__doc__, "root, iperf3 and ping", PARTS)
     parser.add_argument("--rounds", type=int, default=5, help="iperf3 rounds per setup (5)")
     parser.add_argument("--seconds", type=int, default=5, help="seconds per iperf3 run (5)")
     parser.add_argument(
@@ -849,7 +841,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--json", metavar="FILE", help="also write every number to FILE")
     args = parser.parse_args(argv)
-    args.only = args.only or ["throughput", "convergence", "store"]
+    args.only = args.only or list(PARTS)
     args.store_url = args.store_url or ["sqlite"]
     args.extra = list(EXTRAS) if "all" in args.extra else list(dict.fromkeys(args.extra))
     if not 1 <= args.rounds <= 20 or not 1 <= args.seconds <= 60:
@@ -863,8 +855,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if os.geteuid() != 0 and args.only != ["store"]:
-        print("overlay_bench: needs root (network namespaces)", file=sys.stderr)
+    if args.only != ["store"] and not harness.needs_root("overlay_bench"):
         return 2
     owned = Owned(say)
     results: dict[str, Any] = {"machine": machine(), "tag": owned.tag}
@@ -875,7 +866,7 @@ def main(argv: list[str] | None = None) -> int:
     }
 
     def measure() -> None:
-        for part in ("throughput", "convergence", "store"):
+        for part in PARTS:
             if part in args.only:
                 results[part] = steps[part]()
 
@@ -892,11 +883,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         paired = ", ".join(f"{k} {v:.3f}" for k, v in t["ratio_vs_vxlan_paired"].items())
         say(f"per-round ratios to the hand-built pair: {paired}")
-    print("\n".join(table(results)))
-    print(f"\nMeasured on {results['machine']} (`bench/overlay_bench.py`).")
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2, default=str))
-    return 0
+    return harness.report(
+        table(results), results["machine"], "overlay_bench.py", args.json, results
+    )
 
 
 if __name__ == "__main__":

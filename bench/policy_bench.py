@@ -57,6 +57,7 @@ from netplug.lab import namespaces
 from netplug.lab.lab import BIN, Lab
 from netplug.lab.namespaces import run
 
+import harness
 from harness import Owned, describe_machine, quantile, run_guarded, stamped_printer
 from overlay_bench import Endpoint, iperf, wait_reachable
 
@@ -569,13 +570,7 @@ def machine() -> str:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        epilog="Needs root, nft, iperf3 and ping. Namespaces are named npb-<random>-...; "
-        "the Markdown table goes to stdout, progress to stderr.",
-    )
-    parser.add_argument("--only", action="append", choices=PARTS,
-                        help="run only this part (repeatable; default: all)")  # fmt: skip
+    parser = harness.bench_parser(__doc__, "root, nft, iperf3 and ping", PARTS)
     parser.add_argument("--containers", type=int, default=1000,
                         help="containers on host1 and in the sets (1000)")  # fmt: skip
     parser.add_argument("--parallel", type=int, default=4, help="ADDs at once to populate (4)")
@@ -601,8 +596,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if os.geteuid() != 0:
-        print("policy_bench: needs root (network namespaces)", file=sys.stderr)
+    if not harness.needs_root("policy_bench"):
         return 2
     owned = Owned(say)
     results: dict[str, Any] = {"machine": machine(), "tag": owned.tag, "argv": sys.argv[1:]}
@@ -635,11 +629,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if not run_guarded(measure, owned.release, say):
         return 130
-    print("\n".join(table(results)))
-    print(f"\nMeasured on {results['machine']} (`bench/policy_bench.py`).")
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2, default=str))
-    return 0
+    return harness.report(table(results), results["machine"], "policy_bench.py", args.json, results)
 
 
 if __name__ == "__main__":

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import random
 import socket
@@ -60,14 +59,8 @@ from netplug.lab import namespaces
 from netplug.lab.lab import Lab
 from netplug.net import netns
 
-from harness import (
-    Owned,
-    describe_machine,
-    dns_query,
-    quantile,
-    run_guarded,
-    stamped_printer,
-)
+import harness
+from harness import Owned, describe_machine, dns_query, quantile, run_guarded, stamped_printer
 
 BAR_P99_S = 1.0
 BAR_GROWTH = 2.0
@@ -519,10 +512,7 @@ def big_table(results: list[dict[str, Any]]) -> Iterator[str]:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        epilog="Needs root and ping. The Markdown table goes to stdout, progress to stderr.",
-    )
+    parser = harness.bench_parser(__doc__, "root and ping")
     parser.add_argument("--hosts", default="3,10", help="lab sizes, comma-separated (3,10)")
     parser.add_argument("--per-host", type=int, default=25, help="containers per host (25)")
     parser.add_argument("--samples", type=int, default=50, help="new containers per size (50)")
@@ -557,8 +547,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if os.geteuid() != 0:
-        print("scale_bench: needs root (network namespaces)", file=sys.stderr)
+    if not harness.needs_root("scale_bench"):
         return 2
     owned = Owned(say)
     machine = describe_machine(f"store {args.store}", noisy_load=4.0, say=say)
@@ -582,11 +571,10 @@ def main(argv: list[str] | None = None) -> int:
     if not run_guarded(measure, owned.release, say):
         return 130
     results = [summary(size) for size in sizes]
-    print("\n".join(table(results, args.per_host)))
-    print(f"\nMeasured on {machine} (`bench/scale_bench.py`).")
-    if args.json:
-        Path(args.json).write_text(json.dumps({"machine": machine, "sizes": results}, indent=2))
-    return 0
+    numbers = {"machine": machine, "sizes": results}
+    return harness.report(
+        table(results, args.per_host), machine, "scale_bench.py", args.json, numbers
+    )
 
 
 if __name__ == "__main__":

@@ -54,4 +54,11 @@ def podman(host_netns: str, cni_plugin_dirs: list[Path]) -> Iterator[Podman]:
         yield p
 
 
-from netplug_fixtures import containers, lab, netplug_host, plain_host, servers  # noqa: E402, F401
+from netplug_fixtures import (  # noqa: E402, F401
+    containers,
+    lab,
+    lab_hosts,
+    netplug_host,
+    plain_host,
+    servers,
+)

@@ -69,3 +69,20 @@ def lab(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Lab]:
         yield lab
     finally:
         lab.down()
+
+
+@pytest.fixture
+def lab_hosts(lab: Lab, tmp_path: Path) -> Callable[[int], dict[str, NetplugHost]]:
+    """``lab_hosts(n)``: ``lab`` up with ``n`` hosts on its store kind, each as a
+    NetplugHost by name (its config dirs under ``tmp_path``); set ``lab.agent_args``
+    before the call for flags of the agents."""
+
+    def up(count: int) -> dict[str, NetplugHost]:
+        lab.up(count, lab.store_kind)
+        state = lab.state.load()
+        return {
+            name: NetplugHost(host["netns"], tmp_path / name, name, state["store"])
+            for name, host in state["hosts"].items()
+        }
+
+    return up

@@ -66,10 +66,14 @@ class Containers:
         return json.loads(out)[0]["gateway"]
 
 
-def ctl(host: NetplugHost, *args: str, stdin: str = "") -> subprocess.CompletedProcess:
+def ctl(host: NetplugHost, *args: str, stdin: str = "") -> str:
+    """netplugctl's stdout, run in ``host``'s namespace (it asks that agent's health);
+    a non-zero exit fails the test."""
     cmd = ["ip", "netns", "exec", host.netns, str(BIN / "netplugctl")]
     cmd += ["--store", host.store, "--host-name", host.host_name, *args]
-    return subprocess.run(cmd, input=stdin, capture_output=True, text=True, timeout=30)
+    done = subprocess.run(cmd, input=stdin, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
 
 
 def counters(host: NetplugHost) -> str:
@@ -79,8 +83,7 @@ def counters(host: NetplugHost) -> str:
 
 def apply(hosts: list[NetplugHost], policies: list[dict], timeout: float = 5.0) -> None:
     """``policy apply`` on the first host; returns once every host's table has them."""
-    done = ctl(hosts[0], "policy", "apply", "-", stdin=json.dumps(policies))
-    assert done.returncode == 0, done.stderr
+    ctl(hosts[0], "policy", "apply", "-", stdin=json.dumps(policies))
     names = [f"pol/{p['name']}/allowed" for p in policies]
     for host in hosts:
         assert wait_for(lambda h=host: all(n in counters(h) for n in names), timeout, 0.02), (
@@ -91,8 +94,7 @@ def apply(hosts: list[NetplugHost], policies: list[dict], timeout: float = 5.0) 
 def delete(hosts: list[NetplugHost], names: list[str], timeout: float = 5.0) -> None:
     """``policy delete`` each; returns once no host's table has them."""
     for name in names:
-        done = ctl(hosts[0], "policy", "delete", name)
-        assert done.returncode == 0, done.stderr
+        ctl(hosts[0], "policy", "delete", name)
     for host in hosts:
         assert wait_for(
             lambda h=host: not any(f"pol/{n}/allowed" in counters(h) for n in names), timeout, 0.02

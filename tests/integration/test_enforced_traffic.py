@@ -195,21 +195,12 @@ def test_without_an_agent_add_programs_the_table(plain_host, containers, servers
     assert "inet netplug" not in plain_host.nft_tables()
 
 
-def test_agents_segment_networks_across_lab_hosts(lab, containers, servers, tmp_path):
+def test_agents_segment_networks_across_lab_hosts(lab_hosts, containers, servers):
     """Two lab hosts, each with red and green containers, only their agents running:
     isolated over the overlay both ways (v4, v6, ping and TCP); a policy applied
     is in force on both hosts within a second, and its deletion reopens."""
     require_commands("nft", packages="nftables")
-    lab.up(2, lab.store_kind)
-    state = lab.state.load()
-    sites = {
-        h: Site(
-            NetplugHost(state["hosts"][h]["netns"], tmp_path / h, h, state["store"]),
-            containers,
-            servers,
-        )
-        for h in ("host1", "host2")
-    }
+    sites = {name: Site(host, containers, servers) for name, host in lab_hosts(2).items()}
     made = {}  # container -> its site
     for name, network, host in (
         ("web", "red", "host1"),

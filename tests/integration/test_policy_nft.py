@@ -30,7 +30,7 @@ from netplug.policy.plan import (
     render,
 )
 
-from netplug_env import NetplugHost, eventually, ping
+from netplug_env import eventually, ping
 from runtimes import make_netns, require_commands, require_root, run
 from traffic import blocked, reaches
 
@@ -263,16 +263,11 @@ def test_isolation_and_a_policy_on_real_traffic(plain_host, containers, servers)
     assert counter(host.netns, "pol/deny/dropped") > dropped
 
 
-def test_isolation_across_hosts_holds_on_either_host_alone(lab, containers, tmp_path):
+def test_isolation_across_hosts_holds_on_either_host_alone(lab, lab_hosts, containers):
     """Over the routed VXLAN overlay: red on host1 to green on host2 and back, v4 and
     v6. Each host's table drops it alone, as the sending or as the receiving host."""
     require_commands("nft", packages="nftables")
-    lab.up(2, lab.store_kind)
-    state = lab.state.load()
-    hosts = {
-        h: NetplugHost(state["hosts"][h]["netns"], tmp_path / h, h, state["store"])
-        for h in ("host1", "host2")
-    }
+    hosts = lab_hosts(2)
     subnets = {"red": ("10.71.0.0/16", "fd71::/48"), "green": ("10.72.0.0/16", "fd72::/48")}
     made = {}  # container -> (namespace, [addresses])
     # Each host holds both networks, so each routes to the other's blocks of both.
