@@ -16,6 +16,8 @@ lookup in the environment. Point names:
 - ``policy-table``: every ``nft`` batch on netplug's table (``net.policy_table``),
   as if the kernel refused the rules: netplugd's enforcer then reports itself
   failing and retries with backoff (an ADD that must program the table fails);
+- ``conntrack``: deleting conntrack entries (``net.conntrack.forget``), as if
+  the kernel refused: DEL logs it and still succeeds;
 - netplugd's parts, each time one takes updates from the store view (the
   view itself, ``store-view``: at each full read): ``overlay``, ``enforcer``,
   ``dns-registry``, ``dns-listeners``, ``pending-releases``; ``agent-start``:

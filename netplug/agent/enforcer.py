@@ -28,6 +28,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
+from ipaddress import ip_address
 
 from netplug.agent.enforcement import Enforcement, Progress
 from netplug.agent.records import BadRecords
@@ -36,7 +37,8 @@ from netplug.cni import segmentation
 from netplug.cni.segmentation import Inputs
 from netplug.ipam.schema import PolicyDeleted
 from netplug.ipam.store.base import KeyValue
-from netplug.net import NetError, policy_table
+from netplug.net import NetError, conntrack, policy_table
+from netplug.policy import departures
 from netplug.policy.plan import (
     Dataplane,
     Endpoint,
@@ -257,16 +259,34 @@ class Enforcer:
             # the next ADD waits for.
             return
         policies = plan_of[0]
-        want = None
+        want, was, listed = None, self._shares, not self._known
         if segmentation.needed(networks, policies, endpoints.values(), self.me):
             if plan_of != self._plan_of:
                 self._plan, self._plan_of = compile_plan(policies, networks.values()), plan_of
                 self._shares = {}
             want = self._fill(endpoints)
-        if not self._known:
+        if listed:
             current, present = segmentation.programmed()
         else:
             current, present = self._programmed, self._programmed is not None
         # Only elements, when only containers came or went: ``delta`` keeps the rules.
         self._programmed, self._known = segmentation.converge(current, want, present), True
         self._programmed_from = (plan_of, endpoints)
+        self._forget_departed(current, was, listed)
+
+    def _forget_departed(
+        self, before: Dataplane | None, was: dict[str, tuple[Endpoint, Share]], listed: bool
+    ) -> None:
+        """Delete the conntrack entries of the addresses that left a set or map, or
+        changed owner in one (``departures``), under rules of the same generation:
+        their connections would keep a verdict the table no longer gives. From the
+        containers' shares, or whole tables when the old one was read back."""
+        after = self._programmed
+        if before is None or after is None or before.generation != after.generation:
+            return
+        if listed:
+            gone = departures.departed_between(before, after)
+        else:
+            gone = departures.departed_shares(was, self._shares, self.me)
+        if gone:
+            conntrack.forget_or_log(map(ip_address, sorted(gone)), "enforcer")

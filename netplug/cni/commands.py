@@ -43,6 +43,7 @@ from netplug.net import (
     NetError,
     addresses,
     bridge,
+    conntrack,
     links,
     masq,
     netns,
@@ -316,15 +317,28 @@ def _detach(req: Request, host: Host, release: bool) -> None:
     # request only when the container end was already gone.
     if not _attempt(failures, _delete_container_end, req):
         _attempt(failures, _delete_host_end, req)
+    host_end = veth.host_veth_name(req.container_id, req.ifname)
+    _forget_connections(conf, host, host_end)
     released = release and _release_or_defer(req, host)
     if released and conf.ip_masq:
         _attempt(failures, _drop_masq_when_unused, conf, host)
     key = Attachments.key(conf.name, host.name, req.container_id, req.ifname)
     _attempt(failures, _uncover, conf, host, key, released)
-    host_end = veth.host_veth_name(req.container_id, req.ifname)
     _attempt(failures, local_records.remove, conf.run_dir, host.name, conf.name, host_end)
     if failures:
         raise failures[0]
+
+
+def _forget_connections(conf: NetConf, host: Host, host_end: str) -> None:
+    """Delete the host's conntrack entries of the container's addresses (as its
+    local record has them), once its interface is gone and before the store can
+    hand the addresses out again: a new container on one of them must not
+    continue a connection under the verdict its predecessor got, nor a UDP flow
+    whose sender keeps it alive (``netplug.net.conntrack``). Never fails DEL."""
+    kept = local_records.read(conf.run_dir, host.name, conf.name, host_end)
+    if kept is not None:
+        addresses = [a.address.ip for a in kept.allocations]
+        conntrack.forget_or_log(addresses, f"DEL of {kept.container_id}/{kept.ifname}")
 
 
 def _release_or_defer(req: Request, host: Host) -> bool:

@@ -87,24 +87,30 @@ def _place(target: str, content: bytes | None, link_to: str = "") -> None:
     os.replace(tmp, target)
 
 
-def remove(run_dir: str, host: str, network: str, host_veth: str) -> None:
-    """Forget the attachment behind ``host_veth``: its record, and its address links
-    unless another attachment has taken an address over since (idempotent)."""
+def read(run_dir: str, host: str, network: str, host_veth: str) -> Attachment | None:
+    """The attachment behind ``host_veth`` as kept here; None when there is none
+    (or it does not read: logged)."""
     target = path(run_dir, host, network, host_veth)
     try:
         with open(target, "rb") as f:
-            attachment = Attachments.decode(f.read(), network, host)
+            return Attachments.decode(f.read(), network, host)
     except FileNotFoundError:
-        return
+        return None
     except (OSError, ValueError) as e:  # the schema's MalformedRecord is a ValueError
-        log.warning("removing unreadable attachment record %s: %s", target, e)
-    else:
-        for a in attachment.allocations:
-            if holder(run_dir, host, network, a.address.ip) == host_veth:
-                with suppress(FileNotFoundError):
-                    os.unlink(_address_link(run_dir, host, network, a.address.ip))
+        log.warning("unreadable attachment record %s: %s", target, e)
+        return None
+
+
+def remove(run_dir: str, host: str, network: str, host_veth: str) -> None:
+    """Forget the attachment behind ``host_veth``: its record, and its address links
+    unless another attachment has taken an address over since (idempotent)."""
+    attachment = read(run_dir, host, network, host_veth)
+    for a in attachment.allocations if attachment is not None else ():
+        if holder(run_dir, host, network, a.address.ip) == host_veth:
+            with suppress(FileNotFoundError):
+                os.unlink(_address_link(run_dir, host, network, a.address.ip))
     with suppress(FileNotFoundError):
-        os.unlink(target)
+        os.unlink(path(run_dir, host, network, host_veth))
 
 
 def write_network(run_dir: str, host: str, network: str, kept: dict) -> None:

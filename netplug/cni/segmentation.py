@@ -20,6 +20,7 @@ import logging
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from ipaddress import ip_address
 from pathlib import Path
 
 from netplug.host import Host
@@ -34,7 +35,8 @@ from netplug.ipam.schema import (
 )
 from netplug.ipam.store.base import Get, KeyValue
 from netplug.locks import network_lock
-from netplug.net import policy_table
+from netplug.net import conntrack, policy_table
+from netplug.policy import departures
 from netplug.policy.model import Policy
 from netplug.policy.plan import (
     TABLE,
@@ -193,7 +195,10 @@ def refresh(host: Host, run_dir: str) -> None:
             plan = compile_plan(policies, found.networks.values())
             want = plan.dataplane(endpoints, host.name)
         current, present = programmed()
-        converge(current, want, present)
+        after = converge(current, want, present)
+        gone = departures.departed_between(current, after)
+        if gone:
+            conntrack.forget_or_log(map(ip_address, sorted(gone)), "segmentation")
         _write_mark(done, (*mark[:2], revision))
 
 

@@ -12,30 +12,22 @@ pyroute2 stays the codec; this module owns the socket, as ``rtnl`` does.
 from __future__ import annotations
 
 import socket
-import struct
-from collections.abc import Iterator
 
-from pyroute2.netlink import NLM_F_DUMP, NLM_F_REQUEST
-from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.rtnl import RTM_GETNEIGH, RTM_GETROUTE, RTM_NEWNEIGH, RTM_NEWROUTE
 from pyroute2.netlink.rtnl.ndmsg import ndmsg
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
-from netplug.net.rtnl import netlink_socket
+from netplug.net.rtnl import Channel
 
 NETLINK_GET_STRICT_CHK = 12
-NLMSG_ERROR, NLMSG_DONE = 2, 3
-HEADER = struct.Struct("=IHHII")  # nlmsghdr: length, type, flags, sequence, port
-RCV_BUFFER = 1 << 20
 RT_TABLE_MAIN = 254
 
 
-class DeviceDump:
+class DeviceDump(Channel):
     """A NETLINK_ROUTE socket in the calling thread's namespace, for filtered dumps."""
 
     def __init__(self) -> None:
-        self.sock = netlink_socket(NETLINK_GET_STRICT_CHK)
-        self._sequence = 0
+        super().__init__(option=NETLINK_GET_STRICT_CHK)
 
     def __enter__(self) -> DeviceDump:
         return self
@@ -72,32 +64,4 @@ class DeviceDump:
         ]
 
     def _dump(self, msg, request: int, answer: int, decoder: type) -> list:
-        self._sequence += 1
-        header = msg["header"]
-        header["type"], header["flags"] = request, NLM_F_REQUEST | NLM_F_DUMP
-        header["sequence_number"] = self._sequence
-        msg.encode()
-        self.sock.send(msg.data)
-        return list(self._answers(self._sequence, answer, decoder))
-
-    def _answers(self, sequence: int, answer: int, decoder: type) -> Iterator:
-        while True:
-            data = self.sock.recv(RCV_BUFFER)
-            offset = 0
-            while offset + HEADER.size <= len(data):
-                length, kind, _flags, seq, _port = HEADER.unpack_from(data, offset)
-                if length < HEADER.size:
-                    return  # malformed: nothing more to read in it
-                if seq == sequence:
-                    if kind == NLMSG_DONE:
-                        return
-                    if kind == NLMSG_ERROR:
-                        code = -struct.unpack_from("=i", data, offset + HEADER.size)[0]
-                        if code:
-                            raise NetlinkError(code)
-                        return
-                    if kind == answer:
-                        found = decoder(data[offset : offset + length])
-                        found.decode()
-                        yield found
-                offset += (length + 3) & ~3
+        return list(self.dump(msg, request, answer, decoder))

@@ -22,7 +22,7 @@ class Captured(Rtnl):
         self._sequence = 0
         self.sent: list[bytes] = []
 
-    def _request(self, msg, msg_type: int, flags: int) -> None:
+    def request(self, msg, msg_type: int, flags: int) -> None:
         header = msg["header"]
         header["type"], header["flags"] = msg_type, flags
         msg.encode()
