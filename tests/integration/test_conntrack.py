@@ -1,0 +1,255 @@
+"""Conntrack entries of a released address (``netplug.net.conntrack``), on a real kernel.
+
+First the deletion itself, on entries made by hand in a namespace of the test's
+own: exactly the entries with the address in their original or reply tuple go,
+IPv4 and IPv6 (the kernel's IPv6 filter is inverted, so IPv6 is matched here).
+Then real traffic: a container allowed to talk to ``b`` keeps a UDP flow going
+(refreshed by its sender) and holds a TCP connection; ``b`` is deleted and a
+new container on the same address, which a policy denies, is added. The flow
+must stop reaching it and the TCP connection's next segment must not reach it
+(it would answer with a reset): on one host (DEL deletes the entries, through
+the agent and in-process), and across hosts (the client's host judges its
+egress; its enforcer deletes the entries when the address leaves a set).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+import pytest
+from policy_hosts import SUBNETS, Containers, apply, ctl
+from probes import FLOW_WAIT, Probe, echo_servers, exchanges, flows, netns_python, run_probes
+
+from netplug_env import NetplugHost
+from runtimes import make_netns, require_commands, require_root
+
+pytestmark = pytest.mark.netns
+
+# argv[1]: JSON [[family, orig src, orig dst, proto, reply src, reply dst], ...]; then
+# calls netplug.net.conntrack.forget (argv[2] "forget") or delete_dumped ("dumped")
+# for the addresses in argv[3] (JSON); prints the entries left as JSON.
+MANGLE = """\
+import json, socket, sys
+from ipaddress import ip_address
+from pyroute2.conntrack import Conntrack, NFCTAttrTuple
+from netplug.net import conntrack
+from netplug.net.rtnl import Channel
+def add(fam, osrc, odst, proto, rsrc, rdst):
+    ct = Conntrack(nfgen_family=fam)
+    orig = NFCTAttrTuple(family=fam, saddr=osrc, daddr=odst, proto=proto, sport=1000, dport=2000)
+    reply = NFCTAttrTuple(family=fam, saddr=rsrc, daddr=rdst, proto=proto, sport=2000, dport=1000)
+    ct.entry("add", timeout=120, tuple_orig=orig, tuple_reply=reply)
+    ct.close()
+def left():
+    found = []
+    for fam in (socket.AF_INET, socket.AF_INET6):
+        ct = Conntrack(nfgen_family=fam)
+        found += [[e.tuple_orig.saddr, e.tuple_orig.daddr, e.tuple_reply.saddr, e.tuple_reply.daddr]
+                  for e in ct.dump_entries()]
+        ct.close()
+    return sorted(found)
+for entry in json.loads(sys.argv[1]):
+    add(*entry)
+addresses = [ip_address(a) for a in json.loads(sys.argv[3])]
+if sys.argv[2] == "forget":
+    conntrack.forget(addresses)
+else:
+    channel = Channel(conntrack.NETLINK_NETFILTER)
+    for version in (4, 6):
+        conntrack.delete_dumped(channel, version, [a for a in addresses if a.version == version])
+print(json.dumps(left()))
+"""
+
+V4, V6 = 2, 10  # AF_INET, AF_INET6
+UDP, TCP = 17, 6
+GONE = ("10.9.0.3", "fd09::3")
+# (family, orig src, orig dst, proto, reply src, reply dst)
+ENTRIES = [
+    (V4, "10.9.0.3", "10.8.0.1", UDP, "10.8.0.1", "10.9.0.3"),  # from the address
+    (V4, "10.8.0.1", "10.9.0.3", TCP, "10.9.0.3", "10.8.0.1"),  # to it
+    (V4, "10.8.0.2", "192.0.2.1", TCP, "10.9.0.3", "10.8.0.2"),  # DNAT'd to it (reply only)
+    (V4, "10.9.0.4", "10.8.0.1", UDP, "10.8.0.1", "10.9.0.4"),  # a neighbour's: kept
+    (V4, "10.8.0.1", "10.9.0.30", TCP, "10.9.0.30", "10.8.0.1"),  # kept
+    (V6, "fd09::3", "fd08::1", UDP, "fd08::1", "fd09::3"),
+    (V6, "fd08::1", "fd09::3", TCP, "fd09::3", "fd08::1"),
+    (V6, "fd08::2", "2001:db8::1", TCP, "fd09::3", "fd08::2"),
+    (V6, "fd09::4", "fd08::1", UDP, "fd08::1", "fd09::4"),  # kept
+    (V6, "fd08::1", "fd09::30", TCP, "fd09::30", "fd08::1"),  # kept
+]
+KEPT = sorted([list(e[1:3]) + list(e[4:6]) for e in ENTRIES if not set(e) & set(GONE)])
+
+
+@pytest.mark.parametrize("how", ["forget", "dumped"])
+def test_exactly_the_entries_of_the_address_are_deleted(how: str) -> None:
+    """``forget`` (a filtered flush for IPv4, a dump for IPv6) and ``delete_dumped``
+    (the way of kernels before 6.12) delete the entries that have the address in
+    either tuple, and no other."""
+    require_root()
+    with make_netns("npt-ct-") as ns:
+        argv = netns_python(ns, MANGLE, json.dumps(ENTRIES), how, json.dumps(GONE))
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout) == KEPT
+
+
+# -- real traffic ---------------------------------------------------------------------
+
+QUARANTINE = {"name": "quarantine", "network": "red", "select": {"names": ["denied"]},
+              "ingress": []}  # fmt: skip
+B_FROM_GREEN = {"name": "b-from-green", "network": "red", "select": {"names": ["b"]},
+                "ingress": [{"from": [{"network": "green"}]}]}  # fmt: skip
+
+# A TCP connection to argv[1]:8080 held open; at each stdin line, one segment sent and
+# what came back within argv[2] seconds printed: "answer", "reset" or "silent".
+HOLD = """\
+import select, socket, sys
+c = socket.create_connection((sys.argv[1], 8080), timeout=5)
+assert c.recv(2) == b"hi"
+print("ready", flush=True)
+for line in sys.stdin:
+    c.send(b"x")
+    if not select.select([c], [], [], float(sys.argv[2]))[0]:
+        print("silent", flush=True)
+        continue
+    try:
+        print("answer" if c.recv(16) else "reset", flush=True)
+    except ConnectionResetError:
+        print("reset", flush=True)
+"""
+
+
+@contextmanager
+def held_tcp(netns: str, address: str, wait: float) -> Iterator:
+    """``segment()``: sends one segment on a TCP connection opened now, returns the
+    outcome (``HOLD``)."""
+    proc = subprocess.Popen(
+        netns_python(netns, HOLD, address, str(wait)),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        assert proc.stdout.readline().strip() == "ready", "the TCP connection did not open"
+
+        def segment() -> str:
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+            return proc.stdout.readline().strip()
+
+        yield segment
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+def conf(host: NetplugHost) -> dict:
+    v4, v6 = SUBNETS["red"]
+    return host.conf(name="red", subnet=v4, subnet6=v6)
+
+
+def replace_b(host: NetplugHost, c: Containers, name: str, b_host: NetplugHost | None = None):
+    """DEL ``b``; ADD a container ``name`` on ``b``'s IPv4 address (on ``b``'s host)."""
+    b_host = b_host or host
+    address = c.ip("b", 4)
+    b_host.delete(conf(b_host), "b", c.ns("b"))
+    c.add(b_host, name, "red", static=address)
+    assert c.ip(name, 4) == address
+
+
+def check_flow_cut(host: NetplugHost, c: Containers, log: Path, segment, name: str) -> None:
+    """After ``b``'s replacement ``name``: the UDP flow gets no answer, the held TCP
+    connection's next segment reaches nobody; ``name`` itself serves (the host's
+    own traffic is never filtered)."""
+    since = time.monotonic()
+    time.sleep(FLOW_WAIT + 1.5)
+    seen = exchanges(log, "udp", since + FLOW_WAIT + 0.05, 1e12)
+    assert len(seen) >= 2, f"too few UDP exchanges: {seen}"
+    # Both at once, so that a failure shows both (the TCP segment reaching it: "reset").
+    outcome = {"udp answered": sum(seen), "tcp": segment()}
+    assert outcome == {"udp answered": 0, "tcp": "silent"}, f"b's connections reached {name}"
+    up = Probe(host.netns, "udp", c.ip(name, 4), 9090)
+    assert run_probes([up]) == [True], f"{name} does not answer the host"
+
+
+@pytest.mark.parametrize("agent", [True, False], ids=["agent", "in-process"])
+def test_a_reused_address_does_not_continue_its_predecessors_connections(
+    tmp_path: Path, agent: bool
+) -> None:
+    """The client is on green, let into red's ``b`` through a policy hole, so its
+    traffic is routed by the host (whose neighbour entry ADD points at the new
+    container: on one bridge the client's own ARP cache would hide it for a while)."""
+    require_root()
+    require_commands("nft", packages="nftables")
+    with ExitStack() as stack:
+        host = NetplugHost(stack.enter_context(make_netns("npt-host-")), tmp_path / "host")
+        start = stack.enter_context(echo_servers())
+        if agent:
+            stack.enter_context(host.agent())
+        c = Containers(lambda: stack.enter_context(make_netns("npt-ctr-")), start)
+        c.add(host, "client", "green")
+        c.add(host, "b", "red")
+        if agent:
+            apply([host], [QUARANTINE, B_FROM_GREEN])
+        else:  # programmed by the next ADD or DEL
+            done = ctl(host, "policy", "apply", "-", stdin=json.dumps([QUARANTINE, B_FROM_GREEN]))
+            assert done.returncode == 0, done.stderr
+            c.add(host, "spare", "red")
+        segment = stack.enter_context(held_tcp(c.ns("client"), c.ip("b", 4), 1.5))
+        assert segment() == "answer"
+        with flows([(c.ns("client"), c.ip("b", 4))], tmp_path) as (log,):
+            time.sleep(0.5)
+            assert all(exchanges(log, "udp", 0, 1e12)), "the flow to b was not answered"
+            replace_b(host, c, "denied")
+            check_flow_cut(host, c, log, segment, "denied")
+
+
+def test_a_remote_address_that_leaves_a_set_loses_its_connections(lab, tmp_path: Path) -> None:
+    """The client's egress allows ``b`` only, and is judged on the client's host;
+    ``b`` (on the other host) is replaced by ``other`` on its address: the client's
+    host deletes the entries when ``b``'s address leaves the policy's peer set."""
+    require_commands("nft", packages="nftables")
+    lab.up(2, lab.store_kind)
+    state = lab.state.load()
+
+    def host(name: str) -> NetplugHost:
+        return NetplugHost(state["hosts"][name]["netns"], lab.dir / name, name, state["store"])
+
+    h1, h2 = host("host1"), host("host2")
+    egress = {"name": "client-out", "network": "red", "select": {"names": ["client"]},
+              "egress": [{"to": [{"names": ["b"]}]}]}  # fmt: skip
+    with ExitStack() as stack:
+        start = stack.enter_context(echo_servers())
+        c = Containers(lambda: stack.enter_context(make_netns("npt-ctr-")), start)
+        c.add(h1, "client", "red")
+        c.add(h2, "b", "red")
+        apply([h1, h2], [egress])
+        segment = stack.enter_context(held_tcp(c.ns("client"), c.ip("b", 4), 1.5))
+        assert segment() == "answer"
+        with flows([(c.ns("client"), c.ip("b", 4))], tmp_path) as (log,):
+            time.sleep(0.5)
+            assert all(exchanges(log, "udp", 0, 1e12)), "the flow to b was not answered"
+            replace_b(h1, c, "other", b_host=h2)
+            check_flow_cut(h2, c, log, segment, "other")
+
+
+def test_del_succeeds_when_the_entries_cannot_be_deleted(tmp_path: Path) -> None:
+    """A kernel that refuses the deletion (the ``conntrack`` fault) costs a logged
+    warning, never the DEL: the container is detached and its address released."""
+    require_root()
+    require_commands("nft", packages="nftables")
+    with ExitStack() as stack:
+        host = NetplugHost(stack.enter_context(make_netns("npt-host-")), tmp_path / "host")
+        c = Containers(lambda: stack.enter_context(make_netns("npt-ctr-")), lambda ns: None)
+        c.add(host, "b", "red")
+        faulty = {"NETPLUG_FAULTS": "conntrack"}
+        done = host.call("DEL", conf(host), container_id="b", netns=c.ns("b"), env=faulty)
+        assert (done.status, done.stdout) == (0, ""), done.stderr
+        warned = f"conntrack entries of {c.ip('b', 4)}, {c.ip('b', 6)} not deleted"
+        assert warned in done.stderr  # the plugin's logging: stderr (the runtime's log)
+        c.add(host, "again", "red", static=c.ip("b", 4))  # released: free again
