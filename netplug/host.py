@@ -14,6 +14,7 @@ from netplug.ipam import identity
 from netplug.ipam.allocations import IPAM
 from netplug.ipam.store.base import Store
 from netplug.ipam.store.url import open_store
+from netplug.net import conntrack
 from netplug.net.seen import Seen
 from netplug.policy.plan import Endpoint, NetworkInfo
 
@@ -37,6 +38,10 @@ class Host:
         # The agent's enforcer; None in a plugin process, which programs the
         # table itself (``netplug.cni.segmentation.refresh``).
         self.enforcer: Enforcement | None = None
+        # The agent's conntrack deleter (DEL does not wait for it; an ADD of an
+        # address waits for its deletion); None in a plugin process, which
+        # deletes before it answers.
+        self.conntrack: conntrack.Deleter | None = None
 
         # The shared devices (bridges, their gateways, VXLAN addresses, NAT
         # tables) as this process last made or saw them: a long-lived agent

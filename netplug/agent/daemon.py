@@ -57,7 +57,7 @@ from netplug.ipam import identity
 from netplug.ipam.store.base import StoreError, StoreReset
 from netplug.ipam.store.url import DEFAULT_STORE_URL
 from netplug.names import HOST_NAME
-from netplug.net import netns, policy_table, vxlan
+from netplug.net import conntrack, netns, policy_table, vxlan
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -192,8 +192,13 @@ async def run(args: argparse.Namespace) -> None:
         agent_metrics.enforcement(state, took)
         report.wake()  # the new revision (or the error) in the store at once
 
+    host.conntrack = conntrack.Deleter()  # made here: its thread deletes in this namespace
     enforcer = Enforcer(
-        host.name, lambda: segmentation.read_store(host)[0], bad_records, enforcement
+        host.name,
+        lambda: segmentation.read_store(host)[0],
+        bad_records,
+        enforcement,
+        host.conntrack.submit,
     )
     host.enforcer = enforcer  # ADD and DEL cover their containers through it
     agent_metrics.follow_policies(lambda: report.counters, lambda: enforcer.state)

@@ -40,6 +40,7 @@ from netplug.ipam.store.base import KeyValue
 from netplug.net import NetError, conntrack, policy_table
 from netplug.policy import departures
 from netplug.policy.plan import (
+    Address,
     Dataplane,
     Endpoint,
     NetworkInfo,
@@ -58,6 +59,8 @@ IDLE = 3600.0  # seconds the part waits on its feed when nothing failed
 # Told the new state at each change, and the seconds a policy change took to be
 # in force when one just was (else None).
 OnReport = Callable[[Enforcement, float | None], None]
+# Deletes the conntrack entries of addresses (``net.conntrack``), saying why.
+Forget = Callable[[list[Address], str], None]
 
 
 class Enforcer:
@@ -67,8 +70,10 @@ class Enforcer:
         read_store: Callable[[], Inputs],
         bad_records: BadRecords | None = None,
         on_report: OnReport | None = None,
+        forget: Forget = conntrack.forget_or_log,
     ) -> None:
         self.me = host
+        self._forget = forget  # conntrack entries of departed addresses (``_forget_departed``)
         self.state = Enforcement()  # swapped whole by the feed loop; read by anyone
         self._on_report = on_report
         self._read_store = read_store  # before the first feed: ADD reads the store itself
@@ -289,4 +294,4 @@ class Enforcer:
         else:
             gone = departures.departed_shares(was, self._shares, self.me)
         if gone:
-            conntrack.forget_or_log(map(ip_address, sorted(gone)), "enforcer")
+            self._forget([ip_address(a) for a in sorted(gone)], "enforcer: left a set")

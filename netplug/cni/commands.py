@@ -97,6 +97,7 @@ def cmd_add(req: Request, host: Host) -> Result:
         network = record_network(conf, host)
         attachment = allocate(req, host)
         undo.callback(_quietly, "release addresses", _release_or_defer, req, host)
+        _settled(host, attachment)
         host_end = veth.host_veth_name(req.container_id, req.ifname)
         _require_unheld(conf, host, attachment, host_end)
         # The host's own copy: what `netplugctl recover` rebuilds a reset store from.
@@ -336,9 +337,22 @@ def _forget_connections(conf: NetConf, host: Host, host_end: str) -> None:
     continue a connection under the verdict its predecessor got, nor a UDP flow
     whose sender keeps it alive (``netplug.net.conntrack``). Never fails DEL."""
     kept = local_records.read(conf.run_dir, host.name, conf.name, host_end)
-    if kept is not None:
-        addresses = [a.address.ip for a in kept.allocations]
-        conntrack.forget_or_log(addresses, f"DEL of {kept.container_id}/{kept.ifname}")
+    if kept is None:
+        return
+    addresses = [a.address.ip for a in kept.allocations]
+    why = f"DEL of {kept.container_id}/{kept.ifname}"
+    if host.conntrack is not None:
+        host.conntrack.submit(addresses, why)  # the agent: ADD waits for it (_settled)
+    else:
+        conntrack.forget_or_log(addresses, why)
+
+
+def _settled(host: Host, attachment: Attachment) -> None:
+    """Wait until the agent has deleted the conntrack entries a DEL left for one of
+    the attachment's addresses (on a full host, the address just released)."""
+    addresses = [a.address.ip for a in attachment.allocations]
+    if host.conntrack is not None and not host.conntrack.wait(addresses):
+        log.warning("ADD: conntrack entries of %s still being deleted", addresses)
 
 
 def _release_or_defer(req: Request, host: Host) -> bool:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import socket
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from ipaddress import IPv4Interface, IPv4Network, IPv6Interface, IPv6Network
 
@@ -49,6 +49,7 @@ NLMSG_ERROR, NLMSG_DONE = 2, 3
 HEADER = struct.Struct("=IHHII")  # nlmsghdr: length, type, flags, sequence, port
 
 Interface = IPv4Interface | IPv6Interface
+Wanted = Callable[[bytes], bool]  # a look at an answer's raw bytes: decode it or not
 Network = IPv4Network | IPv6Network
 
 
@@ -116,18 +117,24 @@ class Channel:
                 raise NetlinkError(code, os.strerror(code))
             return
 
-    def dump(self, msg, request: int, answer: int, decoder: type) -> Iterator:
+    def dump(
+        self, msg, request: int, answer: int, decoder: type, wanted: Wanted | None = None
+    ) -> Iterator:
         """Send dump request ``msg``; yield its answers of type ``answer``, each
-        decoded by ``decoder`` (a pyroute2 message class) as it is read."""
+        decoded by ``decoder`` (a pyroute2 message class) as it is read; with
+        ``wanted``, only the answers whose raw bytes it keeps (decoding costs
+        far more than a look at the bytes)."""
         self._sequence += 1
         header = msg["header"]
         header["type"], header["flags"] = request, NLM_F_REQUEST | NLM_F_DUMP
         header["sequence_number"] = self._sequence
         msg.encode()
         self.sock.send(msg.data)
-        return self._answers(self._sequence, answer, decoder)
+        return self._answers(self._sequence, answer, decoder, wanted)
 
-    def _answers(self, sequence: int, answer: int, decoder: type) -> Iterator:
+    def _answers(
+        self, sequence: int, answer: int, decoder: type, wanted: Wanted | None
+    ) -> Iterator:
         while True:
             data = self.sock.recv(DUMP_BUFFER)
             offset = 0
@@ -143,8 +150,9 @@ class Channel:
                         if code:
                             raise NetlinkError(code, os.strerror(code))
                         return
-                    if kind == answer:
-                        found = decoder(data[offset : offset + length])
+                    raw = data[offset : offset + length]
+                    if kind == answer and (wanted is None or wanted(raw)):
+                        found = decoder(raw)
                         found.decode()
                         yield found
                 offset += (length + 3) & ~3

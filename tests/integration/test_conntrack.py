@@ -31,8 +31,9 @@ from runtimes import make_netns, require_commands, require_root
 pytestmark = pytest.mark.netns
 
 # argv[1]: JSON [[family, orig src, orig dst, proto, reply src, reply dst], ...]; then
-# calls netplug.net.conntrack.forget (argv[2] "forget") or delete_dumped ("dumped")
-# for the addresses in argv[3] (JSON); prints the entries left as JSON.
+# deletes the entries of the addresses in argv[3] (JSON) through netplug.net.conntrack's
+# forget (argv[2] "forget"), delete_dumped ("dumped") or a Deleter ("deleter": the
+# agent's, waited for); prints the entries left as JSON.
 MANGLE = """\
 import json, socket, sys
 from ipaddress import ip_address
@@ -58,6 +59,11 @@ for entry in json.loads(sys.argv[1]):
 addresses = [ip_address(a) for a in json.loads(sys.argv[3])]
 if sys.argv[2] == "forget":
     conntrack.forget(addresses)
+elif sys.argv[2] == "deleter":
+    deleter = conntrack.Deleter()
+    deleter.submit(addresses[:1], "test")
+    deleter.submit(addresses[1:], "test")
+    assert deleter.wait(addresses, 30)
 else:
     channel = Channel(conntrack.NETLINK_NETFILTER)
     for version in (4, 6):
@@ -84,11 +90,11 @@ ENTRIES = [
 KEPT = sorted([list(e[1:3]) + list(e[4:6]) for e in ENTRIES if not set(e) & set(GONE)])
 
 
-@pytest.mark.parametrize("how", ["forget", "dumped"])
+@pytest.mark.parametrize("how", ["forget", "dumped", "deleter"])
 def test_exactly_the_entries_of_the_address_are_deleted(how: str) -> None:
-    """``forget`` (a filtered flush for IPv4, a dump for IPv6) and ``delete_dumped``
-    (the way of kernels before 6.12) delete the entries that have the address in
-    either tuple, and no other."""
+    """``forget`` (a filtered flush for IPv4, a dump for IPv6), ``delete_dumped``
+    (the way of kernels before 6.12) and the agent's ``Deleter`` delete the
+    entries that have the address in either tuple, and no other."""
     require_root()
     with make_netns("npt-ct-") as ns:
         argv = netns_python(ns, MANGLE, json.dumps(ENTRIES), how, json.dumps(GONE))
