@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from netplug.ipam import identity
 from netplug.ipam.allocations import IPAM
 from netplug.ipam.store.base import Store
 from netplug.ipam.store.url import open_store
-from netplug.net import conntrack
 from netplug.net.seen import Seen
 from netplug.policy.plan import Endpoint, NetworkInfo
+
+if TYPE_CHECKING:  # netplug-ipam imports this module and never needs netlink
+    from netplug.net.conntrack import Deleter
 
 T = TypeVar("T")
 
@@ -41,7 +43,7 @@ class Host:
         # The agent's conntrack deleter (DEL does not wait for it; an ADD of an
         # address waits for its deletion); None in a plugin process, which
         # deletes before it answers.
-        self.conntrack: conntrack.Deleter | None = None
+        self.conntrack: Deleter | None = None
 
         # The shared devices (bridges, their gateways, VXLAN addresses, NAT
         # tables) as this process last made or saw them: a long-lived agent
