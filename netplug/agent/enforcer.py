@@ -15,6 +15,11 @@ plugin server's threads): the container's elements are programmed before ADD
 answers, whether or not the feed has brought its records yet; a container
 ADD covered stays covered until DEL or until the feed has its record.
 
+When a remote container's address leaves a set, or changes owner in one, under
+the same rules, its conntrack entries are deleted (``forget``: the agent's
+``conntrack.Deleter``), so that no connection keeps the old verdict; a local
+container's are its DEL's to delete.
+
 It reports (``state``, and ``on_report`` at each change): the policy revision
 in force, how long the last policy change took from its arrival to ``nft``
 having applied it, and while ``nft`` keeps refusing the table, that it is

@@ -10,7 +10,9 @@ Two callers: the agent's enforcer (``netplug.agent.enforcer``) follows the store
 and covers each ADD through ``Host.enforcer``; without an agent, ADD and DEL
 program the whole table themselves, from one read of the store (``refresh``),
 so that no container is ever attached unenforced. Without an agent a policy
-change reaches a host only at its next ADD or DEL there: run netplugd.
+change reaches a host only at its next ADD or DEL there: run netplugd. Both
+delete the conntrack entries of the addresses that left a set, or changed
+owner in one (``netplug.policy.departures``).
 """
 
 from __future__ import annotations

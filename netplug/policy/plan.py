@@ -48,8 +48,9 @@ the rules' generation (derived from their digest: ``settled``); its later
 original-direction packets take the fast path while that generation is in
 force, so a change of rules (a policy, a network's isolation) has every
 connection judged again at its next packet, and a tightened policy cuts what
-it no longer allows. Set elements (containers) do not change the generation.
-Replies always pass.
+it no longer allows. Set elements (containers) do not change the generation:
+the conntrack entries of an address that leaves a set, or changes owner in
+one, are deleted instead (``departures``). Replies always pass.
 
 Sets, as Calico's Felix keeps ipsets: each policy's selected containers
 (``pol/NAME/sel4``) and each rule's named peers (``pol/NAME/in0/names4``) hold
