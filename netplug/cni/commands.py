@@ -320,12 +320,16 @@ def _detach(req: Request, host: Host, release: bool) -> None:
         _attempt(failures, _delete_host_end, req)
     host_end = veth.host_veth_name(req.container_id, req.ifname)
     _forget_connections(conf, host, host_end)
-    released = release and _release_or_defer(req, host)
-    if released and conf.ip_masq:
-        _attempt(failures, _drop_masq_when_unused, conf, host)
-    key = Attachments.key(conf.name, host.name, req.container_id, req.ifname)
-    _attempt(failures, _uncover, conf, host, key, released)
-    _attempt(failures, local_records.remove, conf.run_dir, host.name, conf.name, host_end)
+    try:
+        released = release and _release_or_defer(req, host)
+        if released and conf.ip_masq:
+            _attempt(failures, _drop_masq_when_unused, conf, host)
+        key = Attachments.key(conf.name, host.name, req.container_id, req.ifname)
+        _attempt(failures, _uncover, conf, host, key, released)
+        _attempt(failures, local_records.remove, conf.run_dir, host.name, conf.name, host_end)
+    finally:
+        if host.conntrack is not None:
+            host.conntrack.go()  # DEL's own steps first: they compete for the CPU
     if failures:
         raise failures[0]
 
@@ -341,8 +345,8 @@ def _forget_connections(conf: NetConf, host: Host, host_end: str) -> None:
         return
     addresses = [a.address.ip for a in kept.allocations]
     why = f"DEL of {kept.container_id}/{kept.ifname}"
-    if host.conntrack is not None:
-        host.conntrack.submit(addresses, why)  # the agent: ADD waits for it (_settled)
+    if host.conntrack is not None:  # the agent: started as DEL ends; ADD waits for it
+        host.conntrack.submit(addresses, why, start=False)
     else:
         conntrack.forget_or_log(addresses, why)
 

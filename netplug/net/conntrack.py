@@ -185,12 +185,22 @@ class Deleter:
         self._cond = threading.Condition()
         self._todo: dict[Address, str] = {}  # address -> why (the first asker)
         self._busy: set[Address] = set()  # being deleted now
+        self._go = False  # whether a round may start (``go``)
         threading.Thread(target=self._run, name="conntrack", daemon=True).start()
 
-    def submit(self, addresses: Iterable[Address], why: str) -> None:
+    def submit(self, addresses: Iterable[Address], why: str, start: bool = True) -> None:
+        """Queue ``addresses``; pending from now on (``wait``). With ``start``
+        False the round waits for ``go`` (a DEL's own steps first), or for
+        anyone else's start."""
         with self._cond:
             for a in addresses:
                 self._todo.setdefault(a, why)
+            self._go = self._go or start
+            self._cond.notify_all()
+
+    def go(self) -> None:
+        with self._cond:
+            self._go = True
             self._cond.notify_all()
 
     def wait(self, addresses: Iterable[Address], timeout: float = WAIT) -> bool:
@@ -204,8 +214,8 @@ class Deleter:
     def _run(self) -> None:
         while True:
             with self._cond:
-                self._cond.wait_for(lambda: bool(self._todo))
-                batch, self._todo = self._todo, {}
+                self._cond.wait_for(lambda: bool(self._todo) and self._go)
+                batch, self._todo, self._go = self._todo, {}, False
                 self._busy = set(batch)
             try:
                 forget_or_log(batch, "; ".join(sorted(set(batch.values()))))

@@ -61,7 +61,8 @@ if sys.argv[2] == "forget":
     conntrack.forget(addresses)
 elif sys.argv[2] == "deleter":
     deleter = conntrack.Deleter()
-    deleter.submit(addresses[:1], "test")
+    deleter.submit(addresses[:1], "test", start=False)  # a DEL's: held until go()
+    assert not deleter.wait(addresses, 0.2)
     deleter.submit(addresses[1:], "test")
     assert deleter.wait(addresses, 30)
 else:
