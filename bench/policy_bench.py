@@ -428,7 +428,7 @@ def update_time(owned: Owned, args: argparse.Namespace) -> list[dict[str, Any]]:
     """Per policy count: one policy's port changed on a table in a namespace of our own."""
     from netplug.agent.enforcer import Enforcer
     from netplug.cni.segmentation import Inputs
-    from netplug.net import netns, policy_table
+    from netplug.net import conntrack, netns, policy_table
     from netplug.policy.model import parse
     from netplug.policy.plan import Endpoint as Ep
     from netplug.policy.plan import NetworkInfo, compile_plan, delta, render
@@ -468,7 +468,7 @@ def update_time(owned: Owned, args: argparse.Namespace) -> list[dict[str, Any]]:
             policy_table.apply(batch)
             applied = time.monotonic() - t
             # The enforcer's batch: one container arriving, from the store's records.
-            enforcer = Enforcer("here", lambda: Inputs())
+            enforcer = Enforcer("here", lambda: Inputs(), forget=conntrack.forget_or_log)
             fed = Inputs({NETWORK: net}, dict(endpoints), {p.name: p for p in after})
             enforcer.sync(fed)
             arrived = Ep(NETWORK, "there", (base + 65000,), frozenset({"g00-new"}))

@@ -198,7 +198,7 @@ async def run(args: argparse.Namespace) -> None:
         lambda: segmentation.read_store(host)[0],
         bad_records,
         enforcement,
-        host.conntrack.submit,
+        forget=host.conntrack.submit,
     )
     host.enforcer = enforcer  # ADD and DEL cover their containers through it
     agent_metrics.follow_policies(lambda: report.counters, lambda: enforcer.state)

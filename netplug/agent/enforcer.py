@@ -17,8 +17,8 @@ ADD covered stays covered until DEL or until the feed has its record.
 
 When a remote container's address leaves a set, or changes owner in one, under
 the same rules, its conntrack entries are deleted (``forget``: the agent's
-``conntrack.Deleter``), so that no connection keeps the old verdict; a local
-container's are its DEL's to delete.
+``net.conntrack.Deleter``), so that no connection keeps the old verdict; a
+local container's are its DEL's to delete.
 
 It reports (``state``, and ``on_report`` at each change): the policy revision
 in force, how long the last policy change took from its arrival to ``nft``
@@ -42,7 +42,7 @@ from netplug.cni import segmentation
 from netplug.cni.segmentation import Inputs
 from netplug.ipam.schema import PolicyDeleted
 from netplug.ipam.store.base import KeyValue
-from netplug.net import NetError, conntrack, policy_table
+from netplug.net import NetError, policy_table
 from netplug.policy import departures
 from netplug.policy.plan import (
     Address,
@@ -75,7 +75,8 @@ class Enforcer:
         read_store: Callable[[], Inputs],
         bad_records: BadRecords | None = None,
         on_report: OnReport | None = None,
-        forget: Forget = conntrack.forget_or_log,
+        *,
+        forget: Forget,
     ) -> None:
         self.me = host
         self._forget = forget  # conntrack entries of departed addresses (``_forget_departed``)

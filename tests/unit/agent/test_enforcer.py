@@ -4,7 +4,7 @@ a feed, an ADD or a DEL costs, and what it never removes."""
 
 from __future__ import annotations
 
-from ipaddress import ip_interface, ip_network
+from ipaddress import ip_address, ip_interface, ip_network
 
 import pytest
 
@@ -75,8 +75,11 @@ def kernel(monkeypatch) -> Kernel:
     return k
 
 
-def enforcer(store_kvs=()) -> Enforcer:
-    return Enforcer("h1", lambda: inputs(store_kvs))
+def enforcer(store_kvs=(), forgotten: list | None = None) -> Enforcer:
+    """An enforcer of host h1; the addresses whose conntrack entries it deletes
+    go to ``forgotten`` (never to a kernel: the tests run in the root namespace)."""
+    sink = forgotten if forgotten is not None else []
+    return Enforcer("h1", lambda: inputs(store_kvs), forget=lambda a, why: sink.append(a))
 
 
 def test_the_first_feed_writes_the_table_and_an_add_then_costs_its_elements(kernel):
@@ -243,3 +246,29 @@ def test_a_refused_batch_makes_the_next_call_read_the_table_back(monkeypatch):
     e.cover(DB2.key, endpoint(DB2), network_info("red", RED))
     assert k.batches[-1].startswith("add table inet netplug\n")
     assert "10.1.0.5" in k.batches[-1] and "10.1.0.7" in k.batches[-1]
+
+
+REMOTE_WEB = attachment("c9", "10.1.5.9", "web", host="h2")
+WEB_ONLY = parse(
+    '{"name": "p", "network": "red", "select": {"names": ["db*"]},'
+    ' "ingress": [{"from": [{"names": ["web"]}]}]}',
+    None,
+)
+
+
+def test_a_remote_address_that_leaves_a_set_has_its_entries_deleted(kernel):
+    """web (on h2) is in db's peer set; replaced on its address by "other", it
+    leaves it: its connections would keep their verdict, so they go. A local
+    container that goes is its DEL's to delete, and a change of rules has every
+    connection judged again: nothing to delete then."""
+    forgotten: list = []
+    e = enforcer(forgotten=forgotten)
+    e.sync(inputs(records(DB1, DB2, REMOTE_WEB, policies=WEB_ONLY)))
+    other = attachment("c10", "10.1.5.9", "other", host="h2")
+    e.sync(inputs(records(DB1, DB2, other, policies=WEB_ONLY)))
+    assert forgotten == [[ip_address("10.1.5.9")]]
+    e.sync(inputs(records(DB2, other, policies=WEB_ONLY)))  # DB1 (local) went
+    web2 = attachment("c11", "10.1.5.10", "web", host="h2")
+    e.sync(inputs(records(DB2, other, web2, policies=WEB_ONLY)))  # joined: nothing held
+    e.sync(inputs(records(DB2, other, policies=POLICY)))  # web2 went as the rules changed
+    assert forgotten == [[ip_address("10.1.5.9")]]
