@@ -195,6 +195,24 @@ def test_without_an_agent_add_programs_the_table(plain_host, containers, servers
     assert "inet netplug" not in plain_host.nft_tables()
 
 
+def test_an_agent_keeps_the_table_after_the_last_container(plain_host, containers, servers):
+    """The host's last containers go: the agent keeps the table (the next ADD adds
+    only its elements), and the containers after them are isolated all the same."""
+    require_commands("nft", packages="nftables")
+    site = Site(plain_host, containers, servers)
+    with plain_host.agent():
+        site.add("r1", "red")
+        site.add("g1", "green")
+        for name, network in (("r1", "red"), ("g1", "green")):
+            plain_host.delete(site.conf(network), name, site.ns(name))
+        assert "inet netplug" in plain_host.nft_tables()
+        site.add("r2", "red")
+        site.add("g2", "green")
+        for v in (4, 6):
+            assert blocked(site.ns("r2"), site.address("g2", v))
+            assert blocked(site.ns("g2"), site.address("r2", v))
+
+
 def test_agents_segment_networks_across_lab_hosts(lab_hosts, containers, servers):
     """Two lab hosts, each with red and green containers, only their agents running:
     isolated over the overlay both ways (v4, v6, ping and TCP); a policy applied

@@ -4,6 +4,7 @@ a feed, an ADD or a DEL costs, and what it never removes."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from ipaddress import ip_address, ip_interface, ip_network
 
 import pytest
@@ -142,6 +143,35 @@ def test_a_restart_reads_the_kernel_and_no_local_network_means_no_table(kernel):
     kernel.table = {"nftables": [{"table": {"family": "inet", "name": "netplug"}}]}
     restarted = enforcer()
     restarted.sync(inputs(records(attachment("c7", "10.1.0.9", "x", host="h2"))))
+    assert kernel.batches[-1] == "add table inet netplug\ndelete table inet netplug\n"
+
+
+def test_the_last_local_container_leaves_the_table_and_the_next_add_costs_its_elements(kernel):
+    """A host whose containers come and go one at a time: DEL of the last one
+    takes its elements, not the table, so the next ADD adds only its own."""
+    e = enforcer()
+    e.sync(inputs(records(DB1)))
+    e.uncover(DB1.key)  # DEL of the host's only container
+    assert kernel.batches[-1].splitlines() == [
+        "delete element inet netplug in4 { 10.1.0.5 }",
+        "delete element inet netplug pol/p/sel4 { 10.1.0.5 }",
+    ]
+    e.sync(inputs(records()))  # its release reaches the feed: the table stays
+    assert len(kernel.batches) == 2
+    e.cover(DB2.key, endpoint(DB2), network_info("red", RED))
+    assert kernel.batches[-1].splitlines() == [
+        "add element inet netplug in4 { 10.1.0.7 : jump in/red }",
+        "add element inet netplug pol/p/sel4 { 10.1.0.7 }",
+    ]
+
+
+def test_a_kept_table_goes_once_no_network_is_isolated_or_governed(kernel):
+    e = enforcer()
+    e.sync(inputs(records(DB1)))
+    e.sync(inputs(records()))
+    assert "delete table" not in kernel.batches[-1]
+    open_red = [kv(Networks.key("red"), Networks.encode(replace(RED, isolate=False)))]
+    e.sync(inputs(open_red))  # no policy, no isolated network left
     assert kernel.batches[-1] == "add table inet netplug\ndelete table inet netplug\n"
 
 
