@@ -1,8 +1,6 @@
 """The plugin's side of the agent socket (start-up path: ``_socket`` and the
 framing only; the ``socket`` module alone would add its ``enum`` import)."""
 
-from __future__ import annotations
-
 import _socket
 import time  # built in, and loaded before any code runs: free on the start-up path
 

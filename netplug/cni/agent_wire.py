@@ -13,8 +13,6 @@ Environment entries cannot contain NUL (they are C strings); the log file
 and summary are single lines by construction.
 """
 
-from __future__ import annotations
-
 from netplug.cni import MAX_STDIN
 
 DECLINED = b"declined"

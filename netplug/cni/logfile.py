@@ -4,8 +4,6 @@ On the plugin's start-up path: ``posix`` (built in) rather than ``os``, which
 costs the plugin more than a millisecond to import.
 """
 
-from __future__ import annotations
-
 import posix
 import time
 

@@ -3,14 +3,14 @@
 Start-up is paid on every container start, so this module imports only
 ``posix``, ``sys`` and the socket framing: no ``json`` and no ``socket``
 (each would cost as much as the interpreter's own start), not even ``os``
-(over a millisecond when the launcher skips ``site``). When the host's netplugd
+(over a millisecond when the launcher skips ``site``), and no ``from __future__
+import annotations`` in the modules on this path (``__future__`` is one more
+module to find and load: 0.3 ms). When the host's netplugd
 serves this store and host name, the call goes to it and its answer is
 printed; an ADD that finds no agent starts one (``autostart``) and hands the
 call to it; otherwise (no agent, or it declines) the same handler runs here,
 importing the heavy parts only then.
 """
-
-from __future__ import annotations
 
 import posix
 import sys
