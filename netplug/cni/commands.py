@@ -133,6 +133,9 @@ def cmd_add(req: Request, host: Host) -> Result:
         ips = attachment.allocations
         _step("configure_container", _configure_container, crt, pair.container.index, ips)
         container_ips = [str(a.address.ip) for a in ips]
+        undo.callback(
+            _quietly, "forget container", bridge.forget_container, rt, br.index, container_ips
+        )
         _step(
             "learn_container",
             bridge.learn_container,
@@ -321,6 +324,8 @@ def _detach(req: Request, host: Host, release: bool) -> None:
     host_end = veth.host_veth_name(req.container_id, req.ifname)
     _forget_connections(conf, host, host_end)
     try:
+        # Before the release: until then no other container can hold these addresses.
+        _attempt(failures, _forget_container, conf, host, host_end)
         released = release and _release_or_defer(req, host)
         if released and conf.ip_masq:
             _attempt(failures, _drop_masq_when_unused, conf, host)
@@ -357,6 +362,16 @@ def _settled(host: Host, attachment: Attachment) -> None:
     addresses = [a.address.ip for a in attachment.allocations]
     if host.conntrack is not None and not host.conntrack.wait(addresses):
         log.warning("ADD: conntrack entries of %s still being deleted", addresses)
+
+
+def _forget_container(conf: NetConf, host: Host, host_end: str) -> None:
+    """Delete the bridge's permanent neighbour entries for the addresses that the
+    container behind ``host_end`` holds on this host (``local_records``)."""
+    bridge_index = links.index(conf.bridge)
+    held = local_records.held(conf.run_dir, host.name, conf.name, host_end)
+    if bridge_index is not None and held:
+        with netns.channel() as rt:
+            bridge.forget_container(rt, bridge_index, held)
 
 
 def _release_or_defer(req: Request, host: Host) -> bool:
@@ -519,10 +534,11 @@ def cmd_gc(req: Request, host: Host) -> None:
     for attachment in host.ipam.attachments(conf.name):
         if (attachment.container_id, attachment.ifname) not in valid:
             log.info("GC: releasing %s/%s", attachment.container_id, attachment.ifname)
+            host_end = veth.host_veth_name(attachment.container_id, attachment.ifname)
+            _attempt(failures, _forget_container, conf, host, host_end)
             if _attempt(
                 failures, host.ipam.release, conf.name, attachment.container_id, attachment.ifname
             ):
-                host_end = veth.host_veth_name(attachment.container_id, attachment.ifname)
                 _attempt(
                     failures, local_records.remove, conf.run_dir, host.name, conf.name, host_end
                 )

@@ -104,13 +104,19 @@ def read(run_dir: str, host: str, network: str, host_veth: str) -> Attachment | 
 def remove(run_dir: str, host: str, network: str, host_veth: str) -> None:
     """Forget the attachment behind ``host_veth``: its record, and its address links
     unless another attachment has taken an address over since (idempotent)."""
-    attachment = read(run_dir, host, network, host_veth)
-    for a in attachment.allocations if attachment is not None else ():
-        if holder(run_dir, host, network, a.address.ip) == host_veth:
-            with suppress(FileNotFoundError):
-                os.unlink(_address_link(run_dir, host, network, a.address.ip))
+    for address in held(run_dir, host, network, host_veth):
+        with suppress(FileNotFoundError):
+            os.unlink(_address_link(run_dir, host, network, address))
     with suppress(FileNotFoundError):
         os.unlink(path(run_dir, host, network, host_veth))
+
+
+def held(run_dir: str, host: str, network: str, host_veth: str) -> list[str]:
+    """The addresses of the attachment behind ``host_veth`` that it still holds
+    here (no other attachment has taken them over since); none without a record."""
+    attachment = read(run_dir, host, network, host_veth)
+    addresses = [str(a.address.ip) for a in attachment.allocations] if attachment else []
+    return [a for a in addresses if holder(run_dir, host, network, a) == host_veth]
 
 
 def write_network(run_dir: str, host: str, network: str, kept: dict) -> None:

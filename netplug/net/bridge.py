@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -12,7 +11,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from netplug.net import NetError
 from netplug.net.addresses import Interface, ensure_addresses
-from netplug.net.links import EEXIST, Link, find, index, random_mac
+from netplug.net.links import EEXIST, ENOBUFS, ENOENT, Link, find, index, random_mac
 from netplug.net.links import mtu as link_mtu
 from netplug.net.rtnl import Rtnl
 from netplug.net.seen import Seen
@@ -92,16 +91,33 @@ def _create(ipr: IPRoute, name: str, mtu: int) -> Link:
 
 
 def learn_container(rt: Rtnl, bridge_index: int, ips: Iterable[str], mac: str) -> None:
-    """Point the bridge's neighbour entries for ``ips`` at ``mac``, the container's.
+    """Point the bridge's neighbour entries for ``ips`` at ``mac``, the container's,
+    as permanent entries (Calico's Felix does the same per workload).
 
-    A host whose blocks are full hands an address out again as soon as a
-    container goes, and while other containers keep the bridge up, the
-    gateway's neighbour cache still maps that address to the old container's
-    MAC (a REACHABLE entry is checked again only after 15-45 s): traffic routed
-    here for the new container went to a MAC that no longer exists.
+    Replaced, not added: a host whose blocks are full hands an address out again
+    as soon as a container goes, and a learnt entry would still map it to the
+    old container's MAC for 15-45 s. Permanent: the kernel's neighbour tables
+    are shared by every namespace of the machine and hold ``gc_thresh3``
+    (1024) entries that garbage collection may drop; permanent entries are not
+    counted there, so a host full of containers does not fill the table for
+    everyone (ENOBUFS on new entries). DEL deletes them (``forget_container``).
     """
     for ip in ips:
-        # ENOBUFS: the kernel's neighbour table (shared by every namespace) is
-        # full; the entry only speeds up a reused address, so ADD goes on.
-        with contextlib.suppress(NetlinkError):
+        try:
             rt.replace_neighbour(bridge_index, ip, mac)
+        except NetlinkError as e:
+            # Kernels before 5.0 count permanent entries too: with the table full,
+            # the entry only speeds up a reused address, so ADD goes on.
+            if e.code != ENOBUFS:
+                raise
+
+
+def forget_container(rt: Rtnl, bridge_index: int, ips: Iterable[str]) -> None:
+    """Delete the bridge's neighbour entries for ``ips`` (a container's, as
+    ``learn_container`` made them); one that is gone already is no error."""
+    for ip in ips:
+        try:
+            rt.delete_neighbour(bridge_index, ip)
+        except NetlinkError as e:
+            if e.code != ENOENT:
+                raise

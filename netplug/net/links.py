@@ -16,6 +16,8 @@ from netplug.net.rtnl import Rtnl
 
 EEXIST = errno.EEXIST
 ENODEV = errno.ENODEV
+ENOENT = errno.ENOENT
+ENOBUFS = errno.ENOBUFS
 SIOCGIFMTU = 0x8921
 _IFREQ = struct.Struct("16si20x")  # struct ifreq: name, then ifr_mtu in a 24-byte union
 

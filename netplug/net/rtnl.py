@@ -30,10 +30,17 @@ from pyroute2.netlink import (
     nlmsgerr,
 )
 from pyroute2.netlink.exceptions import NetlinkError
-from pyroute2.netlink.rtnl import RTM_DELLINK, RTM_NEWADDR, RTM_NEWLINK, RTM_NEWNEIGH, RTM_NEWROUTE
+from pyroute2.netlink.rtnl import (
+    RTM_DELLINK,
+    RTM_DELNEIGH,
+    RTM_NEWADDR,
+    RTM_NEWLINK,
+    RTM_NEWNEIGH,
+    RTM_NEWROUTE,
+)
 from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
 from pyroute2.netlink.rtnl.ifinfmsg import IFF_UP, ifinfmsg
-from pyroute2.netlink.rtnl.ndmsg import NUD_REACHABLE, ndmsg
+from pyroute2.netlink.rtnl.ndmsg import NUD_PERMANENT, ndmsg
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
 SOL_NETLINK = 270
@@ -226,9 +233,20 @@ class Rtnl(Channel):
         self.request(msg, RTM_NEWROUTE, CREATE)
 
     def replace_neighbour(self, index: int, address: str, mac: str) -> None:
-        """Link ``index``'s neighbour entry for ``address``: ``mac``, reachable."""
-        msg = ndmsg()
-        msg["family"] = socket.AF_INET6 if ":" in address else socket.AF_INET
-        msg["ifindex"], msg["state"] = index, NUD_REACHABLE
-        msg["attrs"] = [("NDA_DST", address), ("NDA_LLADDR", mac)]
+        """Link ``index``'s neighbour entry for ``address``: ``mac``, permanent."""
+        msg = _neighbour(index, address)
+        msg["state"] = NUD_PERMANENT
+        msg["attrs"].append(("NDA_LLADDR", mac))
         self.request(msg, RTM_NEWNEIGH, CHANGE | NLM_F_CREATE | NLM_F_REPLACE)
+
+    def delete_neighbour(self, index: int, address: str) -> None:
+        """Delete link ``index``'s neighbour entry for ``address`` (ENOENT: none)."""
+        self.request(_neighbour(index, address), RTM_DELNEIGH, CHANGE)
+
+
+def _neighbour(index: int, address: str) -> ndmsg:
+    msg = ndmsg()
+    msg["family"] = socket.AF_INET6 if ":" in address else socket.AF_INET
+    msg["ifindex"] = index
+    msg["attrs"] = [("NDA_DST", address)]
+    return msg

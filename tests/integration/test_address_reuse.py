@@ -10,7 +10,10 @@ container on a full host stayed unreachable from the other hosts (scale_bench,
 
 from __future__ import annotations
 
+import json
+
 from netplug_env import ping
+from runtimes import run
 
 
 def test_a_reused_address_reaches_the_new_container_at_once(netplug_host, containers):
@@ -28,3 +31,42 @@ def test_a_reused_address_reaches_the_new_container_at_once(netplug_host, contai
     )
     assert again["ips"][0]["address"].split("/")[0] == address
     assert ping(netplug_host.netns, address), "the gateway still sends to the old MAC"
+
+
+def bridge_entries(host_netns: str, address: str) -> list[dict]:
+    """The host's neighbour entries for ``address`` (``ip -j neigh``), any state."""
+    out = run(["ip", "-n", host_netns, "-j", "neigh", "show", "to", address, "nud", "all"]).stdout
+    return json.loads(out or "[]")
+
+
+def test_the_bridge_entries_are_permanent_until_del(netplug_host, containers):
+    """The bridge's entries for a container (ARP and ND) are permanent: the box's
+    neighbour tables, shared by every namespace, do not count them against
+    gc_thresh3. DEL deletes them: nothing else would."""
+    conf = netplug_host.conf(subnet6="fd00:244::/48")
+    netplug_host.add(conf, "neighbour", containers())  # keeps the bridge's carrier up
+    ctr = containers()
+    result = netplug_host.add(conf, "perm", ctr)
+    addresses = [ip["address"].split("/")[0] for ip in result["ips"]]
+    mac = next(i["mac"] for i in result["interfaces"] if i.get("sandbox"))
+    assert len(addresses) == 2
+
+    for address in addresses:
+        entries = bridge_entries(netplug_host.netns, address)
+        assert [(e["lladdr"], e["state"]) for e in entries] == [(mac, ["PERMANENT"])], entries
+
+    netplug_host.delete(conf, "perm", ctr)
+    assert [bridge_entries(netplug_host.netns, a) for a in addresses] == [[], []]
+    netplug_host.delete(conf, "perm", ctr)  # again: idempotent, nothing to delete
+
+
+def test_gc_deletes_the_bridge_entries_of_what_it_releases(netplug_host, containers):
+    conf = netplug_host.conf("1.1.0")
+    kept = netplug_host.add(conf, "keep", containers())["ips"][0]["address"].split("/")[0]
+    dropped = netplug_host.add(conf, "drop", containers())["ips"][0]["address"].split("/")[0]
+    valid = dict(conf, **{"cni.dev/valid-attachments": [{"containerID": "keep", "ifname": "eth0"}]})
+
+    assert netplug_host.call("GC", valid, ifname=None).status == 0
+
+    assert bridge_entries(netplug_host.netns, dropped) == []
+    assert [e["state"] for e in bridge_entries(netplug_host.netns, kept)] == [["PERMANENT"]]

@@ -50,6 +50,8 @@ def assert_nothing_left(host, ctr: str) -> None:
     assert host.veths() == set()
     assert run(["ip", "-n", ctr, "link", "show", "eth0"], check=False).returncode != 0
     assert "netplug-blue" not in host.nft_tables()
+    # the bridge's permanent entry for the container's address goes too
+    assert run(["ip", "-n", host.netns, "neigh", "show", "nud", "permanent"]).stdout == ""
 
 
 def assert_error_reply(outcome: Outcome, fragment: str) -> dict:
