@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 from netplug.ipam.store.base import Store
-from netplug.lab import namespaces
+from netplug.lab import namespaces, underlay
 from netplug.lab.namespaces import (
     COMMAND_TIMEOUT,
     State,
@@ -115,7 +115,8 @@ class Lab:
         if self.state.load()["hosts"]:
             raise RuntimeError("a lab is already up: run 'netns-lab down' first")
         fabric = namespaces.create(self.fabric)
-        run("ip", "-n", fabric, "link", "add", "fabric0", "type", "bridge")
+        fabric_mac = underlay.mac(FABRIC_ADDRESS)
+        run("ip", "-n", fabric, "link", "add", "fabric0", "address", fabric_mac, "type", "bridge")
         run("ip", "-n", fabric, "addr", "add", f"{FABRIC_ADDRESS}/24", "dev", "fabric0")
         run("ip", "-n", fabric, "link", "set", "fabric0", "up")
         self.say(f"fabric namespace {fabric}: bridge fabric0 {FABRIC_ADDRESS}/24")
@@ -206,12 +207,28 @@ class Lab:
         if netns in namespaces.lab_namespaces(self.prefix):
             return netns
         namespaces.create(netns)
-        run("ip", "-n", netns, "link", "add", "under0", "type", "veth", "peer", "name", link)
+        address = etcd_address(index, self.etcd_members)
+        mac = underlay.mac(address)
+        run(
+            "ip",
+            "-n",
+            netns,
+            "link",
+            "add",
+            "under0",
+            "address",
+            mac,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            link,
+        )
         run("ip", "-n", netns, "link", "set", link, "netns", self.fabric)
         run("ip", "-n", self.fabric, "link", "set", link, "master", "fabric0", "up")
-        address = etcd_address(index, self.etcd_members)
         run("ip", "-n", netns, "addr", "add", f"{address}/24", "dev", "under0")
         run("ip", "-n", netns, "link", "set", "under0", "up")
+        self._join_fabric(underlay.Port(netns, "under0", address), "members")
         return netns
 
     def partition_etcd_member(self, index: int, cut: bool = True) -> None:
@@ -346,6 +363,8 @@ class Lab:
             "link",
             "add",
             "under0",
+            "address",
+            underlay.mac(host_address(index)),
             "type",
             "veth",
             "peer",
@@ -362,9 +381,25 @@ class Lab:
         home.mkdir(parents=True, exist_ok=True)
         for network, spec in networks(state).items():
             self._write_conflist(home, name, state["store"], network, spec)
-        with self.state.update() as changed:
-            changed["hosts"][name] = {"netns": netns, "address": host_address(index)}
+        self._join_fabric(underlay.Port(netns, "under0", host_address(index)), "hosts", name)
         return name, self.start_agent(name)
+
+    def _join_fabric(self, port: underlay.Port, kind: str, name: str = "") -> None:
+        """Record ``port`` (a host's, or an etcd member's: ``kind``), then program the
+        permanent neighbour entries between it and every port recorded so far.
+        Recorded first: of two ports joining at once, the later one sees the
+        earlier and programs both ways."""
+        with self.state.update() as changed:
+            changed.setdefault(kind, {})[name or port.netns] = {
+                "netns": port.netns,
+                "address": port.address,
+            }
+            others = [underlay.Port(self.fabric, "fabric0", FABRIC_ADDRESS)] + [
+                underlay.Port(record["netns"], "under0", record["address"])
+                for group in ("members", "hosts")
+                for record in changed.get(group, {}).values()
+            ]
+        underlay.program(port, others)
 
     def start_agent(self, host: str) -> int:
         """Start ``host``'s netplugd and wait until it serves; returns its PID."""

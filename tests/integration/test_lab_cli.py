@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from netplug.faults import ENV as FAULTS
-from netplug.lab import namespaces
+from netplug.lab import namespaces, underlay
 from netplug.lab.lab import BIN, Lab
 
 from netplug_env import eventually, ping
@@ -63,6 +63,21 @@ def lookup(netns: str, name: str) -> str:
     gateway = ip_network(container_cidr(netns), strict=False)[1]
     cmd = ["ip", "netns", "exec", netns, "dig", "+short", "+tries=2", "+time=1", f"@{gateway}"]
     return subprocess.run([*cmd, name], capture_output=True, text=True, timeout=15).stdout.strip()
+
+
+def underlay_neighbours(netns: str, device: str) -> dict[str, str]:
+    """``device``'s unicast neighbour entries in ``netns``, address -> MAC; asserts
+    that every one is permanent (multicast ones, NOARP, are the kernel's own)."""
+    out = subprocess.run(
+        ["ip", "-4", "-n", netns, "-j", "neigh", "show", "dev", device, "nud", "all"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=10,
+    ).stdout
+    found = [e for e in json.loads(out or "[]") if "NOARP" not in e["state"]]
+    assert all(e["state"] == ["PERMANENT"] for e in found), found
+    return {e["dst"]: e["lladdr"] for e in found}
 
 
 def container_cidr(netns: str) -> str:
@@ -221,6 +236,14 @@ def test_five_hosts_ten_containers_each_reach_and_resolve_each_other(cli):
     assert all(resolved.values()), [h for h, r in resolved.items() if not r]
     agents = [p for p in state["processes"] if p["what"].endswith("netplugd")]
     assert len(agents) == 5 and all(namespaces.rss_kib(p["pid"]) for p in agents)
+    # The fabric's neighbours are permanent, programmed by the lab: the underlay
+    # traffic above put nothing in the box's shared, capped neighbour table.
+    hosts = {f"192.0.2.{10 + n}": f"{cli.prefix}host{n}" for n in range(1, 6)}
+    for address, netns in hosts.items():
+        want = {*hosts, "192.0.2.1"} - {address}
+        assert underlay_neighbours(netns, "under0") == {a: underlay.mac(a) for a in want}
+    fabric = underlay_neighbours(f"{cli.prefix}fabric", "fabric0")
+    assert fabric == {a: underlay.mac(a) for a in hosts}
 
     ok(cli("down"))
     assert namespaces.lab_namespaces(cli.prefix) == []
