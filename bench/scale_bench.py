@@ -7,11 +7,16 @@ so on: the labs share this noisy 2-core box, so each sees the same noise). A
 sample ADDs one new container on one host (round robin) and times, from the
 moment the ADD returns, until a container on *every other* host both pings it
 and resolves its name through its own host's DNS (its gateway): that host's
-agent has programmed the overlay peer and the name. Reported per size: p50 and
-p99 of that time, ADD time, and what probing alone costs (the same probes once
-more, after convergence). Also per size: agent RSS and idle CPU per agent
-(``--idle-seconds`` of quiet after setup, from /proc), and how long ``up`` and
-the containers took.
+agent has programmed the overlay peer and the name. Each source's UDP and raw
+ICMP sockets are opened once, in its namespace, and one thread polls them all
+(selectors): what a probe costs does not grow with the hosts' count. Reported
+per size: p50 and p99 of that time, and of its two parts, the last DNS answer
+(the agents have the record: propagation) and the last echo reply (the data
+path); ADD time; what probing alone costs (the same probes once more, after
+convergence); and how often the box's neighbour tables were full meanwhile
+(``table_fulls`` of /proc/net/stat/arp_cache and ndisc_cache, box-wide). Also
+per size: agent RSS and idle CPU per agent (``--idle-seconds`` of quiet after
+setup, from /proc), and how long ``up`` and the containers took.
 
 Progress goes to stderr; a Markdown table for the README goes to stdout
 (``--json FILE`` writes every number). Needs root, ping; everything it makes is
@@ -42,13 +47,13 @@ import argparse
 import contextlib
 import os
 import random
+import selectors
 import socket
 import struct
 import sys
 import time
 import urllib.request
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from ipaddress import ip_interface
 from pathlib import Path
@@ -80,8 +85,9 @@ class Size:
     hosts: int
     lab: Lab
     store: str = ""
-    # host -> (a container's namespace, its gateway: the host's DNS)
-    sources: dict[str, tuple[str, str]] = field(default_factory=dict)
+    # host -> a container's namespace on it, which probes the others
+    sources: dict[str, str] = field(default_factory=dict)
+    probers: dict[str, Prober] = field(default_factory=dict)  # host -> its source's sockets
     setup: dict[str, float] = field(default_factory=dict)
     samples: list[dict[str, Any]] = field(default_factory=list)
     agents: dict[str, Any] = field(default_factory=dict)
@@ -93,23 +99,41 @@ class Size:
 # -- probes ----------------------------------------------------------------------
 
 
-def resolves(sock: socket.socket, server: str, qname: str, address: str, until: float) -> bool:
-    """Query ``qname`` every PROBE_INTERVAL until an answer carries ``address``."""
-    want = socket.inet_aton(address)
-    qid = random.randrange(1 << 16)
-    while time.monotonic() < until:
-        qid = (qid + 1) & 0xFFFF
-        sock.sendto(dns_query(qname, qid), (server, DNS_PORT))
-        answer_by = time.monotonic() + PROBE_INTERVAL
-        while (left := answer_by - time.monotonic()) > 0:
-            sock.settimeout(left)
-            try:
-                reply = sock.recv(512)
-            except TimeoutError:
-                break
-            if reply[:2] == struct.pack("!H", qid) and want in reply[12:]:
-                return True
-    return False
+@dataclass
+class Prober:
+    """One source container's sockets, opened once in its namespace and kept for the
+    run: a probe is then a send and a read, with no thread or setns per sample."""
+
+    gateway: str  # its host's DNS
+    udp: socket.socket
+    icmp: socket.socket
+
+    @classmethod
+    def open(cls, where: str, gateway: str) -> Prober:
+        with netns.entered(namespaces.path(where)):
+            udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            icmp = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+        udp.setblocking(False)
+        icmp.setblocking(False)
+        return cls(gateway, udp, icmp)
+
+    def close(self) -> None:
+        self.udp.close()
+        self.icmp.close()
+
+
+@dataclass
+class Probe:
+    """One source's progress towards a new container: when its name resolved and
+    when it answered an echo (seconds since the probe began; None: not yet)."""
+
+    prober: Prober
+    dns_s: float | None = None
+    ping_s: float | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.dns_s is not None and self.ping_s is not None
 
 
 def icmp_echo(ident: int, seq: int) -> bytes:
@@ -125,59 +149,104 @@ def _checksum(data: bytes) -> int:
     return ~(total + (total >> 16)) & 0xFFFF
 
 
-def pings(sock: socket.socket, address: str, until: float) -> bool:
-    """Echo requests every PROBE_INTERVAL on a raw ICMP socket until ``address``
-    replies. In-process: 39 ``ping`` processes at once cost more than what they
-    measure on two cores."""
-    ident, seq = random.randrange(1 << 16), 0
-    while time.monotonic() < until:
-        seq = (seq + 1) & 0xFFFF
-        answer_by = time.monotonic() + PROBE_INTERVAL
-        try:  # no route or neighbour yet is "not reachable yet", as for ping
-            sock.sendto(icmp_echo(ident, seq), (address, 0))
-        except OSError:
-            time.sleep(PROBE_INTERVAL)
-            continue
-        while (left := answer_by - time.monotonic()) > 0:
-            sock.settimeout(left)
-            try:
-                reply, (source, _) = sock.recvfrom(1024)
-            except TimeoutError:
-                break
-            except OSError:  # an ICMP error queued for an earlier echo
-                continue
-            at = (reply[0] & 0x0F) * 4  # past the IP header
-            kind, _, _, got = struct.unpack_from("!BBHH", reply, at)
-            if source == address and kind == ICMP_ECHO_REPLY and got == ident:
-                return True
-    return False
+def echo_reply_from(reply: bytes, source: str, address: str, ident: int) -> bool:
+    at = (reply[0] & 0x0F) * 4  # past the IP header
+    if source != address or len(reply) < at + 8:
+        return False
+    kind, _, _, got = struct.unpack_from("!BBHH", reply, at)
+    return kind == ICMP_ECHO_REPLY and got == ident
+
+
+def slowest(probes: list[Probe], what: str = "") -> float | None:
+    """The last source's time until both answered (or only ``what``: "dns_s" or
+    "ping_s"); None if one never did."""
+    times = [
+        getattr(p, what) if what else (max(p.dns_s, p.ping_s) if p.done else None) for p in probes
+    ]  # type: ignore[type-var]
+    return None if None in times else max(times)  # type: ignore[type-var]
+
+
+def table_fulls() -> int:
+    """How often the box's neighbour tables (ARP and ND, shared by every namespace)
+    were full so far: ``table_fulls`` of /proc/net/stat/*_cache, over all CPUs."""
+    total = 0
+    for table in ("arp_cache", "ndisc_cache"):
+        rows = Path(f"/proc/net/stat/{table}").read_text().split("\n")
+        column = rows[0].split().index("table_fulls")
+        total += sum(int(row.split()[column], 16) for row in rows[1:] if row.strip())
+    return total
 
 
 def other_hosts(size: Size, new_host: str) -> list[str]:
     return [host for host in size.sources if host != new_host]
 
 
-def converge(size: Size, new_host: str, name: str, address: str, timeout: float) -> list:
-    """Seconds until each other host's source pings ``address`` and resolves ``name``
-    (None for a source that did not within ``timeout``)."""
+def converge(size: Size, new_host: str, name: str, address: str, timeout: float) -> list[Probe]:
+    """Each other host's source, probing ``address`` (ICMP echo) and ``name`` (a DNS
+    query to its gateway) every PROBE_INTERVAL from one thread until both answer
+    (``Probe.done``) or ``timeout`` passes. A DNS answer tells that the source's
+    agent has the record (propagation); an echo reply, the data path."""
     start = time.monotonic()
-    until = start + timeout
+    probes = [Probe(size.probers[host]) for host in other_hosts(size, new_host)]
+    query = dns_query(f"{name}.lab.netplug.internal", 0)[2:]  # all but the id
+    want, ident = socket.inet_aton(address), random.randrange(1 << 16)
+    base, sent = random.randrange(1 << 16), 0
+    with selectors.DefaultSelector() as selector:
+        for probe in probes:
+            _drain(probe.prober.udp)
+            _drain(probe.prober.icmp)
+            selector.register(probe.prober.udp, selectors.EVENT_READ, (probe, "dns"))
+            selector.register(probe.prober.icmp, selectors.EVENT_READ, (probe, "ping"))
+        while (now := time.monotonic()) < start + timeout and not all(p.done for p in probes):
+            sent += 1
+            qid = (base + sent) & 0xFFFF
+            for probe in probes:
+                _send(
+                    probe, struct.pack("!H", qid) + query, icmp_echo(ident, sent & 0xFFFF), address
+                )
+            round_ends = min(now + PROBE_INTERVAL, start + timeout)
+            while (left := round_ends - time.monotonic()) > 0:
+                for key, _ in selector.select(left):
+                    got, kind = key.data
+                    for reply, source in _received(key.fileobj):
+                        at = time.monotonic() - start
+                        if kind == "dns" and got.dns_s is None:
+                            ours = (int.from_bytes(reply[:2], "big") - base) & 0xFFFF <= sent
+                            got.dns_s = at if ours and want in reply[12:] else None
+                        elif kind == "ping" and got.ping_s is None:
+                            got.ping_s = (
+                                at if echo_reply_from(reply, source, address, ident) else None
+                            )
+    return probes
 
-    def probe(source: tuple[str, str]) -> float | None:
-        where, gateway = source
-        with netns.entered(namespaces.path(where)):
-            udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            icmp = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
-        with udp, icmp:
-            if not resolves(udp, gateway, f"{name}.lab.netplug.internal", address, until):
-                return None
-            if not pings(icmp, address, until):
-                return None
-        return time.monotonic() - start
 
-    others = [size.sources[host] for host in other_hosts(size, new_host)]
-    with ThreadPoolExecutor(len(others)) as pool:
-        return list(pool.map(probe, others))
+def _send(probe: Probe, query: bytes, echo: bytes, address: str) -> None:
+    """This round's DNS query and echo request, for what has not answered yet. No
+    route or neighbour yet (an OSError) is "not reachable yet", as for ping."""
+    with contextlib.suppress(OSError):
+        if probe.dns_s is None:
+            probe.prober.udp.sendto(query, (probe.prober.gateway, DNS_PORT))
+        if probe.ping_s is None:
+            probe.prober.icmp.sendto(echo, (address, 0))
+
+
+def _received(sock) -> Iterator[tuple[bytes, str]]:
+    """Every datagram waiting on ``sock`` (an ICMP error queued for an earlier
+    echo is skipped)."""
+    while True:
+        try:
+            data, (source, _) = sock.recvfrom(1024)
+        except BlockingIOError:
+            return
+        except OSError:
+            continue
+        yield data, source
+
+
+def _drain(sock: socket.socket) -> None:
+    """Drop what earlier samples' probes left queued."""
+    for _ in _received(sock):
+        pass
 
 
 # -- agents ----------------------------------------------------------------------
@@ -310,7 +379,8 @@ def grow(size: Size, timeout: float) -> None:
     address = str(ip_interface(size.lab.run_container(host, name)).ip)
     added = time.monotonic() - began
     per_source = converge(size, host, name, address, timeout)
-    reached = None if None in per_source else added + max(per_source)
+    last = slowest(per_source)
+    reached = None if last is None else added + last
     size.new_hosts.append({"serving_s": serving, "added_s": added, "reach_s": reached})
     say(
         f"{label(size)}: new {host} served after {serving:.1f} s, its container reachable "
@@ -341,7 +411,8 @@ def build(owned: Owned, hosts: int, per_host: int, store: str, big: int = 0) -> 
         failed += len(errors)
         first = next(name for name in names if name in started)
         gateway = str(ip_interface(started[first]).network[1])
-        size.sources[f"host{h}"] = (size.lab.container_netns(first), gateway)
+        size.sources[f"host{h}"] = where = size.lab.container_netns(first)
+        size.probers[f"host{h}"] = Prober.open(where, gateway)
     if big:
         names = [f"f-{i}" for i in range(1, big - per_host + 1)]
         failed += len(size.lab.run_containers("host1", names, parallel=8)[1])
@@ -361,22 +432,29 @@ def sample(size: Size, n: int, timeout: float, host: str = "") -> dict[str, Any]
     began = time.monotonic()
     address = str(ip_interface(size.lab.run_container(host, name)).ip)
     added = time.monotonic()
+    fulls = table_fulls()
     per_source = converge(size, host, name, address, timeout)
-    reached = None if None in per_source else max(per_source)
+    reached = slowest(per_source)
+    fulls = table_fulls() - fulls
     again = converge(size, host, name, address, 2.0)  # what probing alone costs
     result = {
         "host": host,
         "add_s": added - began,
         "reach_s": reached,
-        "probe_s": None if None in again else max(again),
+        "dns_s": slowest(per_source, "dns_s"),
+        "ping_s": slowest(per_source, "ping_s"),
+        "probe_s": slowest(again),
+        "table_fulls": fulls,
+        "load": os.getloadavg()[0],  # the box is shared: the noise next to each figure
     }
     size.samples.append(result)
-    late = [h for h, t in zip(other_hosts(size, host), per_source, strict=True) if t is None]
+    late = [h for h, p in zip(other_hosts(size, host), per_source, strict=True) if not p.done]
     shown = f"TIMEOUT (from {', '.join(late)})" if late else f"{reached * 1000:.0f} ms"
     say(
         f"  {label(size)}, sample {len(size.samples):3d}: {name} reachable and resolvable "
         f"from {len(per_source)} hosts after {shown} (ADD {result['add_s'] * 1000:.0f} ms, "
-        f"probing alone {_ms(result['probe_s'])})"
+        f"probing alone {_ms(result['probe_s'])}; last DNS answer {_ms(result['dns_s'])}, "
+        f"last echo reply {_ms(result['ping_s'])}; neighbour table full {fulls} times)"
     )
     return result
 
@@ -402,7 +480,16 @@ def convergence(samples: list[dict[str, Any]]) -> dict[str, Any]:
         "add_p50_s": quantile(adds, 0.5),
         "add_p99_s": quantile(adds, 0.99),
         "probe_p50_s": quantile(probe, 0.5) if probe else None,
+        "dns_p99_s": _p99([s["dns_s"] for s in samples]),
+        "ping_p99_s": _p99([s["ping_s"] for s in samples]),
+        "table_fulls": sum(s["table_fulls"] for s in samples),
+        "load": (min(s["load"] for s in samples), max(s["load"] for s in samples)),
     }
+
+
+def _p99(values: list[float | None]) -> float | None:
+    """The 99th percentile, None if any value is (a timeout)."""
+    return None if None in values or not values else quantile(values, 0.99)  # type: ignore[arg-type]
 
 
 def summary(size: Size) -> dict[str, Any]:
@@ -441,14 +528,17 @@ def _span(values: list[float | None]) -> str:
 
 def table(results: list[dict[str, Any]], per_host: int) -> Iterator[str]:
     sizes = [r for r in results if not r["big"]]
-    yield f"| hosts | containers | samples | convergence p50 | p99 | p99 / p99 at {sizes[0]['hosts']} hosts | ADD p50 | probing alone p50 | idle agent CPU (mean / max) | agent RSS | up | containers started |"  # noqa: E501
-    yield "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    yield f"| hosts | containers | samples | convergence p50 | p99 | p99 / p99 at {sizes[0]['hosts']} hosts | last DNS answer p99 | last echo reply p99 | neighbour table full | load average | ADD p50 | probing alone p50 | idle agent CPU (mean / max) | agent RSS | up | containers started |"  # noqa: E501
+    yield "|" + " ---: |" * 16
     base = sizes[0]["p99_s"]
     for r in sizes:
         growth = f"{r['p99_s'] / base:.2f}x" if r["p99_s"] and base else "?"
         yield (
             f"| {r['hosts']} | {r['hosts'] * per_host} | {r['samples']} ({r['timeouts']} timeouts)"
-            f" | {_ms(r['p50_s'])} | {_ms(r['p99_s'])} | {growth} | {_ms(r['add_p50_s'])} | "
+            f" | {_ms(r['p50_s'])} | {_ms(r['p99_s'])} | {growth} | {_ms(r['dns_p99_s'])} | "
+            f"{_ms(r['ping_p99_s'])} | {r['table_fulls']} | "
+            f"{r['load'][0]:.0f}-{r['load'][1]:.0f} | "
+            f"{_ms(r['add_p50_s'])} | "
             f"{_ms(r['probe_p50_s'])} | {r['idle_cpu_pct_mean']:.2f} % / "
             f"{r['idle_cpu_pct_max']:.2f} % | {r['rss_kib_mean'] / 1024:.1f} MiB | "
             f"{r['up_s']:.1f} s | {r['containers_s']:.1f} s |"
