@@ -208,26 +208,7 @@ class Lab:
             return netns
         namespaces.create(netns)
         address = etcd_address(index, self.etcd_members)
-        mac = underlay.mac(address)
-        run(
-            "ip",
-            "-n",
-            netns,
-            "link",
-            "add",
-            "under0",
-            "address",
-            mac,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            link,
-        )
-        run("ip", "-n", netns, "link", "set", link, "netns", self.fabric)
-        run("ip", "-n", self.fabric, "link", "set", link, "master", "fabric0", "up")
-        run("ip", "-n", netns, "addr", "add", f"{address}/24", "dev", "under0")
-        run("ip", "-n", netns, "link", "set", "under0", "up")
+        self._cable(netns, link, address)
         self._join_fabric(underlay.Port(netns, "under0", address), "members")
         return netns
 
@@ -355,7 +336,19 @@ class Lab:
         state = self.state.load()
         name = f"host{index}"
         netns = namespaces.create(self.prefix + name)
-        fabric = self.fabric
+        self._cable(netns, name, host_address(index))
+        run("ip", "-n", netns, "route", "add", "default", "via", FABRIC_ADDRESS)
+        home = self.dir / name
+        home.mkdir(parents=True, exist_ok=True)
+        for network, spec in networks(state).items():
+            self._write_conflist(home, name, state["store"], network, spec)
+        self._join_fabric(underlay.Port(netns, "under0", host_address(index)), "hosts", name)
+        return name, self.start_agent(name)
+
+    def _cable(self, netns: str, link: str, address: str) -> None:
+        """``netns``'s under0, with ``address`` and the MAC made from it, joined to
+        the fabric's bridge as port ``link``."""
+        fabric, mac = self.fabric, underlay.mac(address)
         run(
             "ip",
             "-n",
@@ -364,25 +357,18 @@ class Lab:
             "add",
             "under0",
             "address",
-            underlay.mac(host_address(index)),
+            mac,
             "type",
             "veth",
             "peer",
             "name",
-            name,
+            link,
             "netns",
             fabric,
         )
-        run("ip", "-n", fabric, "link", "set", name, "master", "fabric0", "up")
-        run("ip", "-n", netns, "addr", "add", f"{host_address(index)}/24", "dev", "under0")
+        run("ip", "-n", fabric, "link", "set", link, "master", "fabric0", "up")
+        run("ip", "-n", netns, "addr", "add", f"{address}/24", "dev", "under0")
         run("ip", "-n", netns, "link", "set", "under0", "up")
-        run("ip", "-n", netns, "route", "add", "default", "via", FABRIC_ADDRESS)
-        home = self.dir / name
-        home.mkdir(parents=True, exist_ok=True)
-        for network, spec in networks(state).items():
-            self._write_conflist(home, name, state["store"], network, spec)
-        self._join_fabric(underlay.Port(netns, "under0", host_address(index)), "hosts", name)
-        return name, self.start_agent(name)
 
     def _join_fabric(self, port: underlay.Port, kind: str, name: str = "") -> None:
         """Record ``port`` (a host's, or an etcd member's: ``kind``), then program the
