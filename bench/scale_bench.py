@@ -480,6 +480,7 @@ def convergence(samples: list[dict[str, Any]]) -> dict[str, Any]:
         "add_p50_s": quantile(adds, 0.5),
         "add_p99_s": quantile(adds, 0.99),
         "probe_p50_s": quantile(probe, 0.5) if probe else None,
+        "probe_p99_s": quantile(probe, 0.99) if probe else None,
         "dns_p99_s": _p99([s["dns_s"] for s in samples]),
         "ping_p99_s": _p99([s["ping_s"] for s in samples]),
         "table_fulls": sum(s["table_fulls"] for s in samples),
@@ -501,6 +502,7 @@ def summary(size: Size) -> dict[str, Any]:
         **size.agents,
         **size.burst,
         "new_hosts": size.new_hosts,
+        "each_sample": size.samples,
     }
     if size.big:
         full = convergence([s for s in size.samples if s["host"] == "host1"])
@@ -528,7 +530,7 @@ def _span(values: list[float | None]) -> str:
 
 def table(results: list[dict[str, Any]], per_host: int) -> Iterator[str]:
     sizes = [r for r in results if not r["big"]]
-    yield f"| hosts | containers | samples | convergence p50 | p99 | p99 / p99 at {sizes[0]['hosts']} hosts | last DNS answer p99 | last echo reply p99 | neighbour table full | load average | ADD p50 | probing alone p50 | idle agent CPU (mean / max) | agent RSS | up | containers started |"  # noqa: E501
+    yield f"| hosts | containers | samples | convergence p50 | p99 | p99 / p99 at {sizes[0]['hosts']} hosts | last DNS answer p99 | last echo reply p99 | neighbour table full | load average | ADD p50 | probing alone p50 / p99 | idle agent CPU (mean / max) | agent RSS | up | containers started |"  # noqa: E501
     yield "|" + " ---: |" * 16
     base = sizes[0]["p99_s"]
     for r in sizes:
@@ -539,7 +541,7 @@ def table(results: list[dict[str, Any]], per_host: int) -> Iterator[str]:
             f"{_ms(r['ping_p99_s'])} | {r['table_fulls']} | "
             f"{r['load'][0]:.0f}-{r['load'][1]:.0f} | "
             f"{_ms(r['add_p50_s'])} | "
-            f"{_ms(r['probe_p50_s'])} | {r['idle_cpu_pct_mean']:.2f} % / "
+            f"{_ms(r['probe_p50_s'])} / {_ms(r['probe_p99_s'])} | {r['idle_cpu_pct_mean']:.2f} % / "
             f"{r['idle_cpu_pct_max']:.2f} % | {r['rss_kib_mean'] / 1024:.1f} MiB | "
             f"{r['up_s']:.1f} s | {r['containers_s']:.1f} s |"
         )
