@@ -135,6 +135,44 @@ class Probe:
     def done(self) -> bool:
         return self.dns_s is not None and self.ping_s is not None
 
+    def saw(self, kind: str, target: Target, reply: bytes, source: str, at: float) -> None:
+        """A datagram on this source's socket ``kind`` ("dns", "ping"), ``at`` seconds in."""
+        if kind == "dns" and self.dns_s is None and target.answered_by(reply):
+            self.dns_s = at
+        elif kind == "ping" and self.ping_s is None and target.echoed_by(reply, source):
+            self.ping_s = at
+
+
+@dataclass
+class Target:
+    """What one sample's probes ask for: a DNS query for the new container's name
+    (all but its id: each round's id is ``base`` + the round) and echoes to its
+    address (identifier ``ident``, sequence: the round)."""
+
+    query: bytes
+    address: str
+    ident: int = field(default_factory=lambda: random.randrange(1 << 16))
+    base: int = field(default_factory=lambda: random.randrange(1 << 16))
+    rounds: int = 0
+
+    @classmethod
+    def of(cls, name: str, address: str) -> Target:
+        return cls(dns_query(f"{name}.lab.netplug.internal", 0)[2:], address)
+
+    def next_round(self) -> tuple[bytes, bytes]:
+        """This round's DNS query and echo request."""
+        self.rounds += 1
+        qid = (self.base + self.rounds) & 0xFFFF
+        return struct.pack("!H", qid) + self.query, icmp_echo(self.ident, self.rounds & 0xFFFF)
+
+    def answered_by(self, reply: bytes) -> bool:
+        """An answer to one of this sample's queries that carries the address."""
+        ours = (int.from_bytes(reply[:2], "big") - self.base) & 0xFFFF <= self.rounds
+        return ours and socket.inet_aton(self.address) in reply[12:]
+
+    def echoed_by(self, reply: bytes, source: str) -> bool:
+        return echo_reply_from(reply, source, self.address, self.ident)
+
 
 def icmp_echo(ident: int, seq: int) -> bytes:
     payload = b"netplug scale_bench"
@@ -188,36 +226,36 @@ def converge(size: Size, new_host: str, name: str, address: str, timeout: float)
     agent has the record (propagation); an echo reply, the data path."""
     start = time.monotonic()
     probes = [Probe(size.probers[host]) for host in other_hosts(size, new_host)]
-    query = dns_query(f"{name}.lab.netplug.internal", 0)[2:]  # all but the id
-    want, ident = socket.inet_aton(address), random.randrange(1 << 16)
-    base, sent = random.randrange(1 << 16), 0
+    target = Target.of(name, address)
+    with _listening(probes) as selector:
+        while (now := time.monotonic()) < start + timeout and not all(p.done for p in probes):
+            query, echo = target.next_round()
+            for probe in probes:
+                _send(probe, query, echo, address)
+            _collect(selector, target, start, min(now + PROBE_INTERVAL, start + timeout))
+    return probes
+
+
+@contextlib.contextmanager
+def _listening(probes: list[Probe]) -> Iterator[selectors.BaseSelector]:
+    """A selector over every source's two sockets, emptied of what earlier
+    samples' probes left queued."""
     with selectors.DefaultSelector() as selector:
         for probe in probes:
-            _drain(probe.prober.udp)
-            _drain(probe.prober.icmp)
-            selector.register(probe.prober.udp, selectors.EVENT_READ, (probe, "dns"))
-            selector.register(probe.prober.icmp, selectors.EVENT_READ, (probe, "ping"))
-        while (now := time.monotonic()) < start + timeout and not all(p.done for p in probes):
-            sent += 1
-            qid = (base + sent) & 0xFFFF
-            for probe in probes:
-                _send(
-                    probe, struct.pack("!H", qid) + query, icmp_echo(ident, sent & 0xFFFF), address
-                )
-            round_ends = min(now + PROBE_INTERVAL, start + timeout)
-            while (left := round_ends - time.monotonic()) > 0:
-                for key, _ in selector.select(left):
-                    got, kind = key.data
-                    for reply, source in _received(key.fileobj):
-                        at = time.monotonic() - start
-                        if kind == "dns" and got.dns_s is None:
-                            ours = (int.from_bytes(reply[:2], "big") - base) & 0xFFFF <= sent
-                            got.dns_s = at if ours and want in reply[12:] else None
-                        elif kind == "ping" and got.ping_s is None:
-                            got.ping_s = (
-                                at if echo_reply_from(reply, source, address, ident) else None
-                            )
-    return probes
+            for kind, sock in (("dns", probe.prober.udp), ("ping", probe.prober.icmp)):
+                for _ in _received(sock):
+                    pass
+                selector.register(sock, selectors.EVENT_READ, (probe, kind))
+        yield selector
+
+
+def _collect(selector: selectors.BaseSelector, target: Target, start: float, until: float) -> None:
+    """Read the replies that come in until ``until``, into their probes."""
+    while (left := until - time.monotonic()) > 0:
+        for key, _ in selector.select(left):
+            probe, kind = key.data
+            for reply, source in _received(key.fileobj):
+                probe.saw(kind, target, reply, source, time.monotonic() - start)
 
 
 def _send(probe: Probe, query: bytes, echo: bytes, address: str) -> None:
@@ -241,12 +279,6 @@ def _received(sock) -> Iterator[tuple[bytes, str]]:
         except OSError:
             continue
         yield data, source
-
-
-def _drain(sock: socket.socket) -> None:
-    """Drop what earlier samples' probes left queued."""
-    for _ in _received(sock):
-        pass
 
 
 # -- agents ----------------------------------------------------------------------
