@@ -8,7 +8,8 @@ lookup in the environment. Point names:
 
 - ``STEP`` fails before ADD's step ``STEP``, ``STEP.after`` once the step has
   done its work (steps: ``ensure_bridge``, ``enable_forwarding``, ``enforce``,
-  ``create_pair``, ``configure_container``, ``learn_container``, ``masq``);
+  ``drop_early_packets``, ``create_pair``, ``configure_container``,
+  ``learn_container``, ``masq``);
 - ``create_pair.linked``: after the kernel made the veth pair, before it is
   set up;
 - ``undo WHAT``: the undo step ``WHAT`` of a failed ADD (``delete veth``, ...);

@@ -16,7 +16,7 @@ import math
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import asdict
-from ipaddress import IPv4Network, IPv6Network, ip_interface, ip_network
+from ipaddress import IPv4Network, IPv6Network, ip_address, ip_interface, ip_network
 from typing import TypeVar
 
 from pyroute2 import IPRoute
@@ -126,13 +126,18 @@ def cmd_add(req: Request, host: Host) -> Result:
         # Covered by the policy table before the container has an interface.
         _step("enforce", _cover, conf, host, network, attachment)
         undo.callback(_quietly, "uncover", _uncover, conf, host, attachment.key, False)
+        container_ips = [str(a.address.ip) for a in attachment.allocations]
+        # Packets the host routed to these addresses before the cover were judged
+        # as to nobody's (no set holds them) and wait in the bridge's neighbour
+        # queue: deleting the entry drops them, so none reaches the container
+        # under that verdict (and its reply cannot make it an allowed connection).
+        _step("drop_early_packets", bridge.forget_container, rt, br.index, container_ips)
         # Undo registered first: create_pair can fail after the kernel made the pair.
         undo.callback(_quietly, "delete veth", links.delete, rt, host_end)
         pair_spec = veth.PairSpec(host_end, req.ifname, mtu, br.index)
         pair = _step("create_pair", veth.create_pair, rt, crt, container, pair_spec)
         ips = attachment.allocations
         _step("configure_container", _configure_container, crt, pair.container.index, ips)
-        container_ips = [str(a.address.ip) for a in ips]
         undo.callback(
             _quietly, "forget container", bridge.forget_container, rt, br.index, container_ips
         )
@@ -322,16 +327,17 @@ def _detach(req: Request, host: Host, release: bool) -> None:
     if not _attempt(failures, _delete_container_end, req):
         _attempt(failures, _delete_host_end, req)
     host_end = veth.host_veth_name(req.container_id, req.ifname)
-    _forget_connections(conf, host, host_end)
     try:
         # Before the release: until then no other container can hold these addresses.
-        _attempt(failures, _forget_container, conf, host, host_end)
+        _attempt(failures, _forget_connections, conf, host, host_end, "DEL")
+        forgotten = _attempt(failures, _forget_container, conf, host, host_end)
         released = release and _release_or_defer(req, host)
         if released and conf.ip_masq:
             _attempt(failures, _drop_masq_when_unused, conf, host)
         key = Attachments.key(conf.name, host.name, req.container_id, req.ifname)
         _attempt(failures, _uncover, conf, host, key, released)
-        _attempt(failures, local_records.remove, conf.run_dir, host.name, conf.name, host_end)
+        if forgotten:  # else the retried DEL needs the record to find the entries
+            _attempt(failures, local_records.remove, conf.run_dir, host.name, conf.name, host_end)
     finally:
         if host.conntrack is not None:
             host.conntrack.go()  # DEL's own steps first: they compete for the CPU
@@ -339,17 +345,17 @@ def _detach(req: Request, host: Host, release: bool) -> None:
         raise failures[0]
 
 
-def _forget_connections(conf: NetConf, host: Host, host_end: str) -> None:
-    """Delete the host's conntrack entries of the container's addresses (as its
-    local record has them), once its interface is gone and before the store can
-    hand the addresses out again: a new container on one of them must not
-    continue a connection under the verdict its predecessor got, nor a UDP flow
-    whose sender keeps it alive (``netplug.net.conntrack``). Never fails DEL."""
-    kept = local_records.read(conf.run_dir, host.name, conf.name, host_end)
-    if kept is None:
+def _forget_connections(conf: NetConf, host: Host, host_end: str, why: str) -> None:
+    """Delete the host's conntrack entries of the addresses the container still
+    holds here (``local_records.held``: not one another container took since), once
+    its interface is gone and before the store can hand them out again: a new
+    container on one of them must not continue a connection under the verdict
+    its predecessor got, nor a UDP flow whose sender keeps it alive
+    (``netplug.net.conntrack``). A failure is logged; it never fails DEL."""
+    held = local_records.held(conf.run_dir, host.name, conf.name, host_end)
+    if not held:
         return
-    addresses = [a.address.ip for a in kept.allocations]
-    why = f"DEL of {kept.container_id}/{kept.ifname}"
+    addresses, why = [ip_address(a) for a in held], f"{why} of {host_end}"
     if host.conntrack is not None:  # the agent: started as DEL ends; ADD waits for it
         host.conntrack.submit(addresses, why, start=False)
     else:
@@ -364,14 +370,16 @@ def _settled(host: Host, attachment: Attachment) -> None:
         log.warning("ADD: conntrack entries of %s still being deleted", addresses)
 
 
-def _forget_container(conf: NetConf, host: Host, host_end: str) -> None:
+def _forget_container(conf: NetConf, host: Host, host_end: str) -> bool:
     """Delete the bridge's permanent neighbour entries for the addresses that the
-    container behind ``host_end`` holds on this host (``local_records``)."""
+    container behind ``host_end`` holds on this host (``local_records``); True
+    once none is left."""
     bridge_index = links.index(conf.bridge)
     held = local_records.held(conf.run_dir, host.name, conf.name, host_end)
     if bridge_index is not None and held:
         with netns.channel() as rt:
             bridge.forget_container(rt, bridge_index, held)
+    return True
 
 
 def _release_or_defer(req: Request, host: Host) -> bool:
@@ -535,13 +543,16 @@ def cmd_gc(req: Request, host: Host) -> None:
         if (attachment.container_id, attachment.ifname) not in valid:
             log.info("GC: releasing %s/%s", attachment.container_id, attachment.ifname)
             host_end = veth.host_veth_name(attachment.container_id, attachment.ifname)
-            _attempt(failures, _forget_container, conf, host, host_end)
-            if _attempt(
-                failures, host.ipam.release, conf.name, attachment.container_id, attachment.ifname
-            ):
+            _attempt(failures, _forget_connections, conf, host, host_end, "GC")
+            forgotten = _attempt(failures, _forget_container, conf, host, host_end)
+            cid, ifname = attachment.container_id, attachment.ifname
+            released = _attempt(failures, host.ipam.release, conf.name, cid, ifname)
+            if released and forgotten:
                 _attempt(
                     failures, local_records.remove, conf.run_dir, host.name, conf.name, host_end
                 )
+    if host.conntrack is not None:
+        host.conntrack.go()
     _attempt(failures, _delete_stale_veths, conf, valid)
     if host.enforcer is None:  # an agent's enforcer follows the releases in the store
         _attempt(failures, segmentation.refresh, host, conf.run_dir)

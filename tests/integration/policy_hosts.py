@@ -14,6 +14,7 @@ from waiting import wait_for
 SUBNETS = {
     "red": ("10.61.0.0/16", "fd61::/48"),
     "green": ("10.62.0.0/16", "fd62::/48"),
+    "open": ("10.63.0.0/16", "fd63::/48"),  # added with isolate=False where used
 }
 
 
@@ -32,14 +33,16 @@ class Containers:
         aliases: tuple[str, ...] = (),
         netns: str | None = None,
         static: str | None = None,
+        **fields,
     ) -> str:
         """ADD ``name`` (in a fresh namespace with servers, or in ``netns`` whose
-        servers the caller started), optionally at the ``static`` IPv4 address."""
+        servers the caller started), optionally at the ``static`` IPv4 address;
+        ``fields``: more of the network's config (``isolate=False``)."""
         if netns is None:
             netns = self.make_netns()
             self.start_servers(netns)  # listening before the interface exists
         v4, v6 = SUBNETS[network]
-        conf = host.conf(name=network, subnet=v4, subnet6=v6)
+        conf = host.conf(name=network, subnet=v4, subnet6=v6, **fields)
         if aliases:
             conf["runtimeConfig"] = {"aliases": {network: list(aliases)}}
         args = f"NETPLUG_NAME={name}" + (f";IP={static}" if static else "")

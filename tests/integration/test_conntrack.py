@@ -19,11 +19,21 @@ import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from ipaddress import ip_address
 from pathlib import Path
 
 import pytest
 from policy_hosts import SUBNETS, Containers, apply, ctl
-from probes import FLOW_WAIT, Probe, echo_servers, exchanges, flows, netns_python, run_probes
+from probes import (
+    FLOW_WAIT,
+    UDP_PORTS,
+    Probe,
+    echo_servers,
+    exchanges,
+    flows,
+    netns_python,
+    run_probes,
+)
 
 from netplug_env import NetplugHost
 from runtimes import make_netns, require_commands, require_root
@@ -61,6 +71,7 @@ if sys.argv[2] == "forget":
     conntrack.forget(addresses)
 elif sys.argv[2] == "deleter":
     deleter = conntrack.Deleter()
+    deleter.go()  # a DEL that had nothing to delete: no round may start later
     deleter.submit(addresses[:1], "test", start=False)  # a DEL's: held until go()
     assert not deleter.wait(addresses, 0.2)
     deleter.submit(addresses[1:], "test")
@@ -213,6 +224,70 @@ def test_a_reused_address_does_not_continue_its_predecessors_connections(
             assert all(exchanges(log, "udp", 0, 1e12)), "the flow to b was not answered"
             replace_b(host, c, "denied")
             check_flow_cut(host, c, log, segment, "denied")
+
+
+# UDP from a fixed port to argv[1]:argv[2] every 10 ms for argv[3] seconds; prints
+# the monotonic time of each answer.
+SENDER = """\
+import select, socket, sys, time
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+u.connect((sys.argv[1], int(sys.argv[2])))
+print("ready", flush=True)
+end = time.monotonic() + float(sys.argv[3])
+while time.monotonic() < end:
+    try:
+        u.send(b"early")
+    except OSError:  # the host's unreachable answers, while nobody has the address
+        pass
+    if select.select([u], [], [], 0.01)[0]:
+        try:
+            if u.recv(64):
+                print(time.monotonic(), flush=True)
+        except OSError:
+            pass
+"""
+
+
+@pytest.mark.parametrize("agent", [True, False], ids=["agent", "in-process"])
+def test_packets_sent_before_an_add_never_reach_its_denied_container(
+    tmp_path: Path, agent: bool
+) -> None:
+    """A client keeps sending to an address nobody holds yet, in a block the host
+    has: the host routes it, the table judges it as to nobody's (allowed) and
+    the packet waits for the address's neighbour. A container the policy denies
+    is then ADDed there: the waiting packets must not reach it, or its answer
+    makes the flow an allowed connection for good (the ct mark's fast path)."""
+    require_root()
+    require_commands("nft", packages="nftables")
+    with ExitStack() as stack:
+        host = NetplugHost(stack.enter_context(make_netns("npt-host-")), tmp_path / "host")
+        start = stack.enter_context(echo_servers())
+        if agent:
+            stack.enter_context(host.agent())
+        c = Containers(lambda: stack.enter_context(make_netns("npt-ctr-")), start)
+        c.add(host, "client", "open", isolate=False)  # open: not isolated from red
+        c.add(host, "b", "red")  # red's block is on the host: its route too
+        if agent:
+            apply([host], [QUARANTINE])
+        else:  # programmed by the next ADD or DEL
+            ctl(host, "policy", "apply", "-", stdin=json.dumps(QUARANTINE))
+        target = str(ip_address(c.ip("b", 4)) + 100)
+        sender = subprocess.Popen(
+            netns_python(c.ns("client"), SENDER, target, str(UDP_PORTS[0]), "5"),
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert sender.stdout is not None and sender.stdout.readline().strip() == "ready"
+            time.sleep(1.0)  # packets judged and waiting for the neighbour
+            c.add(host, "denied", "red", static=target)
+            answers, _ = sender.communicate(timeout=30)
+        finally:
+            sender.kill()
+            sender.wait(timeout=10)
+        assert answers.split() == [], "packets sent before the ADD reached the denied container"
+        up = Probe(host.netns, "udp", target, UDP_PORTS[0])
+        assert run_probes([up]) == [True], "denied does not answer the host"
 
 
 def test_a_remote_address_that_leaves_a_set_loses_its_connections(

@@ -26,6 +26,7 @@ ROOT_IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
 STEPS = {
     "ensure_bridge": "ensure_bridge",
     "enable_forwarding": "enable_forwarding",
+    "drop_early_packets": "drop_early_packets",
     "create_pair": "create_pair",
     "configure_container": "configure_container",
     "learn_container": "learn_container",
