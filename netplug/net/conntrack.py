@@ -70,7 +70,6 @@ FIELDS = (("orig", "saddr"), ("orig", "daddr"), ("reply", "saddr"), ("reply", "d
 TUPLES = ("CTA_TUPLE_ORIG", "CTA_TUPLE_REPLY")
 IP_ATTRS = {4: ("CTA_IP_V4_SRC", "CTA_IP_V4_DST"), 6: ("CTA_IP_V6_SRC", "CTA_IP_V6_DST")}
 TIMEOUT = 2.0  # seconds one request may take (a walk of the whole table)
-DUMP_LIMIT = 65536  # entries a dump reads at most
 REFUSED = (errno.EINVAL, errno.EOPNOTSUPP)  # a kernel that cannot filter a flush
 WAIT = 5.0  # seconds an ADD waits for its addresses' pending deletion (``Deleter``)
 
@@ -129,14 +128,9 @@ def delete_dumped(channel: Channel, version: int, addresses: list[Address]) -> i
     request["nfgen_family"] = FAMILY[version]
     # Only an entry whose bytes hold an address's is decoded (and then checked).
     dumped = channel.dump(request, GET, NEW, nfct_msg, lambda raw: any(p in raw for p in packed))
-    doomed = []
-    for n, entry in enumerate(dumped):
-        if n == DUMP_LIMIT:
-            log.warning("conntrack: matched the first %d IPv%d entries only", n, version)
-            break
-        if _involves(entry, version, wanted):
-            doomed.append(entry)
-    deleted = 0
+    # Read to its end (a dump left half read would answer the next request).
+    doomed = [entry for entry in dumped if _involves(entry, version, wanted)]
+    deleted, refused = 0, []
     for entry in doomed:
         msg = nfct_msg.create_from(
             tuple_orig=NFCTAttrTuple.from_netlink(FAMILY[version], entry.get_attr(TUPLES[0])),
@@ -147,8 +141,12 @@ def delete_dumped(channel: Channel, version: int, addresses: list[Address]) -> i
             channel.request(msg, DELETE, NLM_F_REQUEST | NLM_F_ACK)
             deleted += 1
         except NetlinkError as e:
-            if e.code != errno.ENOENT:  # gone meanwhile
-                raise
+            # ENOENT: gone meanwhile. Another refusal (a protocol whose tuple
+            # pyroute2 does not carry whole, SCTP say) must not spare the rest.
+            if e.code != errno.ENOENT:
+                refused.append(e)
+    if refused:
+        raise refused[0]
     return deleted
 
 
@@ -167,9 +165,15 @@ def forget_or_log(addresses: Iterable[Address], why: str) -> None:
     todo = list(addresses)
     try:
         forget(todo)
-    except NetError as e:
+    except Exception as e:  # NetError, or a bug (a message pyroute2 cannot decode)
         shown = ", ".join(map(str, todo))
-        log.warning("%s: conntrack entries of %s not deleted: %s", why, shown, e)
+        log.warning(
+            "%s: conntrack entries of %s not deleted: %s",
+            why,
+            shown,
+            e,
+            exc_info=not isinstance(e, NetError),
+        )
 
 
 class Deleter:
@@ -199,8 +203,10 @@ class Deleter:
             self._cond.notify_all()
 
     def go(self) -> None:
+        """Start the round of what is queued (nothing queued: the next ``submit``
+        with ``start`` False waits for its own ``go``)."""
         with self._cond:
-            self._go = True
+            self._go = bool(self._todo)
             self._cond.notify_all()
 
     def wait(self, addresses: Iterable[Address], timeout: float = WAIT) -> bool:
