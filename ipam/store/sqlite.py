@@ -417,7 +417,8 @@ def _held_in_process(file_id: tuple[int, int] | None) -> bool:
     """An open connection of this process (kept-open ones included) has the file
     ``file_id``: opening and closing it here would drop that connection's POSIX
     locks (they belong to the process and the inode, not to a descriptor)."""
-    return any(c.file_id == file_id for c in _OPEN)
+    pid = os.getpid()  # a forked child inherits connections, not their locks
+    return any(c.file_id == file_id and c.pid == pid for c in _OPEN)
 
 
 def _skip_checkpoint_on_close(conn: sqlite3.Connection, path: str) -> bool:
@@ -913,6 +914,12 @@ class SQLiteStore:
                 conn.close()
                 raise
             _OPEN.add(conn)
+            if _file_id(self.path) != conn.file_id:
+                # Replaced while it opened: which file it has is unknown, so it
+                # goes without a checkpoint and without taking any journal along.
+                conn.journals, conn.retired = (), True
+                _let_go(self.path, conn)
+                raise StoreReset(self._reset_message("was replaced while it was being opened"))
         return conn
 
     def _connect(self) -> _Connection:
