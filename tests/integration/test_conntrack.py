@@ -195,6 +195,18 @@ def check_flow_cut(host: NetplugHost, c: Containers, log: Path, segment, name: s
     assert run_probes([up]) == [True], f"{name} does not answer the host"
 
 
+def one_host(stack: ExitStack, tmp_path: Path, agent: bool) -> tuple[NetplugHost, Containers]:
+    """A netplug host (with its agent, or without), and its containers with echo
+    servers; all undone by ``stack``."""
+    require_root()
+    require_commands("nft", packages="nftables")
+    host = NetplugHost(stack.enter_context(make_netns("npt-host-")), tmp_path / "host")
+    start = stack.enter_context(echo_servers())
+    if agent:
+        stack.enter_context(host.agent())
+    return host, Containers(lambda: stack.enter_context(make_netns("npt-ctr-")), start)
+
+
 @pytest.mark.parametrize("agent", [True, False], ids=["agent", "in-process"])
 def test_a_reused_address_does_not_continue_its_predecessors_connections(
     tmp_path: Path, agent: bool
@@ -202,14 +214,8 @@ def test_a_reused_address_does_not_continue_its_predecessors_connections(
     """The client is on green, let into red's ``b`` through a policy hole, so its
     traffic is routed by the host (whose neighbour entry ADD points at the new
     container: on one bridge the client's own ARP cache would hide it for a while)."""
-    require_root()
-    require_commands("nft", packages="nftables")
     with ExitStack() as stack:
-        host = NetplugHost(stack.enter_context(make_netns("npt-host-")), tmp_path / "host")
-        start = stack.enter_context(echo_servers())
-        if agent:
-            stack.enter_context(host.agent())
-        c = Containers(lambda: stack.enter_context(make_netns("npt-ctr-")), start)
+        host, c = one_host(stack, tmp_path, agent)
         c.add(host, "client", "green")
         c.add(host, "b", "red")
         if agent:
@@ -257,14 +263,8 @@ def test_packets_sent_before_an_add_never_reach_its_denied_container(
     the packet waits for the address's neighbour. A container the policy denies
     is then ADDed there: the waiting packets must not reach it, or its answer
     makes the flow an allowed connection for good (the ct mark's fast path)."""
-    require_root()
-    require_commands("nft", packages="nftables")
     with ExitStack() as stack:
-        host = NetplugHost(stack.enter_context(make_netns("npt-host-")), tmp_path / "host")
-        start = stack.enter_context(echo_servers())
-        if agent:
-            stack.enter_context(host.agent())
-        c = Containers(lambda: stack.enter_context(make_netns("npt-ctr-")), start)
+        host, c = one_host(stack, tmp_path, agent)
         c.add(host, "client", "open", isolate=False)  # open: not isolated from red
         c.add(host, "b", "red")  # red's block is on the host: its route too
         if agent:

@@ -260,6 +260,19 @@ def test_recover_on_every_host_brings_the_overlay_back_whole(lab) -> None:
     # A new ADD republishes host1's VTEP; host1's overlay then rebuilds its peers
     # from the store, which must hold host2's VTEP again for b to stay reachable.
     c = lab.run_container("host1", "c").split("/")[0]
-    assert eventually(lambda: ping(lab.container_netns("c"), b))
-    assert eventually(lambda: ping(lab.container_netns("b"), c))
-    assert ping(lab.container_netns("a"), b)
+    assert eventually(lambda: ping(lab.container_netns("c"), b)), agents_said(lab)
+    assert eventually(lambda: ping(lab.container_netns("b"), c)), agents_said(lab)
+    assert ping(lab.container_netns("a"), b), agents_said(lab)
+
+
+def agents_said(lab, lines: int = 40) -> str:
+    """The end of each lab agent's log, and each host's routes: why a ping failed."""
+    state = lab.state.load()
+    said = []
+    for host, info in sorted(state["hosts"].items()):
+        log = (lab.dir / host / "netplugd.log").read_text(errors="replace").splitlines()
+        routes = subprocess.run(
+            ["ip", "-n", info["netns"], "route"], capture_output=True, text=True, timeout=10
+        ).stdout
+        said.append(f"--- {host} routes:\n{routes}--- {host} log:\n" + "\n".join(log[-lines:]))
+    return "\n".join(said)
