@@ -21,8 +21,9 @@ lookup in the environment. Point names:
   the kernel refused: DEL logs it and still succeeds;
 - netplugd's parts, each time one takes updates from the store view (the
   view itself, ``store-view``: at each full read): ``overlay``, ``enforcer``,
-  ``dns-registry``, ``dns-listeners``, ``pending-releases``; ``agent-start``:
-  netplugd exits (status 1) before it serves, as an agent that cannot start.
+  ``dns-registry``, ``dns-listeners``, ``pending-releases``, ``host-record``;
+  ``agent-start``: netplugd exits (status 1) before it serves, as an agent that
+  cannot start.
 
 ``POINT*N`` fails only the first N times the process reaches ``POINT``: a
 part under netplugd's supervisor then fails N runs and recovers.

@@ -8,9 +8,11 @@ read again in full; a store failure is retried with a backoff that doubles
 from RETRY_MIN to RETRY_MAX, ``_status(False)`` told, what the follower holds
 kept. A store that was reset or is corrupt (StoreReset, StoreCorrupt) is no
 outage: it is told to ``_refused`` and logged as an error (it needs
-``netplugctl recover``, not patience), then retried the same way, so that the
-follower picks up again once it was recovered. Anything else is raised, the
-store told down first.
+``netplugctl recover``, not patience), then read again every RETRY_REFUSED
+seconds, so that the follower picks up within that of the recover (the store
+answers: a read that is refused costs it one identity check, and a backoff
+would leave the host's peers and names behind for up to RETRY_MAX after its
+recover). Anything else is raised, the store told down first.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ log = logging.getLogger(__name__)
 
 WATCH_TIMEOUT = 0.5  # seconds between checks for stop while the store is idle
 RETRY_MIN, RETRY_MAX = 0.2, 5.0  # backoff after a store failure, seconds
+RETRY_REFUSED = 0.5  # seconds between reads of a store refused as reset or corrupt
 
 
 class Following:
@@ -50,8 +53,7 @@ class Following:
                 if str(e) != self.refusal:
                     log.error("%s: store refused, keeping what it holds: %s", self.name, e)
                 self._refused(e)
-                stop.wait(delay)
-                delay = min(delay * 2, RETRY_MAX)
+                stop.wait(RETRY_REFUSED)
             except StoreError as e:
                 if self.up or delay == RETRY_MIN:
                     log.warning("%s: store unreachable, keeping what it holds: %s", self.name, e)

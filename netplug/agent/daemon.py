@@ -54,6 +54,7 @@ from netplug.dns.writer import RegistryWriter
 from netplug.event_loop import event_loop_runner
 from netplug.host import Host
 from netplug.ipam import identity
+from netplug.ipam.schema import Hosts
 from netplug.ipam.store.base import StoreError, StoreReset
 from netplug.ipam.store.url import DEFAULT_STORE_URL
 from netplug.names import HOST_NAME
@@ -237,6 +238,7 @@ async def run(args: argparse.Namespace) -> None:
         "pending-releases": (releases.follow, ()),  # only the view's full reads
     }
     feeds = {name: view.subscribe(name, prefixes) for name, (_, prefixes) in parts.items()}
+    host_record = view.subscribe("host-record", (Hosts.key(host.name),))
 
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -256,6 +258,7 @@ async def run(args: argparse.Namespace) -> None:
         # Start: the lease, every part (each waits for its first feed), then the view.
         dns.bind_loop()
         supervisor.start("registration", registration.keep_alive)
+        supervisor.start("host-record", host_record.runs(registration.follow))
         for name, (follow, _) in parts.items():
             supervisor.start(name, feeds[name].runs(follow))
         supervisor.start("store-view", view.run)

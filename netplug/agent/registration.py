@@ -8,6 +8,13 @@ crash and restart, when it takes the record over at once instead of waiting
 for the old lease to run out. A stopping agent leaves its lease to expire
 rather than revoking it, so a restart (clean or not) never makes the other
 hosts drop this one; ``netplugctl hosts remove`` removes a host at once.
+
+The agent also follows its own record (``follow``, a store view part) and
+registers again as soon as the record is gone from the store it follows: after
+the store was reset and this host ran ``netplugctl recover`` (the reset took
+every lease), or after the record was removed. The other hosts program no
+peers toward a host without a record; waiting for the lease's renewal to fail
+would keep this host cut off for up to a third of the TTL, or two.
 """
 
 from __future__ import annotations
@@ -16,8 +23,10 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
+from netplug.agent.store_view import Delta, Feed, Full, Update
 from netplug.ipam.schema import HostRecord, Hosts
 from netplug.ipam.store.base import (
     Compare,
@@ -32,6 +41,7 @@ from netplug.ipam.store.base import (
 log = logging.getLogger(__name__)
 
 DEFAULT_TTL = 10.0
+IDLE = 5.0  # seconds ``follow`` waits on its feed at a time
 
 
 class HostNameTaken(Exception):
@@ -49,6 +59,7 @@ class HostRegistration:
         self.store, self.host, self.vtep, self.ttl = store, host, vtep, ttl
         self.instance = instance_id()
         self.lease = 0
+        self._registering = threading.Lock()
 
     def acquire(self) -> None:
         """Write the host record under a new lease; raises HostNameTaken."""
@@ -100,8 +111,35 @@ class HostRegistration:
             except StoreError as e:
                 log.warning("could not renew the host lease: %s", e)
 
+    def follow(self, feed: Feed, stop: threading.Event) -> None:
+        """Register again whenever the store view shows this host's record gone
+        (a store view part; see the module)."""
+        key = Hosts.key(self.host)
+        present = True  # acquire() put it before the view started
+        while not stop.is_set():
+            updates = feed.take(stop, IDLE)
+            present = record_present(present, updates, key)
+            if updates and not present and not stop.is_set():
+                log.warning("host record gone from the store: registering again")
+                self._reacquire()
+
     def _reacquire(self) -> None:
-        try:
-            self.acquire()
-        except (StoreError, HostNameTaken) as e:
-            log.error("could not register again: %s", e)
+        with self._registering:  # the lease's renewal may find it gone at the same time
+            try:
+                self.acquire()
+            except (StoreError, HostNameTaken) as e:
+                log.error("could not register again: %s", e)
+
+
+def record_present(present: bool, updates: Iterable[Update], key: str) -> bool:
+    """Whether the record under ``key`` is in the store after ``updates``, given
+    whether it was before them (pure): a Full says it anew, a Delta's last event on
+    ``key`` decides."""
+    for update in updates:
+        if isinstance(update, Full):
+            present = any(kv.key == key for kv in update.kvs)
+        elif isinstance(update, Delta):
+            for event in update.events:
+                if event.kv.key == key:
+                    present = event.type == "put"
+    return present
