@@ -160,7 +160,7 @@ def test_a_cut_off_member_and_a_paused_one_leave_the_cluster_serving(cluster_lab
     # ever went. In about one run in five etcd 3.4.23 drops one: the member that led
     # before the cut or the pause, back again, revokes by its stale clock a lease
     # the new leader kept alive, through the new leader (etcd-io/etcd#12528, fixed
-    # by #16822 in later 3.4/3.5 releases); the agent registers again within TTL/3.
+    # by #16822 in later 3.4/3.5 releases); the agent registers again once it sees that.
     assert eventually(lambda: host_names(lab) == set(HOSTS), timeout=10)
     dropped = [e.kv.key for e in host_seen if e.type == "delete"]
     print(f"host records dropped during the cut: {dropped}")
