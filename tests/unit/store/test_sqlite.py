@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import multiprocessing
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -242,6 +245,70 @@ def test_a_file_put_in_place_under_a_live_journal_is_read_without_its_pages(
     (tmp_path / "restored.db").replace(path)
     outcome = _in_new_thread(lambda: [kv.key for kv in store.range("/k/", prefix=True).kvs])
     assert outcome == ["/k/restored"]
+
+
+# Another process that commits to the store at argv[1] and keeps its connection (so
+# nothing checkpoints the commit out of the WAL) until its stdin closes.
+WRITER = """\
+import sys
+from netplug.ipam.store.sqlite import SQLiteStore
+SQLiteStore(sys.argv[1]).put("/k/written", b"1")
+print("committed", flush=True)
+sys.stdin.read()
+"""
+
+
+@contextmanager
+def writer_process() -> Iterator[Callable[[str], None]]:
+    """``commit(path)`` runs ``WRITER`` on ``path``, returning once it committed;
+    the process is killed afterwards (no checkpoint on its way out)."""
+    started: list[subprocess.Popen] = []
+
+    def commit(path: str) -> None:
+        argv = [sys.executable, "-c", WRITER, path]
+        # Run beside the store, not in a checkout whose source would shadow the install.
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=Path(path).parent
+        )
+        started.append(proc)
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "committed"
+
+    try:
+        yield commit
+    finally:
+        for proc in started:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def test_a_file_replaced_while_a_connection_opens_keeps_the_new_files_journal(
+    store, path, tmp_path, monkeypatch
+) -> None:
+    """Guards fc5a3cc. The file is replaced after ``_open`` read its identity and
+    before it connected, and another process commits to the new file (its WAL
+    holds the commit). The connection had the new file but was registered under
+    the old one's inode: its first use let it go as stale, removing the journals
+    it had found, the new file's: that process's commit was lost. Checked to
+    fail with the fix's six lines in ``_open`` removed (the key was gone)."""
+    replacement = tmp_path / "new.db"
+    for where, key in ((path, "/k/old"), (str(replacement), "/k/restored")):
+        made = SQLiteStore(where)
+        made.put(key, b"1")
+        made.close()
+    connect = store._connect  # the fixture's store has no connection yet
+    with writer_process() as commit:
+
+        def replaced_then_connect() -> sqlite_module._Connection:
+            if replacement.exists():  # the first connection only
+                replacement.replace(path)
+                commit(path)
+            return connect()
+
+        monkeypatch.setattr(store, "_connect", replaced_then_connect)
+        with pytest.raises(StoreReset):
+            store.get("/k/old")
+        keys = [kv.key for kv in store.range("/k/", prefix=True).kvs]
+    assert keys == ["/k/restored", "/k/written"]
 
 
 def test_threads_using_the_store_when_the_file_is_emptied_each_get_reset(
