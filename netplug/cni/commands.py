@@ -377,6 +377,7 @@ def _forget_container(conf: NetConf, host: Host, host_end: str) -> bool:
     bridge_index = links.index(conf.bridge)
     held = local_records.held(conf.run_dir, host.name, conf.name, host_end)
     if bridge_index is not None and held:
+        faults.check("forget_container", NetError)
         with netns.channel() as rt:
             bridge.forget_container(rt, bridge_index, held)
     return True
