@@ -151,6 +151,12 @@ class NetplugHost:
         finally:
             store.close()
 
+    def neighbours(self, address: str) -> list[dict[str, Any]]:
+        """The host's neighbour entries for ``address`` (``ip -j neigh``), any state:
+        the bridge's for a container are permanent, made by ADD, deleted by DEL."""
+        cmd = ["ip", "-n", self.netns, "-j", "neigh", "show", "to", address, "nud", "all"]
+        return json.loads(run(cmd).stdout or "[]")
+
     def nft_tables(self) -> str:
         return run(["ip", "netns", "exec", self.netns, "nft", "list", "tables"]).stdout
 

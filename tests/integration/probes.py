@@ -145,6 +145,42 @@ def netns_python(netns: str, script: str, *args: str) -> list[str]:
     return ["ip", "netns", "exec", netns, sys.executable, "-c", script, *args]
 
 
+V4, V6 = 2, 10  # AF_INET, AF_INET6
+UDP, TCP = 17, 6
+# Makes the conntrack entries argv[1], JSON [[family, orig src, orig dst, proto, reply
+# src, reply dst], ...], in the namespace it runs in; left(): every entry there, as
+# [orig src, orig dst, reply src, reply dst], sorted.
+CONNTRACK = """\
+import json, socket, sys
+from pyroute2.conntrack import Conntrack, NFCTAttrTuple
+def add(fam, osrc, odst, proto, rsrc, rdst):
+    ct = Conntrack(nfgen_family=fam)
+    orig = NFCTAttrTuple(family=fam, saddr=osrc, daddr=odst, proto=proto, sport=1000, dport=2000)
+    reply = NFCTAttrTuple(family=fam, saddr=rsrc, daddr=rdst, proto=proto, sport=2000, dport=1000)
+    ct.entry("add", timeout=120, tuple_orig=orig, tuple_reply=reply)
+    ct.close()
+def left():
+    found = []
+    for fam in (socket.AF_INET, socket.AF_INET6):
+        ct = Conntrack(nfgen_family=fam)
+        found += [[e.tuple_orig.saddr, e.tuple_orig.daddr, e.tuple_reply.saddr, e.tuple_reply.daddr]
+                  for e in ct.dump_entries()]
+        ct.close()
+    return sorted(found)
+for entry in json.loads(sys.argv[1]):
+    add(*entry)
+"""
+
+
+def conntrack_entries(netns: str, made: Sequence[tuple] = ()) -> list[list[str]]:
+    """Make the entries ``made`` (``CONNTRACK``'s argv[1]) in ``netns``; every entry
+    there then, as [orig src, orig dst, reply src, reply dst], sorted."""
+    argv = netns_python(netns, CONNTRACK + "print(json.dumps(left()))\n", json.dumps(made))
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
 def echo_servers():
     """``start(netns)``: TCP and UDP echo servers in that namespace; all killed after."""
     ports = ",".join(map(str, TCP_PORTS)), ",".join(map(str, UDP_PORTS))

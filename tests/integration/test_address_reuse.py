@@ -10,10 +10,7 @@ container on a full host stayed unreachable from the other hosts (scale_bench,
 
 from __future__ import annotations
 
-import json
-
 from netplug_env import ping
-from runtimes import run
 
 
 def test_a_reused_address_reaches_the_new_container_at_once(netplug_host, containers):
@@ -33,12 +30,6 @@ def test_a_reused_address_reaches_the_new_container_at_once(netplug_host, contai
     assert ping(netplug_host.netns, address), "the gateway still sends to the old MAC"
 
 
-def bridge_entries(host_netns: str, address: str) -> list[dict]:
-    """The host's neighbour entries for ``address`` (``ip -j neigh``), any state."""
-    out = run(["ip", "-n", host_netns, "-j", "neigh", "show", "to", address, "nud", "all"]).stdout
-    return json.loads(out or "[]")
-
-
 def test_the_bridge_entries_are_permanent_until_del(netplug_host, containers):
     """The bridge's entries for a container (ARP and ND) are permanent: the box's
     neighbour tables, shared by every namespace, do not count them against
@@ -52,11 +43,11 @@ def test_the_bridge_entries_are_permanent_until_del(netplug_host, containers):
     assert len(addresses) == 2
 
     for address in addresses:
-        entries = bridge_entries(netplug_host.netns, address)
+        entries = netplug_host.neighbours(address)
         assert [(e["lladdr"], e["state"]) for e in entries] == [(mac, ["PERMANENT"])], entries
 
     netplug_host.delete(conf, "perm", ctr)
-    assert [bridge_entries(netplug_host.netns, a) for a in addresses] == [[], []]
+    assert [netplug_host.neighbours(a) for a in addresses] == [[], []]
     netplug_host.delete(conf, "perm", ctr)  # again: idempotent, nothing to delete
 
 
@@ -68,5 +59,5 @@ def test_gc_deletes_the_bridge_entries_of_what_it_releases(netplug_host, contain
 
     assert netplug_host.call("GC", valid, ifname=None).status == 0
 
-    assert bridge_entries(netplug_host.netns, dropped) == []
-    assert [e["state"] for e in bridge_entries(netplug_host.netns, kept)] == [["PERMANENT"]]
+    assert netplug_host.neighbours(dropped) == []
+    assert [e["state"] for e in netplug_host.neighbours(kept)] == [["PERMANENT"]]

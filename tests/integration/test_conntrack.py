@@ -25,8 +25,13 @@ from pathlib import Path
 import pytest
 from policy_hosts import SUBNETS, Containers, apply, ctl
 from probes import (
+    CONNTRACK,
     FLOW_WAIT,
+    TCP,
+    UDP,
     UDP_PORTS,
+    V4,
+    V6,
     Probe,
     echo_servers,
     exchanges,
@@ -40,32 +45,16 @@ from runtimes import make_netns, require_commands, require_root
 
 pytestmark = pytest.mark.netns
 
-# argv[1]: JSON [[family, orig src, orig dst, proto, reply src, reply dst], ...]; then
-# deletes the entries of the addresses in argv[3] (JSON) through netplug.net.conntrack's
-# forget (argv[2] "forget"), delete_dumped ("dumped") or a Deleter ("deleter": the
-# agent's, waited for); prints the entries left as JSON.
-MANGLE = """\
-import json, socket, sys
+# After CONNTRACK (argv[1]: the entries it makes), deletes the entries of the addresses
+# in argv[3] (JSON) through netplug.net.conntrack's forget (argv[2] "forget"),
+# delete_dumped ("dumped") or a Deleter ("deleter": the agent's, waited for); prints
+# the entries left as JSON.
+MANGLE = (
+    CONNTRACK
+    + """\
 from ipaddress import ip_address
-from pyroute2.conntrack import Conntrack, NFCTAttrTuple
 from netplug.net import conntrack
 from netplug.net.rtnl import Channel
-def add(fam, osrc, odst, proto, rsrc, rdst):
-    ct = Conntrack(nfgen_family=fam)
-    orig = NFCTAttrTuple(family=fam, saddr=osrc, daddr=odst, proto=proto, sport=1000, dport=2000)
-    reply = NFCTAttrTuple(family=fam, saddr=rsrc, daddr=rdst, proto=proto, sport=2000, dport=1000)
-    ct.entry("add", timeout=120, tuple_orig=orig, tuple_reply=reply)
-    ct.close()
-def left():
-    found = []
-    for fam in (socket.AF_INET, socket.AF_INET6):
-        ct = Conntrack(nfgen_family=fam)
-        found += [[e.tuple_orig.saddr, e.tuple_orig.daddr, e.tuple_reply.saddr, e.tuple_reply.daddr]
-                  for e in ct.dump_entries()]
-        ct.close()
-    return sorted(found)
-for entry in json.loads(sys.argv[1]):
-    add(*entry)
 addresses = [ip_address(a) for a in json.loads(sys.argv[3])]
 if sys.argv[2] == "forget":
     conntrack.forget(addresses)
@@ -82,9 +71,8 @@ else:
         conntrack.delete_dumped(channel, version, [a for a in addresses if a.version == version])
 print(json.dumps(left()))
 """
+)
 
-V4, V6 = 2, 10  # AF_INET, AF_INET6
-UDP, TCP = 17, 6
 GONE = ("10.9.0.3", "fd09::3")
 # (family, orig src, orig dst, proto, reply src, reply dst)
 ENTRIES = [
