@@ -16,7 +16,8 @@ lookup in the environment. Point names:
 - ``release``: releasing addresses, as if the store could not be reached;
 - ``forget_container``: DEL's (and GC's) deletion of the bridge's neighbour
   entries for a container, as if the kernel refused it: DEL answers the error
-  and keeps the container's local record, so that its retry deletes them;
+  and keeps the container's local record, GC the attachment in the store, so
+  that the retry deletes them;
 - ``policy-table``: every ``nft`` batch on netplug's table (``net.policy_table``),
   as if the kernel refused the rules: netplugd's enforcer then reports itself
   failing and retries with backoff (an ADD that must program the table fails);

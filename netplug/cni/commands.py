@@ -535,7 +535,9 @@ def _check_host(req: Request, attachment: Attachment) -> None:
 
 def cmd_gc(req: Request, host: Host) -> None:
     """Release every attachment of this host not in ``cni.dev/valid-attachments``,
-    and remove host veths of this network that belong to none."""
+    and remove host veths of this network that belong to none. An attachment
+    whose bridge entries could not be deleted is not released: the store is
+    where the next GC finds it (the runtime retries a failed GC)."""
     conf = req.conf
     require_run_dir(conf, host)
     valid = set(conf.valid_attachments or ())
@@ -545,10 +547,10 @@ def cmd_gc(req: Request, host: Host) -> None:
             log.info("GC: releasing %s/%s", attachment.container_id, attachment.ifname)
             host_end = veth.host_veth_name(attachment.container_id, attachment.ifname)
             _attempt(failures, _forget_connections, conf, host, host_end, "GC")
-            forgotten = _attempt(failures, _forget_container, conf, host, host_end)
+            if not _attempt(failures, _forget_container, conf, host, host_end):
+                continue  # kept in the store: where the next GC finds the entries again
             cid, ifname = attachment.container_id, attachment.ifname
-            released = _attempt(failures, host.ipam.release, conf.name, cid, ifname)
-            if released and forgotten:
+            if _attempt(failures, host.ipam.release, conf.name, cid, ifname):
                 _attempt(
                     failures, local_records.remove, conf.run_dir, host.name, conf.name, host_end
                 )

@@ -1,8 +1,9 @@
-"""A DEL that fails part-way, and the runtime's retry of it.
+"""A DEL (or GC) that fails part-way, and the runtime's retry of it.
 
 The bridge's neighbour entries for a container are found through the host's
 copy of its record (``local_records``): a DEL that could not delete them keeps
-the record, answers the error, and its retry deletes them. Meanwhile another
+the record, answers the error, and its retry deletes them; a GC keeps the
+attachment in the store, where its retry finds it again. Meanwhile another
 container may have been given one of the addresses (a full host reuses one at
 once): the retry must touch only what the first container still holds, neither
 the newcomer's neighbour entry nor its conntrack entries. The neighbour
@@ -20,6 +21,7 @@ from probes import TCP, UDP, V4, V6, conntrack_entries
 
 from netplug.cni import local_records
 from netplug.faults import ENV
+from netplug.ipam.schema import Attachments
 from netplug.net import veth
 
 from netplug_env import NetplugHost, eventually
@@ -51,9 +53,9 @@ def attach(host: NetplugHost, conf: dict, cid: str, netns: str, ip: str = "") ->
     return [i["address"].split("/")[0] for i in result["ips"]]
 
 
-def fail_del(host: NetplugHost, conf: dict, cid: str, netns: str) -> None:
-    """DEL ``cid`` with its neighbour deletion failing: DEL answers the error."""
-    failed = host.call("DEL", conf, container_id=cid, netns=netns, env=FAILING)
+def fail(host: NetplugHost, command: str, conf: dict, **call: str | None) -> None:
+    """``command`` with its neighbour deletion failing: it answers the error."""
+    failed = host.call(command, conf, env=FAILING, **call)
     assert failed.status == 1 and failed.out is not None, failed
     assert "injected failure in forget_container" in failed.out["msg"], failed.out
 
@@ -90,7 +92,7 @@ def test_a_del_that_cannot_delete_the_bridge_entries_keeps_the_record_for_its_re
     before = [permanent(host, a) for a in addresses]
     assert all(len(entries) == 1 for entries in before), before
 
-    fail_del(host, conf, "a", ctr)
+    fail(host, "DEL", conf, container_id="a", netns=ctr)
     assert record(host, conf, "a").exists(), "the record went with the entries still there"
     assert [permanent(host, a) for a in addresses] == before
 
@@ -111,7 +113,7 @@ def test_a_retried_del_spares_the_container_that_took_its_address(
     the record (``local_records.read``), as before: ``b``'s entries were gone."""
     conf, ctr = setup(host, containers)
     a4, a6 = attach(host, conf, "a", ctr)
-    fail_del(host, conf, "a", ctr)
+    fail(host, "DEL", conf, container_id="a", netns=ctr)
     b4, b6 = attach(host, conf, "b", containers(), ip=a4)
     assert b4 == a4 and b6 != a6, (b4, b6)
     b_mac = [permanent(host, b4)[0][0]]
@@ -130,3 +132,28 @@ def test_a_retried_del_spares_the_container_that_took_its_address(
     assert local_records.holder(str(host.run_dir), host.host_name, "blue", b4) == (
         veth.host_veth_name("b", "eth0")
     )
+
+
+def test_a_gc_that_cannot_delete_the_bridge_entries_releases_nothing_until_its_retry(
+    host: NetplugHost, containers: Callable[[], str]
+) -> None:
+    """GC, which 9b55967 also made keep the record when the entries could not be
+    deleted, finds what to collect in the store, not in the records: it released
+    the attachment all the same, and its retry never found the entries again
+    (found by this test: before the fix beside it, the retried GC left both
+    permanent entries and the record for good)."""
+    conf = host.conf("1.1.0", subnet6=SUBNET6)
+    attach(host, conf, "keep", containers())  # valid; keeps the bridge's carrier up
+    addresses = attach(host, conf, "drop", containers())
+    valid = dict(conf, **{"cni.dev/valid-attachments": [{"containerID": "keep", "ifname": "eth0"}]})
+    key = Attachments.key(conf["name"], host.host_name, "drop", "eth0")
+
+    fail(host, "GC", valid, ifname=None)
+    assert key in host.records(key), "released: no retry can find the entries now"
+    assert [len(permanent(host, a)) for a in addresses] == [1, 1]
+    assert record(host, conf, "drop").exists()
+
+    assert host.call("GC", valid, ifname=None).status == 0  # the runtime's next GC
+    assert [permanent(host, a) for a in addresses] == [[], []]
+    assert not record(host, conf, "drop").exists()
+    assert host.records(key) == {}
