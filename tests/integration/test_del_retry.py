@@ -71,7 +71,7 @@ def permanent(host: NetplugHost, address: str) -> list[tuple[str, list[str]]]:
     return [(e["lladdr"], e["state"]) for e in host.neighbours(address)]
 
 
-def setup(host: NetplugHost, containers: Callable[[], str]) -> tuple[dict, str]:
+def busy_network(host: NetplugHost, containers: Callable[[], str]) -> tuple[dict, str]:
     """A dual-stack network with a container keeping the bridge's carrier up (an
     emptied bridge loses it, and the kernel flushes its neighbours); a fresh
     namespace for ``a``."""
@@ -87,7 +87,7 @@ def test_a_del_that_cannot_delete_the_bridge_entries_keeps_the_record_for_its_re
     be deleted). Checked to fail with ``_detach`` removing the record whatever
     ``_forget_container`` did: the record was gone, and the retry, finding no
     record, left the permanent entries for good."""
-    conf, ctr = setup(host, containers)
+    conf, ctr = busy_network(host, containers)
     addresses = attach(host, conf, "a", ctr)
     before = [permanent(host, a) for a in addresses]
     assert all(len(entries) == 1 for entries in before), before
@@ -111,7 +111,7 @@ def test_a_retried_del_spares_the_container_that_took_its_address(
     the agent, in a round after the answer that takes IPv4 first), and none of
     ``b``'s. Checked to fail with ``_forget_connections`` taking every address of
     the record (``local_records.read``), as before: ``b``'s entries were gone."""
-    conf, ctr = setup(host, containers)
+    conf, ctr = busy_network(host, containers)
     a4, a6 = attach(host, conf, "a", ctr)
     fail(host, "DEL", conf, container_id="a", netns=ctr)
     b4, b6 = attach(host, conf, "b", containers(), ip=a4)
@@ -129,7 +129,7 @@ def test_a_retried_del_spares_the_container_that_took_its_address(
     assert of_a_or_b() == sorted([e[1], e[2], e[4], e[5]] for e in b_entries)
     assert [mac for mac, _ in permanent(host, b4)] == b_mac
     assert not record(host, conf, "a").exists()
-    assert local_records.holder(str(host.run_dir), host.host_name, "blue", b4) == (
+    assert local_records.holder(str(host.run_dir), host.host_name, conf["name"], b4) == (
         veth.host_veth_name("b", "eth0")
     )
 
