@@ -247,6 +247,29 @@ def test_a_file_put_in_place_under_a_live_journal_is_read_without_its_pages(
     assert outcome == ["/k/restored"]
 
 
+def range_in_child(store: SQLiteStore, results) -> None:
+    try:
+        results.put([kv.key for kv in store.range("/k/", prefix=True).kvs])
+    except Exception as e:  # handed back to the test
+        results.put(f"{type(e).__name__}: {e}")
+
+
+def test_a_forked_child_reads_the_header_of_a_file_its_parent_has_open(store, path) -> None:
+    """Guards fc5a3cc's other half. Garbage written over the file in place (the
+    same inode) while the old WAL holds its pages: a forked child, which inherits
+    the parent's connections but not their locks, must read the header itself.
+    The inherited connections made it skip that read (they counted as its own),
+    and it answered the old keys from the journal. Checked to fail with
+    ``_held_in_process`` not comparing the pid."""
+    _wal_holds_the_header(store, path)
+    with open(path, "r+b") as f:
+        f.write(b"\x8f" * 8192)
+    ctx = multiprocessing.get_context("fork")
+    results = ctx.Queue()
+    [outcome] = results_of_children(ctx, range_in_child, [(store, results)], results)
+    assert str(outcome).startswith("StoreCorrupt") and "not a database" in outcome, outcome
+
+
 # Another process that commits to the store at argv[1] and keeps its connection (so
 # nothing checkpoints the commit out of the WAL) until its stdin closes.
 WRITER = """\
