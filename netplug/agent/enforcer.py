@@ -36,22 +36,22 @@ import time
 from collections.abc import Callable, Iterator
 from ipaddress import ip_address
 
+from netplug.agent.containers import Containers
 from netplug.agent.enforcement import Enforcement, Progress
 from netplug.agent.records import BadRecords
-from netplug.agent.store_view import Feed, Full, mirror
+from netplug.agent.store_view import Feed, Full, Update
 from netplug.cni import segmentation
 from netplug.cni.segmentation import Inputs
 from netplug.ipam.schema import PolicyDeleted
-from netplug.ipam.store.base import KeyValue
+from netplug.ipam.store.base import Event
 from netplug.net import NetError, policy_table
 from netplug.policy import departures
+from netplug.policy.fill import Fill, Shares
 from netplug.policy.plan import (
     Address,
     Dataplane,
     Endpoint,
     NetworkInfo,
-    Plan,
-    Share,
     add_elements,
     compile_plan,
 )
@@ -86,17 +86,16 @@ class Enforcer:
         self._read_store = read_store  # before the first feed: ADD reads the store itself
         self.bad_records = bad_records or BadRecords()
         self._lock = threading.Lock()  # the state below and the kernel's table
-        self._fed: Inputs | None = None  # the feed's records, parsed (None: not fed yet)
-        self._added: dict[str, Endpoint] = {}  # covered by ADD, not yet in the feed
-        self._added_networks: dict[str, NetworkInfo] = {}
-        self._deleted: set[str] = set()  # uncovered by DEL, still in the feed
-        self._plan: Plan | None = None
+        self._containers = Containers(host)  # the feed's, ADD's and DEL's
+        self._fill: Fill | None = None  # the plan, filled with the containers
         self._plan_of: tuple | None = None  # the (policies, networks) it was compiled from
-        self._shares: dict[str, tuple[Endpoint, Share]] = {}  # each container's, under _plan
+        # Containers changed since the fill last saw them (None: any; see ``_filled``).
+        self._unfilled: set[str] | None = None
         self._programmed: Dataplane | None = None  # what the table holds, None: no table
         self._known = False  # whether _programmed is known (else the kernel is read)
-        # The (plan inputs, containers) _programmed holds, while _known: a batch of
-        # store events that brings what ADD or DEL already did costs no fill or diff.
+        # The (plan inputs, containers' version) _programmed holds, while _known: a
+        # batch of store events that brings what ADD or DEL already did costs no
+        # fill or diff.
         self._programmed_from: tuple | None = None
         # Whether this enforcer programmed a table: it keeps it when the host's last
         # container that needs it goes, while a network is isolated or governed
@@ -112,23 +111,18 @@ class Enforcer:
     def follow(self, feed: Feed, stop: threading.Event) -> None:
         """Keep the table equal to the feed's records (a store view part)."""
         progress = Progress()  # the policy revision fed, and when a change came
-        held: dict[str, KeyValue] = {}
         reader = segmentation.Reader()  # decodes the records that changed only
-        read, pending, wait = False, False, IDLE
+        fed: Inputs | None = None  # None: no full read yet
+        pending, wait = False, IDLE
         while not stop.is_set():
             updates = feed.take(stop, wait)
             progress.take(updates)
-            for update in updates:
-                mirror(held, update)
-                if isinstance(update, Full):
-                    read = True
-                    with self._lock:
-                        self._known = False  # a full read: mark and sweep the kernel's
+            fed = self._read(reader, updates, fed)
             pending = pending or bool(updates)
-            if not read or not pending or stop.is_set():
+            if fed is None or not pending or stop.is_set():
                 continue
             try:
-                self.sync(reader.inputs(held.values()))
+                self.sync(fed)
                 pending, wait = False, IDLE
                 took = progress.enforced(time.monotonic())
                 self._report(self.state.enforced(progress.revision), took)
@@ -146,6 +140,21 @@ class Enforcer:
                     wait,
                 )
 
+    def _read(
+        self, reader: segmentation.Reader, updates: list[Update], fed: Inputs | None
+    ) -> Inputs | None:
+        """The feed's records after ``updates``: a full read decodes them anew (and
+        makes the kernel's table be read back), a batch applies just its events."""
+        events: list[Event] = []
+        for update in updates:
+            if isinstance(update, Full):
+                fed, events = reader.inputs(update.kvs), []
+                with self._lock:
+                    self._known = False  # a full read: mark and sweep the kernel's
+            else:
+                events += update.events
+        return reader.apply(events) if events and fed is not None else fed
+
     def health(self) -> dict:
         """The state as /healthz and ``netplugctl status`` show it (``Enforcement.report``)."""
         return self.state.report(time.monotonic())
@@ -161,14 +170,7 @@ class Enforcer:
         """Program what ``fed`` (every followed record) and the ADDs not yet in it say."""
         self.bad_records.report(PART, fed.bad)
         with self._lock:
-            for key in list(self._added):
-                if key in fed.endpoints:
-                    del self._added[key]
-            self._added_networks = {
-                n: info for n, info in self._added_networks.items() if n not in fed.networks
-            }
-            self._deleted &= fed.endpoints.keys()
-            self._fed = fed
+            self._containers.take(fed)
             self._program()
 
     # -- ADD and DEL -----------------------------------------------------------------
@@ -176,24 +178,22 @@ class Enforcer:
     def cover(self, key: str, endpoint: Endpoint, network: NetworkInfo) -> None:
         """Program ``endpoint``'s elements now (an ADD; from any thread). Raises
         NetError when the kernel refuses: ADD fails and undoes itself."""
+        containers = self._containers
         with self._lock, self._unknown_on_failure():
-            if self._fed is None:
-                self._fed = self._read_store()  # before the first feed: from the store
+            if containers.fed is None:
+                containers.take(self._read_store())  # before the first feed: from the store
             if self._can_just_add(key, endpoint, network):
                 self._add_elements(key, endpoint)
                 return
-            self._deleted.discard(key)
-            self._added[key] = endpoint
-            if self._networks().get(network.name) != network:
-                self._added_networks[network.name] = network  # its first ADD: not fed yet
+            containers.cover(key, endpoint)
+            if containers.networks().get(network.name) != network:
+                containers.added_networks[network.name] = network  # its first ADD: not fed yet
             self._program()
 
     def uncover(self, key: str) -> None:
         """Remove a container's elements (a DEL; from any thread)."""
         with self._lock, self._unknown_on_failure():
-            self._added.pop(key, None)
-            if self._fed is not None and key in self._fed.endpoints:
-                self._deleted.add(key)
+            self._containers.uncover(key)
             self._program()
 
     @contextlib.contextmanager
@@ -209,108 +209,117 @@ class Enforcer:
 
     # -- the table (under the lock) --------------------------------------------------
 
-    def _networks(self) -> dict[str, NetworkInfo]:
-        fed = self._fed.networks if self._fed is not None else {}
-        return {**fed, **self._added_networks}
-
-    def _endpoints(self) -> dict[str, Endpoint]:
-        fed = self._fed.endpoints if self._fed is not None else {}
-        mine = {k: e for k, e in fed.items() if k not in self._deleted}
-        return {**mine, **self._added}
-
     def _can_just_add(self, key: str, endpoint: Endpoint, network: NetworkInfo) -> bool:
         """Whether ``endpoint`` costs only its own elements: the table is programmed
-        (so it stays needed) from a plan of these very networks and policies, and
-        the container is new (a re-ADD may bring other addresses)."""
+        (so it stays needed) from a plan of these very networks and policies and
+        of every container changed so far, and the container is new (a re-ADD may
+        bring other addresses)."""
+        networks = self._containers.networks()
         return (
             self._known
             and self._programmed is not None
-            and self._plan is not None
-            and self._networks().get(network.name) == network
-            and self._plan_of == self._inputs_key(self._networks())
-            and not self._holds(key)
+            and self._fill is not None
+            and self._containers.fresh
+            and self._unfilled == set()
+            and networks.get(network.name) == network
+            and self._plan_of == self._inputs_key(networks)
+            and not self._containers.holds(key)
         )
-
-    def _holds(self, key: str) -> bool:
-        assert self._fed is not None
-        fed = key in self._fed.endpoints and key not in self._deleted
-        return fed or key in self._added
 
     def _add_elements(self, key: str, endpoint: Endpoint) -> None:
         """ADD's common case: the elements it contributes, in one small batch."""
-        assert self._plan is not None and self._programmed is not None
-        elements = self._plan.elements(endpoint, self.me)
-        self._shares[key] = (endpoint, elements)
+        assert self._fill is not None and self._programmed is not None
+        elements = self._fill.plan.elements(endpoint, self.me)
         have = self._programmed.members
         new = {name: items - have.get(name, frozenset()) for name, items in elements.items()}
         policy_table.apply(add_elements(new))
-        self._deleted.discard(key)
-        self._added[key] = endpoint
+        self._containers.cover(key, endpoint)
+        self._containers.refresh()  # just ``key``: the view was fresh
+        self._fill.put(key, endpoint, elements)
         self._programmed = self._programmed.plus(elements)
-        self._programmed_from = (self._plan_of, self._endpoints())
+        self._programmed_from = (self._plan_of, self._containers.version)
 
-    def _fill(self, endpoints: dict[str, Endpoint]) -> Dataplane:
-        """The plan fed with ``endpoints``. A container's share is matched against the
-        selectors once per plan and record, so a batch costs the containers that
-        changed, plus set unions: not every container against every selector."""
-        assert self._plan is not None
-        shares = {}
-        for key, e in endpoints.items():
-            kept = self._shares.get(key)
-            same = kept is not None and (kept[0] is e or kept[0] == e)  # the Reader's: is
-            shares[key] = kept if same else (e, self._plan.elements(e, self.me))
-        self._shares = shares
-        return self._plan.filled(share for _, share in shares.values())
+    def _filled(
+        self, plan_of: tuple, networks: dict[str, NetworkInfo]
+    ) -> tuple[Dataplane, Shares, Shares]:
+        """The plan of ``plan_of`` filled with the containers, and the (before, after)
+        shares of those whose share changed, for ``_forget_departed``. A container's
+        share is matched against the selectors once per plan and record, so a
+        batch costs the containers that changed: not every container against
+        every selector, nor a union of every container's share."""
+        was = None
+        if self._fill is None or plan_of != self._plan_of:
+            was = self._fill.shares if self._fill is not None else {}
+            self._fill = Fill(compile_plan(plan_of[0], networks.values()), self.me)
+            self._plan_of, self._unfilled = plan_of, None
+        endpoints = self._containers.endpoints
+        keys = self._unfilled
+        if keys is None:
+            keys = endpoints.keys() | self._fill.shares.keys()
+        before, after = self._fill.update(endpoints, keys)
+        self._unfilled = set()
+        if was is not None:  # a new plan: every container's share is new
+            before, after = was, self._fill.shares
+        return self._fill.dataplane(), before, after
 
     def _inputs_key(self, networks: dict[str, NetworkInfo]) -> tuple:
-        assert self._fed is not None
-        policies = sorted(self._fed.policies.values(), key=lambda p: p.name)
+        fed = self._containers.fed
+        assert fed is not None
+        policies = sorted(fed.policies.values(), key=lambda p: p.name)
         return (tuple(policies), tuple(sorted(networks.items())))
 
+    def _note_changes(self) -> None:
+        """Bring the containers' view up to date; note for the fill what changed."""
+        changed = self._containers.refresh()
+        if changed is None:
+            self._unfilled = None
+        elif self._unfilled is not None:
+            self._unfilled |= changed
+
     def _program(self) -> None:
-        if self._fed is None:
+        containers = self._containers
+        if containers.fed is None:
             return  # nothing read yet: the first feed programs
-        networks, endpoints = self._networks(), self._endpoints()
+        self._note_changes()
+        networks = containers.networks()
         plan_of = self._inputs_key(networks)
-        if self._known and self._programmed_from == (plan_of, endpoints):
+        if self._known and self._programmed_from == (plan_of, containers.version):
             # The ADD's own store write, the DEL's release, fed after ADD or DEL
             # programmed them (or before, then ADD finds them in): 30-50 ms of
             # fill and diff at 1000 containers and 50 policies, under the lock
             # the next ADD waits for.
             return
         policies = plan_of[0]
-        was, listed = self._shares, not self._known
+        listed = not self._known
         if listed:
             current, present = segmentation.programmed()
         else:
             current, present = self._programmed, self._programmed is not None
-        want = None
-        local = segmentation.needed(networks, policies, endpoints.values(), self.me)
+        want, before, after = None, {}, {}
+        local = segmentation.needed(networks, policies, containers.local.values(), self.me)
         if local or (present and self._made and _governs(networks, policies)):
-            if plan_of != self._plan_of:
-                self._plan, self._plan_of = compile_plan(policies, networks.values()), plan_of
-                self._shares = {}
-            want = self._fill(endpoints)
+            want, before, after = self._filled(plan_of, networks)
             self._made = True
         # Only elements, when only containers came or went: ``delta`` keeps the rules.
         self._programmed, self._known = segmentation.converge(current, want, present), True
-        self._programmed_from = (plan_of, endpoints)
-        self._forget_departed(current, was, listed)
+        self._programmed_from = (plan_of, containers.version)
+        self._forget_departed(current, before, after, listed)
 
     def _forget_departed(
-        self, before: Dataplane | None, was: dict[str, tuple[Endpoint, Share]], listed: bool
+        self, before: Dataplane | None, was: Shares, now: Shares, listed: bool
     ) -> None:
         """Delete the conntrack entries of the addresses that left a set or map, or
         changed owner in one (``departures``), under rules of the same generation:
         their connections would keep a verdict the table no longer gives. From the
-        containers' shares, or whole tables when the old one was read back."""
+        shares of the containers that changed (``was`` before, ``now`` after), or
+        whole tables when the old one was read back."""
         after = self._programmed
         if before is None or after is None or before.generation != after.generation:
             return
         if listed:
             gone = departures.departed_between(before, after)
         else:
-            gone = departures.departed_shares(was, self._shares, self.me)
+            gone = departures.departed_shares(was, now, self.me)
         if gone:
             self._forget([ip_address(a) for a in sorted(gone)], "enforcer: left a set")
 

@@ -17,6 +17,7 @@ owner in one (``netplug.policy.departures``).
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -35,7 +36,7 @@ from netplug.ipam.schema import (
     Policies,
     SchemaError,
 )
-from netplug.ipam.store.base import Get, KeyValue
+from netplug.ipam.store.base import Event, Get, KeyValue
 from netplug.locks import network_lock
 from netplug.net import conntrack, policy_table
 from netplug.policy import departures
@@ -58,6 +59,7 @@ LOCK = ".policy-table"  # the lock file (beside the networks' own) of in-process
 DONE = ".policy-table.done"  # what the last in-process refresh read: store, identity, revision
 
 Bad = dict[str, tuple[int, str]]  # key -> (mod revision, why), as agent.records
+_SERIALS = itertools.count(1)  # each Inputs' own number (``Inputs.since``)
 
 
 @dataclass(slots=True)
@@ -68,6 +70,12 @@ class Inputs:
     endpoints: dict[str, Endpoint] = field(default_factory=dict)  # by attachment key
     policies: dict[str, Policy] = field(default_factory=dict)  # by record key
     bad: Bad = field(default_factory=dict)
+    serial: int = field(default_factory=lambda: next(_SERIALS), compare=False)
+    # When made by ``Reader.apply``: the serial of the Inputs it was derived from,
+    # and the keys of ``endpoints`` that differ from that one's (else None, ()).
+    # A follower then redoes just those containers' work, not every container's.
+    since: int | None = field(default=None, compare=False)
+    changed: frozenset[str] = field(default=frozenset(), compare=False)
 
 
 def network_info(name: str, record: NetworkRecord) -> NetworkInfo:
@@ -93,26 +101,71 @@ Parsed = tuple[str, str, object] | None  # (field of Inputs, key in it, value); 
 
 
 class Reader:
-    """``inputs`` for a follower, which reads every record at each batch: a record
-    is decoded once per revision and value (a store reset may reuse revisions), so
-    a batch costs the records that changed, and yields the same objects for the
-    others (which then compare by identity first)."""
+    """``inputs`` for a follower: a record is decoded once per revision and value
+    (a store reset may reuse revisions), and the same objects come back for the
+    records that did not change (which then compare by identity first). After a
+    full read (``inputs``), a batch of events costs the records it brings and a
+    C-speed copy of each table (``apply``), not a pass over every record."""
 
     def __init__(self) -> None:
         self._seen: dict[str, tuple[int, bytes, Parsed]] = {}  # key -> (revision, value, parsed)
+        self._last = Inputs()
 
     def inputs(self, kvs: Iterable[KeyValue]) -> Inputs:
+        """The Inputs of every record in ``kvs`` (a full read)."""
         found, seen = Inputs(), {}
         for kv in kvs:
-            kept = self._seen.get(kv.key)
-            if kept is None or kept[:2] != (kv.mod_revision, kv.value):
-                kept = (kv.mod_revision, kv.value, _parse(kv))
+            kept = self._kept(kv)
             seen[kv.key] = kept
             if kept[2] is not None:
                 where, key, value = kept[2]
                 getattr(found, where)[key] = value
-        self._seen = seen
+        self._seen, self._last = seen, found
         return found
+
+    def apply(self, events: Iterable[Event]) -> Inputs:
+        """The last Inputs (of ``inputs`` or ``apply``) with ``events`` applied, in
+        order; the same as ``inputs`` of the records they leave (tables in the
+        same order: a record put again keeps its place), with ``since`` and
+        ``changed`` telling what differs from the last."""
+        last = self._last
+        found = Inputs(
+            last.networks.copy(), last.endpoints.copy(), last.policies.copy(), last.bad.copy()
+        )
+        changed: set[str] = set()
+        for event in events:
+            before = self._seen.pop(event.kv.key, None)
+            after = self._kept(event.kv) if event.type == "put" else None
+            if after is not None:
+                self._seen[event.kv.key] = after
+            _move(found, before, after, changed)
+        found.since, found.changed = last.serial, frozenset(changed)
+        self._last = found
+        return found
+
+    def _kept(self, kv: KeyValue) -> tuple[int, bytes, Parsed]:
+        kept = self._seen.get(kv.key)
+        if kept is None or kept[:2] != (kv.mod_revision, kv.value):
+            kept = (kv.mod_revision, kv.value, _parse(kv))
+        return kept
+
+
+Seen = tuple[int, bytes, Parsed]
+
+
+def _move(found: Inputs, before: Seen | None, after: Seen | None, changed: set[str]) -> None:
+    """Take ``before``'s entry out of ``found`` and put ``after``'s in (noting the
+    endpoint keys in ``changed``); an entry replaced in place keeps its position."""
+    old = before[2] if before is not None else None
+    new = after[2] if after is not None else None
+    if old is not None and (new is None or old[:2] != new[:2]):
+        getattr(found, old[0]).pop(old[1], None)
+        if old[0] == "endpoints":
+            changed.add(old[1])
+    if new is not None:
+        getattr(found, new[0])[new[1]] = new[2]
+        if new[0] == "endpoints":
+            changed.add(new[1])
 
 
 def _parse(kv: KeyValue) -> Parsed:

@@ -4,13 +4,15 @@ a feed, an ADD or a DEL costs, and what it never removes."""
 
 from __future__ import annotations
 
+import random
 from dataclasses import replace
 from ipaddress import ip_address, ip_interface, ip_network
 
 import pytest
 
 from netplug.agent.enforcer import Enforcer
-from netplug.cni.segmentation import endpoint, inputs, network_info
+from netplug.agent.store_view import Delta, mirror
+from netplug.cni.segmentation import Reader, endpoint, inputs, network_info
 from netplug.ipam.schema import (
     Allocation,
     Attachment,
@@ -19,8 +21,9 @@ from netplug.ipam.schema import (
     Networks,
     Policies,
 )
-from netplug.ipam.store.base import KeyValue
+from netplug.ipam.store.base import Event, KeyValue
 from netplug.net import NetError, policy_table
+from netplug.policy.fill import Fill
 from netplug.policy.model import parse
 from netplug.policy.plan import Plan
 
@@ -217,17 +220,16 @@ def test_a_container_add_covered_is_not_matched_again_when_the_feed_brings_it(ke
 
 @pytest.fixture
 def fills(monkeypatch) -> list[int]:
-    """How many containers' shares each fill of the table took (its cost: set
-    unions over every container, then a diff against the kernel's)."""
+    """How many containers' shares each fill of the table held (its cost: the
+    changed containers' shares, then a diff against the kernel's)."""
     sizes: list[int] = []
-    filled = Plan.filled
+    dataplane = Fill.dataplane
 
-    def counting(plan: Plan, shares):
-        shares = list(shares)
-        sizes.append(len(shares))
-        return filled(plan, shares)
+    def counting(fill: Fill):
+        sizes.append(len(fill.shares))
+        return dataplane(fill)
 
-    monkeypatch.setattr(Plan, "filled", counting)
+    monkeypatch.setattr(Fill, "dataplane", counting)
     return sizes
 
 
@@ -302,3 +304,76 @@ def test_a_remote_address_that_leaves_a_set_has_its_entries_deleted(kernel):
     e.sync(inputs(records(DB2, other, web2, policies=WEB_ONLY)))  # joined: nothing held
     e.sync(inputs(records(DB2, other, policies=POLICY)))  # web2 went as the rules changed
     assert forgotten == [[ip_address("10.1.5.9")]]
+
+
+class Recorder:
+    """Each enforcer's nft batches, apart: the kernel is patched module-wide."""
+
+    def __init__(self, monkeypatch) -> None:
+        self.batches: dict[str, list[str]] = {"batches": [], "full": []}
+        self.now = "batches"
+        monkeypatch.setattr(policy_table, "apply", self.apply)
+        monkeypatch.setattr(policy_table, "listing", lambda table: None)
+
+    def apply(self, script: str) -> None:
+        if script:
+            self.batches[self.now].append(script)
+
+
+def random_event(rng: random.Random, revision: int) -> Event:
+    """A put or delete of one of 12 containers on three hosts, or of the policy."""
+    if rng.random() < 0.1:
+        policy = rng.choice([POLICY, WEB_ONLY])[0]
+        return Event("put", KeyValue(Policies.key("p"), Policies.encode(policy), 1, revision, 1))
+    n = rng.randrange(12)
+    address = f"10.1.{rng.randrange(3)}.{rng.randrange(2, 9)}"
+    found = attachment(f"c{n}", address, rng.choice(["db-1", "web", "x"]), f"h{1 + n % 3}")
+    if rng.random() < 0.3:
+        return Event("delete", KeyValue(found.key, b"", 0, revision, 0))
+    return Event("put", KeyValue(found.key, Attachments.encode(found), 1, revision, 1))
+
+
+def test_a_feed_read_batch_by_batch_programs_what_full_reads_do(monkeypatch):
+    """The feed's incremental path (``Reader.apply``: the changed containers only)
+    against full reads of the same records at every batch, with ADDs and DELs in
+    between: the same nft batches and the same conntrack deletions."""
+    rng = random.Random(12)
+    kernel = Recorder(monkeypatch)
+    forgotten: dict[str, list] = {"batches": [], "full": []}
+    enforcers = {
+        name: Enforcer("h1", lambda: inputs(()), forget=lambda a, _, n=name: forgotten[n].append(a))
+        for name in forgotten
+    }
+    held = {kv.key: kv for kv in records(DB1, REMOTE_WEB, policies=WEB_ONLY)}
+    reader = Reader()
+    fed = {"batches": reader.inputs(held.values()), "full": inputs(held.values())}
+    for step in range(400):
+        if step % 5 == 4:
+            local = attachment(f"c{rng.randrange(12)}", f"10.1.0.{rng.randrange(2, 9)}", "db-1")
+            ops = [("cover", local.key, endpoint(local), network_info("red", RED))]
+            gone = rng.randrange(12)
+            ops += [("uncover", attachment(f"c{gone}", "10.1.0.2", "x", f"h{1 + gone % 3}").key)]
+        else:
+            events = [random_event(rng, 100 + 3 * step + i) for i in range(rng.randrange(1, 4))]
+            mirror(held, Delta(tuple(events)))
+            fed = {"batches": reader.apply(events), "full": inputs(held.values())}
+            ops = [("sync", None)]
+        for name, e in enforcers.items():
+            kernel.now = name
+            for op, *args in ops:
+                getattr(e, op)(*(args if op != "sync" else (fed[name],)))
+        assert kernel.batches["batches"] == kernel.batches["full"], step
+        assert forgotten["batches"] == forgotten["full"], step
+    assert len(kernel.batches["full"]) > 100 and forgotten["full"]  # it did test something
+
+
+def test_a_batch_about_a_remote_container_matches_that_container_alone(kernel, matched):
+    reader = Reader()
+    e = enforcer()
+    e.sync(reader.inputs(records(DB1, DB2, WEB, REMOTE_WEB)))
+    assert len(matched) == 4
+    moved = attachment("c9", "10.1.5.10", "web", host="h2")
+    e.sync(reader.apply([Event("put", KeyValue(moved.key, Attachments.encode(moved), 1, 9, 2))]))
+    assert matched[4:] == ["web"]
+    e.sync(reader.apply([Event("delete", KeyValue(moved.key, b"", 0, 10, 0))]))
+    assert matched[5:] == []

@@ -15,7 +15,7 @@ from netplug.ipam.schema import (
     Networks,
     Policies,
 )
-from netplug.ipam.store.base import KeyValue
+from netplug.ipam.store.base import Event, KeyValue
 from netplug.policy.model import parse
 from netplug.policy.plan import Endpoint, NetworkInfo
 
@@ -115,3 +115,29 @@ def test_a_host_needs_the_table_for_a_local_isolated_or_governed_network():
     open_policy = parse('{"name": "o", "network": "open", "select": {}}', None)
     assert needed(NETS, open_policy, [ep("open", "h1")], "h1")  # opted out, governed
     assert not needed(NETS, [POLICY], [], "h1")  # nothing local
+
+
+def test_a_reader_applying_events_gives_what_a_full_read_of_the_records_does():
+    """``Reader.apply`` against ``inputs`` of the records the events leave, and the
+    keys it says changed."""
+    red = kv(Networks.key("red"), Networks.encode(RED))
+    web = kv(WEB.key, Attachments.encode(WEB))
+    reader = Reader()
+    first = reader.inputs([red, web])
+    moved = Attachment("red", "h1", "c1", "eth0", WEB.allocations[:1], ("web",))
+    other = Attachment("red", "h2", "c2", "eth0", WEB.allocations[1:], ("db",))
+    events = [
+        Event("put", kv(WEB.key, Attachments.encode(moved), 4)),
+        Event("put", kv(other.key, Attachments.encode(other), 5)),
+        Event("put", kv(Policies.key("p"), Policies.encode(POLICY), 6)),
+    ]
+    second = reader.apply(events)
+    assert second == inputs([red, events[0].kv, events[1].kv, events[2].kv])
+    assert second.since == first.serial and second.changed == {WEB.key, other.key}
+    assert second.networks["red"] is first.networks["red"]  # untouched: the same object
+    gone = [Event("delete", kv(Networks.key("red"), b"", 7)), Event("delete", kv(WEB.key, b"", 7))]
+    third = reader.apply(gone)
+    assert third == inputs([events[1].kv, events[2].kv])
+    assert third.since == second.serial and third.changed == {WEB.key}
+    bad = reader.apply([Event("put", kv(other.key, b"{not json", 8))])
+    assert list(bad.bad) == [other.key] and not bad.endpoints and bad.changed == {other.key}
