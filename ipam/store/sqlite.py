@@ -113,6 +113,10 @@ WRITE_LOCK_TIMEOUT = 5.0  # seconds a thread waits for the other writing threads
 SWEEP_INTERVAL = 0.5  # seconds between expired-lease checks by readers and watchers
 POLL_INTERVAL = 0.01  # seconds between a watch's looks at the files where inotify is missing
 COMMIT_SETTLE = 0.2  # seconds a watch polls for a commit whose WAL write it saw, at POLL_INTERVAL
+# After a change to the files, a watch waits until they have been quiet this long
+# (a commit's frames are written back to back, then published in the shared
+# index at once), at most COMMIT_QUIET_MAX, and looks once (``Changes.quiet``).
+COMMIT_QUIET, COMMIT_QUIET_MAX = 0.0005, 0.005
 DEFAULT_HISTORY = 100_000  # revisions of events kept for watchers
 WATCH_BATCH = 1000  # events per watch query (a revision is never split)
 HEADER_SIZE = 100  # bytes of SQLite's file header: a database file is never shorter
@@ -233,6 +237,14 @@ def _prepare(conn: sqlite3.Connection) -> None:
         for statement in _SCHEMA:
             conn.execute(statement)
         conn.execute("COMMIT")
+
+
+def _next_change(changes: file_changes.Changes, timeout: float) -> bool:
+    """Whether the files changed within ``timeout`` s; if so, once the writes stopped."""
+    if not changes.wait(timeout):
+        return False
+    changes.quiet(COMMIT_QUIET, COMMIT_QUIET_MAX)
+    return True
 
 
 def _event(row: tuple[Any, ...]) -> Event:
@@ -670,10 +682,10 @@ class SQLiteStore:
                 yield []
                 deadline = time.monotonic() + timeout
             elif time.monotonic() < settle_until:
-                changes.wait(min(self._poll, left))
+                _next_change(changes, min(self._poll, left))
                 changed = True
             else:
-                changed = changes.wait(min(SWEEP_INTERVAL, left))
+                changed = _next_change(changes, min(SWEEP_INTERVAL, left))
 
     def _events(self, conn: sqlite3.Connection, prefix: str, start: int) -> list[Event]:
         """Events under ``prefix`` from revision ``start``: up to WATCH_BATCH, plus the

@@ -55,6 +55,44 @@ def test_a_write_to_a_named_file_wakes_the_wait_at_once(changes, tmp_path) -> No
         thread.join()
 
 
+def _burst(path: Path, writes: int, gap: float) -> None:
+    """A commit's frames, one ``write()`` each."""
+    with open(path, "ab", buffering=0) as f:
+        for _ in range(writes):
+            f.write(b"frame")
+            time.sleep(gap)
+
+
+def test_after_a_wake_quiet_waits_for_the_burst_of_writes_to_end(tmp_path) -> None:
+    """One look per commit, not one per frame: the burst's later writes are read
+    by ``quiet``, and the next wait sees nothing new."""
+    changes = file_changes.Inotify(str(tmp_path), frozenset({"db-wal"}))
+    thread = _later(lambda: _burst(tmp_path / "db-wal", 20, 0.0005))
+    try:
+        assert changes.wait(3.0) is True
+        started = time.monotonic()
+        changes.quiet(0.1, 5.0)
+        assert time.monotonic() - started >= 0.1  # at least the quiet window
+        thread.join()
+        assert changes.wait(0.05) is False
+    finally:
+        thread.join()
+        changes.close()
+
+
+def test_quiet_gives_up_at_its_limit_when_the_writes_never_stop(tmp_path) -> None:
+    changes = file_changes.Inotify(str(tmp_path), frozenset({"db-wal"}))
+    thread = _later(lambda: _burst(tmp_path / "db-wal", 200, 0.002), delay=0)
+    try:
+        assert changes.wait(3.0) is True
+        started = time.monotonic()
+        changes.quiet(0.5, 0.1)  # writes come within every window: the limit ends it
+        assert 0.09 <= time.monotonic() - started < 0.3
+    finally:
+        thread.join()
+        changes.close()
+
+
 def test_another_file_in_the_directory_does_not_wake_it(changes, tmp_path) -> None:
     thread = _later(lambda: _append(tmp_path / "agent.log"))
     try:
