@@ -19,7 +19,8 @@ use WAL snapshots and never block writers. Each thread has its own connection
 (a connection is not safe for concurrent use) and each watch has its own too,
 so that ``PRAGMA data_version`` tells it when *another* connection committed.
 A watch looks only after the file or its WAL changed (inotify, see
-``file_changes``) and every SWEEP_INTERVAL: an idle watch runs two cheap
+``file_changes``), once the writes stopped (a commit's WAL frames are one
+look, not one each), and every SWEEP_INTERVAL: an idle watch runs two cheap
 statements a SWEEP_INTERVAL, not one every 10 ms.
 
 Compaction: a writer keeps the events of the newest ``history`` revisions
