@@ -145,10 +145,16 @@ class Lab:
 
     def _start_store(self, kind: str) -> str:
         if kind == "sqlite":
-            url = f"sqlite://{self.dir}/netplug.db"
-            self.say(f"store: embedded SQLite at {self.dir}/netplug.db")
-            return url
+            self.say(f"store: embedded SQLite at {self.sqlite_file}")
+            return f"sqlite://{self.sqlite_file}"
         return self.start_etcd()
+
+    @property
+    def sqlite_file(self) -> Path:
+        """The SQLite store's file: in a directory of its own, as on a real host
+        (/var/lib/netplug), since every agent's watch wakes for each write in the
+        file's directory, and the lab writes its state.json at every step."""
+        return self.dir / "store" / "netplug.db"
 
     def start_etcd(self) -> str:
         """The lab's etcd in the fabric namespace (its data kept across restarts): one

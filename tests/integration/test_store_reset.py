@@ -246,7 +246,7 @@ def test_recover_on_every_host_brings_the_overlay_back_whole(lab) -> None:
     b = lab.run_container("host2", "b").split("/")[0]
     assert eventually(lambda: ping(lab.container_netns("a"), b))
 
-    os.truncate(lab.dir / "netplug.db", 0)
+    os.truncate(lab.sqlite_file, 0)
 
     def recovered(host: str) -> bool:
         state = lab.state.load()
