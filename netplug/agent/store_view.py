@@ -159,7 +159,7 @@ class StoreView(Following):
         self.follow(stop)
 
     def _prefixes(self) -> tuple[str, ...]:
-        return tuple(sorted({p for feed in self._feeds for p in feed.prefixes}))
+        return covering(p for feed in self._feeds for p in feed.prefixes)
 
     def _read(self) -> int:
         faults.check("store-view", InjectedFault)
@@ -232,6 +232,13 @@ def _apply(records: dict[str, KeyValue], events: Iterable[Event]) -> None:
             records[event.kv.key] = event.kv
         else:
             records.pop(event.kv.key, None)
+
+
+def covering(prefixes: Iterable[str]) -> tuple[str, ...]:
+    """The prefixes that cover all of ``prefixes``, sorted (pure): one under another
+    (a part's own record under the hosts another part follows) is not read twice."""
+    every = sorted(set(prefixes))
+    return tuple(p for p in every if not any(p != q and p.startswith(q) for q in every))
 
 
 def _identity(event: Event) -> bool:

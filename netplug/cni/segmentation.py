@@ -100,6 +100,9 @@ def inputs(kvs: Iterable[KeyValue]) -> Inputs:
 Parsed = tuple[str, str, object] | None  # (field of Inputs, key in it, value); None: ignored
 
 
+Seen = tuple[int, bytes, Parsed]  # a record's (revision, value, parsed) as last decoded
+
+
 class Reader:
     """``inputs`` for a follower: a record is decoded once per revision and value
     (a store reset may reuse revisions), and the same objects come back for the
@@ -108,7 +111,7 @@ class Reader:
     C-speed copy of each table (``apply``), not a pass over every record."""
 
     def __init__(self) -> None:
-        self._seen: dict[str, tuple[int, bytes, Parsed]] = {}  # key -> (revision, value, parsed)
+        self._seen: dict[str, Seen] = {}  # by key
         self._last = Inputs()
 
     def inputs(self, kvs: Iterable[KeyValue]) -> Inputs:
@@ -143,14 +146,11 @@ class Reader:
         self._last = found
         return found
 
-    def _kept(self, kv: KeyValue) -> tuple[int, bytes, Parsed]:
+    def _kept(self, kv: KeyValue) -> Seen:
         kept = self._seen.get(kv.key)
         if kept is None or kept[:2] != (kv.mod_revision, kv.value):
             kept = (kv.mod_revision, kv.value, _parse(kv))
         return kept
-
-
-Seen = tuple[int, bytes, Parsed]
 
 
 def _move(found: Inputs, before: Seen | None, after: Seen | None, changed: set[str]) -> None:

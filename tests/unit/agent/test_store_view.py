@@ -12,7 +12,7 @@ import pytest
 
 from netplug import faults
 from netplug.agent import store_view
-from netplug.agent.store_view import Delta, Feed, Full, InjectedFault, StoreView, Update
+from netplug.agent.store_view import Delta, Feed, Full, InjectedFault, StoreView, Update, covering
 from netplug.agent.supervisor import Backoff, Supervisor, overall
 from netplug.ipam.schema import ROOT, Blocks, Hosts, Identity, Names
 from netplug.ipam.store.base import Put, StoreCorrupt, StoreReset
@@ -244,3 +244,10 @@ def test_a_malformed_count_is_refused(monkeypatch) -> None:
     monkeypatch.setenv(faults.ENV, "overlay*x")
     with pytest.raises(ValueError, match=faults.ENV):
         faults.check("overlay", InjectedFault)
+
+
+def test_a_prefix_under_another_is_not_read_twice() -> None:
+    hosts, mine = "/netplug/hosts/", "/netplug/hosts/h1"
+    assert covering([mine, "/netplug/vteps/", hosts, hosts]) == (hosts, "/netplug/vteps/")
+    assert covering([mine, "/netplug/hosts/h10"]) == (mine,)  # h10's key is under h1's
+    assert covering([]) == ()
