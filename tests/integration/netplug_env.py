@@ -225,22 +225,25 @@ AGENT_MODULE = b"netplug.agent.daemon"  # in the command line of an agent the pl
 
 
 def agents_in(netns: str) -> list[int]:
-    """PIDs of the live (not zombie) agents the plugin started in ``netns``."""
+    """PIDs of the live (not zombie) agents the plugin started in ``netns``.
+
+    An agent's child between fork and exec (the enforcer runs ``nft``) has the agent's
+    command line for a moment; it is part of that agent, not a second one."""
     want = os.stat(netns_path(netns))
-    found = []
+    parents: dict[int, int] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             ns = os.stat(entry / "ns" / "net")
             cmdline = (entry / "cmdline").read_bytes()
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            state, ppid = (entry / "stat").read_text().rsplit(")", 1)[1].split()[:2]
         except OSError:
             continue
         same = (ns.st_dev, ns.st_ino) == (want.st_dev, want.st_ino)
         if same and AGENT_MODULE in cmdline.split(b"\0") and state not in "ZX":
-            found.append(int(entry.name))
-    return sorted(found)
+            parents[int(entry.name)] = int(ppid)
+    return sorted(pid for pid, ppid in parents.items() if ppid not in parents)
 
 
 def _alive(pid: int) -> bool:

@@ -6,8 +6,10 @@ the other commands, or when it cannot start (the ADD then runs in-process)."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
@@ -126,3 +128,26 @@ def test_a_running_agent_is_found_first_and_none_is_started_beside_it(
         assert STARTED not in plain_host.log_file.read_text()
         served = "ADD container=c1 ifname=eth0 network=blue ok" in plain_host.agent_log()
         assert served == (host_name == "node-1")
+
+
+def test_an_agents_child_before_its_exec_is_not_a_second_agent(plain_host):
+    """An agent's child between fork and exec (the enforcer runs nft) bears the
+    agent's command line: it once made the first test count two agents."""
+    forks = "import os, time\nos.fork()\ntime.sleep(30)"
+    argv = ["ip", "netns", "exec", plain_host.netns, "python3", "-c", forks, "netplug.agent.daemon"]
+    parent = subprocess.Popen(argv, start_new_session=True)
+    children = Path(f"/proc/{parent.pid}/task/{parent.pid}/children")
+
+    def cmdline(pid: int | str) -> bytes:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+
+    def forked() -> bool:  # python runs (ip exec'd it) and its child bears its command line
+        kids = children.read_text().split()
+        return len(kids) == 1 and cmdline(kids[0]) == cmdline(parent.pid)
+
+    try:
+        assert eventually(forked, timeout=5)
+        assert agents_in(plain_host.netns) == [parent.pid]
+    finally:
+        os.killpg(parent.pid, signal.SIGKILL)
+        parent.wait(timeout=10)
