@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+import processes
 from netplug_env import ping
 
 PORT = 8080
@@ -80,19 +81,8 @@ def hammer(netns: str, address: str, seconds: float, attempt: float = 0.05) -> s
 def ready_processes(argv: Callable[[str], list[str]]) -> Iterator[Callable[[str], None]]:
     """``start(netns)`` runs ``argv(netns)`` and waits for its "ready" line; every
     process started is killed after."""
-    procs: list[subprocess.Popen] = []
-
-    def start(netns: str) -> None:
-        proc = subprocess.Popen(argv(netns), stdout=subprocess.PIPE, text=True)
-        procs.append(proc)
-        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
-
-    try:
-        yield start
-    finally:
-        for proc in procs:
-            proc.kill()
-            proc.wait(timeout=10)
+    with processes.announcing() as start:
+        yield lambda netns: start(argv(netns), "ready")
 
 
 def server_starter():

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import multiprocessing
 import sqlite3
-import subprocess
 import sys
 import threading
 import time
@@ -27,6 +26,8 @@ from netplug.ipam.store.base import (
     StoreUnavailable,
 )
 from netplug.ipam.store.sqlite import SQLiteStore
+
+import processes
 
 
 @pytest.fixture
@@ -285,23 +286,11 @@ sys.stdin.read()
 def writer_process() -> Iterator[Callable[[str], None]]:
     """``commit(path)`` runs ``WRITER`` on ``path``, returning once it committed;
     the process is killed afterwards (no checkpoint on its way out)."""
-    started: list[subprocess.Popen] = []
-
-    def commit(path: str) -> None:
-        argv = [sys.executable, "-c", WRITER, path]
+    with processes.announcing() as start:
         # Run beside the store, not in a checkout whose source would shadow the install.
-        proc = subprocess.Popen(
-            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=Path(path).parent
+        yield lambda path: start(
+            [sys.executable, "-c", WRITER, path], "committed", cwd=Path(path).parent
         )
-        started.append(proc)
-        assert proc.stdout is not None and proc.stdout.readline().strip() == "committed"
-
-    try:
-        yield commit
-    finally:
-        for proc in started:
-            proc.kill()
-            proc.wait(timeout=10)
 
 
 def test_a_file_replaced_while_a_connection_opens_keeps_the_new_files_journal(
