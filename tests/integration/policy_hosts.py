@@ -84,21 +84,40 @@ def counters(host: NetplugHost) -> str:
     return subprocess.run(cmd, capture_output=True, text=True, timeout=10).stdout
 
 
+def status(host: NetplugHost) -> dict:
+    """``netplugctl status --json``'s row (the policy revision, the hosts behind it)."""
+    (row,) = json.loads(ctl(host, "status", "--json"))
+    return row
+
+
+def in_force(hosts: list[NetplugHost], timeout: float) -> None:
+    """Returns once every live host's agent reports the store's policy revision in
+    force: a policy changed under its name keeps its counters, so their presence
+    does not tell the change from the old rules."""
+    assert wait_for(lambda: status(hosts[0])["hostsBehind"] == [], timeout, 0.02), (
+        f"hosts behind the policy revision after {timeout} s: {status(hosts[0])['hostsBehind']}"
+    )
+
+
 def apply(hosts: list[NetplugHost], policies: list[dict], timeout: float = 5.0) -> None:
-    """``policy apply`` on the first host; returns once every host's table has them."""
+    """``policy apply`` on the first host; returns once every host's table has them
+    and every host enforces the revision they made."""
     ctl(hosts[0], "policy", "apply", "-", stdin=json.dumps(policies))
     names = [f"pol/{p['name']}/allowed" for p in policies]
     for host in hosts:
         assert wait_for(lambda h=host: all(n in counters(h) for n in names), timeout, 0.02), (
             f"{host.host_name}: {names} not programmed within {timeout} s"
         )
+    in_force(hosts, timeout)
 
 
 def delete(hosts: list[NetplugHost], names: list[str], timeout: float = 5.0) -> None:
-    """``policy delete`` each; returns once no host's table has them."""
+    """``policy delete`` each; returns once no host's table has them and every host
+    enforces the revision that made."""
     for name in names:
         ctl(hosts[0], "policy", "delete", name)
     for host in hosts:
         assert wait_for(
             lambda h=host: not any(f"pol/{n}/allowed" in counters(h) for n in names), timeout, 0.02
         ), f"{host.host_name}: {names} still programmed after {timeout} s"
+    in_force(hosts, timeout)

@@ -63,13 +63,21 @@ def _drain(events: Iterator[list], stop: threading.Event, seen: list) -> threadi
     return thread
 
 
+def _wait_quiet(statements: list[str], quiet: float = 0.1, bound: float = 5.0) -> None:
+    """Until some statement ran and none followed for ``quiet`` seconds (at most ``bound``)."""
+    deadline, count = time.monotonic() + bound, -1
+    while (not statements or len(statements) != count) and time.monotonic() < deadline:
+        count = len(statements)
+        time.sleep(quiet)
+
+
 def test_an_idle_watch_runs_no_query_between_sweeps(store, monkeypatch) -> None:
     store.put("k/a", b"1")
     statements = _trace_statements(store, monkeypatch)
     stop, seen = threading.Event(), []
     thread = _drain(store.watch("k/", 0, timeout=0.2), stop, seen)
     try:
-        time.sleep(0.3)  # opened, first look done
+        _wait_quiet(statements)  # opened, first look done (however late its thread ran)
         before = len(statements)
         time.sleep(IDLE_S)
         idle = statements[before:]
