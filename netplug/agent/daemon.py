@@ -138,6 +138,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="write this host's policy counters to the store at most this often; a new "
         "policy revision or error is written at once (default: %(default)g)",
     )
+    parser.add_argument(
+        "--recover-grace",
+        type=arg_type(_seconds),
+        default=agent_overlay.RECOVER_GRACE,
+        metavar="SECONDS",
+        help="after a store reset, keep the overlay peers of hosts that have not run "
+        "`netplugctl recover` yet for up to this long (default: %(default)g)",
+    )
     parser.add_argument("--token", help="bearer token the HTTP API requires for writes")
     parser.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"]
@@ -182,7 +190,7 @@ async def run(args: argparse.Namespace) -> None:
         trust,
         on_status=lambda up: dns_metrics.store_up.set(int(up)),
     )
-    overlay = Overlay(host.name, bad_records, agent_metrics.reconciles.inc)
+    overlay = Overlay(host.name, bad_records, agent_metrics.reconciles.inc, args.recover_grace)
     dns = AgentDNS(host.name, args.domain, upstreams, dns_metrics, bad_records=bad_records)
     releases = ReleaseReplay(host, [args.run_dir])
     if not policy_table.keep_context():  # in-process batches: an ADD's costs no exec

@@ -45,6 +45,10 @@ class Full:
 
     revision: int
     kvs: tuple[KeyValue, ...]
+    # The first read of a store that was refused (reset or corrupt) until this
+    # host recovered: the other hosts' records are back only once each of them
+    # has recovered too.
+    resumed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,10 +172,11 @@ class StoreView(Following):
         self._followed = self._prefixes()  # fixed once the parts have subscribed
         result = self.store.txn((), [Get(p, prefix=True) for p in self._followed])
         mirror = {kv.key: kv for kvs in result.responses for kv in kvs}  # type: ignore[union-attr]
+        resumed = bool(self.refusal)
         with self._lock:
             self._mirror, self._revision, self._read_once = mirror, result.revision, True
             for feed in self._feeds:
-                feed._reset(self._full_for(feed))
+                feed._reset(self._full_for(feed, resumed))
         self._status(True)
         return result.revision
 
@@ -191,9 +196,9 @@ class StoreView(Following):
                 if mine and not feed._add(Delta(mine)):
                     feed._reset(self._full_for(feed))
 
-    def _full_for(self, feed: Feed) -> Full:
+    def _full_for(self, feed: Feed, resumed: bool = False) -> Full:
         kvs = tuple(kv for key, kv in self._mirror.items() if feed.follows(key))
-        return Full(self._revision, kvs)
+        return Full(self._revision, kvs, resumed)
 
     def health(self) -> dict:
         """The store as the agent reports it: ``state`` "up", "unreachable", or

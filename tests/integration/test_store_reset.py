@@ -240,40 +240,91 @@ def test_recover_reports_a_conflicting_block_and_keeps_refusing(plain_host, cont
     assert host.call("ADD", conf, container_id="c2", netns=containers()).code == 104
 
 
-@pytest.mark.parametrize("lab", ["sqlite"], indirect=True)
-def test_recover_on_every_host_brings_the_overlay_back_whole(lab) -> None:
+def recovered(lab, host: str) -> bool:
+    """Whether ``netplugctl recover`` on lab host ``host`` succeeded."""
+    state = lab.state.load()
+    argv = ["ip", "netns", "exec", state["hosts"][host]["netns"], str(BIN / "netplugctl")]
+    argv += ["--store", state["store"], "--host-name", host, "recover"]
+    argv += ["--run-dir", str(lab.dir / host / "run")]
+    return subprocess.run(argv, capture_output=True, timeout=60).returncode == 0
+
+
+def agent_log(lab, host: str) -> str:
+    return (lab.dir / host / "netplugd.log").read_text(errors="replace")
+
+
+KEEPING = "overlay: store reset: keeping the peers it does not record yet"
+ALL_BACK = "overlay: every peer is in the store again after its reset"
+
+
+def reset_two_hosts(lab) -> str:
+    """A lab of two hosts, a on host1 reaching b on host2, then its store emptied;
+    b's address."""
     lab.up(2, lab.store_kind)
     lab.run_container("host1", "a")
     b = lab.run_container("host2", "b").split("/")[0]
     assert eventually(lambda: ping(lab.container_netns("a"), b))
-
     os.truncate(lab.sqlite_file, 0)
+    return b
 
-    def recovered(host: str) -> bool:
-        state = lab.state.load()
-        argv = ["ip", "netns", "exec", state["hosts"][host]["netns"], str(BIN / "netplugctl")]
-        argv += ["--store", state["store"], "--host-name", host, "recover"]
-        argv += ["--run-dir", str(lab.dir / host / "run")]
-        return subprocess.run(argv, capture_output=True, timeout=60).returncode == 0
 
+@pytest.mark.parametrize("lab", ["sqlite"], indirect=True)
+def test_recover_on_every_host_brings_the_overlay_back_whole(lab) -> None:
+    b = reset_two_hosts(lab)
     # Each agent lets go of the emptied file at its next look (10 ms) first.
-    assert all(eventually(lambda h=h: recovered(h)) for h in ("host1", "host2"))
+    assert all(eventually(lambda h=h: recovered(lab, h)) for h in ("host1", "host2"))
     # A new ADD republishes host1's VTEP; host1's overlay then rebuilds its peers
     # from the store, which must hold host2's VTEP again for b to stay reachable.
     c = lab.run_container("host1", "c").split("/")[0]
     assert eventually(lambda: ping(lab.container_netns("c"), b)), agents_said(lab)
     assert eventually(lambda: ping(lab.container_netns("b"), c)), agents_said(lab)
+    # With no moment cut off: host2's records came back a few ms before its agent
+    # registered again, and host1 dropped its peers in between (a's one ping lost).
     assert ping(lab.container_netns("a"), b), agents_said(lab)
+    assert eventually(lambda: ALL_BACK in agent_log(lab, "host1")), agents_said(lab)
+
+
+@pytest.mark.parametrize("lab", ["sqlite"], indirect=True)
+def test_a_recovered_host_keeps_its_peers_toward_hosts_not_yet_recovered(lab) -> None:
+    """Recovering one host after another cuts none off: host1, recovered, keeps
+    its peers toward host2 while the store lacks host2's records (host1 dropped
+    them at its first read of the store, and a lost b until host2 recovered:
+    checked with the fix undone and a 1.5 s sleep for the log line)."""
+    b = reset_two_hosts(lab)
+    assert eventually(lambda: recovered(lab, "host1"))
+    assert eventually(lambda: KEEPING in agent_log(lab, "host1")), agents_said(lab)
+    for _ in range(5):
+        assert ping(lab.container_netns("a"), b), agents_said(lab)
+    assert eventually(lambda: recovered(lab, "host2"))
+    assert eventually(lambda: ALL_BACK in agent_log(lab, "host1")), agents_said(lab)
+    assert ping(lab.container_netns("a"), b), agents_said(lab)
+
+
+@pytest.mark.parametrize("lab", ["sqlite"], indirect=True)
+def test_the_peers_of_a_host_that_never_recovers_go_when_the_grace_ends(lab) -> None:
+    lab.agent_args = ("--recover-grace", "2")
+    b = reset_two_hosts(lab)
+    assert eventually(lambda: recovered(lab, "host1"))
+    assert eventually(lambda: KEEPING in agent_log(lab, "host1")), agents_said(lab)
+    dropped = "dropping the peers of hosts that did not recover within 2 s"
+    assert eventually(lambda: dropped in agent_log(lab, "host1"), timeout=10), agents_said(lab)
+    host2_block = b.rsplit(".", 1)[0] + ".0/24"
+    assert host2_block not in routes(lab, "host1"), agents_said(lab)
+
+
+def routes(lab, host: str) -> str:
+    netns = lab.state.load()["hosts"][host]["netns"]
+    return subprocess.run(
+        ["ip", "-n", netns, "route"], capture_output=True, text=True, timeout=10
+    ).stdout
 
 
 def agents_said(lab, lines: int = 40) -> str:
     """The end of each lab agent's log, and each host's routes: why a ping failed."""
-    state = lab.state.load()
     said = []
-    for host, info in sorted(state["hosts"].items()):
-        log = (lab.dir / host / "netplugd.log").read_text(errors="replace").splitlines()
-        routes = subprocess.run(
-            ["ip", "-n", info["netns"], "route"], capture_output=True, text=True, timeout=10
-        ).stdout
-        said.append(f"--- {host} routes:\n{routes}--- {host} log:\n" + "\n".join(log[-lines:]))
+    for host in sorted(lab.state.load()["hosts"]):
+        log = agent_log(lab, host).splitlines()
+        said.append(
+            f"--- {host} routes:\n{routes(lab, host)}--- {host} log:\n" + "\n".join(log[-lines:])
+        )
     return "\n".join(said)

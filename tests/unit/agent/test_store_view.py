@@ -221,6 +221,10 @@ def test_a_refused_store_is_reported_with_its_fix_not_as_unreachable(
     refused.clear()  # recovered
     a.wait_for_status(True)
     assert a.view.health() == {"state": "up"}
+    # The read after the refusal says so: the overlay keeps the peers of the
+    # hosts that have not recovered yet (the first read says nothing of the kind).
+    overlay.wait_for(lambda p: sum(isinstance(u, Full) for u in p.updates) == 2)
+    assert [u.resumed for u in overlay.updates if isinstance(u, Full)] == [False, True]
 
 
 @pytest.mark.parametrize(
