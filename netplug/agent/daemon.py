@@ -227,6 +227,7 @@ async def run(args: argparse.Namespace) -> None:
             "dnsListeners": [str(lst) for lst in dns.server.listeners],
             "loops": loops,
             "enforcement": enforcer.health(),
+            "overlay": overlay.health(),
             "badRecords": bad_records.health(),
         }
 

@@ -139,6 +139,15 @@ class Overlay:
         if recovering:
             self._note_recovery(kept, unregistered)
 
+    def health(self) -> dict:
+        """What the agent reports of the overlay: the peers it keeps for hosts not
+        recovered from a store reset yet, and for how many seconds more."""
+        until, kept = self._recovering_until, self._kept
+        if until is None or not kept:
+            return {}
+        left = max(round(until - time.monotonic()), 0)
+        return {"keptAfterReset": _kept_routes(kept), "keptFor": left}
+
     def _next_resync(self, now: float) -> float:
         """Seconds to the next full reconcile: RESYNC, or the end of the grace."""
         if self._recovering_until is None:

@@ -50,7 +50,12 @@ def cmd_status(store: Store, args: argparse.Namespace) -> int:
     )
     for key, value in row.items():
         print(f"{key + ':':<13} {value}")
-    agent_lines = [*store_refusal(health), *failing_loops(health), *enforcement_failing(health)]
+    agent_lines = [
+        *store_refusal(health),
+        *failing_loops(health),
+        *enforcement_failing(health),
+        *overlay_kept(health),
+    ]
     for line in [*agent_lines, *behind, *bad_records(health)]:
         print(f"{'':<13} {line}")
     return 0
@@ -99,6 +104,18 @@ def enforcement_failing(health: dict | None) -> list[str]:
     return [
         f"policy enforcement failing for {state.get('failingFor', 0)} s "
         f"({state.get('failures', '?')} attempts): {state.get('error', '?')}"
+    ]
+
+
+def overlay_kept(health: dict | None) -> list[str]:
+    """The agent's word on the peers it keeps for hosts not recovered from a reset."""
+    overlay = (health or {}).get("overlay", {})
+    if not overlay.get("keptAfterReset"):
+        return []
+    return [
+        f"overlay keeps the peers of hosts not recovered from the store reset yet "
+        f"({overlay['keptAfterReset']}) for {overlay.get('keptFor', '?')} s more: "
+        "run `netplugctl recover` on them"
     ]
 
 

@@ -240,13 +240,18 @@ def test_recover_reports_a_conflicting_block_and_keeps_refusing(plain_host, cont
     assert host.call("ADD", conf, container_id="c2", netns=containers()).code == 104
 
 
-def recovered(lab, host: str) -> bool:
-    """Whether ``netplugctl recover`` on lab host ``host`` succeeded."""
+def netplugctl_on(lab, host: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """netplugctl ``args`` in lab host ``host``'s namespace, on the lab's store."""
     state = lab.state.load()
     argv = ["ip", "netns", "exec", state["hosts"][host]["netns"], str(BIN / "netplugctl")]
-    argv += ["--store", state["store"], "--host-name", host, "recover"]
-    argv += ["--run-dir", str(lab.dir / host / "run")]
-    return subprocess.run(argv, capture_output=True, timeout=60).returncode == 0
+    argv += ["--store", state["store"], "--host-name", host, *args]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60)
+
+
+def recovered(lab, host: str) -> bool:
+    """Whether ``netplugctl recover`` on lab host ``host`` succeeded."""
+    run_dir = str(lab.dir / host / "run")
+    return netplugctl_on(lab, host, "recover", "--run-dir", run_dir).returncode == 0
 
 
 def agent_log(lab, host: str) -> str:
@@ -295,6 +300,9 @@ def test_a_recovered_host_keeps_its_peers_toward_hosts_not_yet_recovered(lab) ->
     assert eventually(lambda: KEEPING in agent_log(lab, "host1")), agents_said(lab)
     for _ in range(5):
         assert ping(lab.container_netns("a"), b), agents_said(lab)
+    host2_block = b.rsplit(".", 1)[0] + ".0/24"
+    (status,) = json.loads(netplugctl_on(lab, "host1", "--json", "status").stdout)
+    assert status["agentHealth"]["overlay"]["keptAfterReset"] == f"lab: {host2_block}"
     assert eventually(lambda: recovered(lab, "host2"))
     assert eventually(lambda: ALL_BACK in agent_log(lab, "host1")), agents_said(lab)
     assert ping(lab.container_netns("a"), b), agents_said(lab)

@@ -10,7 +10,14 @@ from ipaddress import ip_network
 import pytest
 
 from netplug.ctl import install
-from netplug.ctl.main import bad_records, command_parsers, enforcement_failing, main, parser
+from netplug.ctl.main import (
+    bad_records,
+    command_parsers,
+    enforcement_failing,
+    main,
+    overlay_kept,
+    parser,
+)
 from netplug.ctl.tables import render
 from netplug.ipam import inventory
 from netplug.ipam.allocations import IPAM, Pool
@@ -290,3 +297,12 @@ def test_status_text_names_a_failing_enforcer_and_the_bad_records():
     ]
     assert enforcement_failing({"enforcement": {"state": "ok", "revision": 3}}) == []
     assert enforcement_failing(None) == [] == bad_records(None)
+
+
+def test_status_text_names_the_peers_kept_for_hosts_not_recovered():
+    health = {"overlay": {"keptAfterReset": "lab: 10.244.191.0/24", "keptFor": 597}}
+    assert overlay_kept(health) == [
+        "overlay keeps the peers of hosts not recovered from the store reset yet "
+        "(lab: 10.244.191.0/24) for 597 s more: run `netplugctl recover` on them"
+    ]
+    assert overlay_kept({"overlay": {}}) == [] == overlay_kept(None)
