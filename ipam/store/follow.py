@@ -72,6 +72,7 @@ class Following:
                     return
                 if batch:
                     self._apply(batch)
+                self._tick()
 
     def _read(self) -> int:
         """Read what is followed, tell the store up; the revision read at."""
@@ -82,6 +83,10 @@ class Following:
 
     def _status(self, up: bool) -> None:
         raise NotImplementedError
+
+    def _tick(self) -> None:
+        """After each batch of the watch, an empty one too (every WATCH_TIMEOUT
+        seconds while the store is idle): for what is due at a time."""
 
     def _refused(self, error: StoreError) -> None:
         """The store must not be followed (``error``): down, with the reason kept."""

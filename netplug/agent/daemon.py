@@ -45,6 +45,7 @@ from netplug.agent.policy_report import COUNTERS_PERIOD, PolicyReport
 from netplug.agent.records import BadRecords
 from netplug.agent.registration import DEFAULT_TTL, HostNameTaken, HostRegistration
 from netplug.agent.releases import ReleaseReplay
+from netplug.agent.reset_carry import RECOVER_GRACE
 from netplug.agent.store_view import StoreView
 from netplug.agent.supervisor import Supervisor, overall
 from netplug.cli_args import arg_type, domain, host_port
@@ -141,10 +142,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--recover-grace",
         type=arg_type(_seconds),
-        default=agent_overlay.RECOVER_GRACE,
+        default=RECOVER_GRACE,
         metavar="SECONDS",
-        help="after a store reset, keep the overlay peers of hosts that have not run "
-        "`netplugctl recover` yet for up to this long (default: %(default)g)",
+        help="after a store reset, keep the records (overlay peers, DNS names, policy "
+        "set elements) of the hosts that have not run `netplugctl recover` yet for up "
+        "to this long (default: %(default)g)",
     )
     parser.add_argument("--token", help="bearer token the HTTP API requires for writes")
     parser.add_argument(
@@ -189,8 +191,10 @@ async def run(args: argparse.Namespace) -> None:
         host.store,
         trust,
         on_status=lambda up: dns_metrics.store_up.set(int(up)),
+        host=host.name,
+        recover_grace=args.recover_grace,
     )
-    overlay = Overlay(host.name, bad_records, agent_metrics.reconciles.inc, args.recover_grace)
+    overlay = Overlay(host.name, bad_records, agent_metrics.reconciles.inc)
     dns = AgentDNS(host.name, args.domain, upstreams, dns_metrics, bad_records=bad_records)
     releases = ReleaseReplay(host, [args.run_dir])
     if not policy_table.keep_context():  # in-process batches: an ADD's costs no exec
@@ -224,10 +228,10 @@ async def run(args: argparse.Namespace) -> None:
             "host": host.name,
             "store": store["state"],
             **({"storeError": store["error"]} if "error" in store else {}),
+            **{k: store[k] for k in ("carried", "carriedFor") if k in store},
             "dnsListeners": [str(lst) for lst in dns.server.listeners],
             "loops": loops,
             "enforcement": enforcer.health(),
-            "overlay": overlay.health(),
             "badRecords": bad_records.health(),
         }
 

@@ -13,7 +13,9 @@ The store's identity is guarded: ``trust()`` before every full read and
 before any batch that touches the identity key; a store that must not be
 followed raises there (StoreReset), and every part keeps what it holds. The
 view then reports the store "reset" (or "corrupt") with the error naming
-``netplugctl recover`` (``health``), which makes the agent degraded. Reading, watching,
+``netplugctl recover`` (``health``), which makes the agent degraded. Once this
+host recovered, the view carries the other hosts' records that the store has
+not got back yet (``reset_carry``; reported in ``health`` too). Reading, watching,
 re-reading a compacted watch and retrying a failed store with backoff are
 ``Following``'s (shared with netplug-dns's registry follower).
 """
@@ -27,6 +29,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from netplug import faults
+from netplug.agent import reset_carry
+from netplug.agent.reset_carry import RECOVER_GRACE, Carried
 from netplug.ipam.schema import ROOT, Identity
 from netplug.ipam.store.base import Event, Get, KeyValue, Store, StoreCorrupt, StoreError
 from netplug.ipam.store.follow import Following
@@ -45,10 +49,6 @@ class Full:
 
     revision: int
     kvs: tuple[KeyValue, ...]
-    # The first read of a store that was refused (reset or corrupt) until this
-    # host recovered: the other hosts' records are back only once each of them
-    # has recovered too.
-    resumed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +129,8 @@ class StoreView(Following):
         store: Store,
         trust: Callable[[], object] | None = None,
         on_status: Callable[[bool], None] | None = None,
+        host: str | None = None,
+        recover_grace: float = RECOVER_GRACE,
     ) -> None:
         self.store, self.prefix, self.name = store, ROOT, "store view"
         # Raises StoreError when the store must not be followed (it was reset): an
@@ -143,6 +145,11 @@ class StoreView(Following):
         self._revision = 0
         self._read_once = False  # whether the mirror holds a full read yet
         self._followed: tuple[str, ...] = ()
+        # After a reset: the other hosts' records the store has not got back
+        # (``reset_carry``), until when at most; carried only for a view of ``host``.
+        self._host, self._recover_grace = host, recover_grace
+        self._carry: Carried = {}
+        self._carry_until = 0.0
 
     def subscribe(self, name: str, prefixes: Iterable[str] = ()) -> Feed:
         """A feed of the records under ``prefixes`` (none: only the Full after each
@@ -171,12 +178,13 @@ class StoreView(Following):
             self._trust()
         self._followed = self._prefixes()  # fixed once the parts have subscribed
         result = self.store.txn((), [Get(p, prefix=True) for p in self._followed])
-        mirror = {kv.key: kv for kvs in result.responses for kv in kvs}  # type: ignore[union-attr]
-        resumed = bool(self.refusal)
+        read = {kv.key: kv for kvs in result.responses for kv in kvs}  # type: ignore[union-attr]
         with self._lock:
+            self._carry_over(read, resumed=bool(self.refusal))
+            mirror = {**reset_carry.flat(self._carry), **read}
             self._mirror, self._revision, self._read_once = mirror, result.revision, True
             for feed in self._feeds:
-                feed._reset(self._full_for(feed, resumed))
+                feed._reset(self._full_for(feed))
         self._status(True)
         return result.revision
 
@@ -187,8 +195,46 @@ class StoreView(Following):
         if followed:
             self._publish(followed)
 
+    def _carry_over(self, read: dict[str, KeyValue], resumed: bool) -> None:
+        """Carry what the reset took of the hosts not recovered yet (``read``: the
+        first read after this host recovered), or keep carrying what ``read``
+        does not hold."""
+        if not (resumed and self._read_once and self._host is not None):
+            reset_carry.refresh(self._carry, read)
+            return
+        self._carry = reset_carry.carried(self._mirror, read, self._host)
+        self._carry_until = time.monotonic() + self._recover_grace
+        if self._carry:
+            log.warning(
+                "%s: the store was reset: carrying the records of the hosts that have not "
+                "recovered yet (%s) for up to %.0f s: run `netplugctl recover` on them",
+                self.name,
+                _counted(self._carry),
+                self._recover_grace,
+            )
+
+    def _tick(self) -> None:
+        """Let go of what is still carried once the grace ran out."""
+        if not self._carry or time.monotonic() < self._carry_until:
+            return
+        with self._lock:
+            gone, self._carry = self._carry, {}
+        log.warning(
+            "%s: dropping the records of the hosts that did not recover within %.0f s "
+            "of the store reset (%s)",
+            self.name,
+            self._recover_grace,
+            _counted(gone),
+        )
+        self._publish([reset_carry.deletion(k, self._revision) for k in reset_carry.flat(gone)])
+
     def _publish(self, events: list[Event]) -> None:
         with self._lock:
+            if self._carry:
+                revision = max(self._revision, events[-1].kv.mod_revision)
+                events = events + reset_carry.settle(self._carry, events, revision)
+                if not self._carry:
+                    log.info("%s: every host is back in the store after its reset", self.name)
             _apply(self._mirror, events)
             self._revision = max(self._revision, events[-1].kv.mod_revision)
             for feed in self._feeds:
@@ -196,18 +242,25 @@ class StoreView(Following):
                 if mine and not feed._add(Delta(mine)):
                     feed._reset(self._full_for(feed))
 
-    def _full_for(self, feed: Feed, resumed: bool = False) -> Full:
+    def _full_for(self, feed: Feed) -> Full:
         kvs = tuple(kv for key, kv in self._mirror.items() if feed.follows(key))
-        return Full(self._revision, kvs, resumed)
+        return Full(self._revision, kvs)
 
     def health(self) -> dict:
         """The store as the agent reports it: ``state`` "up", "unreachable", or
         "reset" / "corrupt" with the ``error`` that says how to recover."""
         if self.up:
-            return {"state": "up"}
+            return {"state": "up", **self._carrying()}
         if not self.refusal:
             return {"state": "unreachable"}
         return {"state": self._refusal_kind, "error": self.refusal}
+
+    def _carrying(self) -> dict:
+        carry = self._carry
+        if not carry:
+            return {}
+        left = max(round(self._carry_until - time.monotonic()), 0)
+        return {"carried": {h: len(r) for h, r in sorted(carry.items())}, "carriedFor": left}
 
     def _refused(self, error: StoreError) -> None:
         self._refusal_kind = "corrupt" if isinstance(error, StoreCorrupt) else "reset"
@@ -237,6 +290,10 @@ def _apply(records: dict[str, KeyValue], events: Iterable[Event]) -> None:
             records[event.kv.key] = event.kv
         else:
             records.pop(event.kv.key, None)
+
+
+def _counted(carry: Carried) -> str:
+    return ", ".join(f"{host}: {len(records)} record(s)" for host, records in sorted(carry.items()))
 
 
 def covering(prefixes: Iterable[str]) -> tuple[str, ...]:

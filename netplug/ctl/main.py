@@ -54,7 +54,7 @@ def cmd_status(store: Store, args: argparse.Namespace) -> int:
         *store_refusal(health),
         *failing_loops(health),
         *enforcement_failing(health),
-        *overlay_kept(health),
+        *carried(health),
     ]
     for line in [*agent_lines, *behind, *bad_records(health)]:
         print(f"{'':<13} {line}")
@@ -107,15 +107,16 @@ def enforcement_failing(health: dict | None) -> list[str]:
     ]
 
 
-def overlay_kept(health: dict | None) -> list[str]:
-    """The agent's word on the peers it keeps for hosts not recovered from a reset."""
-    overlay = (health or {}).get("overlay", {})
-    if not overlay.get("keptAfterReset"):
+def carried(health: dict | None) -> list[str]:
+    """The agent's word on the records it carries for hosts not recovered from a reset."""
+    hosts = (health or {}).get("carried")
+    if not hosts:
         return []
+    what = ", ".join(f"{host}: {count} record(s)" for host, count in hosts.items())
+    left = (health or {}).get("carriedFor", "?")
     return [
-        f"overlay keeps the peers of hosts not recovered from the store reset yet "
-        f"({overlay['keptAfterReset']}) for {overlay.get('keptFor', '?')} s more: "
-        "run `netplugctl recover` on them"
+        f"store reset: keeping the records of hosts not recovered yet ({what}) for "
+        f"{left} s more: run `netplugctl recover` on them"
     ]
 
 

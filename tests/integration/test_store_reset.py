@@ -115,7 +115,7 @@ def test_an_address_a_live_container_holds_is_refused_when_the_store_lost_it(
     assert host.records("/netplug/ips/") == {}  # the refused claim was undone
 
 
-def resolves(host: NetplugHost, client: str, server: str, name: str) -> str:
+def resolves(client: str, server: str, name: str) -> str:
     # Two tries: a reply late on a loaded box is asked again; a refusal or NXDOMAIN still fails.
     cmd = ["ip", "netns", "exec", client, "dig", f"@{server}", "+short", "+tries=2", "+time=1"]
     return subprocess.run([*cmd, name], capture_output=True, text=True, timeout=10).stdout.strip()
@@ -130,7 +130,7 @@ def test_agent_keeps_dns_and_peers_of_a_store_emptied_under_it(plain_host, conta
         client = containers()
         host.add(conf, "client", client)
         name = "web.blue.netplug.internal"
-        assert eventually(lambda: resolves(host, client, gateway, name) == address)
+        assert eventually(lambda: resolves(client, gateway, name) == address)
 
         os.truncate(host.db, 0)
         assert host.call("ADD", conf, container_id="c3", netns=containers()).code == 104
@@ -138,7 +138,7 @@ def test_agent_keeps_dns_and_peers_of_a_store_emptied_under_it(plain_host, conta
         # gateway's listener) within its first retry, 0.2 s: it must hold on.
         deadline = time.monotonic() + 3
         while time.monotonic() < deadline:
-            assert resolves(host, client, gateway, name) == address
+            assert resolves(client, gateway, name) == address
 
 
 def agent_health(host: NetplugHost) -> dict:
@@ -258,24 +258,24 @@ def agent_log(lab, host: str) -> str:
     return (lab.dir / host / "netplugd.log").read_text(errors="replace")
 
 
-KEEPING = "overlay: store reset: keeping the peers it does not record yet"
-ALL_BACK = "overlay: every peer is in the store again after its reset"
+KEEPING = "store view: the store was reset: carrying the records of the hosts that have not"
+ALL_BACK = "store view: every host is back in the store after its reset"
 
 
-def reset_two_hosts(lab) -> str:
+def reset_two_hosts(lab) -> tuple[str, str]:
     """A lab of two hosts, a on host1 reaching b on host2, then its store emptied;
-    b's address."""
+    a's and b's addresses."""
     lab.up(2, lab.store_kind)
-    lab.run_container("host1", "a")
+    a = lab.run_container("host1", "a").split("/")[0]
     b = lab.run_container("host2", "b").split("/")[0]
     assert eventually(lambda: ping(lab.container_netns("a"), b))
     os.truncate(lab.sqlite_file, 0)
-    return b
+    return a, b
 
 
 @pytest.mark.parametrize("lab", ["sqlite"], indirect=True)
 def test_recover_on_every_host_brings_the_overlay_back_whole(lab) -> None:
-    b = reset_two_hosts(lab)
+    _, b = reset_two_hosts(lab)
     # Each agent lets go of the emptied file at its next look (10 ms) first.
     assert all(eventually(lambda h=h: recovered(lab, h)) for h in ("host1", "host2"))
     # A new ADD republishes host1's VTEP; host1's overlay then rebuilds its peers
@@ -292,17 +292,19 @@ def test_recover_on_every_host_brings_the_overlay_back_whole(lab) -> None:
 @pytest.mark.parametrize("lab", ["sqlite"], indirect=True)
 def test_a_recovered_host_keeps_its_peers_toward_hosts_not_yet_recovered(lab) -> None:
     """Recovering one host after another cuts none off: host1, recovered, keeps
-    its peers toward host2 while the store lacks host2's records (host1 dropped
-    them at its first read of the store, and a lost b until host2 recovered:
-    checked with the fix undone and a 1.5 s sleep for the log line)."""
-    b = reset_two_hosts(lab)
+    its peers toward host2 and b's name while the store lacks host2's records
+    (host1 dropped them at its first read of the store, and a lost b until host2
+    recovered: checked with the fix undone and a 1.5 s sleep for the log line)."""
+    a, b = reset_two_hosts(lab)
     assert eventually(lambda: recovered(lab, "host1"))
     assert eventually(lambda: KEEPING in agent_log(lab, "host1")), agents_said(lab)
     for _ in range(5):
         assert ping(lab.container_netns("a"), b), agents_said(lab)
-    host2_block = b.rsplit(".", 1)[0] + ".0/24"
+    # Its host record, VTEP, block and b's attachment: b keeps its name on host1 too.
     (status,) = json.loads(netplugctl_on(lab, "host1", "--json", "status").stdout)
-    assert status["agentHealth"]["overlay"]["keptAfterReset"] == f"lab: {host2_block}"
+    assert status["agentHealth"]["carried"] == {"host2": 4}
+    gateway = a.rsplit(".", 1)[0] + ".1"
+    assert resolves(lab.container_netns("a"), gateway, "b.lab.netplug.internal") == b
     assert eventually(lambda: recovered(lab, "host2"))
     assert eventually(lambda: ALL_BACK in agent_log(lab, "host1")), agents_said(lab)
     assert ping(lab.container_netns("a"), b), agents_said(lab)
@@ -311,10 +313,10 @@ def test_a_recovered_host_keeps_its_peers_toward_hosts_not_yet_recovered(lab) ->
 @pytest.mark.parametrize("lab", ["sqlite"], indirect=True)
 def test_the_peers_of_a_host_that_never_recovers_go_when_the_grace_ends(lab) -> None:
     lab.agent_args = ("--recover-grace", "2")
-    b = reset_two_hosts(lab)
+    _, b = reset_two_hosts(lab)
     assert eventually(lambda: recovered(lab, "host1"))
     assert eventually(lambda: KEEPING in agent_log(lab, "host1")), agents_said(lab)
-    dropped = "dropping the peers of hosts that did not recover within 2 s"
+    dropped = "dropping the records of the hosts that did not recover within 2 s"
     assert eventually(lambda: dropped in agent_log(lab, "host1"), timeout=10), agents_said(lab)
     host2_block = b.rsplit(".", 1)[0] + ".0/24"
     assert host2_block not in routes(lab, "host1"), agents_said(lab)

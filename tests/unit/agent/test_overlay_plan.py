@@ -4,7 +4,7 @@ from ipaddress import ip_network
 
 import pytest
 
-from netplug.agent.overlay_plan import Vtep, desired, diff, unrecorded
+from netplug.agent.overlay_plan import Vtep, desired, diff
 from netplug.net.peers import PeerState
 
 H2 = Vtep("blue", "h2", "192.0.2.12", "02:00:00:00:00:02", 4242)
@@ -100,39 +100,3 @@ def test_desired(live, vteps, blocks, expected):
 )
 def test_diff(have, want, add, remove):
     assert diff(have, want) == (add, remove)
-
-
-# After a store reset, h1 recovered; the records of h2 are back (it recovered
-# too), those of h3 are not yet: only h3's peers are unrecorded.
-HAVE = union(peer(H2, B2), peer(H3, B3))
-
-
-@pytest.mark.parametrize(
-    ("vteps", "blocks", "expected"),
-    [
-        pytest.param([ME, H2], [B1, B2], peer(H3, B3), id="a-host-not-recovered"),
-        pytest.param([ME, H2, H3], [B1, B2, B3], state(), id="every-host-recovered"),
-        pytest.param([ME], [B1], HAVE, id="none-recovered"),
-        pytest.param(
-            [ME, H2],
-            [B1, B2, B3],
-            state(fdb=[(H3.mac, H3.address)]),
-            id="its-block-recorded-for-someone-else-is-not-kept",
-        ),
-        pytest.param(
-            [ME, H2, H3],
-            [B1, B2],
-            state([(str(B3), str(B3.network_address))], [(str(B3.network_address), H3.mac)]),
-            id="its-vtep-back-before-its-block-keeps-the-route",
-        ),
-    ],
-)
-def test_unrecorded(vteps, blocks, expected):
-    assert unrecorded(HAVE, vteps, blocks) == expected
-
-
-def test_diff_removes_nothing_it_is_told_to_keep():
-    add, remove = diff(HAVE, peer(H2, B2, B2B), keep=peer(H3, B3))
-    assert add == state([(str(B2B), "10.244.20.0")], [("10.244.20.0", H2.mac)])
-    assert remove == state()
-    assert diff(HAVE, state(), keep=peer(H3, B3)) == (state(), peer(H2, B2))

@@ -12,10 +12,10 @@ import pytest
 from netplug.ctl import install
 from netplug.ctl.main import (
     bad_records,
+    carried,
     command_parsers,
     enforcement_failing,
     main,
-    overlay_kept,
     parser,
 )
 from netplug.ctl.tables import render
@@ -299,10 +299,10 @@ def test_status_text_names_a_failing_enforcer_and_the_bad_records():
     assert enforcement_failing(None) == [] == bad_records(None)
 
 
-def test_status_text_names_the_peers_kept_for_hosts_not_recovered():
-    health = {"overlay": {"keptAfterReset": "lab: 10.244.191.0/24", "keptFor": 597}}
-    assert overlay_kept(health) == [
-        "overlay keeps the peers of hosts not recovered from the store reset yet "
-        "(lab: 10.244.191.0/24) for 597 s more: run `netplugctl recover` on them"
+def test_status_text_names_the_records_carried_for_hosts_not_recovered():
+    health = {"carried": {"host2": 3, "host3": 1}, "carriedFor": 597}
+    assert carried(health) == [
+        "store reset: keeping the records of hosts not recovered yet (host2: 3 record(s), "
+        "host3: 1 record(s)) for 597 s more: run `netplugctl recover` on them"
     ]
-    assert overlay_kept({"overlay": {}}) == [] == overlay_kept(None)
+    assert carried({"store": "up"}) == [] == carried(None)
