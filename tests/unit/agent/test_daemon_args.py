@@ -38,3 +38,11 @@ def test_the_pid_file_names_this_agent_and_is_removed_only_while_it_does(tmp_pat
     assert path.read_text() == "1\n"
     PidFile(None).write()  # no --pid-file: nothing written, nothing to remove
     PidFile(None).remove()
+
+
+@pytest.mark.parametrize("flag", ["--counters-period", "--recover-grace"])
+def test_periods_take_seconds_and_refuse_negative_ones(flag, capsys):
+    assert getattr(parse_args([flag, "2.5"]), flag[2:].replace("-", "_")) == 2.5
+    with pytest.raises(SystemExit):
+        parse_args([flag, "-1"])
+    assert "expected seconds, 0 or more" in capsys.readouterr().err
