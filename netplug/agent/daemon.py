@@ -265,7 +265,7 @@ async def run(args: argparse.Namespace) -> None:
         pid_file.write()  # only now: a refused second agent leaves the first one's alone
         # pyroute2's blocking API refuses a thread that runs an event loop.
         vtep = await asyncio.to_thread(_vtep, args.underlay_device)
-        registration = HostRegistration(host.store, host.name, vtep, args.lease_ttl)
+        registration = HostRegistration(host.store, host.name, vtep, args.lease_ttl, trust)
         await asyncio.to_thread(registration.acquire)
 
         # Start: the lease, every part (each waits for its first feed), then the view.

@@ -23,7 +23,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from netplug.agent.store_view import Delta, Feed, Full, Update
@@ -55,11 +55,25 @@ def instance_id() -> str:
 
 
 class HostRegistration:
-    def __init__(self, store: Store, host: str, vtep: str, ttl: float = DEFAULT_TTL) -> None:
+    def __init__(
+        self,
+        store: Store,
+        host: str,
+        vtep: str,
+        ttl: float = DEFAULT_TTL,
+        trust: Callable[[], object] | None = None,
+    ) -> None:
         self.store, self.host, self.vtep, self.ttl = store, host, vtep, ttl
+        # Raises StoreError for a store this host must not write to (it was reset
+        # and this host has not recovered): registering there would tell the other
+        # hosts' agents that this one recovered, and they would stop carrying its
+        # records (``reset_carry``). The view's first read after the recover
+        # has it register again (``follow``).
+        self._trust = trust
         self.instance = instance_id()
         self.lease = 0
         self._registering = threading.Lock()
+        self._failing = ""  # the last error registering again, logged once
 
     def acquire(self) -> None:
         """Write the host record under a new lease; raises HostNameTaken."""
@@ -126,9 +140,15 @@ class HostRegistration:
     def _reacquire(self) -> None:
         with self._registering:  # the lease's renewal may find it gone at the same time
             try:
+                if self._trust is not None:
+                    self._trust()
                 self.acquire()
             except (StoreError, HostNameTaken) as e:
-                log.error("could not register again: %s", e)
+                if str(e) != self._failing:
+                    log.error("could not register again: %s", e)
+                self._failing = str(e)
+                return
+            self._failing = ""
 
 
 def record_present(present: bool, updates: Iterable[Update], key: str) -> bool:

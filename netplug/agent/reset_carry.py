@@ -10,13 +10,17 @@ addresses, until each recovers (and for the few milliseconds between a host's
 recover and its agent's registration, even when every host recovered at once).
 The view carries those records of its read before the reset instead
 (``carried``): a record until the store has its own at that key, a host's
-records until its agent registers again (its recover is done by then), and all
-of them for a grace at most (``netplugd --recover-grace``).
+records until its agent registers again (its recover is done by then: an agent
+writes nothing to a store its host has not recovered), a container's until its
+block goes to another host (which may hand out its address), and all of them
+for a grace at most (``netplugd --recover-grace``).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
+from ipaddress import ip_network
 
 from netplug.ipam.schema import Attachments, Blocks, Hosts, SchemaError, Vteps
 from netplug.ipam.store.base import Event, KeyValue
@@ -43,46 +47,81 @@ def owner(kv: KeyValue) -> str | None:
 
 
 def carried(before: Mapping[str, KeyValue], after: Mapping[str, KeyValue], me: str) -> Carried:
-    """The records of ``before`` (the read before the store was refused) that
-    ``after`` (the first read after ``me`` recovered) lacks, of the other hosts
-    that have not recovered: all of those with no record in ``after``; only
-    the host record of those that recovered (what their recover did not write
-    back is gone) and whose agent has not registered again yet."""
-    recovered = {owner(kv) for kv in after.values()}
-    found: Carried = {}
+    """The records of ``before`` (the read before the store was refused) of the
+    hosts other than ``me`` that ``after`` (the first read after ``me``
+    recovered) does not speak for (``refresh``)."""
+    carry: Carried = {}
     for key, kv in before.items():
         host = owner(kv)
-        if key in after or host is None or host == me:
-            continue
-        if host in recovered and key != Hosts.key(host):
-            continue
-        found.setdefault(host, {})[key] = kv
-    return found
-
-
-def settle(carry: Carried, events: Iterable[Event], revision: int) -> list[Event]:
-    """Take the store's ``events`` into ``carry`` (in place): a key the store
-    writes or deletes is its own again; a host whose agent registered (its host
-    record put) is carried no more. The deletes of what that host had carried
-    and the store did not write back, at ``revision``, to follow ``events``."""
-    registered = []
-    for event in events:
-        key = event.kv.key
-        for host, records in carry.items():
-            records.pop(key, None)
-            if event.type == "put" and key == Hosts.key(host):
-                registered.append(host)
-    return [deletion(key, revision) for host in registered for key in carry.pop(host, {})]
+        if host is not None and host != me:
+            carry.setdefault(host, {})[key] = kv
+    refresh(carry, after)
+    return carry
 
 
 def refresh(carry: Carried, after: Mapping[str, KeyValue]) -> None:
-    """Take a full read (``after``) into ``carry`` (in place): what it holds is the
-    store's again, and a host whose host record it holds registered."""
+    """Take a full read (``after``) into ``carry`` (in place): a host whose host
+    record it holds registered again, so its recover was done (its agent writes
+    none to a store it has not recovered), and is carried no more; a key it holds
+    is the store's; an attachment in a block it gives to another host (or to
+    none) is gone."""
+    owners = {k: owner(kv) for k, kv in after.items() if k.startswith(Blocks.PREFIX)}
     for host in list(carry):
-        if Hosts.key(host) in after:
-            del carry[host]
+        kept = {
+            key: kv
+            for key, kv in carry[host].items()
+            if key not in after and not _elsewhere(kv, host, owners)
+        }
+        if kept and Hosts.key(host) not in after:
+            carry[host] = kept
         else:
-            carry[host] = {k: kv for k, kv in carry[host].items() if k not in after}
+            del carry[host]
+
+
+def settle(carry: Carried, events: Iterable[Event], revision: int) -> list[Event]:
+    """Take the store's ``events`` into ``carry`` (in place), as ``refresh`` a
+    full read. The deletes, at ``revision``, of what it carries no more and the
+    store did not write: to follow ``events`` (never empty when it is)."""
+    written = {event.kv.key: event for event in events}
+    owners = {
+        key: owner(event.kv) if event.type == "put" else None
+        for key, event in written.items()
+        if key.startswith(Blocks.PREFIX)
+    }
+    gone: list[str] = []
+    for host in list(carry):
+        records = carry[host]
+        registration = written.get(Hosts.key(host))
+        registered = registration is not None and registration.type == "put"
+        for key in list(records):
+            if key in written:
+                del records[key]
+            elif registered or _elsewhere(records[key], host, owners):
+                del records[key]
+                gone.append(key)
+        if not records:
+            del carry[host]
+    return [deletion(key, revision) for key in gone]
+
+
+def _elsewhere(kv: KeyValue, host: str, owners: Mapping[str, str | None]) -> bool:
+    """Whether ``kv``, an attachment of ``host``, has an address in a block that
+    ``owners`` (block key -> its holder, None: released) gives to another host
+    or to none: then another container may hold that address now."""
+    return any(block in owners and owners[block] != host for block in _blocks(kv))
+
+
+def _blocks(kv: KeyValue) -> list[str]:
+    """The keys of the blocks an attachment record's addresses are in ([]: not
+    an attachment, or unreadable)."""
+    if not kv.key.startswith(Attachments.PREFIX):
+        return []
+    try:
+        network = Attachments.parse(kv.key).network
+        ips = json.loads(kv.value)["ips"]
+        return [Blocks.key(network, ip_network(ip["block"])) for ip in ips]
+    except (SchemaError, ValueError, KeyError, TypeError):
+        return []
 
 
 def deletion(key: str, revision: int) -> Event:

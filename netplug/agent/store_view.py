@@ -229,6 +229,8 @@ class StoreView(Following):
         self._publish([reset_carry.deletion(k, self._revision) for k in reset_carry.flat(gone)])
 
     def _publish(self, events: list[Event]) -> None:
+        if not events:
+            return
         with self._lock:
             if self._carry:
                 revision = max(self._revision, events[-1].kv.mod_revision)

@@ -6,6 +6,7 @@ back at once rather than at the lease's next renewal."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 
@@ -15,7 +16,7 @@ from netplug.agent.registration import HostNameTaken, HostRegistration, record_p
 from netplug.agent.store_view import Delta, Full, StoreView
 from netplug.agent.supervisor import Backoff, Supervisor
 from netplug.ipam.schema import Hosts
-from netplug.ipam.store.base import Event, KeyValue, Store
+from netplug.ipam.store.base import Event, KeyValue, Store, StoreReset
 
 from waiting import wait_for
 
@@ -116,3 +117,28 @@ def test_a_record_missing_from_the_views_first_read_is_put_back(store) -> None:
     store.delete(Hosts.key("h1"))
     with following(store, registration):
         assert back_within(store, 2) is not None
+
+
+def test_a_lost_lease_is_not_registered_again_in_a_store_this_host_has_not_recovered(
+    store, caplog
+) -> None:
+    """An agent whose store was reset writes no host record there before its host
+    recovered: the other hosts' agents take a host record for the end of its
+    recover, and stop carrying its containers (``reset_carry``)."""
+    refused = "store was reset: run `netplugctl recover`"
+
+    def trust() -> None:
+        raise StoreReset(refused)
+
+    registration = HostRegistration(store, "h1", "192.0.2.11", ttl=0.3, trust=trust)
+    registration.acquire()
+    store.revoke(registration.lease)  # as the reset took it
+    supervisor = Supervisor(Backoff(initial=0.02, maximum=0.1))
+    supervisor.start("registration", registration.keep_alive)
+    try:
+        assert wait_for(lambda: refused in caplog.text, timeout=5)
+        time.sleep(0.5)  # four more renewals: still nothing written, logged once
+    finally:
+        supervisor.stop(5)
+    assert store.get(Hosts.key("h1")) is None
+    assert caplog.text.count(refused) == 1

@@ -233,7 +233,9 @@ def delta_keys(update: Update) -> set[str]:
     return {e.kv.key for e in update.events} if isinstance(update, Delta) else set()
 
 
-def reset_then_recover_h1(store, agent, host="h1", **view) -> tuple[Agent, Recorder]:
+def reset_then_recover_h1(
+    store, agent, host="h1", extra: tuple[str, ...] = (), **view
+) -> tuple[Agent, Recorder]:
     """An agent of h1 following hosts, VTEPs and attachments of h1 and h2; the
     store emptied under it (refused), then h1's records written back (h1
     recovered, and its agent registered again) and followed again."""
@@ -245,10 +247,10 @@ def reset_then_recover_h1(store, agent, host="h1", **view) -> tuple[Agent, Recor
 
     a = agent(trust=trust, host=host, **view)
     part = a.part("parts", HOSTS, Vteps.PREFIX, Attachments.PREFIX)
-    for key in (H1, H2, VTEP2, WEB2, GONE2, Vteps.key("blue", "h1")):
+    for key in (H1, H2, VTEP2, WEB2, GONE2, Vteps.key("blue", "h1"), *extra):
         store.put(key, b"{}")
     a.start()
-    part.wait_for(lambda p: len(p.held()) == 6)
+    part.wait_for(lambda p: len(p.held()) == 6 + len(extra))
     refused.set()
     store.txn((), [Put(Identity.key(), b'{"id": "other"}')])
     a.wait_for_status(False)
@@ -287,6 +289,22 @@ def test_the_records_of_a_host_that_never_recovers_go_when_the_grace_ends(store,
     part.wait_for(lambda p: p.held() == mine | {H2, VTEP2, WEB2, GONE2})
     part.wait_for(lambda p: p.held() == mine, timeout=5)
     assert "carried" not in a.view.health()
+
+
+def test_a_host_without_a_host_record_is_carried_until_its_records_are_back(
+    store, agent, caplog
+) -> None:
+    """A host that ran no agent, or had died: no registration ends its carry, the
+    last of its records written back does (the grace would, else)."""
+    vtep3 = Vteps.key("blue", "h3")
+    a, part = reset_then_recover_h1(store, agent, extra=(vtep3,), recover_grace=0.5)
+    assert a.view.health()["carried"] == {"h2": 4, "h3": 1}
+    store.put(vtep3, b"{}")
+    part.wait_for(lambda p: any(vtep3 in delta_keys(u) for u in p.updates))
+    assert a.view.health()["carried"] == {"h2": 4}
+    part.wait_for(lambda p: p.held() == {H1, Vteps.key("blue", "h1"), vtep3}, timeout=5)
+    assert "dropping the records of the hosts that did not recover" in caplog.text
+    assert a.supervisor.health()["store-view"]["restarts"] == 0
 
 
 def test_a_view_without_a_host_carries_nothing(store, agent) -> None:
