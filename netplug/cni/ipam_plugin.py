@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import os
 import sys
-from ipaddress import ip_address, ip_network
 
-from netplug.cni import MAX_STDIN, dispatch, errors, logfile
+from netplug.cni import MAX_STDIN, dispatch, logfile
 from netplug.cni.attachment import allocate, record_network
 from netplug.cni.errors import CNIError
 from netplug.cni.netconf import NetConf, parse_ipam_conf
@@ -36,19 +35,9 @@ store, hostName, runDir, logFile, routes (added to the result; a route without
 
 
 def _routes(conf: NetConf, gateways: dict[int, object]) -> tuple[Route, ...]:
-    """The ``ipam.routes`` of the config, a missing gw filled with the family's gateway."""
-    routes = []
-    for item in conf.raw["ipam"].get("routes", ()):
-        try:
-            dst = ip_network(item["dst"])
-            gw = ip_address(item["gw"]) if item.get("gw") else gateways.get(dst.version)
-        except (KeyError, TypeError, ValueError) as e:
-            raise CNIError(
-                errors.INVALID_CONFIG,
-                f'ipam.routes: expected {{"dst": CIDR, "gw"?: address}} entries, got {item!r}',
-            ) from e
-        routes.append(Route(dst, gw))
-    return tuple(routes)
+    """The ``ipam.routes`` of the config (checked by the parser), a missing gw
+    filled with the family's gateway."""
+    return tuple(Route(dst, gw or gateways.get(dst.version)) for dst, gw in conf.routes)
 
 
 def cmd_add(req: Request, host: Host) -> Result:

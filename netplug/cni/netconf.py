@@ -62,6 +62,8 @@ _BLOCK_KEYS = {4: "hostBlockPrefix", 6: "hostBlockPrefix6"}
 _MAX_BLOCK_PREFIX = {4: 30, 6: 126}  # a block must hold a gateway and a container
 
 StaticIP = IPv4Interface | IPv6Interface | IPv4Address | IPv6Address
+# netplug-ipam's ``routes``: (dst, gw), gw None for "via the family's gateway".
+IpamRoute = tuple[IPv4Network | IPv6Network, IPv4Address | IPv6Address | None]
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,7 @@ class NetConf:
     aliases: tuple[str, ...] = ()
     static_ips: tuple[StaticIP, ...] = ()
     valid_attachments: tuple[tuple[str, str], ...] | None = None
+    routes: tuple[IpamRoute, ...] = ()  # netplug-ipam's ipam.routes
     prev_result: dict | None = None
     raw: dict = field(default_factory=dict, repr=False)
 
@@ -189,7 +192,7 @@ def parse_ipam_conf(raw: dict, env: Mapping[str, str]) -> NetConf:
     Raises CNIError like `parse_netconf`; a missing "ipam" section is INVALID_CONFIG.
     """
     section = required_field(raw, "ipam", dict, "")
-    return _netconf(raw, section, "ipam.", env, {})
+    return _netconf(raw, section, "ipam.", env, {"routes": _ipam_routes(section)})
 
 
 # --- network config --------------------------------------------------------------------
@@ -200,7 +203,8 @@ def _netconf(
 ) -> NetConf:
     """Build a NetConf from the network fields in `section` (at JSON path `where`) and
     the per-container inputs at the top of `raw`; `datapath` holds the already-parsed
-    vxlan/mtu/ipMasq/isolate/bridge fields (empty: the defaults)."""
+    fields only one plugin reads: netplug's vxlan/mtu/ipMasq/isolate/bridge,
+    netplug-ipam's routes (absent: the defaults)."""
     name = required_field(raw, "name", str, "")
     if not is_id(name):
         raise invalid("name", name, ID_RULE)
@@ -249,6 +253,32 @@ def _datapath(section: dict) -> dict:
             json_field(section, "agent", dict, "", {}), "autostart", bool, "agent.", True
         ),
     }
+
+
+def _ipam_routes(section: dict) -> tuple[IpamRoute, ...]:
+    """ipam.routes, checked whole here, before ADD allocates anything."""
+    routes = []
+    for i, item in enumerate(json_field(section, "routes", list, "ipam.", [])):
+        where = f"ipam.routes[{i}]"
+        item = expect(item, dict, where)
+        dst_text = required_field(item, "dst", str, where + ".")
+        try:
+            dst = ipaddress.ip_network(dst_text)
+        except ValueError:
+            raise invalid(where + ".dst", dst_text, "a CIDR such as 0.0.0.0/0") from None
+        gw_text = json_field(item, "gw", str, where + ".")
+        gw = _address_or_none(gw_text) if gw_text else None  # absent or "": the gateway
+        if gw_text and (gw is None or gw.version != dst.version):
+            raise invalid(where + ".gw", gw_text, f"an IPv{dst.version} address, as dst is")
+        routes.append((dst, gw))
+    return tuple(routes)
+
+
+def _address_or_none(text: str) -> IPv4Address | IPv6Address | None:
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
 
 
 def _int(

@@ -209,3 +209,29 @@ def test_a_network_overlapping_another_is_refused(
     assert "overlaps" in done.stderr and "npt-np" in done.stderr
     assert [r["containerID"] for r in attachments(host)] == ["c1"]
     cbcni.delete("npt-np", a, container_id="c1")
+
+
+@pytest.mark.parametrize(
+    "routes",
+    [5, [{"dst": 5}], [{"dst": "0.0.0.0/0", "gw": "fd00::1"}], [{"dst": "0.0.0.0/0"}, "x"]],
+)
+def test_bad_routes_are_refused_before_an_address_is_taken(
+    plain_host: NetplugHost, container_netns: str, routes: object
+) -> None:
+    """netplug-ipam alone, as bridge runs it: a config whose ``routes`` cannot be used
+    is code 7 naming the route, and the store holds no allocation afterwards (the
+    routes were once read after the allocation: ``5`` was a 999 with a traceback that
+    kept the address, ``{"dst": 5}`` a route to 0.0.0.5/32)."""
+    conf = {
+        "cniVersion": "1.0.0",
+        "name": "npt-br",
+        "type": "bridge",
+        "ipam": ipam(plain_host, routes=routes),
+    }
+    done = plain_host.call(
+        "ADD", conf, container_id="c1", netns=container_netns, plugin="netplug-ipam"
+    )
+    assert done.code == 7, done.stdout
+    assert "ipam.routes" in done.out["msg"]
+    assert attachments(plain_host) == []
+    assert not [k for k in plain_host.records() if k.startswith("/netplug/ips/")]

@@ -407,3 +407,36 @@ def test_ipam_conf_errors_name_the_ipam_path(change: dict, fragment: str) -> Non
         parse_ipam_conf(_merge(IPAM_CONF, change), ENV)
     assert e.value.code == 7
     assert fragment in e.value.msg
+
+
+def test_ipam_routes_are_parsed_with_the_config() -> None:
+    routes = [{"dst": "0.0.0.0/0"}, {"dst": "10.9.0.0/16", "gw": "10.244.0.9"}, {"dst": "::/0"}]
+    conf = parse_ipam_conf({**IPAM_CONF, "ipam": {**IPAM_CONF["ipam"], "routes": routes}}, ENV)
+    assert conf.routes == (
+        (ip_network("0.0.0.0/0"), None),
+        (ip_network("10.9.0.0/16"), ip_address("10.244.0.9")),
+        (ip_network("::/0"), None),
+    )
+    assert parse_ipam_conf(IPAM_CONF, ENV).routes == ()
+
+
+@pytest.mark.parametrize(
+    ("routes", "fragment"),
+    [
+        (5, "ipam.routes: expected a list, got 5"),
+        (["x"], "ipam.routes[0]: expected an object"),
+        ([{}], "ipam.routes[0].dst is missing"),
+        ([{"dst": 5}], "ipam.routes[0].dst: expected a string, got 5"),
+        ([{"dst": "10.1.2.3/8"}], "ipam.routes[0].dst: expected a CIDR"),
+        ([{"dst": "0.0.0.0/0", "gw": 5}], "ipam.routes[0].gw: expected a string, got 5"),
+        ([{"dst": "0.0.0.0/0", "gw": "gateway"}], "ipam.routes[0].gw: expected an IPv4"),
+        ([{"dst": "0.0.0.0/0"}, {"dst": "0.0.0.0/0", "gw": "fd00::1"}], "ipam.routes[1].gw"),
+    ],
+)
+def test_bad_ipam_routes_are_error_7_naming_the_route(routes: object, fragment: str) -> None:
+    """Checked by the parser, before ADD allocates (an integer read as an address,
+    or a gateway of the other family, once went into the result)."""
+    with pytest.raises(CNIError) as e:
+        parse_ipam_conf(_merge(IPAM_CONF, {"ipam": {**IPAM_CONF["ipam"], "routes": routes}}), ENV)
+    assert e.value.code == 7
+    assert fragment in e.value.msg, e.value.msg
