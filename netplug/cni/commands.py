@@ -137,7 +137,9 @@ def cmd_add(req: Request, host: Host) -> Result:
         pair_spec = veth.PairSpec(host_end, req.ifname, mtu, br.index)
         pair = _step("create_pair", veth.create_pair, rt, crt, container, pair_spec)
         ips = attachment.allocations
-        _step("configure_container", _configure_container, crt, pair.container.index, ips)
+        routes = _step(
+            "configure_container", _configure_container, crt, pair.container.index, ips, conf
+        )
         undo.callback(
             _quietly, "forget container", bridge.forget_container, rt, br.index, container_ips
         )
@@ -152,7 +154,7 @@ def cmd_add(req: Request, host: Host) -> Result:
         if conf.ip_masq:
             _step("masq", _ensure_masq, conf, host)
         undo.pop_all()
-    return _result(req, br, pair, attachment, mtu)
+    return _result(req, br, pair, attachment, mtu, routes)
 
 
 def _underlay_and_mtu(ipr: IPRoute, conf: NetConf, host: Host) -> tuple[vxlan.Underlay | None, int]:
@@ -254,21 +256,45 @@ def _require_new_interface(req: Request, container: int) -> None:
         )
 
 
-def _configure_container(crt: Rtnl, index: int, allocations: tuple[Allocation, ...]) -> None:
-    """Addresses, then default routes (a route needs its gateway's subnet on the
-    link). A default route already there - another interface's - is kept."""
+def _configure_container(
+    crt: Rtnl, index: int, allocations: tuple[Allocation, ...], conf: NetConf
+) -> tuple[Route, ...]:
+    """Addresses, then a default route per family via the block's gateway (a route
+    needs its gateway's subnet on the link); the routes made, for the result.
+
+    Where another interface of the container holds the family's default route
+    already (a second network: eth1 beside eth0), that one is kept and this
+    interface gets a route to its network's whole subnet instead: the block's
+    prefix alone would send traffic to the network's other blocks (other hosts)
+    out of the first interface, from its address, into another segment."""
     for allocation in allocations:
         crt.add_address(index, allocation.address, addresses.flags_for(allocation.address))
+    made = []
     for allocation in allocations:
-        try:
-            crt.add_route(_default_route(allocation), str(allocation.gateway), index)
-        except NetlinkError as e:
-            if e.code != links.EEXIST:
-                raise
+        for dst in (_default_route(allocation), _subnet(conf, allocation)):
+            try:
+                crt.add_route(dst, str(allocation.gateway), index)
+            except NetlinkError as e:
+                if e.code != links.EEXIST:
+                    raise
+                continue
+            made.append(Route(dst, allocation.gateway))
+            break
+    return tuple(made)
+
+
+def _subnet(conf: NetConf, allocation: Allocation) -> IPv4Network | IPv6Network:
+    """The network's subnet of the allocation's family."""
+    return conf.subnet if allocation.address.version == 4 else conf.subnet6
 
 
 def _result(
-    req: Request, br: links.Link, pair: veth.VethPair, attachment: Attachment, mtu: int
+    req: Request,
+    br: links.Link,
+    pair: veth.VethPair,
+    attachment: Attachment,
+    mtu: int,
+    routes: tuple[Route, ...],
 ) -> Result:
     conf = req.conf
     gateways = [str(a.gateway) for a in attachment.allocations]
@@ -279,7 +305,7 @@ def _result(
             Interface(req.ifname, pair.container.mac, mtu=mtu, sandbox=req.netns),
         ),
         ips=tuple(IPConfig(a.address, a.gateway, interface=2) for a in attachment.allocations),
-        routes=tuple(Route(_default_route(a), a.gateway) for a in attachment.allocations),
+        routes=routes,
         dns=DNS(nameservers=(gateways[0],), search=(f"{conf.name}.{conf.domain}",)),
     )
 
@@ -508,11 +534,21 @@ def _check_container(req: Request, container: int, attachment: Attachment) -> No
             _check_failed(f"interface {req.ifname} is missing from {req.netns}")
         present = addresses.addresses(cipr, link.index)
         routes = set(addresses.routes_via(cipr, link.index))
+    conf = req.conf
     for allocation in attachment.allocations:
         if allocation.address not in present:
             _check_failed(f"address {allocation.address} is missing from {req.ifname}")
-        if (str(_default_route(allocation)), str(allocation.gateway)) not in routes:
-            _check_failed(f"default route via {allocation.gateway} is missing in {req.netns}")
+        gateway = str(allocation.gateway)
+        # ADD's route: the default, or the subnet's where another interface had the default.
+        wanted = {
+            (str(_default_route(allocation)), gateway),
+            (str(_subnet(conf, allocation)), gateway),
+        }
+        if not wanted & routes:
+            _check_failed(
+                f"neither a default route nor a route to {_subnet(conf, allocation)} via "
+                f"{allocation.gateway} is on {req.ifname} in {req.netns}"
+            )
 
 
 def _check_host(req: Request, attachment: Attachment) -> None:
