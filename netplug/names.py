@@ -23,6 +23,12 @@ ID_RULE = 'letters, digits, "_", "." or "-", starting with a letter or digit'
 # component (255 bytes).
 HOST_NAME_MAX = 253
 HOST_NAME_RULE = f"1 to {HOST_NAME_MAX} {ID_RULE}"
+# A network name is a file name under runDir (``networks/<network>.json``, written
+# as ``.<network>.json.<thread id>``: 255 bytes with a 7-digit thread ID) and part of
+# its NAT table's name (``netplug-<network>``, nftables' limit 255): past it, ADD
+# failed after allocating and DEL failed for good.
+NETWORK_NAME_MAX = 241
+NETWORK_NAME_RULE = f"{ID_RULE}, at most {NETWORK_NAME_MAX} characters"
 
 
 def is_id(s: str) -> bool:
@@ -30,6 +36,11 @@ def is_id(s: str) -> bool:
     # Spec: container IDs and network names match ^[A-Za-z0-9][A-Za-z0-9_.-]*$ ; the
     # leading alnum also keeps "." and ".." out, so either is safe as a path component.
     return s.isascii() and s[:1].isalnum() and all(c.isalnum() or c in "_.-" for c in s)
+
+
+def is_network_name(s: str) -> bool:
+    """True when `s` can name a network (see NETWORK_NAME_RULE)."""
+    return len(s) <= NETWORK_NAME_MAX and is_id(s)
 
 
 def is_host_name(s: str) -> bool:
@@ -64,4 +75,4 @@ def cli_type(is_valid: Callable[[str], bool], what: str, rule: str) -> Callable[
 
 # argparse types for the options that name a host or a network (netplugd, netplugctl).
 HOST_NAME = cli_type(is_host_name, "host name", HOST_NAME_RULE)
-NETWORK_NAME = cli_type(is_id, "network name", ID_RULE)
+NETWORK_NAME = cli_type(is_network_name, "network name", NETWORK_NAME_RULE)

@@ -42,7 +42,13 @@ from netplug.cni.errors import (
     required_field,
     show,
 )
-from netplug.names import HOST_NAME_RULE, ID_RULE, is_dns_label, is_host_name, is_id
+from netplug.names import (
+    HOST_NAME_RULE,
+    NETWORK_NAME_RULE,
+    is_dns_label,
+    is_host_name,
+    is_network_name,
+)
 
 SUPPORTED_VERSIONS = ("0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
 # Spec: "assume 0.2.0 when cniVersion is missing".
@@ -206,8 +212,8 @@ def _netconf(
     fields only one plugin reads: netplug's vxlan/mtu/ipMasq/isolate/bridge,
     netplug-ipam's routes (absent: the defaults)."""
     name = required_field(raw, "name", str, "")
-    if not is_id(name):
-        raise invalid("name", name, ID_RULE)
+    if not is_network_name(name):
+        raise invalid("name", name, NETWORK_NAME_RULE)
     cni_args = parse_cni_args(env.get("CNI_ARGS", ""))
     runtime = json_field(raw, "runtimeConfig", dict, "", {})
     subnet = _subnet(section, where, 4)

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from typing import Any
 
-from netplug.names import ID_RULE, is_id
+from netplug.names import ID_RULE, NETWORK_NAME_RULE, is_id, is_network_name
 
 MAX_DOCUMENT = 1 << 20
 NAME_MAX = 63
@@ -235,8 +235,8 @@ class _Checker:
     def network(self, value: object, path: str, required: bool) -> str | None:
         if value is None and not required:
             return None
-        if not isinstance(value, str) or not is_id(value):
-            self.error(path, f"a network name ({ID_RULE})", value)
+        if not isinstance(value, str) or not is_network_name(value):
+            self.error(path, f"a network name ({NETWORK_NAME_RULE})", value)
         elif self.networks is not None and value not in self.networks:
             known = ", ".join(sorted(self.networks)) or "none recorded yet"
             self.error(path, f"a known network (known: {known})", value)

@@ -184,6 +184,16 @@ CASES = [
     bad_field("del-host-name-slash", "hostName", "h1/evil", command="DEL"),
     bad_field("host-name-dot-dot", "hostName", ".."),
     Case("host-name-254-chars", 7, ("hostName", "1 to 253"), conf={"hostName": "h" * 254}),
+    # A network name is a file name under runDir and part of the NAT table's: longer
+    # names made ADD fail with 999 after it had allocated, and DEL with 999 for good.
+    Case("network-name-242-chars", 7, ("name", "at most 241"), conf={"name": "n" * 242}),
+    Case(
+        "del-network-name-250-chars",
+        7,
+        ("name", "at most 241"),
+        command="DEL",
+        conf={"name": "n" * 250, "ipMasq": True},
+    ),
     Case("log-file-nul", 7, ("logFile", "absolute path"), conf={"logFile": "/tmp/np\u0000.log"}),
 ]
 

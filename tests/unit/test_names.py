@@ -8,9 +8,11 @@ from netplug.names import (
     HOST_NAME,
     HOST_NAME_MAX,
     NETWORK_NAME,
+    NETWORK_NAME_MAX,
     is_dns_label,
     is_host_name,
     is_id,
+    is_network_name,
 )
 
 
@@ -40,6 +42,14 @@ def test_is_host_name(name: str, ok: bool) -> None:
 
 def test_ids_have_no_length_limit() -> None:
     assert is_id("c" * 1000) and not is_id("a/b")
+
+
+def test_network_names_fit_in_a_file_name_under_run_dir() -> None:
+    assert is_network_name("n" * NETWORK_NAME_MAX) and NETWORK_NAME_MAX == 241
+    assert not is_network_name("n" * (NETWORK_NAME_MAX + 1))
+    assert not is_network_name("a/b") and not is_network_name("")
+    # the longest name's file, while ADD writes it, with a thread ID of 7 digits
+    assert len(f".{'n' * NETWORK_NAME_MAX}.json.{4194304}".encode()) == 255
 
 
 def test_cli_types_answer_the_name_or_say_the_rule() -> None:
