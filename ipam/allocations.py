@@ -51,6 +51,20 @@ class Pool:
     block_prefix: int
 
 
+def _require_pool_families(network: str, pools: Sequence[Pool], static: Sequence[Address]) -> None:
+    """A static address of a family none of the pools has is refused: ``_pick``
+    would skip it, and the attachment get another family's address unsaid."""
+    families = {pool.subnet.version for pool in pools}
+    for address in static:
+        if address.version not in families:
+            key = "subnet6" if address.version == 6 else "subnet"
+            raise IPAMError(
+                f"requested address {address} is IPv{address.version} and network {network} "
+                f"has no IPv{address.version} subnet: set {key} in its config, or request "
+                "an address of its subnet"
+            )
+
+
 class IPAM:
     """One host's view of the address space of every network in ``store``."""
 
@@ -77,6 +91,7 @@ class IPAM:
         AddressUnavailable (static address taken or in another host's block),
         IPAMError (static address outside the pools), Contention.
         """
+        _require_pool_families(network, pools, static)
         existing = self.lookup(network, container_id, ifname)
         if existing is not None:
             return existing

@@ -204,6 +204,22 @@ def test_static_addresses(netplug_host, containers, where, address):
     assert result["ips"][0]["address"] == address.split("/")[0] + "/24"
 
 
+@pytest.mark.parametrize("where", ["args", "CNI_ARGS"])
+def test_a_static_address_of_a_family_the_network_lacks_is_refused(netplug_host, containers, where):
+    """An IPv6 address asked of an IPv4-only network is code 7 naming it, not an
+    ADD that succeeds with some IPv4 address and drops the request unsaid."""
+    conf, env = netplug_host.conf(), {}
+    if where == "args":
+        conf["args"] = {"cni": {"ips": ["fd00::5"]}}
+    else:
+        env["CNI_ARGS"] = "IgnoreUnknown=1;IP=fd00::5"
+    done = netplug_host.call("ADD", conf, container_id="c1", netns=containers(), env=env)
+    assert done.code == 7, done.stdout
+    assert "fd00::5" in done.out["msg"] and "subnet6" in done.out["msg"]
+    assert netplug_host.records("/netplug/attachments/") == {}
+    assert netplug_host.veths() == set()
+
+
 def test_names_are_recorded_with_the_attachment(netplug_host, containers):
     conf = netplug_host.conf(runtimeConfig={"aliases": {"blue": ["db", "not a label"]}})
     netplug_host.add(conf, "c1", containers(), env={"CNI_ARGS": "K8S_POD_NAME=web"})

@@ -102,6 +102,8 @@ def test_static_address_is_honoured(store):
         ("10.99.0.5", IPAMError, "outside"),
         ("10.244.77.1", IPAMError, "gateway"),
         ("10.244.77.255", IPAMError, "broadcast"),
+        # a family the network has no pool of: once dropped without a word
+        ("fd00::5", IPAMError, "fd00::5 is IPv6 and network blue has no IPv6 subnet"),
     ],
 )
 def test_bad_static_addresses(store, address, error, message):
