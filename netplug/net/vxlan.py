@@ -61,8 +61,8 @@ class VxlanSpec:
 
 
 def ensure_vxlan(ipr: IPRoute, spec: VxlanSpec, seen: Seen) -> Link:
-    """The network's VXLAN device, up, with ``spec.addresses`` (idempotent,
-    race-safe; addresses as ``addresses.ensure_addresses`` checks them).
+    """The network's VXLAN device, up, with ``spec.mtu`` and ``spec.addresses``
+    (idempotent, race-safe; addresses as ``addresses.ensure_addresses`` checks them).
 
     Raises NetError when a device of that name exists with another kind or VNI.
     """
@@ -89,7 +89,9 @@ def ensure_vxlan(ipr: IPRoute, spec: VxlanSpec, seen: Seen) -> Link:
         link = find(ipr, name)
     if link is None or link.kind != "vxlan":
         raise NetError(f"interface {name} exists and is not a VXLAN device: remove it")
-    if not link.up:
-        ipr.link("set", index=link.index, state="up")
+    if not link.up or link.mtu != spec.mtu:
+        # The network's MTU, as the bridge and veths get it at every ADD: a device
+        # made under an older config (or underlay) must not keep the one it had.
+        ipr.link("set", index=link.index, state="up", mtu=spec.mtu)
     ensure_addresses(ipr, link.index, spec.addresses, seen)
     return link

@@ -143,3 +143,20 @@ def test_an_agent_started_after_the_network_emptied_gives_the_networks_mtu(
             plain_host.add(conf, name, ctr)
             assert link(ctr)["mtu"] == OVERLAY_MTU
         assert plain_host.links()["np-blue"]["mtu"] == OVERLAY_MTU
+
+
+def test_the_vxlan_device_follows_the_networks_mtu(netplug_host: NetplugHost, containers) -> None:
+    """The network's MTU changed in its config between ADDs: the next container, the
+    bridge and the VXLAN device all get the new one. The device kept its first MTU,
+    so after a raise a new container's full-size packets to other hosts no longer fit
+    the overlay (the bridge and veths followed, the device did not)."""
+    give_underlay(netplug_host.netns)
+    for mtu in (1400, 1300, 1450):
+        ctr = containers()
+        netplug_host.add(netplug_host.conf(mtu=mtu), f"c{mtu}", ctr)
+        links = netplug_host.links()
+        assert (link(ctr)["mtu"], links["np-blue"]["mtu"], links["npvx4242"]["mtu"]) == (
+            mtu,
+            mtu,
+            mtu,
+        )
