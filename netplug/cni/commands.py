@@ -109,7 +109,10 @@ def cmd_add(req: Request, host: Host) -> Result:
         under, mtu = _underlay_and_mtu(ipr, conf, host)
         gateways = tuple(_gateway_on_bridge(a) for a in attachment.allocations)
         bridge_spec = bridge.BridgeSpec(conf.bridge, mtu, gateways)
-        br = _step("ensure_bridge", bridge.ensure_bridge, ipr, bridge_spec, host.seen)
+        try:
+            br = _step("ensure_bridge", bridge.ensure_bridge, ipr, bridge_spec, host.seen)
+        except bridge.GatewayElsewhere as e:
+            raise CNIError(errors.INVALID_CONFIG, str(e)) from e
         ipv6 = conf.subnet6 is not None
         # Reading a sysctl costs more as a namespace's interfaces grow (the kernel
         # compares names along the way): an agent looks once per SEEN_TTL.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -15,6 +16,11 @@ from netplug.net.links import EEXIST, ENOBUFS, ENOENT, Link, find, index, random
 from netplug.net.links import mtu as link_mtu
 from netplug.net.rtnl import Rtnl
 from netplug.net.seen import Seen
+
+
+class GatewayElsewhere(NetError):
+    """A gateway the bridge is to hold is another link's: the network's bridge on
+    this host has another name than the config's (changed while it has containers)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +45,10 @@ def ensure_bridge(ipr: IPRoute, spec: BridgeSpec, seen: Seen) -> Link:
     name, mtu = spec.name, spec.mtu
     link = _known(ipr, name, seen)
     if link is None:
+        # A new bridge for gateways another link holds: the config's "bridge" changed
+        # while the network has containers here. (On the network's own bridge, a
+        # gateway someone moved elsewhere is put back, below.)
+        _require_gateways_free(ipr, name, spec.gateways, index(name) or 0)
         link = _create(ipr, name, mtu)
     if link.kind != "bridge":
         raise NetError(
@@ -54,6 +64,35 @@ def ensure_bridge(ipr: IPRoute, spec: BridgeSpec, seen: Seen) -> Link:
     seen.saw_link(link)
     ensure_addresses(ipr, link.index, spec.gateways, seen)
     return link
+
+
+def _require_gateways_free(
+    ipr: IPRoute, name: str, gateways: Iterable[Interface], bridge_index: int
+) -> None:
+    """Raise GatewayElsewhere when a link other than the bridge holds one of
+    ``gateways``: a second bridge with the block's gateway would route the block
+    to one of the two, and the other's containers would reach nothing. One
+    address dump per family, only when a bridge is to be made."""
+    for family, af in ((4, socket.AF_INET), (6, socket.AF_INET6)):
+        wanted = {str(g.ip) for g in gateways if g.version == family}
+        if not wanted:
+            continue
+        for msg in ipr.get_addr(family=af):
+            address, holder = msg.get_attr("IFA_ADDRESS"), msg["index"]
+            if address in wanted and holder != bridge_index:
+                other = _name_of(holder)
+                raise GatewayElsewhere(
+                    f"gateway {address} of this network is on {other} already, and the "
+                    f'config names bridge {name}: set "bridge" back to {other}, or DEL the '
+                    f"network's containers on this host and delete {other} first"
+                )
+
+
+def _name_of(link_index: int) -> str:
+    try:
+        return socket.if_indextoname(link_index)
+    except OSError:
+        return f"link {link_index}"
 
 
 def call_netfilter(ipr: IPRoute, index: int) -> None:

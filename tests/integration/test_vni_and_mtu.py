@@ -160,3 +160,23 @@ def test_the_vxlan_device_follows_the_networks_mtu(netplug_host: NetplugHost, co
             mtu,
             mtu,
         )
+
+
+def test_another_bridge_for_a_network_with_containers_is_refused(
+    netplug_host: NetplugHost, containers
+) -> None:
+    """The config's ``bridge`` changed between ADDs while the network has containers on
+    this host: ADD used to put the block's gateway on a second bridge too (two routes
+    to the block) and answer success for a container that reached nothing, not even
+    its gateway. Now code 7 naming both bridges, and no second bridge is made."""
+    a = containers()
+    netplug_host.add(netplug_host.conf(), "a", a)
+    b = containers()
+    done = netplug_host.call("ADD", netplug_host.conf(bridge="br-other"), container_id="b", netns=b)
+    assert done.code == 7, done.stdout
+    assert "np-blue" in done.out["msg"] and "br-other" in done.out["msg"]
+    assert "br-other" not in netplug_host.links()
+    assert [r["containerID"] for r in netplug_host.records("/netplug/attachments/").values()] == [
+        "a"
+    ]
+    assert link(b, "eth0") is None
