@@ -147,7 +147,15 @@ def _shown(value: object) -> str:
 
 def parse_registration(name: str, body: object, domain: str) -> Registration:
     """Validate a PUT body for ``name``; raises InvalidRegistration."""
-    return _registration(parse_name(name, domain), body)
+    registration = _registration(parse_name(name, domain), body)
+    for s in registration.srv:  # each SRV owner must be a name a client can ask for
+        owner = f"{s.service}.{registration.name}.{domain}"
+        if len(owner) > MAX_NAME:
+            raise InvalidRegistration(
+                f"name {_shown(name)} is too long for SRV records: {s.service}.NAME.{domain} "
+                f"must stay within {MAX_NAME} characters, and is {len(owner)}"
+            )
+    return registration
 
 
 def decode_registration(name: str, value: bytes) -> Registration:
@@ -179,7 +187,7 @@ def _addresses(value: object) -> tuple[Address, ...]:
     found = []
     for i, item in enumerate(value):
         try:
-            if not isinstance(item, str):
+            if not isinstance(item, str) or "%" in item:  # a zone index: no DNS record has one
                 raise ValueError
             found.append(ip_address(item))
         except ValueError:

@@ -94,6 +94,8 @@ def test_full_registration_roundtrip() -> None:
         ({"addresses": "10.0.0.1"}, '"addresses"'),
         ({"addresses": ["10.0.0.256"]}, r'"addresses"\[0\]'),
         ({"addresses": [1]}, r'"addresses"\[0\]'),
+        # a zone index: AAAA carries none, and no PTR ever matched it (was stored)
+        ({"addresses": ["10.0.0.1", "fe80::1%eth0"]}, r'"addresses"\[1\] = .fe80::1%eth0.'),
         ({"addresses": ["10.0.0.1"] * 65}, "at most 64"),
         ({"addresses": ["10.0.0.1"], "ttl": 0}, '"ttl"'),
         ({"addresses": ["10.0.0.1"], "ttl": -5}, '"ttl"'),
@@ -179,6 +181,20 @@ def test_every_field_refuses_every_wrong_type(field: str, kind: str) -> None:
     with pytest.raises(InvalidRegistration, match=named) as refused:
         parse_registration("api", _body_with(path, WRONG[kind]), D)
     assert len(str(refused.value)) < 400  # the value is quoted cut short, never whole
+
+
+def test_srv_names_longer_than_a_dns_name_are_refused() -> None:
+    """``_http._tcp.NAME.<domain>`` must itself be a name a client can ask for (at most
+    253 characters): a name that fits alone was stored with SRV records nobody could
+    query."""
+    name = ".".join(["a" * 60] * 3) + ".b" * 5  # 192 characters, 209 with ".netplug.internal"
+    body = {"addresses": ["10.0.0.1"], "srv": [{"service": "_http._tcp", "port": 80}]}
+    assert parse_registration(name, {"addresses": ["10.0.0.1"]}, D).name == name
+    assert parse_registration(name, body, D).srv
+    longer = name + ".c" * 17  # 226 alone, 243 with the domain, 254 with "_http._tcp."
+    assert parse_registration(longer, {"addresses": ["10.0.0.1"]}, D).name == longer
+    with pytest.raises(InvalidRegistration, match=r"_http\._tcp\.NAME.* 253"):
+        parse_registration(longer, body, D)
 
 
 @pytest.mark.parametrize(
