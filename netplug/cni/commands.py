@@ -351,11 +351,19 @@ def _detach(req: Request, host: Host, release: bool) -> None:
     conf = req.conf
     require_run_dir(conf, host)
     failures: list[Exception] = []
+    host_end = veth.host_veth_name(req.container_id, req.ifname)
+    if _held_by_another_network(conf, host, host_end):
+        log.info(
+            "DEL container=%s ifname=%s network=%s: the interface is another network's "
+            "now (on another bridge): leaving it",
+            req.container_id,
+            req.ifname,
+            conf.name,
+        )
     # Deleting either end of a veth deletes both: the host end needs its own
     # request only when the container end was already gone.
-    if not _attempt(failures, _delete_container_end, req):
+    elif not _attempt(failures, _delete_container_end, req):
         _attempt(failures, _delete_host_end, req)
-    host_end = veth.host_veth_name(req.container_id, req.ifname)
     try:
         # Before the release: until then no other container can hold these addresses.
         _attempt(failures, _forget_connections, conf, host, host_end, "DEL")
@@ -372,6 +380,19 @@ def _detach(req: Request, host: Host, release: bool) -> None:
             host.conntrack.go()  # DEL's own steps first: they compete for the CPU
     if failures:
         raise failures[0]
+
+
+def _held_by_another_network(conf: NetConf, host: Host, host_end: str) -> bool:
+    """Whether the interface named for this DEL's container and ifname is another
+    network's: this network keeps no record of it here (its DEL came before, and
+    this one late: a runtime's retry, a stale cache's GC), and its host end is on
+    another bridge (podman's ``network disconnect``, then ``connect`` to another
+    network, gave that one the freed ifname). The veth's name has no network in it."""
+    if local_records.read(conf.run_dir, host.name, conf.name, host_end) is not None:
+        return False
+    with netns.handle() as ipr:
+        link = links.find(ipr, host_end)
+    return link is not None and link.master not in (0, links.index(conf.bridge))
 
 
 def _forget_connections(conf: NetConf, host: Host, host_end: str, why: str) -> None:

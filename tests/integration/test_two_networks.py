@@ -86,14 +86,6 @@ def test_del_of_one_attachment_leaves_the_other_whole(netplug_host, containers):
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="DEL deletes CNI_IFNAME in the container and the host veth named for (container "
-    "ID, ifname) whatever network they belong to: the veth name has no network in it. Fix: "
-    "before deleting, check that the host end's master is this network's bridge (one "
-    "RTM_GETLINK), or put the network into the host veth's name (with a fallback to the old "
-    "name for veths made before)",
-)
 def test_a_late_del_of_a_left_network_spares_the_attachment_that_took_its_ifname(
     netplug_host, containers
 ):
