@@ -34,13 +34,14 @@ class NetworkConflict(IPAMError):
 def disagreement(name: str, recorded: NetworkRecord, wanted: NetworkRecord) -> str:
     """Why ``wanted`` cannot replace the network's ``recorded`` layout (pure); empty
     when it can. Hosts that cut one network into blocks of different sizes, or
-    put it on another subnet or VNI, would hand out overlapping addresses or never
-    reach each other, and hosts that disagree on ``isolate`` would each enforce a
-    different segment; the DNS domain alone may change."""
+    put it on another subnet, VNI or VXLAN port, would hand out overlapping
+    addresses or never reach each other, and hosts that disagree on ``isolate``
+    would each enforce a different segment; the DNS domain alone may change."""
     fields = [
         ("subnet", "subnet"),
         ("subnet6", "subnet6"),
         ("vni", "vxlan.vni"),
+        ("port", "vxlan.port"),
         ("isolate", "isolate"),
     ]
     if recorded.block_prefix:
@@ -55,8 +56,8 @@ def disagreement(name: str, recorded: NetworkRecord, wanted: NetworkRecord) -> s
         return ""
     return (
         f"network {name} is recorded with " + ", ".join(differs) + ": give every host the "
-        "same subnet, subnet6, hostBlockPrefix, vxlan.vni and isolate for a network, "
-        "or use a new name"
+        "same subnet, subnet6, hostBlockPrefix, vxlan.vni, vxlan.port and isolate for a "
+        "network, or use a new name"
     )
 
 

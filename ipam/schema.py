@@ -318,6 +318,9 @@ class Attachments:
 # -- networks: each network's layout, and the key that serializes their writes ----
 
 
+VXLAN_PORT = 4789  # IANA's, a network's vxlan.port unless its config says otherwise
+
+
 @dataclass(frozen=True, slots=True)
 class NetworkRecord:
     subnet: str
@@ -329,6 +332,10 @@ class NetworkRecord:
     # Segmentation (netplug's own networks; netplug-ipam's datapath is its main
     # plugin's, so False there); see ``Networks.decode`` for older records.
     isolate: bool = True
+    # vxlan.port: hosts that disagree never reach each other. Written only when
+    # not the default (``Networks.encode``): readers from before it refuse an
+    # unknown field, and a network on the default port must stay readable to them.
+    port: int = VXLAN_PORT
 
     def subnets(self) -> list:
         return [ip_network(s) for s in (self.subnet, self.subnet6) if s]
@@ -354,7 +361,10 @@ class Networks(_OneName):
 
     @staticmethod
     def encode(record: NetworkRecord) -> bytes:
-        return encode_json(asdict(record))
+        fields = asdict(record)
+        if record.port == VXLAN_PORT:
+            del fields["port"]
+        return encode_json(fields)
 
     @staticmethod
     def decode(value: bytes) -> NetworkRecord:

@@ -14,6 +14,7 @@ from netplug.host import Host
 from netplug.ipam.allocations import Attachment, Pool
 from netplug.ipam.blocks import Address
 from netplug.ipam.networks import NetworkRecord, ensure_network
+from netplug.ipam.schema import VXLAN_PORT
 from netplug.names import is_dns_label
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,7 @@ def network_record(conf: NetConf) -> NetworkRecord:
         conf.host_block_prefix,
         conf.host_block_prefix6 if conf.subnet6 is not None else 0,
         conf.isolate and conf.type == "netplug",
+        conf.vxlan.port if conf.type == "netplug" else VXLAN_PORT,
     )
 
 

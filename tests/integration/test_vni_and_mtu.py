@@ -182,14 +182,6 @@ def test_another_bridge_for_a_network_with_containers_is_refused(
     assert link(b, "eth0") is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="vxlan.port is not in the network's store record: an ADD with another port "
-    "succeeds, the host's VXLAN device keeps the port it was made with, and hosts "
-    "configured with different ports never reach each other, all without an error. "
-    "Fix: record the port with the VNI (NetworkRecord.port, 0 in older records) and "
-    "refuse a differing one in networks.disagreement, as vxlan.vni is",
-)
 def test_a_vxlan_port_other_than_the_networks_is_refused(
     netplug_host: NetplugHost, containers
 ) -> None:

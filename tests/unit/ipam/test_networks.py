@@ -224,3 +224,20 @@ def test_records_from_before_isolate_was_kept_read_as_their_plugin_recorded_them
     old = b'{"subnet":"10.9.0.0/16","subnet6":"","vni":%d,"domain":"d"}'
     assert Networks.decode(old % 4242).isolate is True  # netplug's own: the default
     assert Networks.decode(old % 0).isolate is False  # netplug-ipam's: never isolated
+
+
+def test_a_host_on_another_vxlan_port_is_refused_naming_both(store):
+    ensure_network(store, "blue", BLUE)
+    with pytest.raises(NetworkConflict, match=r"vxlan.port 4789 \(this config: 8472\)"):
+        ensure_network(store, "blue", replace(BLUE, port=8472))
+    assert networks(store)["blue"].port == 4789
+
+
+def test_the_port_is_written_only_when_not_the_default():
+    """Readers from before it refuse an unknown field: a network on the default
+    port keeps the record they read, one on another port they refuse (loudly)."""
+    assert b"port" not in Networks.encode(BLUE)
+    assert Networks.decode(Networks.encode(BLUE)).port == 4789
+    other = replace(BLUE, port=8472)
+    assert b'"port":8472' in Networks.encode(other).replace(b" ", b"")
+    assert Networks.decode(Networks.encode(other)) == other
