@@ -352,7 +352,8 @@ def _detach(req: Request, host: Host, release: bool) -> None:
     require_run_dir(conf, host)
     failures: list[Exception] = []
     host_end = veth.host_veth_name(req.container_id, req.ifname)
-    if _held_by_another_network(conf, host, host_end):
+    kept = local_records.read(conf.run_dir, host.name, conf.name, host_end)
+    if kept is None and _on_another_bridge(conf, host_end):
         log.info(
             "DEL container=%s ifname=%s network=%s: the interface is another network's "
             "now (on another bridge): leaving it",
@@ -366,8 +367,8 @@ def _detach(req: Request, host: Host, release: bool) -> None:
         _attempt(failures, _delete_host_end, req)
     try:
         # Before the release: until then no other container can hold these addresses.
-        _attempt(failures, _forget_connections, conf, host, host_end, "DEL")
-        forgotten = _attempt(failures, _forget_container, conf, host, host_end)
+        _attempt(failures, _forget_connections, conf, host, host_end, kept, "DEL")
+        forgotten = _attempt(failures, _forget_container, conf, host, host_end, kept)
         released = release and _release_or_defer(req, host)
         if released and conf.ip_masq:
             _attempt(failures, _drop_masq_when_unused, conf, host)
@@ -382,27 +383,28 @@ def _detach(req: Request, host: Host, release: bool) -> None:
         raise failures[0]
 
 
-def _held_by_another_network(conf: NetConf, host: Host, host_end: str) -> bool:
-    """Whether the interface named for this DEL's container and ifname is another
-    network's: this network keeps no record of it here (its DEL came before, and
-    this one late: a runtime's retry, a stale cache's GC), and its host end is on
-    another bridge (podman's ``network disconnect``, then ``connect`` to another
-    network, gave that one the freed ifname). The veth's name has no network in it."""
-    if local_records.read(conf.run_dir, host.name, conf.name, host_end) is not None:
-        return False
+def _on_another_bridge(conf: NetConf, host_end: str) -> bool:
+    """Whether ``host_end`` is on another bridge than this network's. Asked when
+    this network keeps no record of the veth (its DEL came before, and this one
+    late: a runtime's retry, a stale cache's GC): then the interface is another
+    network's (podman's ``network disconnect``, then ``connect`` to another
+    network, gave that one the freed ifname); the veth's name has no network in it."""
     with netns.handle() as ipr:
         link = links.find(ipr, host_end)
     return link is not None and link.master not in (0, links.index(conf.bridge))
 
 
-def _forget_connections(conf: NetConf, host: Host, host_end: str, why: str) -> None:
-    """Delete the host's conntrack entries of the addresses the container still
-    holds here (``local_records.held``: not one another container took since), once
+def _forget_connections(
+    conf: NetConf, host: Host, host_end: str, kept: Attachment | None, why: str
+) -> None:
+    """Delete the host's conntrack entries of the addresses the container (``kept``:
+    this host's copy of its record) still holds here (``local_records.holding``:
+    not one another container took since), once
     its interface is gone and before the store can hand them out again: a new
     container on one of them must not continue a connection under the verdict
     its predecessor got, nor a UDP flow whose sender keeps it alive
     (``netplug.net.conntrack``). A failure is logged; it never fails DEL."""
-    held = local_records.held(conf.run_dir, host.name, conf.name, host_end)
+    held = local_records.holding(conf.run_dir, host.name, conf.name, host_end, kept)
     if not held:
         return
     addresses, why = [ip_address(a) for a in held], f"{why} of {host_end}"
@@ -420,12 +422,12 @@ def _settled(host: Host, attachment: Attachment) -> None:
         log.warning("ADD: conntrack entries of %s still being deleted", addresses)
 
 
-def _forget_container(conf: NetConf, host: Host, host_end: str) -> bool:
+def _forget_container(conf: NetConf, host: Host, host_end: str, kept: Attachment | None) -> bool:
     """Delete the bridge's permanent neighbour entries for the addresses that the
-    container behind ``host_end`` holds on this host (``local_records``); True
-    once none is left."""
+    container behind ``host_end`` (``kept``: this host's copy of its record) holds
+    on this host; True once none is left."""
     bridge_index = links.index(conf.bridge)
-    held = local_records.held(conf.run_dir, host.name, conf.name, host_end)
+    held = local_records.holding(conf.run_dir, host.name, conf.name, host_end, kept)
     if bridge_index is not None and held:
         faults.check("forget_container", NetError)
         with netns.channel() as rt:
@@ -606,8 +608,9 @@ def cmd_gc(req: Request, host: Host) -> None:
         if (attachment.container_id, attachment.ifname) not in valid:
             log.info("GC: releasing %s/%s", attachment.container_id, attachment.ifname)
             host_end = veth.host_veth_name(attachment.container_id, attachment.ifname)
-            _attempt(failures, _forget_connections, conf, host, host_end, "GC")
-            if not _attempt(failures, _forget_container, conf, host, host_end):
+            kept = local_records.read(conf.run_dir, host.name, conf.name, host_end)
+            _attempt(failures, _forget_connections, conf, host, host_end, kept, "GC")
+            if not _attempt(failures, _forget_container, conf, host, host_end, kept):
                 continue  # kept in the store: where the next GC finds the entries again
             cid, ifname = attachment.container_id, attachment.ifname
             if _attempt(failures, host.ipam.release, conf.name, cid, ifname):

@@ -114,7 +114,14 @@ def remove(run_dir: str, host: str, network: str, host_veth: str) -> None:
 def held(run_dir: str, host: str, network: str, host_veth: str) -> list[str]:
     """The addresses of the attachment behind ``host_veth`` that it still holds
     here (no other attachment has taken them over since); none without a record."""
-    attachment = read(run_dir, host, network, host_veth)
+    return holding(run_dir, host, network, host_veth, read(run_dir, host, network, host_veth))
+
+
+def holding(
+    run_dir: str, host: str, network: str, host_veth: str, attachment: Attachment | None
+) -> list[str]:
+    """``held``, of the record ``read`` gave: the addresses of ``attachment`` (kept
+    for ``host_veth``) that it still holds here."""
     addresses = [str(a.address.ip) for a in attachment.allocations] if attachment else []
     return [a for a in addresses if holder(run_dir, host, network, a) == host_veth]
 
