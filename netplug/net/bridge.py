@@ -48,7 +48,7 @@ def ensure_bridge(ipr: IPRoute, spec: BridgeSpec, seen: Seen) -> Link:
         # A new bridge for gateways another link holds: the config's "bridge" changed
         # while the network has containers here. (On the network's own bridge, a
         # gateway someone moved elsewhere is put back, below.)
-        _require_gateways_free(ipr, name, spec.gateways, index(name) or 0)
+        _require_gateways_free(ipr, name, spec.gateways)
         link = _create(ipr, name, mtu)
     if link.kind != "bridge":
         raise NetError(
@@ -66,32 +66,37 @@ def ensure_bridge(ipr: IPRoute, spec: BridgeSpec, seen: Seen) -> Link:
     return link
 
 
-def _require_gateways_free(
-    ipr: IPRoute, name: str, gateways: Iterable[Interface], bridge_index: int
-) -> None:
-    """Raise GatewayElsewhere when a link other than the bridge holds one of
+def _require_gateways_free(ipr: IPRoute, name: str, gateways: Iterable[Interface]) -> None:
+    """Raise GatewayElsewhere when a link other than bridge ``name`` holds one of
     ``gateways``: a second bridge with the block's gateway would route the block
     to one of the two, and the other's containers would reach nothing. One
-    address dump per family, only when a bridge is to be made."""
+    address dump per family, only when a bridge is to be made.
+
+    The holder is compared by name, read after the dump: a concurrent ADD may
+    have made the bridge, and put the gateway on it, since this one found none.
+    """
     for family, af in ((4, socket.AF_INET), (6, socket.AF_INET6)):
         wanted = {str(g.ip) for g in gateways if g.version == family}
         if not wanted:
             continue
         for msg in ipr.get_addr(family=af):
-            address, holder = msg.get_attr("IFA_ADDRESS"), msg["index"]
-            if address in wanted and holder != bridge_index:
-                other = _name_of(holder)
+            address = msg.get_attr("IFA_ADDRESS")
+            if address not in wanted:
+                continue
+            holder = _name_of(ipr, msg["index"])
+            if holder != name:
                 raise GatewayElsewhere(
-                    f"gateway {address} of this network is on {other} already, and the "
-                    f'config names bridge {name}: set "bridge" back to {other}, or DEL the '
-                    f"network's containers on this host and delete {other} first"
+                    f"gateway {address} of this network is on {holder} already, and the "
+                    f'config names bridge {name}: set "bridge" back to {holder}, or DEL the '
+                    f"network's containers on this host and delete {holder} first"
                 )
 
 
-def _name_of(link_index: int) -> str:
+def _name_of(ipr: IPRoute, link_index: int) -> str:
+    """The name of a link in ``ipr``'s namespace (not necessarily this thread's)."""
     try:
-        return socket.if_indextoname(link_index)
-    except OSError:
+        return ipr.link("get", index=link_index)[0].get_attr("IFLA_IFNAME")
+    except NetlinkError:
         return f"link {link_index}"
 
 
