@@ -7,6 +7,10 @@ etcd while working on SQLite. Splitting it into several transactions would
 give up all-or-nothing (a failure half-way leaves half a set in force), so a
 larger set is refused before anything is written, with the limit named.
 
+``restore`` writes a host's copy of the policies back into a store that was
+reset (``netplugctl recover``): policies belong to no host, so no host's
+records bring them back otherwise.
+
 The policy revision (``revision``) is the newest mod revision among the policy
 records and ``PolicyDeleted`` (which ``delete`` bumps): what hosts report they
 enforce, and what ``netplugctl status`` compares their reports with.
@@ -15,10 +19,11 @@ enforce, and what ``netplugctl status`` compares their reports with.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
+from netplug.ipam.allocations import MAX_ATTEMPTS, Contention
 from netplug.ipam.schema import Policies, PolicyDeleted, SchemaError
-from netplug.ipam.store.base import Compare, Delete, KeyValue, Put, Store
+from netplug.ipam.store.base import Compare, Delete, Get, KeyValue, Put, Store
 from netplug.policy.model import Policy, PolicyError
 
 log = logging.getLogger(__name__)
@@ -28,6 +33,12 @@ MAX_PER_APPLY = 128  # etcd's default --max-txn-ops: one Put per policy
 # and the request's framing (about 10 bytes an operation) must fit beside them.
 MAX_APPLY_BYTES = 1280 << 10
 REVISION_KEYS = (Policies.PREFIX, PolicyDeleted.KEY)  # what ``revision`` reads (as prefixes)
+# Policies a restore writes per transaction: one compare and one put each (and
+# one compare more), within etcd's --max-txn-ops.
+RESTORE_CHUNK = 64
+
+RESTORED, PRESENT = "restored", "present"
+LEFT_OUT = "not restored: the store's policies were changed after its reset; apply it again"
 
 
 def apply(store: Store, policies: Sequence[Policy]) -> int:
@@ -90,3 +101,73 @@ def revision(kvs: Iterable[KeyValue]) -> int:
     """The policy revision of ``kvs`` (records of other kinds are ignored; 0: no
     policy was ever written or deleted)."""
     return max((kv.mod_revision for kv in kvs if kv.key.startswith(REVISION_KEYS)), default=0)
+
+
+def documents(found: Iterable[Policy]) -> list[dict]:
+    """What a host keeps of the policies ``found`` (``cni.local_records``): their
+    normalized documents, by name."""
+    return [p.to_json() for p in sorted(found, key=lambda p: p.name)]
+
+
+def restore_states(
+    kept: Mapping[str, Policy], stored: Mapping[str, Policy | None], deleted: bool
+) -> dict[str, str]:
+    """Each of the ``kept`` policies' state (pure): PRESENT when the store has one
+    of its name (``stored``: by name, None where a record does not read);
+    RESTORED (to be written) when every stored policy is a ``kept`` one, alike,
+    and none was ``deleted`` since the reset (the store has none yet, or part of
+    another host's restore); else LEFT_OUT: someone set the store's policies
+    since, and a deleted one must not come back."""
+    untouched = not deleted and all(
+        p is not None and kept.get(name) == p for name, p in stored.items()
+    )
+    return {
+        name: PRESENT if name in stored else RESTORED if untouched else LEFT_OUT for name in kept
+    }
+
+
+def restore(store: Store, kept: Sequence[Policy]) -> dict[str, str]:
+    """Write the ``kept`` policies (a host's copy) that the store lacks back where
+    ``restore_states`` allows; each one's state, by name. Each transaction writes
+    only names still absent, with no policy deleted meanwhile."""
+    by_name = {p.name: p for p in kept}
+    for _ in range(MAX_ATTEMPTS):
+        result = store.txn((), [Get(Policies.PREFIX, prefix=True), Get(PolicyDeleted.key())])
+        records, deleted = result.responses
+        stored = {Policies.parse(kv.key): readable(kv) for kv in records}  # type: ignore[union-attr]
+        states = restore_states(by_name, stored, bool(deleted))
+        missing = [by_name[name] for name, state in states.items() if state == RESTORED]
+        if all(_write_absent(store, chunk) for chunk in _chunks(missing)):
+            return states
+    raise Contention(f"could not restore the policies after {MAX_ATTEMPTS} attempts")
+
+
+def readable(kv: KeyValue) -> Policy | None:
+    """The policy of record ``kv``; None when it does not read (its readers report it)."""
+    try:
+        return Policies.decode(kv.value)
+    except SchemaError:
+        return None
+
+
+def _chunks(policies: Sequence[Policy]) -> Iterable[list[Policy]]:
+    """``policies`` in runs that fit one transaction (RESTORE_CHUNK, MAX_APPLY_BYTES)."""
+    chunk: list[Policy] = []
+    size = 0
+    for policy in policies:
+        grown = size + len(Policies.key(policy.name)) + len(Policies.encode(policy))
+        if chunk and (len(chunk) == RESTORE_CHUNK or grown > MAX_APPLY_BYTES):
+            yield chunk
+            chunk, grown = [], grown - size
+        chunk.append(policy)
+        size = grown
+    if chunk:
+        yield chunk
+
+
+def _write_absent(store: Store, policies: Sequence[Policy]) -> bool:
+    """Put ``policies`` if none of them exists and no policy was deleted meanwhile."""
+    keys = [Policies.key(p.name) for p in policies]
+    compares = [Compare.absent(PolicyDeleted.key()), *map(Compare.absent, keys)]
+    puts = [Put(key, Policies.encode(p)) for key, p in zip(keys, policies, strict=True)]
+    return store.txn(compares, puts).succeeded

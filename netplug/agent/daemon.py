@@ -35,17 +35,20 @@ from netplug import faults
 from netplug.agent import dns as agent_dns
 from netplug.agent import enforcer as agent_enforcer
 from netplug.agent import overlay as agent_overlay
+from netplug.agent import policy_copy as agent_policy_copy
 from netplug.agent.dns import AgentDNS
 from netplug.agent.enforcement import Enforcement
 from netplug.agent.enforcer import Enforcer
 from netplug.agent.metrics import AgentMetrics
 from netplug.agent.overlay import Overlay
 from netplug.agent.plugin_server import PluginServer
+from netplug.agent.policy_copy import PolicyCopy
 from netplug.agent.policy_report import COUNTERS_PERIOD, PolicyReport
 from netplug.agent.records import BadRecords
 from netplug.agent.registration import DEFAULT_TTL, HostNameTaken, HostRegistration
 from netplug.agent.releases import ReleaseReplay
 from netplug.agent.reset_carry import RECOVER_GRACE
+from netplug.agent.run_dirs import RunDirs
 from netplug.agent.store_view import StoreView
 from netplug.agent.supervisor import Supervisor, overall
 from netplug.cli_args import arg_type, domain, host_port
@@ -196,7 +199,9 @@ async def run(args: argparse.Namespace) -> None:
     )
     overlay = Overlay(host.name, bad_records, agent_metrics.reconciles.inc)
     dns = AgentDNS(host.name, args.domain, upstreams, dns_metrics, bad_records=bad_records)
-    releases = ReleaseReplay(host, [args.run_dir])
+    run_dirs = RunDirs([args.run_dir])  # and each one a served call names
+    releases = ReleaseReplay(host, run_dirs)
+    policy_copy = PolicyCopy(host.name, run_dirs)
     if not policy_table.keep_context():  # in-process batches: an ADD's costs no exec
         log.info("libnftables not found: the enforcer runs the nft command per batch")
     report = PolicyReport(host.store, host.name, lambda: enforcer.state, args.counters_period)
@@ -239,7 +244,7 @@ async def run(args: argparse.Namespace) -> None:
         host,
         agent_metrics,
         health=health,  # with its count of calls: PluginServer.status
-        served=lambda conf: releases.learn(conf.run_dir),  # where releases may wait
+        served=lambda conf: run_dirs.learn(conf.run_dir),  # where releases may wait
     )
 
     # Who follows which records of the store, each on a feed of its own.
@@ -249,6 +254,7 @@ async def run(args: argparse.Namespace) -> None:
         "dns-listeners": (dns.follow_listeners, agent_dns.LISTENERS),
         "enforcer": (enforcer.follow, agent_enforcer.WATCHED),
         "pending-releases": (releases.follow, ()),  # only the view's full reads
+        "policy-copy": (policy_copy.follow, agent_policy_copy.WATCHED),
     }
     feeds = {name: view.subscribe(name, prefixes) for name, (_, prefixes) in parts.items()}
     host_record = view.subscribe("host-record", (Hosts.key(host.name),))

@@ -1,19 +1,17 @@
 """Replaying the releases a store outage deferred (``ipam.pending``), as an agent part.
 
 A DEL that could not reach the store leaves its release in its config's
-runDir. This part replays them, in every runDir it knows: the agent's own
-(``--run-dir``, the configs' default) and each one a plugin call it served
-named (``learn``, wired to the plugin server in ``daemon.py``). It follows the
-store view with no prefixes, so its feed brings only the view's full reads
-(at start, and when the store answers again after a failure): it replays
-then, and every PENDING_INTERVAL seconds.
+runDir. This part replays them, in every runDir the agent knows
+(``run_dirs``). It follows the store view with no prefixes, so its feed
+brings only the view's full reads (at start, and when the store answers
+again after a failure): it replays then, and every PENDING_INTERVAL seconds.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
 
+from netplug.agent.run_dirs import RunDirs
 from netplug.agent.store_view import Feed
 from netplug.host import Host
 from netplug.ipam.pending import PendingReleases
@@ -22,20 +20,12 @@ PENDING_INTERVAL = 5.0
 
 
 class ReleaseReplay:
-    def __init__(self, host: Host, run_dirs: Iterable[str] = ()) -> None:
+    def __init__(self, host: Host, run_dirs: RunDirs) -> None:
         self.host = host
-        self._run_dirs = set(run_dirs)
-        self._lock = threading.Lock()
-
-    def learn(self, run_dir: str) -> None:
-        """Remember the runDir of a call the agent serves (from any thread)."""
-        with self._lock:
-            self._run_dirs.add(run_dir)
+        self._run_dirs = run_dirs
 
     def replay(self) -> None:
-        with self._lock:
-            run_dirs = sorted(self._run_dirs)
-        for run_dir in run_dirs:
+        for run_dir in self._run_dirs.all():
             pending = PendingReleases(run_dir, self.host.name)
             if pending:
                 pending.replay(self.host.ipam)

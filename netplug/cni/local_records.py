@@ -10,6 +10,8 @@ that lives as long as the containers do.
 
 ``<runDir>/<host>/networks/<network>.json`` keeps the network's record and
 this host's VTEP record in it, which the other hosts' overlays need.
+``<runDir>/<host>/policies.json`` keeps the store's policies as this host last
+read them: they belong to no host, and every host's copy can bring them back.
 
 Beside them, ``<runDir>/<host>/addresses/<network>/<address>`` is a symlink to
 the host veth of the attachment that holds the address: ADD checks it, so a
@@ -29,6 +31,8 @@ from pathlib import Path
 from netplug.ipam.schema import Attachment, Attachments
 
 log = logging.getLogger(__name__)
+
+POLICIES = "policies.json"
 
 
 # Plain strings, not pathlib: ADD and DEL pass here, and pathlib's parsing
@@ -130,6 +134,36 @@ def write_network(run_dir: str, host: str, network: str, kept: dict) -> None:
     """Keep the network's record and this host's VTEP record in it (``{"network":
     NetworkRecord fields, "vtep": {"vtep", "mac", "vni"} or None}``)."""
     _place(f"{run_dir}/{host}/networks/{network}.json", json.dumps(kept).encode())
+
+
+def write_policies(run_dir: str, host: str, documents: list[dict]) -> None:
+    """Keep the store's policies (normalized documents, sorted by name) when they
+    differ from those kept: a change of policies costs one write, a batch of
+    other records none."""
+    target = f"{run_dir}/{host}/{POLICIES}"
+    content = json.dumps(documents, sort_keys=True).encode()
+    with suppress(OSError), open(target, "rb") as f:
+        if f.read() == content:
+            return
+    _place(target, content)
+
+
+def read_policies(run_dir: str, host: str) -> list[dict] | None:
+    """The policy documents kept by ``host``; None when it kept none (or they do
+    not read: logged)."""
+    target = f"{run_dir}/{host}/{POLICIES}"
+    try:
+        with open(target, "rb") as f:
+            documents = json.loads(f.read())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        log.warning("skipping unreadable policy copy %s: %s", target, e)
+        return None
+    if not isinstance(documents, list):
+        log.warning("skipping policy copy %s: expected a JSON list", target)
+        return None
+    return documents
 
 
 def read_networks(run_dir: str, host: str) -> dict[str, dict]:

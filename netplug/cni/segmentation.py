@@ -26,7 +26,9 @@ from dataclasses import dataclass, field
 from ipaddress import ip_address
 from pathlib import Path
 
+from netplug.cni import local_records
 from netplug.host import Host
+from netplug.ipam import policies as stored_policies
 from netplug.ipam.schema import (
     Attachment,
     Attachments,
@@ -245,6 +247,9 @@ def refresh(host: Host, run_dir: str) -> None:
         for key, (_, why) in found.bad.items():
             log.warning("segmentation: skipping unreadable record %s: %s", key, why)
         policies, endpoints = list(found.policies.values()), list(found.endpoints.values())
+        # What `netplugctl recover` brings back if the store is reset (as an agent's
+        # policy copy keeps it): policies belong to no host.
+        local_records.write_policies(run_dir, host.name, stored_policies.documents(policies))
         want = None
         if needed(found.networks, policies, endpoints, host.name):
             plan = compile_plan(policies, found.networks.values())

@@ -271,7 +271,7 @@ def _namespace_gone(attachment: Attachment) -> bool:
 def cmd_recover(store: Store, args: argparse.Namespace) -> int:
     """Rebuild this host's records in a reset or replaced store (see ctl/recover.py)."""
     rows = recover.recover(store, args.host_name, args.run_dir, recover.host_veths())
-    columns = ["network", "container", "ifname", "addresses", "veth", "state"]
+    columns = ["network", "policy", "container", "ifname", "addresses", "veth", "state"]
     render([dataclasses.asdict(row) for row in rows], columns, as_json=args.json)
     conflicts = sum(row.conflict for row in rows)
     if conflicts:
@@ -282,7 +282,7 @@ def cmd_recover(store: Store, args: argparse.Namespace) -> int:
         )
         return 1
     print(
-        f"restored {sum(row.state == recover.RESTORED for row in rows)} attachment(s); "
+        f"restored {sum(row.state == recover.RESTORED for row in rows)} record(s); "
         f"host {args.host_name} uses store {store.url} again",
         file=sys.stderr,
     )

@@ -6,7 +6,9 @@ runs; the host's own copy of its attachment record (``cni.local_records``)
 says which container, addresses and names it has. Each is written back to
 the store - its block, its addresses, its attachment record - in one
 transaction that creates only what is missing and changes nothing that is
-there; so are, first, the network and VTEP records the host kept. A record
+there; so are, first, the network and VTEP records the host kept, and then
+the policies it kept where the store has none of its own since the reset
+(``ipam.policies.restore``: they belong to no host, every host keeps them). A record
 that disagrees (a block another host holds meanwhile, an address another
 container holds, a network recorded on another subnet) is reported as a
 conflict and left alone.
@@ -20,9 +22,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from netplug.cni import local_records
-from netplug.ipam import identity, vteps
+from netplug.ipam import identity, policies, vteps
 from netplug.ipam.allocations import MAX_ATTEMPTS, Attachment, Contention
 from netplug.ipam.networks import NetworkConflict, NetworkRecord, ensure_network
+from netplug.ipam.policies import PRESENT, RESTORED
 from netplug.ipam.schema import (
     AddressOwner,
     Attachments,
@@ -32,8 +35,7 @@ from netplug.ipam.schema import (
     Networks,
 )
 from netplug.ipam.store.base import Compare, KeyValue, Put, Store
-
-RESTORED, PRESENT = "restored", "present"
+from netplug.policy.model import PolicyError, parse_document
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +45,8 @@ class Row:
     ifname: str
     addresses: str
     veth: str
-    state: str  # RESTORED, PRESENT, "conflict: ..." or "no record: ..."
+    state: str  # RESTORED, PRESENT, "conflict: ...", "no record: ..." or policies.LEFT_OUT
+    policy: str = "-"  # the row of a policy (the others: of a network or an attachment)
 
     @property
     def conflict(self) -> bool:
@@ -152,11 +155,25 @@ def recover(store: Store, host: str, run_dir: str, veths: list[str]) -> list[Row
         )
         for name, kept in local_records.read_networks(run_dir, host).items()
     ]
+    rows += _policy_rows(store, run_dir, host)
     kept = local_records.read_all(run_dir, host)
     rows += [_row(store, name, kept.get(name)) for name in veths]
     if not any(row.conflict for row in rows):
         identity.adopt(store, identity.HostMemory(run_dir, host, store.url))
     return rows
+
+
+def _policy_rows(store: Store, run_dir: str, host: str) -> list[Row]:
+    """The policies ``host`` kept, each written back where the store lets them be."""
+    documents = local_records.read_policies(run_dir, host)
+    if not documents:
+        return []
+    try:
+        kept = parse_document(documents, None)
+    except PolicyError as e:
+        return [Row("-", "-", "-", "-", "-", f"no record: the policy copy does not read: {e}")]
+    states = policies.restore(store, kept)
+    return [Row(p.network, "-", "-", "-", "-", states[p.name], p.name) for p in kept]
 
 
 def _row(store: Store, veth: str, attachment: Attachment | None) -> Row:

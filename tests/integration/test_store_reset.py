@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from policy_hosts import ctl
 
 from netplug_env import BIN, NetplugHost, eventually, ping
 
@@ -113,6 +114,39 @@ def test_an_address_a_live_container_holds_is_refused_when_the_store_lost_it(
     assert "recover" in refused.out["msg"]
     assert host.veths() == veths
     assert host.records("/netplug/ips/") == {}  # the refused claim was undone
+
+
+QUARANTINE = {"name": "quarantine", "network": "blue", "select": {"names": ["suspect"]}}
+
+
+def test_a_policy_comes_back_with_recover_and_keeps_confining_its_container(
+    netplug_host, containers
+) -> None:
+    """Policies belong to no host, so no host's records brought them back: after a
+    reset and every host's recover, a container a policy confined talked to
+    everyone again. Each host keeps a copy of the policies, and recover writes
+    it back into the reset store."""
+    host, conf = netplug_host, netplug_host.conf()
+    named = {n: containers() for n in ("web", "suspect", "peer")}
+    ips = {
+        n: host.add(conf, n, ns, env={"CNI_ARGS": f"NETPLUG_NAME={n}"})["ips"][0]["address"]
+        for n, ns in named.items()
+    }
+    ips = {n: address.split("/")[0] for n, address in ips.items()}
+    ctl(host, "policy", "apply", "-", stdin=json.dumps([{**QUARANTINE, "ingress": []}]))
+    host.add(conf, "later", containers())  # without an agent: ADD programs the table
+    assert eventually(lambda: not ping(named["web"], ips["suspect"]))
+
+    os.truncate(host.db, 0)
+    done = netplugctl(host, "--json", "recover", "--run-dir", str(host.run_dir))
+    assert done.returncode == 0, done.stderr
+    rows = [(r["policy"], r["state"]) for r in json.loads(done.stdout) if r["policy"] != "-"]
+    assert rows == [("quarantine", "restored")]
+    assert [p["name"] for p in json.loads(ctl(host, "--json", "policy", "list"))] == ["quarantine"]
+
+    host.add(conf, "after", containers())  # the store serves again (and programs, no agent)
+    assert ping(named["web"], ips["peer"])  # the network works...
+    assert not ping(named["web"], ips["suspect"])  # ...and the policy still confines
 
 
 def resolves(client: str, server: str, name: str) -> str:

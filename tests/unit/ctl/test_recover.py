@@ -9,7 +9,7 @@ import pytest
 
 from netplug.cni import local_records
 from netplug.ctl import recover
-from netplug.ipam import identity, networks
+from netplug.ipam import identity, networks, policies
 from netplug.ipam.allocations import IPAM, Allocation, Attachment, Pool
 from netplug.ipam.schema import Attachments, Blocks, Vteps
 
@@ -102,3 +102,30 @@ def test_a_network_recorded_otherwise_meanwhile_is_a_conflict(store, run_dir) ->
     [row] = recover.recover(store, "node-1", run_dir, [])
     assert row.conflict and "10.99.0.0/16" in row.state
     assert identity.HostMemory(run_dir, "node-1", store.url).read() is None
+
+
+POLICY = {"name": "quarantine", "network": "blue", "select": {"names": ["suspect"]}}
+
+
+def test_the_kept_policies_come_back_beside_the_hosts_records(store, run_dir) -> None:
+    """Policies belong to no host: without the hosts' copies a reset store loses
+    them, and a container a policy confined talks to everyone again."""
+    local_records.write_policies(run_dir, "node-1", [{**POLICY, "ingress": [], "egress": []}])
+    rows = recover.recover(store, "node-1", run_dir, ["np0000000000001"])
+    assert [(r.policy, r.network, r.state) for r in rows] == [
+        ("quarantine", "blue", recover.RESTORED),
+        ("-", "blue", recover.RESTORED),
+    ]
+    (restored,) = policies.read(store)
+    assert (restored.name, restored.ingress, restored.egress) == ("quarantine", (), ())
+    assert identity.HostMemory(run_dir, "node-1", store.url).read() is not None
+    again = recover.recover(store, "node-1", run_dir, ["np0000000000001"])
+    assert [r.state for r in again] == [recover.PRESENT, recover.PRESENT]
+
+
+def test_a_policy_copy_that_does_not_parse_is_reported_and_adopts_anyway(store, run_dir):
+    local_records.write_policies(run_dir, "node-1", [{"name": "bad"}])
+    [row, _] = recover.recover(store, "node-1", run_dir, ["np0000000000001"])
+    assert row.state.startswith("no record: the policy copy does not read") and not row.conflict
+    assert policies.read(store) == []
+    assert identity.HostMemory(run_dir, "node-1", store.url).read() is not None

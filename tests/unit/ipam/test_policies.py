@@ -119,3 +119,60 @@ def test_the_policy_revision_moves_on_with_every_apply_and_delete(store):
     assert policy_revision(store) == deleted.mod_revision > second
     assert not policies.delete(store, "b")
     assert policy_revision(store) == deleted.mod_revision
+
+
+# -- restore: a host's copy written back into a store that was reset --------------------
+
+
+def by_name(found) -> dict:
+    return {p.name: p for p in found}
+
+
+def test_restore_states_writes_only_into_a_store_whose_policies_are_all_kept() -> None:
+    kept = by_name(docs("a", "b"))
+    other = parse(json.dumps({"name": "a", "network": "blue", "select": {}}), {"blue"})[0]
+    cases = [
+        ({}, False, {"a": policies.RESTORED, "b": policies.RESTORED}),  # the reset store
+        ({"a": kept["a"]}, False, {"a": policies.PRESENT, "b": policies.RESTORED}),
+        ({"a": other}, False, {"a": policies.PRESENT, "b": policies.LEFT_OUT}),  # applied since
+        ({"z": None}, False, {"a": policies.LEFT_OUT, "b": policies.LEFT_OUT}),  # unreadable
+        ({}, True, {"a": policies.LEFT_OUT, "b": policies.LEFT_OUT}),  # one deleted since
+    ]
+    for stored, deleted, states in cases:
+        assert policies.restore_states(kept, stored, deleted) == states, (stored, deleted)
+
+
+def test_restore_writes_the_kept_policies_into_a_store_without_any(store) -> None:
+    kept = docs("a", "b")
+    assert policies.restore(store, kept) == dict.fromkeys("ab", policies.RESTORED)
+    assert policies.read(store) == list(kept)
+    # Another host's restore (or this one's again) finds them there.
+    assert policies.restore(store, kept) == dict.fromkeys("ab", policies.PRESENT)
+
+
+def test_restore_completes_another_hosts_and_leaves_a_store_changed_since(store) -> None:
+    policies.apply(store, docs("a"))  # part of another host's restore
+    assert policies.restore(store, docs("a", "b"))["b"] == policies.RESTORED
+    policies.delete(store, "b")  # deleted after the reset: must not come back
+    assert policies.restore(store, docs("a", "b"))["b"] == policies.LEFT_OUT
+    assert [p.name for p in policies.read(store)] == ["a"]
+
+
+@pytest.mark.parametrize(
+    "count, glob_bytes",
+    [(policies.MAX_PER_APPLY + 1, 0), (40, 40_000)],
+    ids=["more than etcd's operations", "more than etcd's request bytes"],
+)
+def test_restore_writes_more_policies_than_one_transaction_holds(store, count, glob_bytes):
+    """A store held more than one apply writes (applied in several): its copy must
+    come back whole, in transactions etcd takes."""
+    kept = many(count, glob_bytes)
+    assert stored_size(kept) > policies.MAX_APPLY_BYTES or count > policies.MAX_PER_APPLY
+    assert set(policies.restore(store, kept).values()) == {policies.RESTORED}
+    assert policies.read(store) == list(kept)
+
+
+def test_documents_are_the_normalized_policies_by_name() -> None:
+    kept = docs("b", "a")
+    assert policies.documents(kept) == [p.to_json() for p in reversed(kept)]
+    assert parse_document(policies.documents(kept), None) == tuple(reversed(kept))
