@@ -25,7 +25,8 @@ lookup in the environment. Point names:
   the kernel refused: DEL logs it and still succeeds;
 - netplugd's parts, each time one takes updates from the store view (the
   view itself, ``store-view``: at each full read): ``overlay``, ``enforcer``,
-  ``dns-registry``, ``dns-listeners``, ``pending-releases``, ``host-record``;
+  ``dns-registry``, ``dns-listeners``, ``pending-releases``, ``policy-copy``,
+  ``host-record``;
   ``agent-start``: netplugd exits (status 1) before it serves, as an agent that
   cannot start.
 

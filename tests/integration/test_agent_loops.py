@@ -158,7 +158,14 @@ def test_a_malformed_record_is_skipped_counted_and_reported_not_fatal(plain_host
 # its loop fails FAILS times, restarted after 0.5 + 1 + 2 + 4 s of backoff, and counts
 # as failing until it has run 5 s more: long enough to see the other parts serve.
 FAILS = 4
-PARTS = ["store-view", "overlay", "dns-registry", "dns-listeners", "pending-releases"]
+PARTS = [
+    "store-view",
+    "overlay",
+    "dns-registry",
+    "dns-listeners",
+    "pending-releases",
+    "policy-copy",
+]
 FEEDS_DNS = {"store-view", "dns-registry", "dns-listeners"}  # DNS waits for these
 
 
