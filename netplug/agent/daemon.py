@@ -36,6 +36,7 @@ from netplug.agent import dns as agent_dns
 from netplug.agent import enforcer as agent_enforcer
 from netplug.agent import overlay as agent_overlay
 from netplug.agent import policy_copy as agent_policy_copy
+from netplug.agent.carry_file import CarryFile
 from netplug.agent.dns import AgentDNS
 from netplug.agent.enforcement import Enforcement
 from netplug.agent.enforcer import Enforcer
@@ -196,6 +197,7 @@ async def run(args: argparse.Namespace) -> None:
         on_status=lambda up: dns_metrics.store_up.set(int(up)),
         host=host.name,
         recover_grace=args.recover_grace,
+        carry_file=CarryFile(memory),
     )
     overlay = Overlay(host.name, bad_records, agent_metrics.reconciles.inc)
     dns = AgentDNS(host.name, args.domain, upstreams, dns_metrics, bad_records=bad_records)

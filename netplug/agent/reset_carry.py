@@ -46,15 +46,21 @@ def owner(kv: KeyValue) -> str | None:
     return None
 
 
+def by_owner(records: Mapping[str, KeyValue], me: str) -> Carried:
+    """The records of ``records`` that hosts other than ``me`` own, by host."""
+    carry: Carried = {}
+    for key, kv in records.items():
+        host = owner(kv)
+        if host is not None and host != me:
+            carry.setdefault(host, {})[key] = kv
+    return carry
+
+
 def carried(before: Mapping[str, KeyValue], after: Mapping[str, KeyValue], me: str) -> Carried:
     """The records of ``before`` (the read before the store was refused) of the
     hosts other than ``me`` that ``after`` (the first read after ``me``
     recovered) does not speak for (``refresh``)."""
-    carry: Carried = {}
-    for key, kv in before.items():
-        host = owner(kv)
-        if host is not None and host != me:
-            carry.setdefault(host, {})[key] = kv
+    carry = by_owner(before, me)
     refresh(carry, after)
     return carry
 

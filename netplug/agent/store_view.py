@@ -15,7 +15,8 @@ followed raises there (StoreReset), and every part keeps what it holds. The
 view then reports the store "reset" (or "corrupt") with the error naming
 ``netplugctl recover`` (``health``), which makes the agent degraded. Once this
 host recovered, the view carries the other hosts' records that the store has
-not got back yet (``reset_carry``; reported in ``health`` too). Reading, watching,
+not got back yet (``reset_carry``; reported in ``health`` too), and keeps
+them on the host as well (``carry_file``): a restarted agent carries on. Reading, watching,
 re-reading a compacted watch and retrying a failed store with backoff are
 ``Following``'s (shared with netplug-dns's registry follower).
 """
@@ -30,6 +31,7 @@ from dataclasses import dataclass, field
 
 from netplug import faults
 from netplug.agent import reset_carry
+from netplug.agent.carry_file import CarryFile, Kept
 from netplug.agent.reset_carry import RECOVER_GRACE, Carried
 from netplug.ipam.schema import ROOT, Identity
 from netplug.ipam.store.base import Event, Get, KeyValue, Store, StoreCorrupt, StoreError
@@ -131,6 +133,7 @@ class StoreView(Following):
         on_status: Callable[[bool], None] | None = None,
         host: str | None = None,
         recover_grace: float = RECOVER_GRACE,
+        carry_file: CarryFile | None = None,
     ) -> None:
         self.store, self.prefix, self.name = store, ROOT, "store view"
         # Raises StoreError when the store must not be followed (it was reset): an
@@ -150,6 +153,8 @@ class StoreView(Following):
         self._host, self._recover_grace = host, recover_grace
         self._carry: Carried = {}
         self._carry_until = 0.0
+        self._carry_since = 0.0  # when it began (wall clock: it is saved, ``carry_file``)
+        self._carry_file = carry_file
 
     def subscribe(self, name: str, prefixes: Iterable[str] = ()) -> Feed:
         """A feed of the records under ``prefixes`` (none: only the Full after each
@@ -197,21 +202,59 @@ class StoreView(Following):
 
     def _carry_over(self, read: dict[str, KeyValue], resumed: bool) -> None:
         """Carry what the reset took of the hosts not recovered yet (``read``: the
-        first read after this host recovered), or keep carrying what ``read``
-        does not hold."""
-        if not (resumed and self._read_once and self._host is not None):
-            reset_carry.refresh(self._carry, read)
+        first read after this host recovered, or an agent's first read when it
+        finds a carry saved), or keep carrying what ``read`` does not hold."""
+        if self._host is None:
             return
-        self._carry = reset_carry.carried(self._mirror, read, self._host)
-        self._carry_until = time.monotonic() + self._recover_grace
+        if resumed and self._read_once:
+            self._begin_carry(reset_carry.by_owner(self._mirror, self._host), read, None)
+        elif not self._read_once and (kept := self._saved_carry()) is not None:
+            self._begin_carry(reset_carry.by_owner(kept.records, self._host), read, kept.since)
+        elif self._carry:
+            hosts = set(self._carry)
+            reset_carry.refresh(self._carry, read)
+            self._carry_changed(hosts)
+
+    def _begin_carry(self, before: Carried, read: dict[str, KeyValue], since: float | None) -> None:
+        """Carry ``before``'s records that ``read`` does not speak for, until the
+        grace that began at ``since`` (None: now) ends."""
+        self._carry = before
+        reset_carry.refresh(self._carry, read)
+        self._carry_since = time.time() if since is None else since
+        left = self._recover_grace - (time.time() - self._carry_since)
+        self._carry_until = time.monotonic() + left
+        if not self._carry or left <= 0:
+            self._carry = {}
+            self._keep_carry()  # nothing to carry (any more): the file goes
+            return
+        self._keep_carry()
+        log.warning(
+            "%s: the store was reset: carrying the records of the hosts that have not "
+            "recovered yet (%s) for up to %.0f s%s: run `netplugctl recover` on them",
+            self.name,
+            _counted(self._carry),
+            left,
+            "" if self._read_once else " (as saved before this agent started)",
+        )
+
+    def _saved_carry(self) -> Kept | None:
+        return None if self._carry_file is None else self._carry_file.load()
+
+    def _carry_changed(self, hosts: set[str]) -> None:
+        """Save the carry again when a host left it (``hosts``: those before the
+        change); a record the store wrote back needs no save: the read that
+        starts a restarted agent's carry has it."""
+        if set(self._carry) != hosts:
+            self._keep_carry()
+
+    def _keep_carry(self) -> None:
+        """Save the carry (``carry_file``), or remove the saved one once it is empty."""
+        if self._carry_file is None:
+            return
         if self._carry:
-            log.warning(
-                "%s: the store was reset: carrying the records of the hosts that have not "
-                "recovered yet (%s) for up to %.0f s: run `netplugctl recover` on them",
-                self.name,
-                _counted(self._carry),
-                self._recover_grace,
-            )
+            self._carry_file.save(reset_carry.flat(self._carry), self._carry_since)
+        else:
+            self._carry_file.remove()
 
     def _tick(self) -> None:
         """Let go of what is still carried once the grace ran out."""
@@ -219,6 +262,7 @@ class StoreView(Following):
             return
         with self._lock:
             gone, self._carry = self._carry, {}
+            self._carry_changed(set(gone))
         log.warning(
             "%s: dropping the records of the hosts that did not recover within %.0f s "
             "of the store reset (%s)",
@@ -233,10 +277,12 @@ class StoreView(Following):
             return
         with self._lock:
             if self._carry:
+                hosts = set(self._carry)
                 revision = max(self._revision, events[-1].kv.mod_revision)
                 events = events + reset_carry.settle(self._carry, events, revision)
                 if not self._carry:
                     log.info("%s: every host is back in the store after its reset", self.name)
+                self._carry_changed(hosts)
             _apply(self._mirror, events)
             self._revision = max(self._revision, events[-1].kv.mod_revision)
             for feed in self._feeds:
@@ -266,7 +312,18 @@ class StoreView(Following):
 
     def _refused(self, error: StoreError) -> None:
         self._refusal_kind = "corrupt" if isinstance(error, StoreCorrupt) else "reset"
+        if not self.refusal:  # the first refusal since the store answered
+            self._save_before_reset()
         super()._refused(error)
+
+    def _save_before_reset(self) -> None:
+        """Save the other hosts' records of the last read (``carry_file``): what an
+        agent restarted before its host recovered carries from."""
+        if self._carry_file is None or self._host is None or not self._read_once:
+            return
+        with self._lock:
+            before = reset_carry.flat(reset_carry.by_owner(self._mirror, self._host))
+        self._carry_file.save(before)
 
     def _status(self, up: bool) -> None:
         if up:

@@ -352,6 +352,29 @@ def test_a_recovered_host_keeps_its_peers_toward_hosts_not_yet_recovered(lab) ->
 
 
 @pytest.mark.parametrize("lab", ["sqlite"], indirect=True)
+def test_an_agent_killed_while_hosts_recover_keeps_its_peers_when_it_is_back(lab) -> None:
+    """The carry lived in the agent's memory: host1's agent, killed (a crash, an
+    upgrade) after host1 recovered and before host2 did, came back without it
+    and cut a off from b until host2 recovered. It carries on from its saved
+    carry now."""
+    a, b = reset_two_hosts(lab)
+    assert eventually(lambda: recovered(lab, "host1"))
+    assert eventually(lambda: carried(lab, "host1") == {"host2": 4}), agents_said(lab)
+    lab.stop_agent("host1", kill=True)
+    lab.start_agent("host1")
+    saved = "(as saved before this agent started)"
+    assert eventually(lambda: saved in agent_log(lab, "host1")), agents_said(lab)
+    assert carried(lab, "host1") == {"host2": 4}
+    for _ in range(3):
+        assert ping(lab.container_netns("a"), b), agents_said(lab)
+    gateway = a.rsplit(".", 1)[0] + ".1"
+    assert resolves(lab.container_netns("a"), gateway, "b.lab.netplug.internal") == b
+    assert eventually(lambda: recovered(lab, "host2"))
+    assert eventually(lambda: carried(lab, "host1") == {}), agents_said(lab)
+    assert ping(lab.container_netns("a"), b), agents_said(lab)
+
+
+@pytest.mark.parametrize("lab", ["sqlite"], indirect=True)
 def test_the_peers_of_a_host_that_never_recovers_go_when_the_grace_ends(lab) -> None:
     lab.agent_args = ("--recover-grace", "2")
     _, b = reset_two_hosts(lab)

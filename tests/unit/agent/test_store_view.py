@@ -6,16 +6,20 @@ The waits are on the parts' own records (a condition), bounded in time."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 
 import pytest
 
 from netplug import faults
 from netplug.agent import store_view
+from netplug.agent.carry_file import CarryFile
+from netplug.agent.reset_carry import RECOVER_GRACE
 from netplug.agent.store_view import Delta, Feed, Full, InjectedFault, StoreView, Update, covering
 from netplug.agent.supervisor import Backoff, Supervisor, overall
+from netplug.ipam.identity import HostMemory
 from netplug.ipam.schema import ROOT, Attachments, Blocks, Hosts, Identity, Names, Vteps
-from netplug.ipam.store.base import Put, StoreCorrupt, StoreReset
+from netplug.ipam.store.base import KeyValue, Put, StoreCorrupt, StoreReset
 from netplug.ipam.store.sqlite import SQLiteStore
 
 QUICK = Backoff(initial=0.02, maximum=0.1, stable_after=0.5)
@@ -99,10 +103,10 @@ def agent(store) -> Iterator[Callable[..., Agent]]:
         return made[-1]
 
     yield make
-    for a in made:
+    for a in made:  # all first: a restarted agent's loops have its predecessor's names
         a.supervisor.stop(5)
-        loops = set(a.supervisor.health())
-        assert not [t for t in threading.enumerate() if t.name in loops], "a loop did not stop"
+    loops = {name for a in made for name in a.supervisor.health()}
+    assert not [t for t in threading.enumerate() if t.name in loops], "a loop did not stop"
 
 
 def test_each_part_gets_a_full_read_then_only_its_own_records(store, agent) -> None:
@@ -311,6 +315,83 @@ def test_a_view_without_a_host_carries_nothing(store, agent) -> None:
     """netplug-dns and the tests' views: a reset store is followed as it is."""
     _, part = reset_then_recover_h1(store, agent, host=None)
     part.wait_for(lambda p: p.held() == {H1, Vteps.key("blue", "h1")})
+
+
+# -- the carry kept on the host: an agent restarted while the hosts recover -------------
+
+
+@pytest.fixture
+def carry_file(tmp_path, store) -> CarryFile:
+    return CarryFile(HostMemory(str(tmp_path / "run"), "h1", store.url))
+
+
+def restarted(agent, old: Agent, carry_file: CarryFile, **view) -> tuple[Agent, Recorder]:
+    """``old`` stopped, and a new agent of h1 (on a store it trusts) started."""
+    old.supervisor.stop(5)
+    a = agent(host="h1", carry_file=carry_file, **view)
+    part = a.part("parts", HOSTS, Vteps.PREFIX, Attachments.PREFIX)
+    a.start()
+    a.wait_for_status(True)
+    return a, part
+
+
+def test_an_agent_restarted_while_hosts_recover_carries_on(store, agent, carry_file) -> None:
+    """The carry lived in the agent's memory only: an agent restarted while h2 had
+    not recovered yet (a crash, an upgrade) dropped h2's peers, names and set
+    elements. It carries on from the saved carry, with the grace it had left."""
+    old, _ = reset_then_recover_h1(store, agent, carry_file=carry_file)
+    assert old.view.health()["carried"] == {"h2": 4}
+    store.put(WEB2, b"{}")  # h2's recover has begun
+    a, part = restarted(agent, old, carry_file)
+    mine = {H1, Vteps.key("blue", "h1")}
+    part.wait_for(lambda p: p.held() == mine | {H2, VTEP2, WEB2, GONE2})
+    health = a.view.health()
+    assert health["carried"] == {"h2": 3} and 0 < health["carriedFor"] <= RECOVER_GRACE
+    store.put(H2, b"{}")  # h2's agent registered: its carry ends, and the file goes
+    part.wait_for(lambda p: p.held() == mine | {H2, WEB2})
+    assert carry_file.load() is None
+
+
+def test_an_agent_restarted_before_its_host_recovered_carries_from_its_last_read(
+    store, agent, carry_file
+) -> None:
+    """Saved when the view first found the store reset: the agent that starts once
+    the host has recovered has no read of its own from before the reset."""
+    refused = threading.Event()
+
+    def trust() -> None:
+        if refused.is_set():
+            raise StoreReset("reset")
+
+    old = agent(trust=trust, host="h1", carry_file=carry_file)
+    old.part("parts", HOSTS, Vteps.PREFIX)
+    for key in (H1, H2, VTEP2):
+        store.put(key, b"{}")
+    old.start()
+    old.wait_for_status(True)
+    refused.set()
+    store.txn((), [Put(Identity.key(), b'{"id": "other"}')])
+    old.wait_for_status(False)
+    store.delete("/netplug/", prefix=True)
+    store.put(H1, b"{}")  # recovered while no agent ran
+    a, part = restarted(agent, old, carry_file)
+    part.wait_for(lambda p: p.held() == {H1, H2, VTEP2})
+    assert a.view.health()["carried"] == {"h2": 2}
+
+
+def test_a_saved_carry_whose_grace_ran_out_is_dropped(store, agent, carry_file) -> None:
+    store.put(H1, b"{}")
+    carry_file.save({VTEP2: KeyValue(VTEP2, b"{}", 1, 1, 1)}, since=time.time() - 11)
+    a, part = restarted(agent, agent(), carry_file, recover_grace=10)
+    part.wait_for(lambda p: p.held() == {H1})
+    assert "carried" not in a.view.health() and carry_file.load() is None
+
+
+def test_a_saved_carry_that_does_not_read_is_dropped(carry_file, caplog) -> None:
+    carry_file.save({})
+    carry_file.path.write_text('{"records": [["only a key"]]}')
+    assert carry_file.load() is None and not carry_file.path.exists()
+    assert "ignoring the unreadable carry of a store reset" in caplog.text
 
 
 @pytest.mark.parametrize(
