@@ -61,11 +61,15 @@ class HostMemory:
 
     @property
     def path(self) -> Path:
+        return self.beside("store")
+
+    def beside(self, kind: str) -> Path:
+        """The host's file of ``kind`` for this store: ``<runDir>/<host>/<kind>-<hash>.json``."""
         import hashlib  # lazily: netplug-ipam's start-up path rarely needs it
 
         # Hashed: a URL holds slashes and colons; one file per store a host uses.
         digest = hashlib.sha1(self.store_url.encode(), usedforsecurity=False).hexdigest()[:16]
-        return Path(self.run_dir) / self.host / f"store-{digest}.json"
+        return Path(self.run_dir) / self.host / f"{kind}-{digest}.json"
 
     def read(self) -> str | None:
         """The remembered ID; None when there is no file. Raises StoreReset when

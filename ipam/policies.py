@@ -33,19 +33,20 @@ MAX_PER_APPLY = 128  # etcd's default --max-txn-ops: one Put per policy
 # and the request's framing (about 10 bytes an operation) must fit beside them.
 MAX_APPLY_BYTES = 1280 << 10
 REVISION_KEYS = (Policies.PREFIX, PolicyDeleted.KEY)  # what ``revision`` reads (as prefixes)
-# Policies a restore writes per transaction: one compare and one put each (and
-# one compare more), within etcd's --max-txn-ops.
+# Policies a restore writes per transaction: well within etcd's --max-txn-ops
+# (128 compares, 128 operations), with the compares and the keys in its bytes.
 RESTORE_CHUNK = 64
 
 RESTORED, PRESENT = "restored", "present"
-LEFT_OUT = "not restored: the store's policies were changed after its reset; apply it again"
+DIFFERS = "present, unlike this host's copy (an older or newer version of it)"
+LEFT_OUT = "not restored: the store holds policies this host's copy does not, or had one deleted"
 
 
 def apply(store: Store, policies: Sequence[Policy]) -> int:
     """Create or replace each of ``policies`` (validated already), atomically;
     returns the store revision they were written at. Raises PolicyError, having
     written nothing, for a set larger than one transaction holds (see the module)."""
-    puts = [Put(Policies.key(p.name), Policies.encode(p)) for p in policies]
+    puts = _puts(policies)
     if problems := too_large(puts):
         raise PolicyError(problems)
     return store.txn([], puts).revision
@@ -54,7 +55,7 @@ def apply(store: Store, policies: Sequence[Policy]) -> int:
 def too_large(puts: Sequence[Put]) -> list[str]:
     """Why ``puts`` do not fit in one store transaction on etcd's defaults (empty: they do)."""
     split = "split the document into several (each is applied whole)"
-    size = sum(len(put.key.encode()) + len(put.value) for put in puts)
+    size = sum(map(_stored_size, puts))
     problems = []
     if len(puts) > MAX_PER_APPLY:
         problems.append(
@@ -112,8 +113,9 @@ def documents(found: Iterable[Policy]) -> list[dict]:
 def restore_states(
     kept: Mapping[str, Policy], stored: Mapping[str, Policy | None], deleted: bool
 ) -> dict[str, str]:
-    """Each of the ``kept`` policies' state (pure): PRESENT when the store has one
-    of its name (``stored``: by name, None where a record does not read);
+    """Each of the ``kept`` policies' state (pure): PRESENT when the store has it
+    (DIFFERS when under its name the store has another one; ``stored``: by
+    name, None where a record does not read);
     RESTORED (to be written) when every stored policy is a ``kept`` one, alike,
     and none was ``deleted`` since the reset (the store has none yet, or part of
     another host's restore); else LEFT_OUT: someone set the store's policies
@@ -121,9 +123,13 @@ def restore_states(
     untouched = not deleted and all(
         p is not None and kept.get(name) == p for name, p in stored.items()
     )
-    return {
-        name: PRESENT if name in stored else RESTORED if untouched else LEFT_OUT for name in kept
-    }
+    return {name: _state(p, stored, untouched) for name, p in kept.items()}
+
+
+def _state(policy: Policy, stored: Mapping[str, Policy | None], untouched: bool) -> str:
+    if policy.name in stored:
+        return PRESENT if stored[policy.name] == policy else DIFFERS
+    return RESTORED if untouched else LEFT_OUT
 
 
 def restore(store: Store, kept: Sequence[Policy]) -> dict[str, str]:
@@ -137,7 +143,7 @@ def restore(store: Store, kept: Sequence[Policy]) -> dict[str, str]:
         stored = {Policies.parse(kv.key): readable(kv) for kv in records}  # type: ignore[union-attr]
         states = restore_states(by_name, stored, bool(deleted))
         missing = [by_name[name] for name, state in states.items() if state == RESTORED]
-        if all(_write_absent(store, chunk) for chunk in _chunks(missing)):
+        if all(_write_absent(store, chunk) for chunk in _chunks(_puts(missing))):
             return states
     raise Contention(f"could not restore the policies after {MAX_ATTEMPTS} attempts")
 
@@ -150,24 +156,29 @@ def readable(kv: KeyValue) -> Policy | None:
         return None
 
 
-def _chunks(policies: Sequence[Policy]) -> Iterable[list[Policy]]:
-    """``policies`` in runs that fit one transaction (RESTORE_CHUNK, MAX_APPLY_BYTES)."""
-    chunk: list[Policy] = []
+def _puts(policies: Iterable[Policy]) -> list[Put]:
+    return [Put(Policies.key(p.name), Policies.encode(p)) for p in policies]
+
+
+def _stored_size(put: Put) -> int:
+    return len(put.key.encode()) + len(put.value)
+
+
+def _chunks(puts: Sequence[Put]) -> Iterable[list[Put]]:
+    """``puts`` in runs that fit one transaction (RESTORE_CHUNK, MAX_APPLY_BYTES)."""
+    chunk: list[Put] = []
     size = 0
-    for policy in policies:
-        grown = size + len(Policies.key(policy.name)) + len(Policies.encode(policy))
-        if chunk and (len(chunk) == RESTORE_CHUNK or grown > MAX_APPLY_BYTES):
+    for put in puts:
+        if chunk and (len(chunk) == RESTORE_CHUNK or size + _stored_size(put) > MAX_APPLY_BYTES):
             yield chunk
-            chunk, grown = [], grown - size
-        chunk.append(policy)
-        size = grown
+            chunk, size = [], 0
+        chunk.append(put)
+        size += _stored_size(put)
     if chunk:
         yield chunk
 
 
-def _write_absent(store: Store, policies: Sequence[Policy]) -> bool:
-    """Put ``policies`` if none of them exists and no policy was deleted meanwhile."""
-    keys = [Policies.key(p.name) for p in policies]
-    compares = [Compare.absent(PolicyDeleted.key()), *map(Compare.absent, keys)]
-    puts = [Put(key, Policies.encode(p)) for key, p in zip(keys, policies, strict=True)]
-    return store.txn(compares, puts).succeeded
+def _write_absent(store: Store, puts: Sequence[Put]) -> bool:
+    """Write ``puts`` if none of their keys exists and no policy was deleted meanwhile."""
+    compares = [Compare.absent(PolicyDeleted.key()), *(Compare.absent(p.key) for p in puts)]
+    return store.txn(compares, list(puts)).succeeded

@@ -18,8 +18,8 @@ import json
 import logging
 import os
 import threading
+import time
 from collections.abc import Mapping
-from contextlib import suppress
 from dataclasses import dataclass
 
 from netplug.ipam.identity import HostMemory
@@ -32,12 +32,12 @@ log = logging.getLogger(__name__)
 class Kept:
     records: dict[str, KeyValue]  # the other hosts' records, by key
     since: float | None  # when the carry began (wall clock); None: not yet
+    saved: float  # when this was saved (wall clock)
 
 
 class CarryFile:
     def __init__(self, memory: HostMemory) -> None:
-        identity = memory.path
-        self.path = identity.with_name(identity.name.replace("store-", "reset-carry-", 1))
+        self.path = memory.beside("reset-carry")
 
     def save(self, records: Mapping[str, KeyValue], since: float | None = None) -> None:
         """Keep ``records`` (whole: a reader never sees half); a failure is logged,
@@ -46,7 +46,7 @@ class CarryFile:
         tmp = self.path.with_name(f".{self.path.name}.{threading.get_native_id()}")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp.write_text(json.dumps({"since": since, "records": rows}))
+            tmp.write_text(json.dumps({"since": since, "saved": time.time(), "records": rows}))
             os.replace(tmp, self.path)
         except OSError as e:
             log.warning(
@@ -62,7 +62,7 @@ class CarryFile:
             saved = json.loads(self.path.read_bytes())
             records = {kv.key: kv for kv in map(_record, saved["records"])}
             since = saved["since"]
-            return Kept(records, None if since is None else float(since))
+            return Kept(records, None if since is None else float(since), float(saved["saved"]))
         except FileNotFoundError:
             return None
         except (OSError, ValueError, KeyError, TypeError) as e:
@@ -71,8 +71,14 @@ class CarryFile:
             return None
 
     def remove(self) -> None:
-        with suppress(FileNotFoundError):
+        """Remove what was saved (a failure is logged: a later start drops it, past
+        its grace)."""
+        try:
             self.path.unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            log.warning("cannot remove the carry of a store reset %s: %s", self.path, e)
 
 
 def _row(kv: KeyValue) -> list:

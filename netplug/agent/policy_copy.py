@@ -12,6 +12,7 @@ table keeps the copy (``cni.segmentation.refresh``).
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterable
 
@@ -22,6 +23,8 @@ from netplug.ipam import policies
 from netplug.ipam.schema import Policies
 from netplug.ipam.store.base import KeyValue
 
+log = logging.getLogger(__name__)
+
 WATCHED = (Policies.PREFIX,)
 REWRITE_INTERVAL = 30.0  # seconds: when a runDir learnt since the last change gets the copy
 
@@ -30,6 +33,7 @@ class PolicyCopy:
     def __init__(self, host: str, run_dirs: RunDirs) -> None:
         self.host = host
         self._run_dirs = run_dirs
+        self._failing: set[str] = set()  # runDirs the copy cannot be written in (logged)
 
     def follow(self, feed: Feed, stop: threading.Event) -> None:
         """Keep the copy equal to the store's policy records (a store view part)."""
@@ -44,6 +48,15 @@ class PolicyCopy:
                 self.keep(records.values())
 
     def keep(self, records: Iterable[KeyValue]) -> None:
+        """Write the copy in every runDir; one that fails (read-only, full) is logged
+        once until it works again, and spares the others."""
         documents = policies.documents(filter(None, map(policies.readable, records)))
         for run_dir in self._run_dirs.all():
-            local_records.write_policies(run_dir, self.host, documents)
+            try:
+                local_records.write_policies(run_dir, self.host, documents)
+            except OSError as e:
+                if run_dir not in self._failing:
+                    log.warning("cannot keep the policy copy in %s: %s", run_dir, e)
+                self._failing.add(run_dir)
+            else:
+                self._failing.discard(run_dir)

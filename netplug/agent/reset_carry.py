@@ -27,6 +27,9 @@ from netplug.ipam.store.base import Event, KeyValue
 
 Carried = dict[str, dict[str, KeyValue]]  # host -> key -> its record before the reset
 RECOVER_GRACE = 600.0  # seconds at most a host's records are carried
+# Seconds a carry saved when the store was found reset stays worth beginning: an
+# agent that starts a day later would carry records that stand for nothing now.
+SAVED_MAX_AGE = 86400.0
 
 
 def owner(kv: KeyValue) -> str | None:
@@ -128,6 +131,15 @@ def _blocks(kv: KeyValue) -> list[str]:
         return [Blocks.key(network, ip_network(ip["block"])) for ip in ips]
     except (SchemaError, ValueError, KeyError, TypeError):
         return []
+
+
+def grace_left(grace: float, now: float, since: float | None, saved: float) -> float:
+    """Seconds left of the grace of a carry that began at ``since`` (None: it
+    begins ``now``) and was saved at ``saved`` (wall clock); 0: drop it. Never
+    more than ``grace``, whatever the clock did."""
+    if since is None:
+        return grace if now - saved <= SAVED_MAX_AGE else 0.0
+    return max(0.0, min(grace, since + grace - now))
 
 
 def deletion(key: str, revision: int) -> Event:

@@ -15,8 +15,8 @@ followed raises there (StoreReset), and every part keeps what it holds. The
 view then reports the store "reset" (or "corrupt") with the error naming
 ``netplugctl recover`` (``health``), which makes the agent degraded. Once this
 host recovered, the view carries the other hosts' records that the store has
-not got back yet (``reset_carry``; reported in ``health`` too), and keeps
-them on the host as well (``carry_file``): a restarted agent carries on. Reading, watching,
+not got back yet (``reset_carrier``; reported in ``health`` too), and keeps
+them on the host as well: a restarted agent carries on. Reading, watching,
 re-reading a compacted watch and retrying a failed store with backoff are
 ``Following``'s (shared with netplug-dns's registry follower).
 """
@@ -31,8 +31,9 @@ from dataclasses import dataclass, field
 
 from netplug import faults
 from netplug.agent import reset_carry
-from netplug.agent.carry_file import CarryFile, Kept
-from netplug.agent.reset_carry import RECOVER_GRACE, Carried
+from netplug.agent.carry_file import CarryFile
+from netplug.agent.reset_carrier import ResetCarrier
+from netplug.agent.reset_carry import RECOVER_GRACE
 from netplug.ipam.schema import ROOT, Identity
 from netplug.ipam.store.base import Event, Get, KeyValue, Store, StoreCorrupt, StoreError
 from netplug.ipam.store.follow import Following
@@ -148,13 +149,9 @@ class StoreView(Following):
         self._revision = 0
         self._read_once = False  # whether the mirror holds a full read yet
         self._followed: tuple[str, ...] = ()
-        # After a reset: the other hosts' records the store has not got back
-        # (``reset_carry``), until when at most; carried only for a view of ``host``.
-        self._host, self._recover_grace = host, recover_grace
-        self._carry: Carried = {}
-        self._carry_until = 0.0
-        self._carry_since = 0.0  # when it began (wall clock: it is saved, ``carry_file``)
-        self._carry_file = carry_file
+        # After a reset: the other hosts' records the store has not got back;
+        # carried only for a view of ``host``.
+        self._carrier = None if host is None else ResetCarrier(host, recover_grace, carry_file)
 
     def subscribe(self, name: str, prefixes: Iterable[str] = ()) -> Feed:
         """A feed of the records under ``prefixes`` (none: only the Full after each
@@ -185,11 +182,12 @@ class StoreView(Following):
         result = self.store.txn((), [Get(p, prefix=True) for p in self._followed])
         read = {kv.key: kv for kvs in result.responses for kv in kvs}  # type: ignore[union-attr]
         with self._lock:
-            self._carry_over(read, resumed=bool(self.refusal))
-            mirror = {**reset_carry.flat(self._carry), **read}
+            mirror = self._carry_over(read, resumed=bool(self.refusal))
             self._mirror, self._revision, self._read_once = mirror, result.revision, True
             for feed in self._feeds:
                 feed._reset(self._full_for(feed))
+        if self._carrier is not None:
+            self._carrier.save()
         self._status(True)
         return result.revision
 
@@ -200,89 +198,38 @@ class StoreView(Following):
         if followed:
             self._publish(followed)
 
-    def _carry_over(self, read: dict[str, KeyValue], resumed: bool) -> None:
-        """Carry what the reset took of the hosts not recovered yet (``read``: the
-        first read after this host recovered, or an agent's first read when it
-        finds a carry saved), or keep carrying what ``read`` does not hold."""
-        if self._host is None:
-            return
+    def _carry_over(self, read: dict[str, KeyValue], resumed: bool) -> dict[str, KeyValue]:
+        """``read`` with what the view carries: the records the reset took of the
+        hosts not recovered yet, from the first read after this host recovered
+        (or from the carry saved, at an agent's first read), as long as ``read``
+        does not speak for them."""
+        carrier = self._carrier
+        if carrier is None:
+            return read
         if resumed and self._read_once:
-            self._begin_carry(reset_carry.by_owner(self._mirror, self._host), read, None)
-        elif not self._read_once and (kept := self._saved_carry()) is not None:
-            self._begin_carry(reset_carry.by_owner(kept.records, self._host), read, kept.since)
-        elif self._carry:
-            hosts = set(self._carry)
-            reset_carry.refresh(self._carry, read)
-            self._carry_changed(hosts)
-
-    def _begin_carry(self, before: Carried, read: dict[str, KeyValue], since: float | None) -> None:
-        """Carry ``before``'s records that ``read`` does not speak for, until the
-        grace that began at ``since`` (None: now) ends."""
-        self._carry = before
-        reset_carry.refresh(self._carry, read)
-        self._carry_since = time.time() if since is None else since
-        left = self._recover_grace - (time.time() - self._carry_since)
-        self._carry_until = time.monotonic() + left
-        if not self._carry or left <= 0:
-            self._carry = {}
-            self._keep_carry()  # nothing to carry (any more): the file goes
-            return
-        self._keep_carry()
-        log.warning(
-            "%s: the store was reset: carrying the records of the hosts that have not "
-            "recovered yet (%s) for up to %.0f s%s: run `netplugctl recover` on them",
-            self.name,
-            _counted(self._carry),
-            left,
-            "" if self._read_once else " (as saved before this agent started)",
-        )
-
-    def _saved_carry(self) -> Kept | None:
-        return None if self._carry_file is None else self._carry_file.load()
-
-    def _carry_changed(self, hosts: set[str]) -> None:
-        """Save the carry again when a host left it (``hosts``: those before the
-        change); a record the store wrote back needs no save: the read that
-        starts a restarted agent's carry has it."""
-        if set(self._carry) != hosts:
-            self._keep_carry()
-
-    def _keep_carry(self) -> None:
-        """Save the carry (``carry_file``), or remove the saved one once it is empty."""
-        if self._carry_file is None:
-            return
-        if self._carry:
-            self._carry_file.save(reset_carry.flat(self._carry), self._carry_since)
+            carrier.begin(self._mirror, read)
+        elif not self._read_once:
+            carrier.resume_saved(read)
         else:
-            self._carry_file.remove()
+            carrier.refresh(read)
+        return {**carrier.flat(), **read} if carrier else read
 
     def _tick(self) -> None:
-        """Let go of what is still carried once the grace ran out."""
-        if not self._carry or time.monotonic() < self._carry_until:
+        """Let go of what is still carried once the grace ran out; save the carry."""
+        if self._carrier is None:
             return
-        with self._lock:
-            gone, self._carry = self._carry, {}
-            self._carry_changed(set(gone))
-        log.warning(
-            "%s: dropping the records of the hosts that did not recover within %.0f s "
-            "of the store reset (%s)",
-            self.name,
-            self._recover_grace,
-            _counted(gone),
-        )
-        self._publish([reset_carry.deletion(k, self._revision) for k in reset_carry.flat(gone)])
+        gone = self._carrier.expired()
+        if gone:
+            self._publish([reset_carry.deletion(k, self._revision) for k in reset_carry.flat(gone)])
+        self._carrier.save()
 
     def _publish(self, events: list[Event]) -> None:
         if not events:
             return
         with self._lock:
-            if self._carry:
-                hosts = set(self._carry)
+            if self._carrier:
                 revision = max(self._revision, events[-1].kv.mod_revision)
-                events = events + reset_carry.settle(self._carry, events, revision)
-                if not self._carry:
-                    log.info("%s: every host is back in the store after its reset", self.name)
-                self._carry_changed(hosts)
+                events = events + self._carrier.settle(events, revision)
             _apply(self._mirror, events)
             self._revision = max(self._revision, events[-1].kv.mod_revision)
             for feed in self._feeds:
@@ -298,17 +245,10 @@ class StoreView(Following):
         """The store as the agent reports it: ``state`` "up", "unreachable", or
         "reset" / "corrupt" with the ``error`` that says how to recover."""
         if self.up:
-            return {"state": "up", **self._carrying()}
+            return {"state": "up", **(self._carrier.report() if self._carrier else {})}
         if not self.refusal:
             return {"state": "unreachable"}
         return {"state": self._refusal_kind, "error": self.refusal}
-
-    def _carrying(self) -> dict:
-        carry = self._carry
-        if not carry:
-            return {}
-        left = max(round(self._carry_until - time.monotonic()), 0)
-        return {"carried": {h: len(r) for h, r in sorted(carry.items())}, "carriedFor": left}
 
     def _refused(self, error: StoreError) -> None:
         self._refusal_kind = "corrupt" if isinstance(error, StoreCorrupt) else "reset"
@@ -317,13 +257,13 @@ class StoreView(Following):
         super()._refused(error)
 
     def _save_before_reset(self) -> None:
-        """Save the other hosts' records of the last read (``carry_file``): what an
-        agent restarted before its host recovered carries from."""
-        if self._carry_file is None or self._host is None or not self._read_once:
+        """Keep the last read's other hosts' records on the host: what an agent
+        started after this host recovered carries from."""
+        if self._carrier is None or not self._read_once:
             return
         with self._lock:
-            before = reset_carry.flat(reset_carry.by_owner(self._mirror, self._host))
-        self._carry_file.save(before)
+            mirror = dict(self._mirror)
+        self._carrier.keep_before_reset(mirror)
 
     def _status(self, up: bool) -> None:
         if up:
@@ -349,10 +289,6 @@ def _apply(records: dict[str, KeyValue], events: Iterable[Event]) -> None:
             records[event.kv.key] = event.kv
         else:
             records.pop(event.kv.key, None)
-
-
-def _counted(carry: Carried) -> str:
-    return ", ".join(f"{host}: {len(records)} record(s)" for host, records in sorted(carry.items()))
 
 
 def covering(prefixes: Iterable[str]) -> tuple[str, ...]:

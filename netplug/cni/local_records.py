@@ -33,6 +33,7 @@ from netplug.ipam.schema import Attachment, Attachments
 log = logging.getLogger(__name__)
 
 POLICIES = "policies.json"
+NOT_RESTORED = "policies-not-restored.json"  # what recover could not write back
 
 
 # Plain strings, not pathlib: ADD and DEL pass here, and pathlib's parsing
@@ -136,22 +137,23 @@ def write_network(run_dir: str, host: str, network: str, kept: dict) -> None:
     _place(f"{run_dir}/{host}/networks/{network}.json", json.dumps(kept).encode())
 
 
-def write_policies(run_dir: str, host: str, documents: list[dict]) -> None:
+def write_policies(run_dir: str, host: str, documents: list[dict], name: str = POLICIES) -> str:
     """Keep the store's policies (normalized documents, sorted by name) when they
     differ from those kept: a change of policies costs one write, a batch of
-    other records none."""
-    target = f"{run_dir}/{host}/{POLICIES}"
+    other records none. Returns the file's path."""
+    target = f"{run_dir}/{host}/{name}"
     content = json.dumps(documents, sort_keys=True).encode()
     with suppress(OSError), open(target, "rb") as f:
         if f.read() == content:
-            return
+            return target
     _place(target, content)
+    return target
 
 
-def read_policies(run_dir: str, host: str) -> list[dict] | None:
+def read_policies(run_dir: str, host: str, name: str = POLICIES) -> list[dict] | None:
     """The policy documents kept by ``host``; None when it kept none (or they do
     not read: logged)."""
-    target = f"{run_dir}/{host}/{POLICIES}"
+    target = f"{run_dir}/{host}/{name}"
     try:
         with open(target, "rb") as f:
             documents = json.loads(f.read())

@@ -247,9 +247,6 @@ def refresh(host: Host, run_dir: str) -> None:
         for key, (_, why) in found.bad.items():
             log.warning("segmentation: skipping unreadable record %s: %s", key, why)
         policies, endpoints = list(found.policies.values()), list(found.endpoints.values())
-        # What `netplugctl recover` brings back if the store is reset (as an agent's
-        # policy copy keeps it): policies belong to no host.
-        local_records.write_policies(run_dir, host.name, stored_policies.documents(policies))
         want = None
         if needed(found.networks, policies, endpoints, host.name):
             plan = compile_plan(policies, found.networks.values())
@@ -259,7 +256,18 @@ def refresh(host: Host, run_dir: str) -> None:
         gone = departures.departed_between(current, after)
         if gone:
             conntrack.forget_or_log(map(ip_address, sorted(gone)), "segmentation")
+        _keep_policies(run_dir, host.name, policies)
         _write_mark(done, (*mark[:2], revision))
+
+
+def _keep_policies(run_dir: str, host: str, policies: list[Policy]) -> None:
+    """What `netplugctl recover` brings back if the store is reset (an agent's
+    policy copy keeps it likewise): policies belong to no host. A copy that
+    cannot be written fails no ADD or DEL: it is logged."""
+    try:
+        local_records.write_policies(run_dir, host, stored_policies.documents(policies))
+    except OSError as e:
+        log.warning("segmentation: cannot keep the policy copy in %s: %s", run_dir, e)
 
 
 def _mark(host: Host) -> tuple[str, str, int]:

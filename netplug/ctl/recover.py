@@ -173,6 +173,12 @@ def _policy_rows(store: Store, run_dir: str, host: str) -> list[Row]:
     except PolicyError as e:
         return [Row("-", "-", "-", "-", "-", f"no record: the policy copy does not read: {e}")]
     states = policies.restore(store, kept)
+    left_out = [p for p in kept if states[p.name] == policies.LEFT_OUT]
+    if left_out:  # the copy is the store's again once the agent follows it: kept aside
+        aside = local_records.write_policies(
+            run_dir, host, policies.documents(left_out), local_records.NOT_RESTORED
+        )
+        states.update({p.name: f"{policies.LEFT_OUT}; apply it from {aside}" for p in left_out})
     return [Row(p.network, "-", "-", "-", "-", states[p.name], p.name) for p in kept]
 
 

@@ -13,6 +13,8 @@ from netplug.agent.supervisor import Backoff, Supervisor
 from netplug.cni import local_records
 from netplug.host import Host
 from netplug.ipam import policies
+from netplug.ipam.schema import Policies
+from netplug.ipam.store.base import KeyValue
 from netplug.policy.model import parse
 
 from waiting import wait_for
@@ -48,3 +50,15 @@ def test_the_copy_follows_the_stores_policies_in_each_run_dir(tmp_path) -> None:
     finally:
         supervisor.stop(5)
         host.close()
+
+
+def test_a_run_dir_the_copy_cannot_be_written_in_spares_the_others(tmp_path, caplog) -> None:
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the runDir should be")
+    good = str(tmp_path / "good")
+    copy = PolicyCopy("h1", RunDirs([str(blocked), good]))
+    records = [KeyValue(Policies.key("quarantine"), Policies.encode(quarantine("s")[0]), 1, 1, 1)]
+    for _ in range(2):
+        copy.keep(records)
+    assert local_records.read_policies(good, "h1") == policies.documents(quarantine("s"))
+    assert caplog.text.count(f"cannot keep the policy copy in {blocked}") == 1

@@ -8,7 +8,15 @@ from ipaddress import ip_network
 
 import pytest
 
-from netplug.agent.reset_carry import carried, deletion, owner, refresh, settle
+from netplug.agent.reset_carry import (
+    SAVED_MAX_AGE,
+    carried,
+    deletion,
+    grace_left,
+    owner,
+    refresh,
+    settle,
+)
 from netplug.ipam.schema import Attachments, Blocks, Hosts, Names, Networks, Vteps
 from netplug.ipam.store.base import Event, KeyValue
 
@@ -117,3 +125,20 @@ def test_a_full_read_takes_what_it_holds_and_ends_the_carry_of_a_registered_host
     assert carry == {"h2": but(H2_RECORDS, VTEP2)}
     refresh(carry, dict(but(H2_RECORDS, Hosts.key("h2"))))
     assert carry == {"h2": {Hosts.key("h2"): H2_RECORDS[Hosts.key("h2")]}}
+
+
+GRACE = 600.0
+
+
+@pytest.mark.parametrize(
+    ("since", "saved", "left"),
+    [
+        (None, 1000.0, GRACE),  # begins now, from a read saved just now
+        (None, 1000.0 - SAVED_MAX_AGE - 1, 0.0),  # saved a day before: too old to carry
+        (800.0, 800.0, GRACE - 200),  # began 200 s ago (an agent restarted meanwhile)
+        (300.0, 300.0, 0.0),  # its grace ran out
+        (5000.0, 5000.0, GRACE),  # began "in the future": the clock stepped back
+    ],
+)
+def test_the_grace_left_never_exceeds_the_grace(since, saved, left) -> None:
+    assert grace_left(GRACE, 1000.0, since, saved) == left

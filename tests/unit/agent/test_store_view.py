@@ -14,6 +14,7 @@ import pytest
 from netplug import faults
 from netplug.agent import store_view
 from netplug.agent.carry_file import CarryFile
+from netplug.agent.reset_carrier import SAVE_INTERVAL
 from netplug.agent.reset_carry import RECOVER_GRACE
 from netplug.agent.store_view import Delta, Feed, Full, InjectedFault, StoreView, Update, covering
 from netplug.agent.supervisor import Backoff, Supervisor, overall
@@ -21,6 +22,8 @@ from netplug.ipam.identity import HostMemory
 from netplug.ipam.schema import ROOT, Attachments, Blocks, Hosts, Identity, Names, Vteps
 from netplug.ipam.store.base import KeyValue, Put, StoreCorrupt, StoreReset
 from netplug.ipam.store.sqlite import SQLiteStore
+
+from waiting import wait_for
 
 QUICK = Backoff(initial=0.02, maximum=0.1, stable_after=0.5)
 HOSTS, BLOCKS, NAMES = Hosts.PREFIX, Blocks.PREFIX, Names.PREFIX
@@ -349,7 +352,7 @@ def test_an_agent_restarted_while_hosts_recover_carries_on(store, agent, carry_f
     assert health["carried"] == {"h2": 3} and 0 < health["carriedFor"] <= RECOVER_GRACE
     store.put(H2, b"{}")  # h2's agent registered: its carry ends, and the file goes
     part.wait_for(lambda p: p.held() == mine | {H2, WEB2})
-    assert carry_file.load() is None
+    assert wait_for(lambda: carry_file.load() is None, SAVE_INTERVAL + 2)
 
 
 def test_an_agent_restarted_before_its_host_recovered_carries_from_its_last_read(

@@ -12,6 +12,7 @@ from netplug.ctl import recover
 from netplug.ipam import identity, networks, policies
 from netplug.ipam.allocations import IPAM, Allocation, Attachment, Pool
 from netplug.ipam.schema import Attachments, Blocks, Vteps
+from netplug.policy.model import parse_document
 
 NETWORK = {
     "subnet": "10.244.0.0/16",
@@ -128,4 +129,20 @@ def test_a_policy_copy_that_does_not_parse_is_reported_and_adopts_anyway(store, 
     [row, _] = recover.recover(store, "node-1", run_dir, ["np0000000000001"])
     assert row.state.startswith("no record: the policy copy does not read") and not row.conflict
     assert policies.read(store) == []
+    assert identity.HostMemory(run_dir, "node-1", store.url).read() is not None
+
+
+def test_policies_the_store_has_set_otherwise_are_kept_aside_not_restored(store, run_dir):
+    """A policy applied after the reset: someone set the store's policies again, so
+    the copy's are not written back (a deleted one must not return); they are kept
+    in a file of their own, since the copy follows the store once the agent does."""
+    policies.apply(store, parse_document([{**POLICY, "name": "new"}], None))
+    local_records.write_policies(run_dir, "node-1", [{**POLICY, "ingress": []}])
+    [row, _] = recover.recover(store, "node-1", run_dir, ["np0000000000001"])
+    aside = f"{run_dir}/node-1/{local_records.NOT_RESTORED}"
+    assert row.state == f"{policies.LEFT_OUT}; apply it from {aside}" and not row.conflict
+    assert [p.name for p in policies.read(store)] == ["new"]
+    assert local_records.read_policies(run_dir, "node-1", local_records.NOT_RESTORED) == [
+        {**POLICY, "ingress": []}
+    ]
     assert identity.HostMemory(run_dir, "node-1", store.url).read() is not None

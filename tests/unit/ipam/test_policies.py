@@ -134,7 +134,7 @@ def test_restore_states_writes_only_into_a_store_whose_policies_are_all_kept() -
     cases = [
         ({}, False, {"a": policies.RESTORED, "b": policies.RESTORED}),  # the reset store
         ({"a": kept["a"]}, False, {"a": policies.PRESENT, "b": policies.RESTORED}),
-        ({"a": other}, False, {"a": policies.PRESENT, "b": policies.LEFT_OUT}),  # applied since
+        ({"a": other}, False, {"a": policies.DIFFERS, "b": policies.LEFT_OUT}),  # applied since
         ({"z": None}, False, {"a": policies.LEFT_OUT, "b": policies.LEFT_OUT}),  # unreadable
         ({}, True, {"a": policies.LEFT_OUT, "b": policies.LEFT_OUT}),  # one deleted since
     ]
