@@ -22,7 +22,7 @@ from netplug.ipam import enforcement, hosts, inventory
 from netplug.ipam.allocations import IPAM, Attachment
 from netplug.ipam.schema import Names
 from netplug.ipam.store.base import Store, StoreError
-from netplug.ipam.store.url import DEFAULT_STORE_URL, open_store
+from netplug.ipam.store.url import DEFAULT_STORE_URL, open_store, parse_store_url
 from netplug.names import HOST_NAME, NETWORK_NAME
 
 
@@ -429,11 +429,29 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def missing_store(url: str, command: str) -> str | None:
+    """Why ``command`` must not run on ``url``: a SQLite file that does not exist.
+    Opening it would create it, and an empty store reads as a cluster with nothing
+    in it, which hides a mistyped --store. ``recover`` may create it: it rebuilds
+    a store that was lost. Raises ValueError for a malformed URL."""
+    parsed = parse_store_url(url)
+    if parsed.scheme != "sqlite" or command == "recover" or os.path.exists(parsed.path):
+        return None
+    return (
+        f"store {url} does not exist: no netplug host has used it. Check --store "
+        "(default $NETPLUG_STORE): give the store of the networks' configs"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.command == "install":
         return cmd_install(args)
     try:
+        missing = missing_store(args.store, args.command)
+        if missing:
+            print(f"netplugctl: {missing}", file=sys.stderr)
+            return 1
         store = open_store(args.store)
     except (ValueError, StoreError) as e:
         print(f"netplugctl: {e}", file=sys.stderr)

@@ -107,6 +107,20 @@ def test_bad_store_url_is_a_clear_error(capsys):
 
 
 @pytest.mark.parametrize(
+    "argv", [["status"], ["blocks", "--json"], ["names"], ["hosts"], ["policy", "list"], ["gc"]]
+)
+def test_a_sqlite_store_that_does_not_exist_is_an_error_not_an_empty_one(argv, tmp_path, capsys):
+    """A mistyped --store (or $NETPLUG_STORE) read as an empty cluster, with the
+    file and its directory created on the way, told the operator nothing was there."""
+    path = tmp_path / "typo" / "netplug.db"
+    assert main(["--store", f"sqlite://{path}", *argv]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert f"store sqlite://{path} does not exist" in err and "--store" in err
+    assert not path.parent.exists()
+
+
+@pytest.mark.parametrize(
     ("argv", "option"),
     [
         (["--host-name", "h1/evil", "status"], "--host-name"),
