@@ -201,16 +201,7 @@ def cmd_names(store: Store, args: argparse.Namespace) -> int:
 
 def cmd_hosts(store: Store, args: argparse.Namespace) -> int:
     if getattr(args, "remove", None):
-        if not args.force and any(h.live for h in hosts.hosts(store) if h.name == args.remove):
-            print(
-                f"netplugctl: host {args.remove} is live (its netplugd renews its lease): "
-                "stop that agent first, or pass --force",
-                file=sys.stderr,
-            )
-            return 1
-        removed = hosts.remove_host(store, args.remove)
-        print(f"removed host {args.remove}: {removed} key(s) released", file=sys.stderr)
-        return 0
+        return cmd_hosts_remove(store, args)
     rows = [
         {
             "host": h.name,
@@ -225,6 +216,29 @@ def cmd_hosts(store: Store, args: argparse.Namespace) -> int:
         for h in hosts.hosts(store)
     ]
     render(rows, ["host", "vtep", "state", "since", "blocks", "allocations"], as_json=args.json)
+    return 0
+
+
+def cmd_hosts_remove(store: Store, args: argparse.Namespace) -> int:
+    """Release a dead host's blocks, allocations and names; 1 for a live one
+    (without --force) and for a host the store does not know."""
+    if not args.force and any(h.live for h in hosts.hosts(store) if h.name == args.remove):
+        print(
+            f"netplugctl: host {args.remove} is live (its netplugd renews its lease): "
+            "stop that agent first, or pass --force",
+            file=sys.stderr,
+        )
+        return 1
+    removed = hosts.remove_host(store, args.remove)
+    if not removed:  # a mistyped name must not read as a host removed
+        known = ", ".join(h.name for h in hosts.hosts(store)) or "none"
+        print(
+            f"netplugctl: no host {args.remove} in store {store.url}: nothing removed "
+            f"(hosts: {known})",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"removed host {args.remove}: {removed} key(s) released", file=sys.stderr)
     return 0
 
 

@@ -203,6 +203,16 @@ def test_hosts_lists_and_removes_a_dead_host(store_url, tmp_path, capsys):
         store.close()
 
 
+def test_removing_a_host_the_store_does_not_know_is_an_error(store_url, capsys):
+    """A mistyped name released nothing and said so on stderr only, exit status 0:
+    a script (or an operator) took the dead host for removed."""
+    assert main(["--store", store_url, "hosts", "remove", "node-9"]) == 1
+    err = capsys.readouterr().err
+    assert "no host node-9" in err and "node-1, node-2" in err
+    assert main(["--store", store_url, "hosts", "remove", "node-2"]) == 0
+    assert main(["--store", store_url, "hosts", "remove", "node-2"]) == 1  # gone now
+
+
 def test_removing_a_live_host_needs_force(store_url, tmp_path, capsys):
     store = SQLiteStore(f"{tmp_path}/netplug.db")
     try:
