@@ -239,6 +239,8 @@ def cmd_hosts_remove(store: Store, args: argparse.Namespace) -> int:
         )
         return 1
     print(f"removed host {args.remove}: {removed} key(s) released", file=sys.stderr)
+    if args.json:  # scripts read stdout
+        render([{"host": args.remove, "released": removed}], ["host", "released"], as_json=True)
     return 0
 
 

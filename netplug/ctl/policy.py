@@ -165,6 +165,8 @@ def cmd_delete(store: Store, args: argparse.Namespace) -> int:
     if not policies.delete(store, args.name):
         return _fail(f"policy delete: no policy {args.name}")
     print(f"deleted policy {args.name}", file=sys.stderr)
+    if args.json:  # scripts read stdout
+        render([{"policy": args.name, "deleted": True}], ["policy", "deleted"], as_json=True)
     return 0
 
 

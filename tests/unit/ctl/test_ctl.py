@@ -213,6 +213,12 @@ def test_removing_a_host_the_store_does_not_know_is_an_error(store_url, capsys):
     assert main(["--store", store_url, "hosts", "remove", "node-2"]) == 1  # gone now
 
 
+def test_hosts_remove_with_json_prints_json(store_url, capsys):
+    """Scripts read --json's stdout: remove printed nothing there, only stderr."""
+    assert main(["--store", store_url, "hosts", "remove", "node-2", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == [{"host": "node-2", "released": 3}]
+
+
 def test_removing_a_live_host_needs_force(store_url, tmp_path, capsys):
     store = SQLiteStore(f"{tmp_path}/netplug.db")
     try:

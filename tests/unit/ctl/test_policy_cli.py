@@ -76,6 +76,14 @@ def test_apply_list_show_delete(url, store, tmp_path, capsys):
     assert main(["--store", url, "policy", "show", "db-in"]) == 1
 
 
+def test_delete_with_json_prints_json(url, store, tmp_path, capsys):
+    """Scripts read --json's stdout: delete printed nothing there, only stderr."""
+    assert apply(url, tmp_path, GOOD) == 0
+    capsys.readouterr()
+    assert main(["--store", url, "policy", "delete", "db-in", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == [{"policy": "db-in", "deleted": True}]
+
+
 def test_apply_reads_stdin(url, store, monkeypatch, capsys):
     monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(json.dumps(GOOD).encode())))
     assert main(["--store", url, "policy", "apply", "-"]) == 0
