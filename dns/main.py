@@ -21,7 +21,7 @@ from ipaddress import ip_address
 
 from prometheus_client import disable_created_metrics
 
-from netplug.cli_args import arg_type, domain, host_port
+from netplug.cli_args import arg_type, dns_ttl, domain, host_port, positive_seconds
 from netplug.dns.api import make_app, serve
 from netplug.dns.follow import Follower
 from netplug.dns.metrics import Metrics
@@ -88,11 +88,14 @@ def parser() -> argparse.ArgumentParser:
         help="bearer token that PUT and DELETE need (default: $NETPLUG_DNS_TOKEN, else none)",
     )
     p.add_argument(
-        "--ttl", type=int, default=5, help="TTL of answers, seconds (default %(default)s)"
+        "--ttl",
+        type=arg_type(dns_ttl),
+        default=5,
+        help="TTL of answers, seconds (default %(default)s)",
     )
     p.add_argument(
         "--upstream-timeout",
-        type=float,
+        type=arg_type(positive_seconds),
         default=DEFAULT_BUDGET,
         help="seconds for all upstreams together (default %(default)s)",
     )

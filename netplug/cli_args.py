@@ -42,3 +42,25 @@ def domain(text: str) -> str:
     if not name or not all(is_dns_label(label) for label in name.split(".")):
         raise ValueError(f"{text!r} is not a domain name: e.g. netplug.internal")
     return name
+
+
+MAX_TTL = 2**31 - 1  # RFC 2181 8: a TTL is 31 bits; dnslib refuses what does not fit 32
+
+
+def dns_ttl(text: str) -> int:
+    """Seconds for a DNS TTL: a whole number from 0 to ``MAX_TTL``."""
+    value = text.strip()
+    if not (value.isascii() and value.isdigit()) or int(value) > MAX_TTL:
+        raise ValueError(f"{text!r}: expected whole seconds from 0 to {MAX_TTL}")
+    return int(value)
+
+
+def positive_seconds(text: str) -> float:
+    """Seconds greater than 0 (a time budget: 0 would fail everything at once)."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = float("nan")
+    if not 0 < seconds < float("inf"):  # also NaN
+        raise ValueError(f"{text!r}: expected seconds, more than 0")
+    return seconds
