@@ -18,6 +18,7 @@ from pathlib import Path
 
 import netplug
 import netplug.ipam
+from netplug.cni.netconf import parse_netconf
 from netplug.ipam.networks import MAX_VNI
 
 PLUGINS = {"netplug": "netplug.cni.main", "netplug-ipam": "netplug.cni.ipam_plugin"}
@@ -103,6 +104,16 @@ def conflist(
         plugin["vxlan"] = {"vni": vni}
     plugins = [plugin, PORTMAP] if portmap else [plugin]
     return {"cniVersion": version, "name": network, "plugins": plugins}
+
+
+def check(document: dict) -> None:
+    """Raise CNIError, naming the field, when the plugin would refuse the conflist's
+    netplug config (a mistyped --subnet, --cni-version or --store): it would
+    otherwise fail every container start, on every host it is copied to."""
+    plugin = {**document["plugins"][0], "cniVersion": document["cniVersion"]}
+    # Each host decides its hostName at ADD (config, then NETPLUG_HOSTNAME, then its
+    # hostname): a valid name stands in for it here, whatever this machine is called.
+    parse_netconf({**plugin, "name": document["name"]}, {"NETPLUG_HOSTNAME": "install"})
 
 
 def chained_elsewhere(document: dict, bin_dir: Path) -> list[str]:

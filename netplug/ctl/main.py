@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from netplug.cni import agent_client as client
+from netplug.cni.errors import CNIError
 from netplug.ctl import install, policy, recover
 from netplug.ctl.tables import render
 from netplug.dns.records import decode_registration
@@ -307,7 +308,7 @@ def cmd_recover(store: Store, args: argparse.Namespace) -> int:
 
 def cmd_install(args: argparse.Namespace) -> int:
     bin_dir = Path(args.bin_dir)
-    written = install.install_plugins(bin_dir)
+    document = None
     if not args.no_conflist:
         document = install.conflist(
             args.network,
@@ -320,6 +321,13 @@ def cmd_install(args: argparse.Namespace) -> int:
             ip_masq=not args.no_ip_masq,
             autostart=not args.no_autostart,
         )
+        try:
+            install.check(document)
+        except CNIError as e:
+            print(f"netplugctl: install: {e.msg} (nothing written)", file=sys.stderr)
+            return 2
+    written = install.install_plugins(bin_dir)
+    if document is not None:
         written.append(install.install_conflist(Path(args.conf_dir), document))
         for plugin in install.chained_elsewhere(document, bin_dir):
             print(

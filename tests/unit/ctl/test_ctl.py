@@ -146,6 +146,27 @@ def test_an_invalid_netplug_hostname_is_refused(store_url, monkeypatch, capsys):
     assert "'h1/evil' is not a valid host name" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("option", "field"),
+    [
+        (["--subnet", "bogus"], "subnet"),
+        (["--subnet", "10.9.0.1/16"], "subnet"),  # host bits set
+        (["--subnet", "fd00::/48"], "subnet"),  # IPv6 goes in subnet6
+        (["--cni-version", "9.9.9"], "cniVersion"),
+        (["--store", "sqlite://relative.db"], "store"),
+    ],
+)
+def test_install_refuses_a_conflist_the_plugin_would_refuse(option, field, tmp_path, capsys):
+    """The conflist was written whatever the options said: the mistake showed at
+    every container start (CNI error 7 or 1), on every host it was copied to."""
+    bin_dir, conf_dir = tmp_path / "bin", tmp_path / "conf"
+    argv = ["install", "--bin-dir", str(bin_dir), "--conf-dir", str(conf_dir), *option]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("netplugctl: install: ") and field in err and "nothing written" in err
+    assert not bin_dir.exists() and not conf_dir.exists()
+
+
 def test_install_writes_launchers_and_a_conflist(tmp_path):
     bin_dir, conf_dir = tmp_path / "bin", tmp_path / "conf"
     assert (
