@@ -114,7 +114,10 @@ async def run(args: argparse.Namespace) -> int:
     if not upstreams:
         log.warning("no upstream resolver: names outside %s get SERVFAIL", args.domain)
     server = DNSServer(
-        Zone(args.domain, args.ttl), Upstream(upstreams, args.upstream_timeout), metrics=metrics
+        Zone(args.domain, args.ttl),
+        Upstream(upstreams, args.upstream_timeout),
+        metrics=metrics,
+        freebind=False,  # an address on no interface here is a mistyped --listen
     )
     follower = Follower(store, server.update, on_status=lambda up: metrics.store_up.set(int(up)))
     runner = None
@@ -125,7 +128,10 @@ async def run(args: argparse.Namespace) -> int:
                 "the store did not answer in %gs: serving without names for now", READY_WAIT
             )
         for lst in args.listen:
-            await server.add_listener(lst)
+            try:
+                await server.add_listener(lst)
+            except OSError as e:
+                raise OSError(e.errno, f"cannot listen on {lst}: {e.strerror}") from e
         if args.http is not None:
             app = make_app(
                 RegistryWriter(store),

@@ -100,9 +100,13 @@ class DNSServer:
         metrics: Metrics | None = None,
         snapshot: Snapshot | None = None,
         cache_size: int = 50_000,
+        freebind: bool = True,
     ) -> None:
+        """``freebind``: bind addresses that are on no interface yet (netplugd's
+        gateways, see ``_bound_socket``); without it such an address is an error."""
         self.zone = zone
         self.upstream = upstream
+        self.freebind = freebind
         self.metrics = metrics if metrics is not None else Metrics()
         self.cache = AnswerCache(cache_size)
         self._snapshot = snapshot if snapshot is not None else Snapshot()
@@ -137,7 +141,7 @@ class DNSServer:
         loop = asyncio.get_running_loop()
         address = ip_address(listener.host.split("%")[0])
         family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
-        udp_sock, tcp = _bound_pair(family, listener.host, listener.port)
+        udp_sock, tcp = _bound_pair(family, listener.host, listener.port, self.freebind)
         port = udp_sock.getsockname()[1]
         concrete = None if address.is_unspecified else address
         bound = Listener(listener.host, port, listener.network)
@@ -330,15 +334,18 @@ class DNSServer:
         return admitted
 
 
-def _bound_pair(family: int, host: str, port: int) -> tuple[socket.socket, socket.socket]:
+def _bound_pair(
+    family: int, host: str, port: int, freebind: bool = True
+) -> tuple[socket.socket, socket.socket]:
     """UDP and TCP sockets bound to one port. With port 0 the kernel picks the
     UDP port, which TCP may already have in use: pick again, a bounded number
     of times."""
     attempts_left = PORT0_ATTEMPTS
     while True:
-        udp = _bound_socket(family, socket.SOCK_DGRAM, host, port)
+        udp = _bound_socket(family, socket.SOCK_DGRAM, host, port, freebind)
         try:
-            return udp, _bound_socket(family, socket.SOCK_STREAM, host, udp.getsockname()[1])
+            bound = udp.getsockname()[1]
+            return udp, _bound_socket(family, socket.SOCK_STREAM, host, bound, freebind)
         except OSError as e:
             udp.close()
             attempts_left -= 1
@@ -346,16 +353,20 @@ def _bound_pair(family: int, host: str, port: int) -> tuple[socket.socket, socke
                 raise
 
 
-def _bound_socket(family: int, kind: int, host: str, port: int) -> socket.socket:
+def _bound_socket(
+    family: int, kind: int, host: str, port: int, freebind: bool = True
+) -> socket.socket:
     """A socket bound to ``host``:``port``. FREEBIND lets netplugd listen on a
     network's gateway address as soon as the block is leased, before the ADD
-    that leased it has put the address on the bridge."""
+    that leased it has put the address on the bridge. netplug-dns goes without:
+    there an address on no interface is a mistyped --listen, which would never
+    receive a query."""
     sock = socket.socket(family, kind)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if family == socket.AF_INET6:
+        if freebind and family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, IPV6_FREEBIND, 1)
-        else:
+        elif freebind:
             sock.setsockopt(socket.IPPROTO_IP, IP_FREEBIND, 1)
         if kind == socket.SOCK_DGRAM:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RCVBUF)

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from netplug.dns.main import parser
+
+BIN = Path(sys.executable).parent / "netplug-dns"
 
 
 @pytest.mark.parametrize(
@@ -32,3 +38,12 @@ def test_the_limits_themselves_are_fine() -> None:
         ["--listen", "127.0.0.1:0", "--ttl", "2147483647", "--upstream-timeout", "0.5"]
     )
     assert (args.ttl, args.upstream_timeout) == (2147483647, 0.5)
+
+
+def test_a_listen_address_this_host_does_not_have_is_an_error(tmp_path) -> None:
+    """It used to start and say "ready", listening where no query could arrive."""
+    argv = [str(BIN), "--store", f"sqlite://{tmp_path}/netplug.db", "--upstream", "127.0.0.1:9"]
+    argv += ["--listen", "127.0.0.1:0", "--listen", "192.0.2.77:0"]  # TEST-NET-1: nowhere here
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=20)
+    assert done.returncode == 1
+    assert "cannot listen on 192.0.2.77:0: Cannot assign requested address" in done.stderr

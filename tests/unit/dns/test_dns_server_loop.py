@@ -181,11 +181,11 @@ def test_port0_picks_again_when_tcp_has_the_port(monkeypatch: pytest.MonkeyPatch
     real = server_module._bound_socket
     refused: list[int] = []
 
-    def tcp_busy_once(family: int, kind: int, host: str, port: int) -> socket.socket:
+    def tcp_busy_once(family: int, kind: int, host: str, port: int, *rest) -> socket.socket:
         if kind == socket.SOCK_STREAM and not refused:
             refused.append(port)
             raise OSError(errno.EADDRINUSE, "Address already in use")
-        return real(family, kind, host, port)
+        return real(family, kind, host, port, *rest)
 
     monkeypatch.setattr(server_module, "_bound_socket", tcp_busy_once)
     udp, tcp = server_module._bound_pair(socket.AF_INET, "127.0.0.1", 0)
@@ -207,3 +207,16 @@ def test_fixed_port_in_use_is_an_error() -> None:
         assert raised.value.errno == errno.EADDRINUSE
     finally:
         holder.close()
+
+
+async def test_without_freebind_an_address_on_no_interface_is_an_error() -> None:
+    """netplug-dns's own listeners: a mistyped --listen address used to bind (FREEBIND,
+    for netplugd's gateways) and the server said "ready" while nothing could reach it."""
+    server = DNSServer(ZONE, Upstream([]), snapshot=SNAP, freebind=False)
+    try:
+        with pytest.raises(OSError) as raised:
+            await server.add_listener(Listener("192.0.2.77", 0))  # TEST-NET-1: nowhere here
+        assert raised.value.errno == errno.EADDRNOTAVAIL
+        assert server.listeners == []
+    finally:
+        await server.close()
