@@ -27,7 +27,13 @@ from netplug.dns.follow import Follower
 from netplug.dns.metrics import Metrics
 from netplug.dns.resolve import Zone
 from netplug.dns.server import DNSServer, Listener
-from netplug.dns.upstream import DEFAULT_BUDGET, RESOLV_CONF, Upstream, default_upstreams
+from netplug.dns.upstream import (
+    DEFAULT_BUDGET,
+    RESOLV_CONF,
+    Upstream,
+    default_upstreams,
+    is_ours,
+)
 from netplug.dns.writer import RegistryWriter
 from netplug.event_loop import event_loop_runner
 from netplug.ipam.store.base import StoreError
@@ -167,8 +173,24 @@ async def _until_signalled() -> None:
     log.info("netplug-dns stopping")
 
 
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The options; exits 2 (argparse's way) for an --upstream that is one of our
+    own listeners: every forwarded query would come back to us, again and again."""
+    p = parser()
+    args = p.parse_args(argv)
+    ours = [(lst.host, lst.port) for lst in args.listen]
+    for host, port in args.upstream or ():
+        if is_ours((host, port), ours):
+            shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+            p.error(
+                f"--upstream {shown} is this server's own --listen: forwarding there would "
+                "loop; give the resolver other names should go to"
+            )
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    args = parse_args(argv)
     logging.basicConfig(
         stream=sys.stderr,
         level=args.log_level,

@@ -14,6 +14,7 @@ import asyncio
 import logging
 import secrets
 from collections.abc import Iterable, Sequence
+from ipaddress import ip_address
 
 from netplug.dns.resolve import Forward
 
@@ -116,15 +117,33 @@ class Upstream:
 
 def default_upstreams(ours: Iterable[tuple[str, int]]) -> list[tuple[str, int]]:
     """resolv.conf's nameservers, minus `ours`, the addresses this process answers on
-    (forwarding to ourselves would loop)."""
+    (forwarding to ourselves would loop: ``is_ours``)."""
     try:
         with open(RESOLV_CONF) as f:
             servers = resolv_conf_servers(f.read())
     except OSError as e:
         log.warning("cannot read %s: %s", RESOLV_CONF, e)
         return []
-    ours = set(ours)
-    return [s for s in servers if s not in ours]
+    ours = list(ours)
+    return [s for s in servers if not is_ours(s, ours)]
+
+
+def is_ours(server: tuple[str, int], ours: Iterable[tuple[str, int]]) -> bool:
+    """Whether ``server`` is one of ``ours``, the addresses this process listens on:
+    the same address and port, or a loopback address on the port of a listener on
+    every address (0.0.0.0, ::) of its family. Sure only of those: a wildcard
+    listener holds the host's other addresses too, which only the kernel knows."""
+    try:
+        address, port = ip_address(server[0].split("%")[0]), server[1]
+    except ValueError:  # not an address (a name in resolv.conf): not one of ours
+        return False
+    for host, our_port in ours:
+        mine = ip_address(host.split("%")[0])
+        if our_port != port or mine.version != address.version:
+            continue
+        if mine == address or (mine.is_unspecified and address.is_loopback):
+            return True
+    return False
 
 
 def resolv_conf_servers(text: str) -> list[tuple[str, int]]:

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from netplug.dns.main import parser
+from netplug.dns.main import parse_args, parser
+from netplug.dns.upstream import is_ours
 
 BIN = Path(sys.executable).parent / "netplug-dns"
 
@@ -47,3 +48,38 @@ def test_a_listen_address_this_host_does_not_have_is_an_error(tmp_path) -> None:
     done = subprocess.run(argv, capture_output=True, text=True, timeout=20)
     assert done.returncode == 1
     assert "cannot listen on 192.0.2.77:0: Cannot assign requested address" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("listen", "upstream"),
+    [
+        ("127.0.0.1:5353", "127.0.0.1:5353"),
+        ("0.0.0.0:5353", "127.0.0.1:5353"),  # a wildcard listener holds loopback too
+        ("[::]:5353", "[::1]:5353"),
+    ],
+)
+def test_an_upstream_that_is_our_own_listener_is_refused(listen, upstream, capsys) -> None:
+    """Forwarding to ourselves looped: each query for another name was forwarded
+    to us again, 1024 times over (until the forwards in flight ran out), then
+    SERVFAIL. resolv.conf's servers were already checked; --upstream was not."""
+    with pytest.raises(SystemExit) as exit_:
+        parse_args(["--listen", listen, "--upstream", upstream])
+    assert exit_.value.code == 2
+    assert f"--upstream {upstream} is this server's own --listen" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("ours", "server", "loops"),
+    [
+        (("127.0.0.1", 53), ("127.0.0.1", 53), True),
+        (("0.0.0.0", 53), ("127.0.0.2", 53), True),
+        (("::", 53), ("::1", 53), True),
+        (("0.0.0.0", 53), ("::1", 53), False),  # another family
+        (("127.0.0.1", 53), ("127.0.0.1", 5353), False),
+        (("10.0.0.1", 53), ("10.0.0.2", 53), False),
+        (("0.0.0.0", 53), ("192.0.2.53", 53), False),  # not known to be ours
+        (("127.0.0.1", 53), ("resolver.example", 53), False),  # a name: never ours
+    ],
+)
+def test_which_upstreams_are_our_own_listeners(ours, server, loops) -> None:
+    assert is_ours(server, [ours]) is loops
