@@ -21,7 +21,14 @@ from ipaddress import ip_address
 
 from prometheus_client import disable_created_metrics
 
-from netplug.cli_args import arg_type, dns_ttl, domain, host_port, positive_seconds
+from netplug.cli_args import (
+    arg_type,
+    dns_ttl,
+    domain,
+    host_port,
+    positive_seconds,
+    upstream,
+)
 from netplug.dns.api import make_app, serve
 from netplug.dns.follow import Follower
 from netplug.dns.metrics import Metrics
@@ -84,7 +91,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--upstream",
         action="append",
-        type=arg_type(lambda t: host_port(t, 53)),
+        type=arg_type(upstream),
         metavar="ADDR[:PORT]",
         help=f"resolver for other names; repeatable (default: nameservers of {RESOLV_CONF})",
     )

@@ -4,6 +4,7 @@ argparse wrapper that shows a parser's own error message (netplug-dns, netplugd)
 from __future__ import annotations
 
 import argparse
+from ipaddress import ip_address
 
 from netplug.names import is_dns_label
 
@@ -24,6 +25,23 @@ def host_port(text: str, default_port: int | None = None) -> tuple[str, int]:
     if not host or not port.isdigit() or not 0 <= int(port) < 65536:
         raise ValueError(f"{text!r}: write ADDR:PORT with a port from 0 to 65535")
     return host, int(port)
+
+
+def upstream(text: str) -> tuple[str, int]:
+    """A resolver to forward to: ``ADDR[:PORT]`` (port 53 by default), an IP address
+    and a port from 1. A name would be looked up through the system resolver at
+    every forwarded query, which may be the very server that forwards."""
+    host, port = host_port(text, 53)
+    try:
+        ip_address(host.split("%")[0])
+    except ValueError:
+        port = 0
+    if port == 0:
+        raise ValueError(
+            f"{text!r}: expected an IP address with a port from 1 to 65535 "
+            "(default 53), e.g. 192.0.2.53 or [2001:db8::53]:53"
+        )
+    return host, port
 
 
 def arg_type(parse):  # argparse shows ValueError's message this way

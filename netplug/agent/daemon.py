@@ -52,7 +52,7 @@ from netplug.agent.reset_carry import RECOVER_GRACE
 from netplug.agent.run_dirs import RunDirs
 from netplug.agent.store_view import StoreView
 from netplug.agent.supervisor import Supervisor, overall
-from netplug.cli_args import arg_type, domain, host_port
+from netplug.cli_args import arg_type, domain, host_port, upstream
 from netplug.cni import segmentation
 from netplug.dns.metrics import Metrics
 from netplug.dns.writer import RegistryWriter
@@ -167,7 +167,7 @@ def _seconds(text: str) -> float:
 
 
 def _upstream(text: str) -> tuple[str, int] | None:
-    return None if text == "none" else host_port(text, 53)
+    return None if text == "none" else upstream(text)
 
 
 def _vtep(device: str | None) -> str:

@@ -46,3 +46,21 @@ def test_periods_take_seconds_and_refuse_negative_ones(flag, capsys):
     with pytest.raises(SystemExit):
         parse_args([flag, "-1"])
     assert "expected seconds, 0 or more" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("upstream", ["resolver.example", "127.0.0.1:0"])
+def test_an_upstream_that_is_no_address_and_port_is_refused(upstream, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        parse_args(["--upstream", upstream])
+    assert exit_.value.code == 2
+    assert f"argument --upstream: {upstream!r}: expected an IP address" in capsys.readouterr().err
+
+
+def test_upstreams_are_addresses_or_none():
+    assert parse_args(
+        ["--upstream", "192.0.2.53", "--upstream", "[2001:db8::53]:5353"]
+    ).upstream == [
+        ("192.0.2.53", 53),
+        ("2001:db8::53", 5353),
+    ]
+    assert parse_args(["--upstream", "none"]).upstream == [None]

@@ -83,3 +83,15 @@ def test_an_upstream_that_is_our_own_listener_is_refused(listen, upstream, capsy
 )
 def test_which_upstreams_are_our_own_listeners(ours, server, loops) -> None:
     assert is_ours(server, [ours]) is loops
+
+
+@pytest.mark.parametrize(
+    "upstream", ["resolver.example", "dns.google:53", "127.0.0.1:0", "[::1]:0"]
+)
+def test_an_upstream_that_is_no_address_and_port_is_refused(upstream, capsys) -> None:
+    """A name was taken as is: each forwarded query then looked it up through the
+    system resolver first (which may be this very server); port 0 reaches nobody."""
+    with pytest.raises(SystemExit) as exit_:
+        parse_args(["--listen", "127.0.0.1:5353", "--upstream", upstream])
+    assert exit_.value.code == 2
+    assert f"argument --upstream: {upstream!r}: expected an IP address" in capsys.readouterr().err
