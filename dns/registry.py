@@ -75,6 +75,9 @@ class Node:
     addresses: tuple[Address, ...] = ()
     srv: tuple[SrvRecord, ...] = ()
     ttl: int | None = None  # the shortest registration TTL: caps the answer's TTL
+    # Where the name stands among its container's names (0: the container's own,
+    # then its aliases in order; an API name is 0): PTR answers go in this order.
+    rank: int = 0
 
 
 def _empty() -> MappingProxyType:
@@ -232,8 +235,8 @@ def _records(source: Source | None) -> Iterator[tuple[str, Node]]:
     """(owner, what ``source`` gives it) for each owner name ``source`` gives records to."""
     if isinstance(source, Container):
         network = source.network.lower()
-        for name in source.names:
-            yield f"{name}.{network}", Node(source.addresses)
+        for rank, name in enumerate(source.names):
+            yield f"{name}.{network}", Node(source.addresses, rank=rank)
     elif isinstance(source, Registration):
         yield source.name, Node(source.addresses, (), source.ttl)
         for s in source.srv:
@@ -243,13 +246,15 @@ def _records(source: Source | None) -> Iterator[tuple[str, Node]]:
 
 def _node(owner: str, sources: Iterable[Source]) -> Node:
     """What ``owner`` holds from ``sources`` (in key order, so answers are stable):
-    their addresses and SRV records in that order without repeats, the shortest TTL."""
+    their addresses and SRV records in that order without repeats, the shortest
+    TTL, the best rank."""
     parts = [part for source in sources for name, part in _records(source) if name == owner]
     ttls = [p.ttl for p in parts if p.ttl is not None]
     return Node(
         tuple(dict.fromkeys(a for p in parts for a in p.addresses)),
         tuple(dict.fromkeys(s for p in parts for s in p.srv)),
         min(ttls, default=None),
+        min((p.rank for p in parts), default=0),
     )
 
 

@@ -255,9 +255,22 @@ def _reverse(
         return _build(query, opt, limit, auth=[soa])
     owner = query.q.qname
     answers = [
-        RR(owner, QTYPE.PTR, ttl=zone.ttl, rdata=PTR(f"{name}.{zone.domain}.")) for name in names
+        RR(owner, QTYPE.PTR, ttl=zone.ttl, rdata=PTR(f"{name}.{zone.domain}."))
+        for name in _by_rank(names, snap)
     ]
     return _build(query, opt, limit, answers=answers)
+
+
+def _by_rank(names: tuple[str, ...], snap: Snapshot) -> list[str]:
+    """A container's own name first, then its aliases in its order (then by name):
+    clients take the first PTR as the address's name (getent, ping, logs), and
+    sorted, podman's short-ID alias (digits first) came before the container's."""
+
+    def rank(name: str) -> tuple[int, str]:
+        node = snap.nodes.get(name)
+        return (0 if node is None else node.rank), name
+
+    return sorted(names, key=rank)
 
 
 def _reverse_address(labels: tuple[bytes, ...]) -> Address | None:

@@ -11,6 +11,7 @@ from dnslib import EDNS0, QTYPE, DNSRecord
 
 from netplug.dns.registry import Snapshot
 from netplug.dns.resolve import Forward, Reply, fit, resolve, servfail
+from netplug.ipam.store.base import Event
 
 SNAP = Snapshot.build(
     [
@@ -172,6 +173,19 @@ def test_ptr(name: str, expected: list[str]) -> None:
     reply = ask(SNAP, name, "PTR")
     assert reply.header.rcode == NOERROR and reply.header.aa
     assert sorted(rdata(reply)) == expected
+
+
+def test_ptr_answers_a_containers_own_name_first() -> None:
+    """podman adds the short container ID as an alias: sorted, it came first (digits
+    sort before letters), so getent, ping and logs named the container 47b2220111f0
+    rather than beta. The names come in the container's order, however it was built."""
+    record = attachment("blue", "h1", "c9", ["beta", "web", "47b2220111f0"], ["10.244.1.9"])
+    for snap in (Snapshot.build([record], 1), Snapshot().apply([Event("put", record)])):
+        assert rdata(ask(snap, "9.1.244.10.in-addr.arpa", "PTR")) == [
+            "beta.blue.netplug.internal.",
+            "web.blue.netplug.internal.",
+            "47b2220111f0.blue.netplug.internal.",
+        ]
 
 
 @pytest.mark.parametrize(
