@@ -190,9 +190,9 @@ def cmd_names(store: Store, args: argparse.Namespace) -> int:
             rows.append(
                 {
                     "name": registration.name,
-                    "network": "-",
+                    "network": None,
                     "addresses": " ".join(map(str, registration.addresses)),
-                    "host": "-",
+                    "host": None,
                     "source": "api" + (" (lease)" if kv.lease else ""),
                 }
             )
@@ -206,11 +206,11 @@ def cmd_hosts(store: Store, args: argparse.Namespace) -> int:
     rows = [
         {
             "host": h.name,
-            "vtep": h.vtep or "-",
+            "vtep": h.vtep or None,
             "state": "live" if h.live else "gone",
             "since": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(h.since))
             if h.since
-            else "-",
+            else None,
             "blocks": " ".join(h.blocks),
             "allocations": h.allocations,
         }

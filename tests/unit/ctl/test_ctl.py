@@ -265,6 +265,24 @@ def test_names_include_api_registrations(store_url, tmp_path, capsys):
     assert rows["web"]["source"] == "container"
 
 
+def test_json_says_null_where_the_table_says_dash(store_url, tmp_path, capsys):
+    """The tables' "-" leaked into --json (an API name's "network": "-", a gone
+    host's "vtep": "-"), a string scripts had to know; policy's JSON says null."""
+    store = SQLiteStore(f"{tmp_path}/netplug.db")
+    try:
+        store.put("/netplug/dns/api", b'{"addresses": ["10.1.2.3"]}')
+    finally:
+        store.close()
+    assert main(["--store", store_url, "--json", "names"]) == 0
+    api = next(r for r in json.loads(capsys.readouterr().out) if r["source"] == "api")
+    assert (api["network"], api["host"]) == (None, None)
+    assert main(["--store", store_url, "--json", "hosts"]) == 0
+    gone = next(r for r in json.loads(capsys.readouterr().out) if r["host"] == "node-2")
+    assert (gone["vtep"], gone["since"]) == (None, None)
+    assert main(["--store", store_url, "hosts"]) == 0
+    assert capsys.readouterr().out.splitlines()[2].split()[1:4] == ["-", "gone", "-"]
+
+
 def test_names_skip_an_unreadable_registration_with_a_warning(store_url, tmp_path, capsys):
     """Read with the DNS record codec, as the DNS server does: one broken record is
     named on stderr and skipped, not a traceback that hides every other name."""
