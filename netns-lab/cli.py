@@ -23,7 +23,7 @@ from pathlib import Path
 
 from netplug.lab import namespaces
 from netplug.lab.demo import demo
-from netplug.lab.lab import BIN, Lab, networks
+from netplug.lab.lab import Lab, networks
 
 STATE_DIR = Path("/run/netplug-lab")
 
@@ -85,12 +85,7 @@ def run_containers(lab: Lab, args: argparse.Namespace) -> int:
 def ctl(lab: Lab, argv: list[str]) -> None:
     """Replace this process with netplugctl, run from the first host's namespace (etcd
     is only reachable inside the lab) with the lab's store and that host's name."""
-    state = lab.state.load()
-    if not state["hosts"]:
-        raise RuntimeError("the lab is down: run 'netns-lab up' first")
-    host, where = next(iter(state["hosts"].items()))
-    cmd = [str(BIN / "netplugctl"), "--store", state["store"], "--host-name", host, *argv]
-    os.execvp("ip", ["ip", "netns", "exec", where["netns"], *cmd])
+    os.execvp("ip", lab.netplugctl(None, *argv))
 
 
 def parser() -> argparse.ArgumentParser:

@@ -619,6 +619,17 @@ class Lab:
         with self.state.update() as changed:
             del changed["containers"][name]
 
+    def netplugctl(self, host: str | None, *args: str) -> list[str]:
+        """The command line of netplugctl ``args`` in ``host``'s namespace (None: the
+        first host's), on the lab's store and as that host: etcd is only reachable
+        inside the lab, and netplugctl asks that host's agent too."""
+        hosts = self.state.load()["hosts"]
+        if not hosts:
+            raise RuntimeError("the lab is down: run 'netns-lab up' first")
+        host = host or next(iter(hosts))
+        cmd = [str(BIN / "netplugctl"), "--store", self.state.load()["store"], "--host-name", host]
+        return ["ip", "netns", "exec", hosts[host]["netns"], *cmd, *args]
+
     def container_netns(self, name: str) -> str:
         containers = self.state.load()["containers"]
         if name not in containers:

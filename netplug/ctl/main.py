@@ -26,29 +26,38 @@ from netplug.ipam.store.base import Store, StoreError
 from netplug.ipam.store.url import DEFAULT_STORE_URL, open_store, parse_store_url
 from netplug.names import HOST_NAME, NETWORK_NAME
 
+# The status row's fields in their order (a store that does not answer: its error
+# in place of its figures).
+STATUS_ROW = (
+    "store",
+    "storeError",
+    "revision",
+    "host",
+    "agent",
+    "networks",
+    "blocks",
+    "hostBlocks",
+    "allocations",
+)
+
 
 def cmd_status(store: Store, args: argparse.Namespace) -> int:
-    blocks = inventory.blocks(store)
-    attachments = inventory.attachments(store)
     agent, health = agent_status()
-    enforced, behind = policy.status_lines(enforcement.read(store))
-    row = {
-        "store": store.url,
-        "revision": store.status(),
-        "host": args.host_name,
-        "agent": agent,
-        "networks": len({b.network for b in blocks}),
-        "blocks": len(blocks),
-        "hostBlocks": sum(1 for b in blocks if b.host == args.host_name),
-        "allocations": len(attachments),
-    }
+    try:
+        row, enforced, behind = _store_status(store, args.host_name)
+    except StoreError as e:
+        # An outage is when the agent's word matters most: it is shown anyway.
+        print(f"netplugctl: store {store.url}: {e}", file=sys.stderr)
+        row, enforced, behind = {"store": store.url, "storeError": str(e)}, {}, []
+    known = {**row, "host": args.host_name, "agent": agent}
+    row = {key: known[key] for key in STATUS_ROW if key in known}
     if args.json:
-        row |= enforced
-        render([{**row, "agentHealth": health}], [*row, "agentHealth"], as_json=True)
-        return 0
-    row["policies"] = f"revision {enforced['policyRevision']}, enforced by " + str(
-        enforced["policyEnforcedBy"]
-    )
+        render([{**row, **enforced, "agentHealth": health}], [*row, "agentHealth"], as_json=True)
+        return 1 if "storeError" in row else 0
+    if enforced:
+        row["policies"] = f"revision {enforced['policyRevision']}, enforced by " + str(
+            enforced["policyEnforcedBy"]
+        )
     for key, value in row.items():
         print(f"{key + ':':<13} {value}")
     agent_lines = [
@@ -59,7 +68,24 @@ def cmd_status(store: Store, args: argparse.Namespace) -> int:
     ]
     for line in [*agent_lines, *behind, *bad_records(health)]:
         print(f"{'':<13} {line}")
-    return 0
+    return 1 if "storeError" in row else 0
+
+
+def _store_status(store: Store, host: str) -> tuple[dict, dict, list[str]]:
+    """The store's side of ``status``: its row, the policy revision and who
+    enforces it, and the lines of the hosts behind it."""
+    blocks = inventory.blocks(store)
+    attachments = inventory.attachments(store)
+    enforced, behind = policy.status_lines(enforcement.read(store))
+    row = {
+        "store": store.url,
+        "revision": store.status(),
+        "networks": len({b.network for b in blocks}),
+        "blocks": len(blocks),
+        "hostBlocks": sum(1 for b in blocks if b.host == host),
+        "allocations": len(attachments),
+    }
+    return row, enforced, behind
 
 
 def agent_status(socket_name: str = client.SOCKET_NAME) -> tuple[str, dict | None]:

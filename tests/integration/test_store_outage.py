@@ -53,6 +53,12 @@ def test_store_outage_fails_adds_cleanly_keeps_traffic_and_recovers(lab):
     assert '"code": 11' in str(failed.value)
     assert container_veths(lab, "host1") == veths_before
     assert eventually(lambda: ping(lab, "a", b))  # the programmed overlay stays
+    # status: the store's error, and still the agent's word (what an outage needs).
+    cmd = lab.netplugctl("host1", "--json", "status")
+    shown = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 1 and "try again later" in shown.stderr, shown
+    (row,) = json.loads(shown.stdout)
+    assert "storeError" in row and row["agent"] == "running" and row["agentHealth"]["loops"], row
 
     lab.remove_container("b")  # DEL succeeds: interfaces go, the release waits
     assert eventually(lambda: container_veths(lab, "host2") == set())

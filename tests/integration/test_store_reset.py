@@ -276,10 +276,7 @@ def test_recover_reports_a_conflicting_block_and_keeps_refusing(plain_host, cont
 
 def netplugctl_on(lab, host: str, *args: str) -> subprocess.CompletedProcess[str]:
     """netplugctl ``args`` in lab host ``host``'s namespace, on the lab's store."""
-    state = lab.state.load()
-    argv = ["ip", "netns", "exec", state["hosts"][host]["netns"], str(BIN / "netplugctl")]
-    argv += ["--store", state["store"], "--host-name", host, *args]
-    return subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    return subprocess.run(lab.netplugctl(host, *args), capture_output=True, text=True, timeout=60)
 
 
 def recovered(lab, host: str) -> bool:
