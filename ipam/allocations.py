@@ -11,7 +11,7 @@ functions of ``blocks`` and ``allocator``; this module only reads and writes.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from ipaddress import ip_interface
 
 from netplug.ipam.allocator import candidates, is_usable
@@ -92,7 +92,7 @@ class IPAM:
         IPAMError (static address outside the pools), Contention.
         """
         _require_pool_families(network, pools, static)
-        existing = self.lookup(network, container_id, ifname)
+        existing = self._made_again(network, container_id, ifname, tuple(names), netns)
         if existing is not None:
             return existing
         ident = f"{container_id}/{ifname}"
@@ -109,6 +109,30 @@ class IPAM:
             if existing is not None:
                 return existing
         raise Contention(f"could not claim an address in {network} after {MAX_ATTEMPTS} attempts")
+
+    def _made_again(
+        self, network: str, container_id: str, ifname: str, names: tuple[str, ...], netns: str
+    ) -> Attachment | None:
+        """The attachment's record when it exists (None: none), rewritten with this
+        ADD's namespace and names where they differ: the same container ID ADDed
+        again without a DEL (podman starting a container after a reboot, which took
+        its namespace along) keeps its addresses, but a record still naming the dead
+        namespace would have ``netplugctl gc`` release a running container, and
+        DNS answer its old names."""
+        key = Attachments.key(network, self.host, container_id, ifname)
+        for _ in range(MAX_ATTEMPTS):
+            kv = self.store.get(key)
+            if kv is None:
+                return None
+            found = Attachments.decode(kv.value, network, self.host)
+            if not netns or (found.netns, found.names) == (netns, names):
+                return found
+            made = replace(found, names=names, netns=netns)
+            if settled_cas(
+                self.store, [Compare.unchanged(kv)], [Put(key, Attachments.encode(made))]
+            ):
+                return made
+        raise Contention(f"could not update {container_id}/{ifname} after {MAX_ATTEMPTS} attempts")
 
     def _claim(self, attachment: Attachment) -> bool:
         owner = AddressOwner(self.host, attachment.container_id, attachment.ifname)

@@ -39,6 +39,18 @@ def test_allocation_is_idempotent_per_attachment(store):
     assert other.allocations[0].address != first.allocations[0].address
 
 
+def test_an_attachment_made_again_elsewhere_is_recorded_with_its_new_namespace(store):
+    """The same container ID ADDed again without a DEL (podman starting a container
+    after a reboot, whose netns died with the machine) keeps its addresses; its
+    record names the new namespace and names, which ``netplugctl gc`` and DNS read."""
+    ipam = IPAM(store, "node-1")
+    first = ipam.allocate("blue", [V4], "c1", "eth0", names=("web",), netns="/run/netns/a")
+    again = ipam.allocate("blue", [V4], "c1", "eth0", names=("web2",), netns="/run/netns/b")
+    assert again.allocations == first.allocations
+    assert (again.netns, again.names) == ("/run/netns/b", ("web2",))
+    assert ipam.lookup("blue", "c1", "eth0") == again
+
+
 def test_dual_stack_gets_one_address_per_family(store):
     att = IPAM(store, "node-1").allocate("blue", [V4, V6], "c1", "eth0")
     assert [a.address.version for a in att.allocations] == [4, 6]
