@@ -438,7 +438,11 @@ def _static_ips(raw: dict, runtime: dict, cni_args: dict[str, str]) -> tuple[Sta
         ("CNI_ARGS IP", [ip for ip in cni_args.get("IP", "").split(",") if ip]),
     )
     where, values = next(((w, v) for w, v in sources if v), ("", []))
-    ips = tuple(_static_ip(value, f"{where}[{i}]") for i, value in enumerate(values))
+    parsed = [_static_ip(value, f"{where}[{i}]") for i, value in enumerate(values)]
+    # One address listed twice is one request: `podman network reload` lists a
+    # container's --ip, then the address it holds (the same one) after it.
+    firsts = {getattr(ip, "ip", ip): ip for ip in reversed(parsed)}
+    ips = tuple(ip for ip in parsed if firsts[getattr(ip, "ip", ip)] is ip)
     for family in (4, 6):
         same = [str(ip) for ip in ips if ip.version == family]
         if len(same) > 1:

@@ -224,3 +224,26 @@ def test_podman_on_a_plain_install_resolves_names_with_no_agent_set_up(
         assert served.count("ADD container=") == 2, served
         podman.rm_all()  # DELs through the agent
         assert attachments(np_host) == []
+
+
+@pytest.mark.parametrize("np_host", ["agent", "in-process"], indirect=True)
+def test_podman_network_reload_keeps_a_static_address(np_host: NetplugHost, podman: Podman) -> None:
+    """``podman network reload`` (after a firewall reload) DELs and ADDs every running
+    container again, listing a container's ``--ip`` twice in runtimeConfig.ips: the
+    container keeps its address and its network. Both calls once failed with code 7
+    ("expected at most one IPv4 address"), and reload with them."""
+    podman.write_network(
+        {
+            "cniVersion": "1.0.0",
+            "name": NETWORK,
+            "plugins": [plugin_conf(np_host, capabilities={"aliases": True, "ips": True})],
+        }
+    )
+    podman.run("alpha", NETWORK, options=["--ip", "10.244.77.7"])
+    podman.run("beta", NETWORK)
+    podman.podman("network", "reload", "--all")
+    assert podman.ip("alpha", NETWORK) == "10.244.77.7"
+    podman.exec("beta", *PING, "10.244.77.7")
+    assert "10.244.77.7/24" in {r["ips"][0]["address"] for r in attachments(np_host)}
+    podman.rm_all()
+    assert attachments(np_host) == []

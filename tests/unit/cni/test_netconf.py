@@ -322,6 +322,17 @@ def test_static_ip_priority(args_ips, runtime_ips, cni_arg_ip: str, expected: tu
     assert conf_of(conf, env).static_ips == expected
 
 
+@pytest.mark.parametrize(
+    "ips", [["10.244.77.7", "10.244.77.7"], ["10.244.77.7", "10.244.77.7/24", "fd00::7"]]
+)
+def test_one_address_listed_twice_is_one_request(ips: list[str]) -> None:
+    """``podman network reload`` lists a container's ``--ip`` twice in
+    runtimeConfig.ips (its own, then the address it holds): one address, not two."""
+    conf = conf_of({"runtimeConfig": {"ips": ips}}, {})
+    assert [getattr(ip, "ip", ip) for ip in conf.static_ips][:1] == [ip_address("10.244.77.7")]
+    assert len(conf.static_ips) == len({ip.split("/")[0] for ip in ips})
+
+
 # --- GC attachments --------------------------------------------------------------------
 
 
