@@ -26,7 +26,7 @@ from netplug import faults
 from netplug.cni import errors, local_records, segmentation
 from netplug.cni.attachment import allocate, pools, record_network
 from netplug.cni.errors import CNIError
-from netplug.cni.host_paths import container_netns, require_run_dir
+from netplug.cni.host_paths import container_netns, require_run_dir, require_writable_run_dir
 from netplug.cni.netconf import NetConf
 from netplug.cni.request import Request
 from netplug.cni.result import DNS, Interface, IPConfig, Result, Route, from_json
@@ -84,7 +84,7 @@ def _gateway_on_bridge(allocation: Allocation):
 def cmd_add(req: Request, host: Host) -> Result:
     """Attach the container; raises CNIError, leaving nothing behind on failure."""
     conf = req.conf
-    require_run_dir(conf, host)
+    require_writable_run_dir(conf, host)
     with (
         netns.opened(req.netns, req.seen_by) as container,
         netns.channel(container) as crt,
@@ -601,7 +601,7 @@ def cmd_gc(req: Request, host: Host) -> None:
     whose bridge entries could not be deleted is not released: the store is
     where the next GC finds it (the runtime retries a failed GC)."""
     conf = req.conf
-    require_run_dir(conf, host)
+    require_writable_run_dir(conf, host)
     valid = set(conf.valid_attachments or ())
     failures: list[Exception] = []
     for attachment in host.ipam.attachments(conf.name):

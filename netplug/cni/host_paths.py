@@ -47,15 +47,32 @@ def container_netns(command: Callable[[Request, Host], T]) -> Callable[[Request,
     return checked
 
 
-def require_run_dir(conf: NetConf, host: Host) -> None:
+def require_run_dir(conf: NetConf, host: Host) -> str:
     """This host's directory under runDir (locks, deferred releases), made when
     missing; CNIError(INVALID_CONFIG) naming runDir when it cannot be, before
     anything changes (a later step would fail halfway, or DEL lose a release)."""
+    directory = os.path.join(conf.run_dir, host.name)
     try:
-        os.makedirs(os.path.join(conf.run_dir, host.name), exist_ok=True)
+        os.makedirs(directory, exist_ok=True)
     except OSError as e:
         raise CNIError(
             errors.INVALID_CONFIG,
             f"runDir: {conf.run_dir} cannot hold netplug's state ({e.strerror}): "
             "expected a directory, such as /run/netplug",
         ) from e
+    return directory
+
+
+def require_writable_run_dir(conf: NetConf, host: Host) -> None:
+    """``require_run_dir``, and one that can be written: ADD and GC write there
+    (locks, each attachment's record). A read-only one (a remounted /run, a unit's
+    ProtectSystem) fails them halfway otherwise; DEL does not ask, as it frees the
+    interfaces and addresses whatever runDir says. One access(2): root passes the
+    permission bits, so what it catches is a read-only file system."""
+    if not os.access(require_run_dir(conf, host), os.W_OK):
+        raise CNIError(
+            errors.INVALID_CONFIG,
+            f"runDir: {conf.run_dir} is not writable (a read-only file system?): netplug "
+            "keeps its locks and each attachment's record there; make it writable or set "
+            "runDir to a writable directory such as /run/netplug",
+        )

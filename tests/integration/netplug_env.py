@@ -88,8 +88,10 @@ class NetplugHost:
         stdin: bytes | None = None,
         plugin: str = "netplug",
         timeout: float = 30.0,
+        launcher: Sequence[str] = (),
     ) -> Outcome:
-        """Execute ``plugin`` in this host's namespace with ``CNI_COMMAND=command``."""
+        """Execute ``plugin`` in this host's namespace with ``CNI_COMMAND=command``
+        (through ``launcher``, which runs the command line that follows it)."""
         cni_env = {"CNI_COMMAND": command, "CNI_PATH": "/usr/lib/cni"}
         if container_id is not None:
             cni_env["CNI_CONTAINERID"] = container_id
@@ -100,7 +102,7 @@ class NetplugHost:
         cni_env.update(env or {})
         data = stdin if stdin is not None else json.dumps(conf or {}).encode()
         proc = subprocess.run(
-            ["ip", "netns", "exec", self.netns, str(BIN / plugin)],
+            [*launcher, "ip", "netns", "exec", self.netns, str(BIN / plugin)],
             input=data,
             capture_output=True,
             timeout=timeout,

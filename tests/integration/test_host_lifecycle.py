@@ -43,3 +43,24 @@ def test_a_container_started_again_after_a_reboot_survives_gc(netplug_host, cont
     (record,) = netplug_host.records("/netplug/attachments/").values()
     assert record["netns"].endswith(after) and record["names"] == ["web2"]
     assert ping(after, again["ips"][0]["gateway"])
+
+
+def read_only(directory) -> list[str]:
+    """A launcher: the command that follows runs in a mount namespace of its own in
+    which ``directory`` is read-only (a remounted /run, a full or failing disk)."""
+    remount = 'mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" && shift && exec "$@"'
+    return ["unshare", "--mount", "--propagation", "private", "sh", "-c", remount, "sh", directory]
+
+
+def test_add_on_a_read_only_run_dir_is_refused_naming_it(plain_host, containers):
+    """runDir holds what ADD writes beside the store (locks, each attachment's record):
+    one that cannot be written is code 7 naming it and the fix, before anything
+    changes (it was code 999 quoting a temporary file, after the address was taken)."""
+    conf = plain_host.conf()
+    plain_host.add(conf, "c0", containers())  # runDir made, the bridge there
+    before = (plain_host.veths(), plain_host.records("/netplug/attachments/"))
+    launcher = read_only(str(plain_host.run_dir))
+    done = plain_host.call("ADD", conf, container_id="c1", netns=containers(), launcher=launcher)
+    assert done.code == 7, done.stdout
+    assert str(plain_host.run_dir) in done.out["msg"] and "writable" in done.out["msg"]
+    assert (plain_host.veths(), plain_host.records("/netplug/attachments/")) == before
