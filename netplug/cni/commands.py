@@ -137,7 +137,7 @@ def cmd_add(req: Request, host: Host) -> Result:
         _step("drop_early_packets", bridge.forget_container, rt, br.index, container_ips)
         # Undo registered first: create_pair can fail after the kernel made the pair.
         undo.callback(_quietly, "delete veth", links.delete, rt, host_end)
-        pair_spec = veth.PairSpec(host_end, req.ifname, mtu, br.index)
+        pair_spec = veth.PairSpec(host_end, req.ifname, mtu, br.index, _mac(attachment))
         pair = _step("create_pair", veth.create_pair, rt, crt, container, pair_spec)
         ips = attachment.allocations
         routes = _step(
@@ -158,6 +158,13 @@ def cmd_add(req: Request, host: Host) -> Result:
             _step("masq", _ensure_masq, conf, host)
         undo.pop_all()
     return _result(req, br, pair, attachment, mtu, routes)
+
+
+def _mac(attachment: Attachment) -> str:
+    """The container's MAC, from its IPv4 address (a network always has one: ``subnet``)."""
+    return veth.container_mac(
+        next(a.address.ip for a in attachment.allocations if a.address.version == 4)
+    )
 
 
 def _underlay_and_mtu(ipr: IPRoute, conf: NetConf, host: Host) -> tuple[vxlan.Underlay | None, int]:

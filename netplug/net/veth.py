@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from ipaddress import IPv4Address
 
 from pyroute2.netlink.exceptions import NetlinkError
 
@@ -32,15 +33,26 @@ class VethPair:
     container: Link
 
 
+def container_mac(address: IPv4Address) -> str:
+    """The container end's MAC, from its IPv4 address (OVN-Kubernetes' rule: 0a:58,
+    then the address's four bytes; unique on a bridge, as the address is). A
+    container restarted on its address (DEL, then ADD: podman restart) keeps its
+    MAC, so the neighbour caches of the containers that reach it over the bridge
+    stay right: with a new random MAC it was unreachable from them for 15-45 s,
+    until their entries went stale."""
+    return ":".join(f"{b:02x}" for b in (0x0A, 0x58, *address.packed))
+
+
 @dataclass(frozen=True, slots=True)
 class PairSpec:
     """The pair ADD makes: host end ``host_name`` on the bridge ``bridge_index``,
-    container end ``ifname``, both with ``mtu``."""
+    container end ``ifname`` with MAC ``mac``, both with ``mtu``."""
 
     host_name: str
     ifname: str
     mtu: int
     bridge_index: int
+    mac: str
 
 
 def create_pair(rt: Rtnl, crt: Rtnl, netns_fd: int, spec: PairSpec) -> VethPair:
@@ -48,12 +60,12 @@ def create_pair(rt: Rtnl, crt: Rtnl, netns_fd: int, spec: PairSpec) -> VethPair:
 
     ``rt`` and ``crt`` are channels in the host's and the container's
     namespace (open as ``netns_fd``). The host end is created up and on the bridge, both ends with
-    the MTU and MACs chosen here, so that one request does most of the work.
+    the MTU and their MACs (the host end's random), so that one request does most of the work.
     A stale host end of the same attachment (an ADD never DELeted) is
     replaced: its name is derived from this very attachment.
     """
     host_name, ifname, mtu, bridge_index = spec.host_name, spec.ifname, spec.mtu, spec.bridge_index
-    host_mac, peer_mac = random_mac(), random_mac()
+    host_mac, peer_mac = random_mac(), spec.mac
     request = VethRequest(host_name, mtu, host_mac, bridge_index, ifname, netns_fd, peer_mac)
     try:
         rt.add_veth(request)

@@ -61,3 +61,22 @@ def test_gc_deletes_the_bridge_entries_of_what_it_releases(netplug_host, contain
 
     assert netplug_host.neighbours(dropped) == []
     assert [e["state"] for e in netplug_host.neighbours(kept)] == [["PERMANENT"]]
+
+
+def test_a_restarted_container_is_reached_at_once_by_its_neighbours(netplug_host, containers):
+    """A container restarted (``podman restart``: DEL, then ADD of the same container
+    ID) gets its address back; the containers of its host that talked to it reach
+    it over the bridge with the MAC their neighbour caches hold. Its MAC follows
+    from its address, so that one is still right: before, a new random MAC left it
+    unreachable from them for 15-45 s, until their entries went stale."""
+    conf = netplug_host.conf(subnet6="fd00:244::/48")
+    server, client = containers(), containers()
+    first = netplug_host.add(conf, "server", server)
+    netplug_host.add(conf, "client", client)
+    addresses = [ip["address"].split("/")[0] for ip in first["ips"]]
+    assert all(ping(client, a) for a in addresses)  # the client caches the MAC
+    netplug_host.delete(conf, "server", server)
+
+    again = netplug_host.add(conf, "server", server)
+    assert [ip["address"].split("/")[0] for ip in again["ips"]] == addresses
+    assert [ping(client, a) for a in addresses] == [True, True]
