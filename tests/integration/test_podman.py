@@ -247,3 +247,19 @@ def test_podman_network_reload_keeps_a_static_address(np_host: NetplugHost, podm
     assert "10.244.77.7/24" in {r["ips"][0]["address"] for r in attachments(np_host)}
     podman.rm_all()
     assert attachments(np_host) == []
+
+
+@pytest.mark.parametrize("np_host", ["agent", "in-process"], indirect=True)
+def test_podman_restart_keeps_the_address_and_its_neighbours_reach_it(
+    np_host: NetplugHost, podman: Podman
+) -> None:
+    """``podman restart`` (DEL, then ADD of the same container ID) gives the container
+    its address back, and a container that talked to it reaches it at once (its
+    neighbour cache's MAC is still right: once it took 15-45 s)."""
+    run_alpha_and_beta(podman, np_host)
+    ip_a = podman.ip("alpha", NETWORK)
+    podman.exec("beta", *PING, ip_a)
+    podman.podman("restart", "--time", "0", "alpha")
+    assert podman.ip("alpha", NETWORK) == ip_a
+    podman.exec("beta", *PING, ip_a)
+    assert len(attachments(np_host)) == 2
