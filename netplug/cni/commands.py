@@ -137,7 +137,7 @@ def cmd_add(req: Request, host: Host) -> Result:
         _step("drop_early_packets", bridge.forget_container, rt, br.index, container_ips)
         # Undo registered first: create_pair can fail after the kernel made the pair.
         undo.callback(_quietly, "delete veth", links.delete, rt, host_end)
-        pair_spec = veth.PairSpec(host_end, req.ifname, mtu, br.index, _mac(attachment))
+        pair_spec = veth.PairSpec(host_end, req.ifname, mtu, br.index, _mac(conf, attachment))
         pair = _step("create_pair", veth.create_pair, rt, crt, container, pair_spec)
         ips = attachment.allocations
         routes = _step(
@@ -160,9 +160,10 @@ def cmd_add(req: Request, host: Host) -> Result:
     return _result(req, br, pair, attachment, mtu, routes)
 
 
-def _mac(attachment: Attachment) -> str:
-    """The container's MAC, from its IPv4 address (a network always has one: ``subnet``)."""
-    return veth.container_mac(
+def _mac(conf: NetConf, attachment: Attachment) -> str:
+    """The container's MAC: the one asked for (podman's ``--mac-address``), else
+    from its IPv4 address (a network always has one: ``subnet``)."""
+    return conf.mac or veth.container_mac(
         next(a.address.ip for a in attachment.allocations if a.address.version == 4)
     )
 

@@ -109,6 +109,7 @@ class NetConf:
     run_dir: str = "/run/netplug"
     aliases: tuple[str, ...] = ()
     static_ips: tuple[StaticIP, ...] = ()
+    mac: str = ""  # the container end's MAC asked for; "": derived from its address
     valid_attachments: tuple[tuple[str, str], ...] | None = None
     routes: tuple[IpamRoute, ...] = ()  # netplug-ipam's ipam.routes
     prev_result: dict | None = None
@@ -234,6 +235,7 @@ def _netconf(
         run_dir=_abs_path(section, "runDir", where, NetConf.run_dir),
         aliases=_aliases(runtime, name, cni_args),
         static_ips=_static_ips(raw, runtime, cni_args),
+        mac=_mac(runtime, cni_args),
         valid_attachments=_attachments(raw),
         prev_result=json_field(raw, "prevResult", dict, ""),
         raw=raw,
@@ -456,6 +458,28 @@ def _static_ip(value: object, where: str) -> StaticIP:
         return ipaddress.ip_interface(text) if "/" in text else ipaddress.ip_address(text)
     except ValueError:
         raise invalid(where, text, "an IP address like 10.244.1.5 or 10.244.1.5/24") from None
+
+
+def _mac(runtime: dict, cni_args: dict[str, str]) -> str:
+    """The MAC asked for, lower-cased: runtimeConfig.mac (the ``mac`` capability),
+    else CNI_ARGS MAC= (podman's ``--mac-address``); "" when none is."""
+    where, text = "runtimeConfig.mac", json_field(runtime, "mac", str, "runtimeConfig.", "")
+    if not text:
+        where, text = "CNI_ARGS MAC", cni_args.get("MAC", "")
+    if text and not _is_unicast_mac(text):
+        raise invalid(where, text, "a unicast MAC address such as 02:00:00:00:00:42")
+    return text.lower()
+
+
+def _is_unicast_mac(text: str) -> bool:
+    octets = text.split(":")
+    if len(octets) != 6 or not all(len(o) == 2 and _is_hex(o) for o in octets):
+        return False
+    return not int(octets[0], 16) & 1 and text.strip("0:") != ""
+
+
+def _is_hex(text: str) -> bool:
+    return all(c in "0123456789abcdefABCDEF" for c in text)
 
 
 def _attachments(raw: dict) -> tuple[tuple[str, str], ...] | None:

@@ -263,3 +263,18 @@ def test_podman_restart_keeps_the_address_and_its_neighbours_reach_it(
     assert podman.ip("alpha", NETWORK) == ip_a
     podman.exec("beta", *PING, ip_a)
     assert len(attachments(np_host)) == 2
+
+
+@pytest.mark.parametrize("np_host", ["in-process"], indirect=True)
+def test_podman_mac_address_is_the_containers(np_host: NetplugHost, podman: Podman) -> None:
+    """``--mac-address`` (podman sends it as CNI_ARGS MAC=) is the container's MAC,
+    also after a restart; it was ignored for a random one."""
+    podman.write_network(
+        {"cniVersion": "1.0.0", "name": NETWORK, "plugins": [plugin_conf(np_host)]}
+    )
+    podman.run("alpha", NETWORK, options=["--mac-address", "02:00:00:00:00:42"])
+    for _ in range(2):
+        assert podman.exec("alpha", "cat", "/sys/class/net/eth0/address").stdout.strip() == (
+            "02:00:00:00:00:42"
+        )
+        podman.podman("restart", "--time", "0", "alpha")

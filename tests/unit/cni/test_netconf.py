@@ -333,6 +333,33 @@ def test_one_address_listed_twice_is_one_request(ips: list[str]) -> None:
     assert len(conf.static_ips) == len({ip.split("/")[0] for ip in ips})
 
 
+@pytest.mark.parametrize(
+    ("runtime", "cni_args", "expected"),
+    [
+        ({}, "", ""),
+        ({}, "IgnoreUnknown=1;MAC=02:00:00:00:00:4A", "02:00:00:00:00:4a"),  # podman
+        ({"mac": "c2:11:22:33:44:55"}, "MAC=02:00:00:00:00:42", "c2:11:22:33:44:55"),
+    ],
+)
+def test_a_mac_is_asked_for_by_capability_or_cni_args(runtime, cni_args, expected) -> None:
+    assert conf_of({"runtimeConfig": runtime}, {"CNI_ARGS": cni_args}).mac == expected
+
+
+@pytest.mark.parametrize(
+    ("runtime", "cni_args", "named"),
+    [
+        ({"mac": "01:00:5e:00:00:01"}, "", "runtimeConfig.mac"),  # multicast
+        ({"mac": 5}, "", "runtimeConfig.mac"),
+        ({}, "MAC=00:00:00:00:00:00", "CNI_ARGS MAC"),
+        ({}, "MAC=02:00:00:00:42", "CNI_ARGS MAC"),
+        ({}, "MAC=02-00-00-00-00-42", "CNI_ARGS MAC"),
+    ],
+)
+def test_a_bad_mac_is_refused_naming_where_it_came_from(runtime, cni_args, named) -> None:
+    refused = failure({"runtimeConfig": runtime}, {"CNI_ARGS": cni_args})
+    assert refused.code == 7 and named in refused.msg
+
+
 # --- GC attachments --------------------------------------------------------------------
 
 
