@@ -13,6 +13,7 @@ import functools
 import json
 import logging
 import math
+import os
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import asdict
@@ -357,7 +358,7 @@ def cmd_del_on_reset_store(req: Request, host: Host) -> None:
 
 def _detach(req: Request, host: Host, release: bool) -> None:
     conf = req.conf
-    require_run_dir(conf, host)
+    writable = os.access(require_run_dir(conf, host), os.W_OK)
     failures: list[Exception] = []
     host_end = veth.host_veth_name(req.container_id, req.ifname)
     kept = local_records.read(conf.run_dir, host.name, conf.name, host_end)
@@ -378,17 +379,37 @@ def _detach(req: Request, host: Host, release: bool) -> None:
         _attempt(failures, _forget_connections, conf, host, host_end, kept, "DEL")
         forgotten = _attempt(failures, _forget_container, conf, host, host_end, kept)
         released = release and _release_or_defer(req, host)
-        if released and conf.ip_masq:
-            _attempt(failures, _drop_masq_when_unused, conf, host)
         key = Attachments.key(conf.name, host.name, req.container_id, req.ifname)
-        _attempt(failures, _uncover, conf, host, key, released)
-        if forgotten:  # else the retried DEL needs the record to find the entries
+        # Without an agent the policy table and the NAT table take a lock file
+        # under runDir: a read-only one leaves them to the next ADD there.
+        _attempt(failures, _uncover, conf, host, key, released and writable)
+        if not writable:
+            _left_run_dir(req)
+        elif released and conf.ip_masq:
+            _attempt(failures, _drop_masq_when_unused, conf, host)
+        if forgotten and writable:  # else the retried DEL needs the record for the entries
             _attempt(failures, local_records.remove, conf.run_dir, host.name, conf.name, host_end)
     finally:
         if host.conntrack is not None:
             host.conntrack.go()  # DEL's own steps first: they compete for the CPU
     if failures:
         raise failures[0]
+
+
+def _left_run_dir(req: Request) -> None:
+    """DEL on a runDir that cannot be written (a read-only file system) freed the
+    interfaces and addresses, which is what a runtime retries a failed DEL for, for
+    ever (a pod stuck terminating), and left what lives under runDir: the host's
+    copy of the record, and without an agent the policy and NAT tables, which the
+    next ADD there (refused until runDir can be written) programs from the store."""
+    log.warning(
+        "DEL container=%s ifname=%s network=%s: runDir %s is not writable: freed the "
+        "interfaces and addresses, left what is under runDir as it is",
+        req.container_id,
+        req.ifname,
+        req.conf.name,
+        req.conf.run_dir,
+    )
 
 
 def _on_another_bridge(conf: NetConf, host_end: str) -> bool:

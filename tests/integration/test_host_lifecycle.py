@@ -64,3 +64,19 @@ def test_add_on_a_read_only_run_dir_is_refused_naming_it(plain_host, containers)
     assert done.code == 7, done.stdout
     assert str(plain_host.run_dir) in done.out["msg"] and "writable" in done.out["msg"]
     assert (plain_host.veths(), plain_host.records("/netplug/attachments/")) == before
+
+
+def test_del_on_a_read_only_run_dir_frees_the_interfaces_and_addresses(plain_host, containers):
+    """A runtime retries a failed DEL for ever (a pod stuck terminating): on a runDir
+    that became read-only DEL still deletes the veth pair and releases the addresses,
+    and succeeds; what is under runDir waits (it failed with code 999 every time)."""
+    conf = plain_host.conf()
+    ctr = containers()
+    plain_host.add(conf, "c1", ctr)
+    launcher = read_only(str(plain_host.run_dir))
+    for _ in range(2):  # and again: idempotent
+        done = plain_host.call("DEL", conf, container_id="c1", netns=ctr, launcher=launcher)
+        assert done.status == 0, done.stdout
+    assert plain_host.veths() == set()
+    assert plain_host.records("/netplug/attachments/") == {}
+    assert plain_host.records("/netplug/ips/") == {}
