@@ -461,14 +461,16 @@ def _static_ip(value: object, where: str) -> StaticIP:
 
 
 def _mac(runtime: dict, cni_args: dict[str, str]) -> str:
-    """The MAC asked for, lower-cased: runtimeConfig.mac (the ``mac`` capability),
-    else CNI_ARGS MAC= (podman's ``--mac-address``); "" when none is."""
+    """The MAC asked for, as 02:00:00:00:00:42: runtimeConfig.mac (the ``mac``
+    capability), else CNI_ARGS MAC= (podman's ``--mac-address``); "" when none is.
+    Octets apart by ":" or "-", as Go's net.ParseMAC takes them."""
     where, text = "runtimeConfig.mac", json_field(runtime, "mac", str, "runtimeConfig.", "")
     if not text:
         where, text = "CNI_ARGS MAC", cni_args.get("MAC", "")
-    if text and not _is_unicast_mac(text):
+    mac = text.replace("-", ":").lower()
+    if text and not _is_unicast_mac(mac):
         raise invalid(where, text, "a unicast MAC address such as 02:00:00:00:00:42")
-    return text.lower()
+    return mac
 
 
 def _is_unicast_mac(text: str) -> bool:

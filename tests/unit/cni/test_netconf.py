@@ -339,6 +339,7 @@ def test_one_address_listed_twice_is_one_request(ips: list[str]) -> None:
         ({}, "", ""),
         ({}, "IgnoreUnknown=1;MAC=02:00:00:00:00:4A", "02:00:00:00:00:4a"),  # podman
         ({"mac": "c2:11:22:33:44:55"}, "MAC=02:00:00:00:00:42", "c2:11:22:33:44:55"),
+        ({"mac": "C2-11-22-33-44-55"}, "", "c2:11:22:33:44:55"),  # as Go's ParseMAC takes it
     ],
 )
 def test_a_mac_is_asked_for_by_capability_or_cni_args(runtime, cni_args, expected) -> None:
@@ -352,7 +353,7 @@ def test_a_mac_is_asked_for_by_capability_or_cni_args(runtime, cni_args, expecte
         ({"mac": 5}, "", "runtimeConfig.mac"),
         ({}, "MAC=00:00:00:00:00:00", "CNI_ARGS MAC"),
         ({}, "MAC=02:00:00:00:42", "CNI_ARGS MAC"),
-        ({}, "MAC=02-00-00-00-00-42", "CNI_ARGS MAC"),
+        ({}, "MAC=02:00:00:00:00:4g", "CNI_ARGS MAC"),
     ],
 )
 def test_a_bad_mac_is_refused_naming_where_it_came_from(runtime, cni_args, named) -> None:
