@@ -20,7 +20,15 @@ from netplug.ipam.blocks import Address, Network, block_of, choose_free_block, g
 
 # Allocation and Attachment are the store's records; importers know them from here too.
 from netplug.ipam.schema import AddressOwner, Allocation, Attachment, Attachments, Blocks, Ips
-from netplug.ipam.store.base import Compare, Delete, OutcomeUnknown, Put, Store, TxnResult
+from netplug.ipam.store.base import (
+    Compare,
+    Delete,
+    KeyValue,
+    OutcomeUnknown,
+    Put,
+    Store,
+    TxnResult,
+)
 
 # Each attempt re-reads the store; contention that outlasts this many is
 # reported as "try again later" rather than spinning.
@@ -119,17 +127,16 @@ class IPAM:
         its namespace along) keeps its addresses, but a record still naming the dead
         namespace would have ``netplugctl gc`` release a running container, and
         DNS answer its old names."""
-        key = Attachments.key(network, self.host, container_id, ifname)
         for _ in range(MAX_ATTEMPTS):
-            kv = self.store.get(key)
-            if kv is None:
+            record = self._record(network, container_id, ifname)
+            if record is None:
                 return None
-            found = Attachments.decode(kv.value, network, self.host)
+            kv, found = record
             if not netns or (found.netns, found.names) == (netns, names):
                 return found
             made = replace(found, names=names, netns=netns)
             if settled_cas(
-                self.store, [Compare.unchanged(kv)], [Put(key, Attachments.encode(made))]
+                self.store, [Compare.unchanged(kv)], [Put(kv.key, Attachments.encode(made))]
             ):
                 return made
         raise Contention(f"could not update {container_id}/{ifname} after {MAX_ATTEMPTS} attempts")
@@ -279,8 +286,15 @@ class IPAM:
     # -- lookup and release ------------------------------------------------------
 
     def lookup(self, network: str, container_id: str, ifname: str) -> Attachment | None:
+        record = self._record(network, container_id, ifname)
+        return None if record is None else record[1]
+
+    def _record(
+        self, network: str, container_id: str, ifname: str
+    ) -> tuple[KeyValue, Attachment] | None:
+        """The attachment's record as stored and as read; None when there is none."""
         kv = self.store.get(Attachments.key(network, self.host, container_id, ifname))
-        return None if kv is None else Attachments.decode(kv.value, network, self.host)
+        return None if kv is None else (kv, Attachments.decode(kv.value, network, self.host))
 
     def release(
         self, network: str, container_id: str, ifname: str, netns: str = ""
@@ -291,16 +305,15 @@ class IPAM:
         without one) is released: a deferred release must spare the same
         container ID attached again elsewhere, decided on the record it deletes.
         """
-        key = Attachments.key(network, self.host, container_id, ifname)
         for _ in range(MAX_ATTEMPTS):
-            kv = self.store.get(key)
-            if kv is None:
+            record = self._record(network, container_id, ifname)
+            if record is None:
                 return None
-            attachment = Attachments.decode(kv.value, network, self.host)
+            kv, attachment = record
             if netns and attachment.netns not in ("", netns):
                 return None
             deletes = [
-                Delete(key),
+                Delete(kv.key),
                 *(Delete(self._ip_key(network, a)) for a in attachment.allocations),
             ]
             if settled_cas(self.store, [Compare.unchanged(kv)], deletes):
